@@ -1,0 +1,26 @@
+"""Identifiers: time-ordered UUIDs for events, prefixed random ids for domain objects."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+import uuid
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then 74 random bits; sorts by time."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    return uuid.UUID(int=value)
+
+
+def random_token(prefix: str, nbytes: int) -> str:
+    """`prefix` + base64url (no padding) of `nbytes` bytes from the CSPRNG."""
+    raw = secrets.token_bytes(nbytes)
+    return prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

@@ -1,0 +1,1 @@
+"""Forward-only numbered SQL migrations, applied in order by `authledger migrate`."""

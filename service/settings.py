@@ -1,0 +1,175 @@
+"""Settings from `AUTHLEDGER_*` environment variables, validated once at start-up.
+
+A bad or missing value raises ConfigError whose message is one line naming the variable;
+the CLI prints it and exits. Nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+PREFIX = "AUTHLEDGER_"
+Mode = Literal["dev", "serve", "worker", "migrate"]
+
+
+class ConfigError(Exception):
+    """One line naming the variable and what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    nats_url: str
+    public_url: str = "http://127.0.0.1:8000"
+    smtp_url: str | None = None
+    admin_token: str | None = None
+    secret_key: str | None = None
+    data_dir: Path = Path(".authledger")
+    nats_stream: str = "AUTHLEDGER"
+    nats_subject_prefix: str = "authledger"
+    registration_ttl: int = 86_400
+    otp_ttl: int = 600
+    access_token_ttl: int = 3_600
+    scopes: tuple[str, ...] = ("api.read", "api.write")
+    pre_claim_scopes: tuple[str, ...] = ("api.read",)
+    post_claim_scopes: tuple[str, ...] = ("api.read", "api.write")
+    rate_limits: str = "on"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "info"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def with_services(self, *, database_url: str, nats_url: str) -> Settings:
+        return replace(self, database_url=database_url, nats_url=nats_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], mode: Mode = "serve") -> Settings:
+        """Read and check every variable; `dev` may leave the services to the embedded ones."""
+        r = _Reader(env)
+        needs_services = mode != "dev"
+        database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
+        nats_url = r.get("NATS_URL", _url("nats", "tls"), needs_services and mode != "migrate")
+        needs_secrets = mode in ("serve",)
+        settings = cls(
+            database_url=database_url or "",
+            nats_url=nats_url or "",
+            public_url=r.get("PUBLIC_URL", _public_url, False) or cls.public_url,
+            smtp_url=r.get("SMTP_URL", _url("smtp", "smtps"), False),
+            admin_token=r.get("ADMIN_TOKEN", _min_length(16), needs_secrets),
+            secret_key=r.get("SECRET_KEY", _min_length(32), needs_secrets),
+            data_dir=Path(r.get("DATA_DIR", _non_empty, False) or cls.data_dir),
+            nats_stream=r.get("NATS_STREAM", _token, False) or cls.nats_stream,
+            nats_subject_prefix=r.get("NATS_SUBJECT_PREFIX", _token, False)
+            or cls.nats_subject_prefix,
+            registration_ttl=r.get("REGISTRATION_TTL", _seconds(60, 30 * 86_400), False)
+            or cls.registration_ttl,
+            otp_ttl=r.get("OTP_TTL", _seconds(30, 3_600), False) or cls.otp_ttl,
+            access_token_ttl=r.get("ACCESS_TOKEN_TTL", _seconds(30, 86_400), False)
+            or cls.access_token_ttl,
+            scopes=r.get("SCOPES", _scopes, False) or cls.scopes,
+            pre_claim_scopes=r.get("PRE_CLAIM_SCOPES", _scopes, False) or cls.pre_claim_scopes,
+            post_claim_scopes=r.get("POST_CLAIM_SCOPES", _scopes, False)
+            or cls.post_claim_scopes,
+            rate_limits=r.get("RATE_LIMITS", _rate_limits, False) or cls.rate_limits,
+            log_format=r.get("LOG_FORMAT", _choice("auto", "console", "json"), False) or "auto",  # type: ignore[arg-type]
+            log_level=r.get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), False)
+            or cls.log_level,
+        )
+        for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
+            stage = settings.pre_claim_scopes if name.startswith("PRE") else settings.post_claim_scopes
+            unknown = sorted(set(stage) - set(settings.scopes))
+            if unknown:
+                raise ConfigError(f"{PREFIX}{name}: {' '.join(unknown)} not in {PREFIX}SCOPES")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], required: bool) -> T | None:
+        raw = self._env.get(PREFIX + name)
+        if raw is None or raw.strip() == "":
+            if required:
+                raise ConfigError(f"{PREFIX}{name}: required but not set")
+            return None
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}{name}: {exc}") from None
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.netloc or parts.query):
+            raise ValueError(f"expected a {'|'.join(schemes)}:// URL, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _public_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http(s):// URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return raw.rstrip("/")
+
+
+def _min_length(n: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw) < n:
+            raise ValueError(f"must be at least {n} characters")
+        return raw
+
+    return parse
+
+
+def _non_empty(raw: str) -> str:
+    return raw
+
+
+def _token(raw: str) -> str:
+    if not raw.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"letters, digits, '-' and '_' only, got {raw!r}")
+    return raw
+
+
+def _seconds(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ValueError(f"whole seconds between {low} and {high}, got {raw!r}")
+        return int(raw)
+
+    return parse
+
+
+def _scopes(raw: str) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(raw.split()))
+    for scope in scopes:
+        if not all(c.isalnum() or c in "._:-/" for c in scope):
+            raise ValueError(f"scope {scope!r} has characters outside [A-Za-z0-9._:/-]")
+    return scopes
+
+
+def _rate_limits(raw: str) -> str:
+    if raw in ("on", "off"):
+        return raw
+    if not Path(raw).is_file():
+        raise ValueError(f"'on', 'off' or a readable file of limits, got {raw!r}")
+    return raw
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"one of {', '.join(options)}, got {raw!r}")
+        return raw.lower()
+
+    return parse

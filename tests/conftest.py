@@ -1,0 +1,80 @@
+"""Real-service fixtures: a Postgres database per test cloned from a migrated template, and
+NATS names (stream, subject prefix) per test, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from events.store import EventStore
+from service.schema import migrate
+from tests.support.backends import Backend, choose_backend, with_database
+from tests.support.nats import NatsNames
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    chosen = choose_backend()
+    try:
+        yield chosen
+    finally:
+        chosen.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_database(backend: Backend) -> AsyncIterator[str]:
+    name = f"authledger_tpl_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(backend.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(with_database(backend.database_url, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await admin.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true')
+        yield name
+        await admin.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"authledger_t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(backend.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(backend.database_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool) -> AsyncIterator[EventStore]:
+    created = EventStore(pool)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
+def nats_names() -> NatsNames:
+    """A JetStream stream name and subject prefix of this test's own."""
+    return NatsNames.unique()

