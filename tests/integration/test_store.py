@@ -18,9 +18,16 @@ async def test_append_then_read_stream_round_trips(store: EventStore) -> None:
     """Appended events come back from read_stream decoded, with versions 1..n."""
     stream = a_stream()
     recorded = await store.append(
-        stream, NO_STREAM, [opened("a", actor="op"), SAMPLE.new(
-            ThingRenamed(name="b", reason="typo"), occurred_at=NOW,
-            metadata=Metadata(correlation_id="c1"))]
+        stream,
+        NO_STREAM,
+        [
+            opened("a", actor="op"),
+            SAMPLE.new(
+                ThingRenamed(name="b", reason="typo"),
+                occurred_at=NOW,
+                metadata=Metadata(correlation_id="c1"),
+            ),
+        ],
     )
     assert [r.stream_version for r in recorded] == [1, 2]
     back = await store.read_stream(stream)
@@ -174,8 +181,11 @@ async def test_verify_names_the_position_of_an_altered_row(store: EventStore) ->
     """An edited payload breaks the chain exactly at its position."""
     await _fill(store, 10)
     assert (await verify_log(store.read_all)).ok
-    await _tamper(store, """UPDATE events SET payload = '{"type":"thing.opened","name":"evil"}'
-                            WHERE position = 7""")
+    await _tamper(
+        store,
+        """UPDATE events SET payload = '{"type":"thing.opened","name":"evil"}'
+                            WHERE position = 7""",
+    )
     report = await verify_log(store.read_all, batch=3)
     assert report.first_break == 7
     assert report.checked == 6
@@ -246,8 +256,10 @@ async def test_concurrent_writers_and_a_tailer_see_every_position_once(
         own = EventStore(own_pool)
         try:
             await asyncio.gather(
-                *(own.append(a_stream(), NO_STREAM, [opened(f"{n}-{i}")])
-                  for i in range(per_writer))
+                *(
+                    own.append(a_stream(), NO_STREAM, [opened(f"{n}-{i}")])
+                    for i in range(per_writer)
+                )
             )
         finally:
             await own.close()

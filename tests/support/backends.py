@@ -66,7 +66,9 @@ def _env() -> Backend:
 
 
 def _local() -> Backend:
-    return Backend("local", "postgresql://postgres@127.0.0.1:5432/postgres", "nats://127.0.0.1:4222")
+    return Backend(
+        "local", "postgresql://postgres@127.0.0.1:5432/postgres", "nats://127.0.0.1:4222"
+    )
 
 
 def _containers() -> Backend:

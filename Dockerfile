@@ -1,0 +1,23 @@
+# authledger service image: `authledger serve` by default; `authledger worker` for workers.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY events events
+COPY projections projections
+COPY service service
+COPY workers workers
+COPY migrations migrations
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home /app authledger
+WORKDIR /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER authledger
+ENV AUTHLEDGER_LOG_FORMAT=json
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+ENTRYPOINT ["authledger"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,123 @@
+"""The Litestar application, built from settings and already-open resources.
+
+Nothing here reads the environment or opens connections: `service.runtime` does that and
+passes the results in. Every error leaves as JSON `{"error": ..., "message": ...}`, never as
+a stack trace; every request gets an id (taken from a sane `X-Request-ID` or made up) that is
+bound in structlog's contextvars and echoed in the response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.http.health import HealthController
+from service.resources import Resources
+from service.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+log = structlog.get_logger("service.http")
+
+
+def create_app(settings: Settings, *, resources: Resources) -> Litestar:
+    """The HTTP app: routes, error handling and request ids; settings passed in."""
+
+    async def provide_settings() -> Settings:
+        return settings
+
+    async def provide_resources() -> Resources:
+        return resources
+
+    return Litestar(
+        route_handlers=[HealthController],
+        dependencies={
+            "settings": Provide(provide_settings, use_cache=True),
+            "resources": Provide(provide_resources, use_cache=True),
+        },
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        middleware=[request_id_middleware],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="authledger", version="0.1.0", path="/schema"),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def error_body(error: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": error, "message": message, **extra}
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object]:
+    """An HTTPException as JSON with its own status and headers (e.g. Allow on a 405)."""
+    status = exc.status_code
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    extra: dict[str, object] = {}
+    if isinstance(exc, ValidationException) and exc.extra:
+        extra["details"] = exc.extra
+    return Response(
+        error_body(code, exc.detail or HTTPStatus(status).phrase, **extra),
+        status_code=status,
+        headers=exc.headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    """Anything unexpected: logged with its traceback, answered without one."""
+    log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
+    return Response(
+        error_body("internal_error", "internal error"),
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Bind a request id for the logs, echo it back, and log one line per request."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        offered = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == REQUEST_ID_HEADER.encode()),
+            "",
+        )
+        request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+
+    return middleware

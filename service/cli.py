@@ -1,0 +1,147 @@
+"""The `authledger` command line.
+
+Exit status: 0 on a clean stop, 1 when an operational failure stops start-up (one line on
+stderr), 2 on a bad invocation or a bad `AUTHLEDGER_*` variable (one line naming it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from service.settings import ConfigError, Settings
+
+
+def _port(raw: str) -> int:
+    if not raw.isdigit() or not 0 <= int(raw) <= 65_535:
+        raise argparse.ArgumentTypeError(f"a port number 0-65535, got {raw!r}")
+    return int(raw)
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authledger",
+        description="Event-sourced credential service for AI agents. "
+        "Configured by AUTHLEDGER_* environment variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = commands.add_parser(
+        "dev", help="embedded Postgres and NATS, migrations, HTTP and workers in one process"
+    )
+    serve = commands.add_parser("serve", help="serve HTTP against external Postgres and NATS")
+    for sub in (dev, serve):
+        sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        sub.add_argument("--port", type=_port, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=_positive, default=1, help="HTTP processes to run")
+    commands.add_parser("worker", help="run every background worker until SIGTERM/SIGINT")
+    commands.add_parser("migrate", help="apply pending migrations to AUTHLEDGER_DATABASE_URL")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ, args.command)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    from service.logging import configure_logging
+    from service.runtime import StartupError
+
+    configure_logging(settings)
+    commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+        "dev": _dev,
+        "serve": _serve,
+        "worker": _worker,
+        "migrate": _migrate,
+    }
+    try:
+        return commands[args.command](settings, args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"authledger {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C forces the stop
+        return 130
+    except Exception:
+        structlog.get_logger("service.cli").exception(f"{args.command}.crashed")
+        return 1
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    from service.processes import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(coro)
+
+
+def _public_url_given() -> bool:
+    return bool(os.environ.get("AUTHLEDGER_PUBLIC_URL", "").strip())
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from service.dev import run_dev
+
+    _run(run_dev(settings, host=args.host, port=args.port, public_url_set=_public_url_given()))
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from service.processes import serve_in_processes
+    from service.runtime import bind_socket, http_url, serve
+
+    sock = bind_socket(args.host, args.port)
+    if not _public_url_given():
+        settings = replace(settings, public_url=http_url(args.host, sock.getsockname()[1]))
+    if args.workers > 1:
+        return serve_in_processes(settings, sock, args.workers)
+    try:
+        _run(serve(settings, sock))
+    finally:
+        sock.close()
+    return 0
+
+
+def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    from service.runtime import worker
+
+    _run(worker(settings))
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from service.runtime import migrate_database
+    from service.schema import available
+
+    applied: list[str] = []
+
+    async def run() -> None:
+        ran = await migrate_database(settings.database_url)
+        applied.extend(f"{m.version:04d}_{m.name}" for m in ran)
+
+    _run(run())
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print(f"nothing to apply: the database has all {len(available())} migrations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""`authledger dev`: everything in one process, on a data folder that survives restarts.
+
+Embedded Postgres and NATS start under the data folder unless AUTHLEDGER_DATABASE_URL /
+AUTHLEDGER_NATS_URL name other ones; then migrations, HTTP and every worker. An admin token
+and a secret key are generated once and kept in the data folder (mode 0600) when the
+environment gives none. Ctrl-C or SIGTERM stops it all, embedded servers included.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from service.embedded import EmbeddedError, EmbeddedStack
+from service.logging import redact_url
+from service.runtime import (
+    StartupError,
+    bind_socket,
+    http_url,
+    migrate_database,
+    run_services,
+    stop_on_signals,
+)
+from service.settings import ConfigError, Settings
+
+log = structlog.get_logger("service.dev")
+ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+
+
+def kept_secret(path: Path, make: Callable[[], str], *, min_length: int) -> str:
+    """The secret stored at `path`, made and stored (mode 0600) on first use."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+        value = path.read_text(encoding="utf-8").strip()
+        if len(value) < min_length:
+            raise ConfigError(f"{path}: must hold at least {min_length} characters") from None
+        return value
+    value = make()
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(value + "\n")
+    return value
+
+
+def with_dev_secrets(settings: Settings, data_dir: Path) -> Settings:
+    admin_token = settings.admin_token or kept_secret(
+        data_dir / ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32), min_length=16
+    )
+    secret_key = settings.secret_key or kept_secret(
+        data_dir / SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48), min_length=32
+    )
+    return replace(settings, admin_token=admin_token, secret_key=secret_key)
+
+
+async def run_dev(
+    settings: Settings, *, host: str, port: int, public_url_set: bool = False
+) -> None:
+    """Start embedded services as needed, migrate, serve HTTP and run workers until stopped."""
+    started = time.monotonic()
+    stop = stop_on_signals()
+    sock = bind_socket(host, port)
+    url = http_url(host, int(sock.getsockname()[1]))
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    given_admin_token = settings.admin_token is not None
+    settings = with_dev_secrets(settings, data_dir)
+    if not public_url_set:
+        settings = replace(settings, public_url=url)
+    try:
+        stack = await EmbeddedStack.start(
+            data_dir, postgres=not settings.database_url, nats=not settings.nats_url
+        )
+    except (EmbeddedError, OSError) as exc:
+        sock.close()
+        raise StartupError(f"embedded services failed to start: {exc}") from None
+    try:
+        settings = settings.with_services(
+            database_url=settings.database_url or (stack.postgres.url if stack.postgres else ""),
+            nats_url=settings.nats_url or (stack.nats.url if stack.nats else ""),
+        )
+        applied = await migrate_database(settings.database_url)
+        for migration in applied:
+            print(f"applied migration {migration.version:04d}_{migration.name}", flush=True)
+        admin = (
+            "from AUTHLEDGER_ADMIN_TOKEN"
+            if given_admin_token
+            else f"kept in {data_dir / ADMIN_TOKEN_FILE}"
+        )
+        print(
+            f"authledger dev: up in {time.monotonic() - started:.1f}s (Ctrl-C to stop)\n"
+            f"  http        {url}  (OpenAPI at {url}/schema)\n"
+            f"  database    {redact_url(settings.database_url)}"
+            f"{'  (embedded)' if stack.postgres else ''}\n"
+            f"  nats        {settings.nats_url}{'  (embedded)' if stack.nats else ''}\n"
+            f"  admin token {admin}\n"
+            f"  data        {data_dir}",
+            flush=True,
+        )
+        if not stop.is_set():
+            await run_services(settings, stop, sock=sock, workers=True)
+    finally:
+        sock.close()
+        await stack.stop()
+        log.info("dev.stopped")
+        print("authledger dev: stopped", flush=True)

@@ -1,0 +1,153 @@
+"""What a running process holds: the Postgres pool, the event store and the NATS client.
+
+Opened once at start-up and closed at shutdown by `service.runtime`; the HTTP app receives
+them ready-made. NATS or Postgres may be down when we start: the NATS link keeps trying in
+the background, the pool connects on demand, and `/readyz` says what is missing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+import structlog
+from nats.aio.client import Client as NatsClient
+
+from events.store import EventStore
+from service.schema import MigrationError, pending
+from service.settings import Settings
+
+log = structlog.get_logger("service.resources")
+CHECK_TIMEOUT = 2.0
+
+
+class NatsLink:
+    """A NATS client that keeps trying to connect, and later to reconnect, forever."""
+
+    def __init__(self, url: str, *, name: str = "authledger") -> None:
+        self._url = url
+        self._name = name
+        self._client = NatsClient()
+        self._connecting: asyncio.Task[None] | None = None
+        self._failing = False
+        self._closing = False
+
+    @property
+    def client(self) -> NatsClient:
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected
+
+    async def start(self, *, wait: float = 3.0) -> None:
+        """Connect, waiting at most `wait` seconds; past that, keep trying in the background."""
+        self._connecting = asyncio.get_running_loop().create_task(
+            self._client.connect(
+                self._url,
+                name=self._name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,  # never give up, on the first connect as later
+                reconnect_time_wait=1,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            ),
+            name="nats-connect",
+        )
+        await asyncio.wait({self._connecting}, timeout=wait)
+        if self._connecting.done():
+            self._connecting.result()
+        else:
+            log.warning("nats.waiting", url=self._url)
+        self._connecting.add_done_callback(self._on_connected)
+
+    def _on_connected(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("nats.connect_failed", error=repr(task.exception()))
+            return
+        self._failing = False
+        log.info("nats.connected", url=self._url)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._client.is_closed:
+            return
+        if self._client.is_connected:
+            try:
+                await asyncio.wait_for(self._client.drain(), 5)
+            except Exception as exc:
+                log.warning("nats.drain_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                return
+        await self._client.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
+        self._failing = True
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("nats.disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self._failing = False
+        log.info("nats.reconnected")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: EventStore
+    nats: NatsLink
+
+    @classmethod
+    async def open(cls, settings: Settings, *, pool_size: int = 10) -> Resources:
+        # min_size=0: a process may start before Postgres answers; /readyz reports it.
+        pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=pool_size)
+        link = NatsLink(settings.nats_url)
+        try:
+            await link.start()
+        except BaseException:
+            await link.close()
+            await pool.close()
+            raise
+        return cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
+
+    async def close(self) -> None:
+        """Flush queued appends, then close NATS and the pool, in that order."""
+        await self.store.close()
+        await self.nats.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), 10)
+        except TimeoutError:
+            log.warning("pool.close_timeout")
+            self.pool.terminate()
+
+    async def unready_reasons(self) -> list[str]:
+        """Why this process should not take traffic yet; empty when it is ready."""
+        reasons = []
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT), self.pool.acquire() as conn:
+                todo = await pending(cast(asyncpg.Connection, conn))
+            if todo:
+                names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
+                reasons.append(f"migrations pending: {names} (run `authledger migrate`)")
+        except MigrationError as exc:
+            reasons.append(f"migrations: {exc}")
+        except Exception as exc:
+            reasons.append(f"postgres unavailable: {type(exc).__name__}")
+        if not self.nats.connected:
+            reasons.append("nats not connected")
+        return reasons

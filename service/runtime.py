@@ -1,0 +1,211 @@
+"""The run loops behind `serve`, `worker` and `migrate` (and the pieces `dev` reuses).
+
+One asyncio loop per process. uvicorn runs inside it (`Server.serve()`) rather than owning
+it, so HTTP and the workers can share a process; SIGINT/SIGTERM set one stop event, and the
+jobs then stop in order: HTTP first, then the workers, then the resources close (the event
+store flushes what is queued, NATS drains, the pool closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+
+from service.app import create_app
+from service.logging import redact_url
+from service.resources import Resources
+from service.schema import Migration, MigrationError, migrate
+from service.settings import Settings
+
+log = structlog.get_logger("service.runtime")
+STOP_GRACE = 10.0
+
+
+class StartupError(Exception):
+    """An operational failure to report in one line (exit status 1), not a bug."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Listen before anything slow starts, so a taken port fails at once and clearly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def http_url(host: str, port: int) -> str:
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def stop_on_signals(
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+) -> asyncio.Event:
+    """Any of `signals` sets the returned event; a second one cancels the calling task."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set() and main is not None:
+            log.warning("runtime.forced_stop", signal=signal.Signals(signum).name)
+            main.cancel()
+            return
+        log.info("runtime.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    return stop
+
+
+@dataclass
+class Job:
+    """A long-running coroutine and how to ask it to finish."""
+
+    name: str
+    run: Coroutine[Any, Any, None]
+    request_stop: Callable[[], None]
+
+
+async def supervise(stop: asyncio.Event, jobs: Sequence[Job], *, grace: float = STOP_GRACE) -> None:
+    """Run `jobs` until `stop` is set or one of them ends; then stop them in order.
+
+    A job that ends before it was asked to is a failure: re-raised (or reported) here.
+    """
+    tasks = [asyncio.get_running_loop().create_task(job.run, name=job.name) for job in jobs]
+    stopping = asyncio.get_running_loop().create_task(stop.wait())
+    early: list[asyncio.Task[None]] = []
+    try:
+        await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        early = [t for t in tasks if t.done()]
+    except asyncio.CancelledError:
+        grace = min(grace, 1.0)  # a forced stop: do not linger
+        raise
+    finally:
+        stopping.cancel()
+        for job, task in zip(jobs, tasks, strict=True):
+            job.request_stop()
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                log.warning("runtime.job_cancelled", job=job.name, grace_seconds=grace)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            elif task not in early and not task.cancelled() and task.exception() is not None:
+                log.error("runtime.job_failed_stopping", job=job.name, exc_info=task.exception())
+    for task in early:
+        if task.cancelled():
+            raise StartupError(f"{task.get_name()} was cancelled")
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        raise StartupError(f"{task.get_name()} stopped on its own")
+
+
+class _HostedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: our loop owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def http_job(settings: Settings, resources: Resources, sock: socket.socket) -> Job:
+    config = uvicorn.Config(
+        create_app(settings, resources=resources),
+        lifespan="on",
+        ws="none",
+        log_config=None,
+        access_log=False,  # service.app logs one line per request, request id included
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = _HostedServer(config)
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits on start-up failures; keep it in the loop
+            raise StartupError(f"HTTP server failed to start (status {exc.code})") from None
+
+    def request_stop() -> None:
+        server.should_exit = True
+
+    return Job("http", run(), request_stop)
+
+
+def workers_job(settings: Settings, pool: asyncpg.Pool) -> Job:
+    from workers.runner import run_workers
+
+    workers_stop = asyncio.Event()
+    return Job("workers", run_workers(settings, pool, workers_stop), workers_stop.set)
+
+
+async def run_services(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    sock: socket.socket | None,
+    workers: bool,
+) -> None:
+    """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set."""
+    resources = await Resources.open(settings)
+    try:
+        jobs = []
+        if sock is not None:
+            jobs.append(http_job(settings, resources, sock))
+        if workers:
+            jobs.append(workers_job(settings, resources.pool))
+        await supervise(stop, jobs)
+    finally:
+        await resources.close()
+        log.info("runtime.stopped")
+
+
+async def serve(
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """`authledger serve` in one process: HTTP against external Postgres and NATS."""
+    stop = stop_on_signals(signals)
+    await run_services(settings, stop, sock=sock, workers=False)
+
+
+async def worker(settings: Settings) -> None:
+    """`authledger worker`: every worker, against external Postgres and NATS."""
+    stop = stop_on_signals()
+    await run_services(settings, stop, sock=None, workers=True)
+
+
+async def migrate_database(database_url: str) -> list[Migration]:
+    """Apply pending migrations; database failures become one-line StartupErrors."""
+    try:
+        conn = await asyncpg.connect(database_url, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(
+            f"cannot connect to AUTHLEDGER_DATABASE_URL ({redact_url(database_url)}): {exc}"
+        ) from None
+    try:
+        return await migrate(conn)
+    except (asyncpg.PostgresError, MigrationError) as exc:
+        raise StartupError(f"migration failed: {exc}") from None
+    finally:
+        await conn.close()

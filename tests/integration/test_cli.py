@@ -1,0 +1,242 @@
+"""The `authledger` console script against real Postgres and NATS, as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from service.embedded import free_port
+from service.schema import available
+from tests.support.backends import Backend, with_database
+
+AUTHLEDGER = Path(sys.executable).with_name("authledger")
+SECRETS = {"AUTHLEDGER_ADMIN_TOKEN": "t" * 32, "AUTHLEDGER_SECRET_KEY": "k" * 48}
+
+
+def _env(**values: str) -> dict[str, str]:
+    """The test's environment without any AUTHLEDGER_* of its own, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHLEDGER_")}
+    return {**env, "AUTHLEDGER_LOG_FORMAT": "json", **values}
+
+
+async def _run(args: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        AUTHLEDGER, *args, env=dict(env), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def _serving(args: Sequence[str], env: Mapping[str, str]) -> AsyncIterator[Server]:
+    """A `serve` process in its own session, killed with its children if the test fails."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        AUTHLEDGER, "serve", "--port", str(port), *args, env=dict(env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    server = Server(proc, f"http://127.0.0.1:{port}")
+    try:
+        await server.wait_until_listening()
+        yield server
+    finally:
+        await server.http.aclose()
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+class Server:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.http = httpx.AsyncClient(base_url=url, timeout=10)
+        self.stderr_lines: list[str] = []
+
+    async def wait_for_log(self, text: str, count: int, seconds: float = 20.0) -> None:
+        """Read stderr until `text` has appeared on `count` lines."""
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(seconds):
+            while sum(text in line for line in self.stderr_lines) < count:
+                line = await self.proc.stderr.readline()
+                if not line:
+                    pytest.fail(f"serve exited: {''.join(self.stderr_lines)}")
+                self.stderr_lines.append(line.decode())
+
+    async def wait_until_listening(self, seconds: float = 20.0) -> None:
+        async with asyncio.timeout(seconds):
+            while True:
+                if self.proc.returncode is not None:
+                    _, err = await self.proc.communicate()
+                    pytest.fail(f"serve exited with {self.proc.returncode}: {err.decode()}")
+                try:
+                    await self.http.get("/healthz")
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+                else:
+                    return
+
+    async def stop(self) -> tuple[int, str]:
+        """SIGTERM, then the exit status and stderr."""
+        await self.http.aclose()
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(self.proc.communicate(), 20)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, "".join(self.stderr_lines) + err.decode()
+
+
+@pytest.fixture
+async def empty_database_url(backend: Backend) -> AsyncIterator[str]:
+    """A database of this test's own that was never migrated."""
+    name = f"authledger_cli_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(backend.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(backend.database_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _applied_versions(database_url: str) -> list[int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    return [r["version"] for r in rows]
+
+
+async def test_migrate_applies_once_then_has_nothing_to_do(empty_database_url: str) -> None:
+    """A first `migrate` applies every migration; a second one applies nothing and succeeds."""
+    env = _env(AUTHLEDGER_DATABASE_URL=empty_database_url)
+    names = [f"{m.version:04d}_{m.name}" for m in available()]
+    status, out, err = await _run(["migrate"], env)
+    assert status == 0, err
+    assert out.splitlines() == [f"applied {name}" for name in names]
+    status, out, err = await _run(["migrate"], env)
+    assert status == 0, err
+    assert out.startswith("nothing to apply")
+    assert await _applied_versions(empty_database_url) == [m.version for m in available()]
+
+
+async def test_two_concurrent_migrates_apply_each_migration_once(empty_database_url: str) -> None:
+    """Two `migrate` processes at once both succeed, and each migration is applied once."""
+    env = _env(AUTHLEDGER_DATABASE_URL=empty_database_url)
+    results = await asyncio.gather(_run(["migrate"], env), _run(["migrate"], env))
+    assert [status for status, _, _ in results] == [0, 0], [err for _, _, err in results]
+    applied = [
+        line for _, out, _ in results for line in out.splitlines() if line.startswith("applied")
+    ]
+    assert len(applied) == len(available())
+    assert await _applied_versions(empty_database_url) == [m.version for m in available()]
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        ("serve", "AUTHLEDGER_OTP_TTL", "5"),
+        ("worker", "AUTHLEDGER_NATS_URL", "localhost:4222"),
+        ("migrate", "AUTHLEDGER_DATABASE_URL", ""),
+        ("dev", "AUTHLEDGER_LOG_LEVEL", "chatty"),
+    ],
+)
+async def test_bad_variable_exits_2_with_one_stderr_line(
+    backend: Backend, command: str, variable: str, value: str
+) -> None:
+    """A bad or missing AUTHLEDGER_ variable: exit status 2 and one stderr line naming it."""
+    env = _env(
+        AUTHLEDGER_DATABASE_URL=backend.database_url,
+        AUTHLEDGER_NATS_URL=backend.nats_url,
+        **SECRETS,
+    )
+    env[variable] = value
+    status, out, err = await _run([command], env)
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"{variable}: ")
+    assert "Traceback" not in err
+
+
+async def test_unreachable_database_exits_1_with_one_line(backend: Backend) -> None:
+    """`migrate` against a database that does not exist fails in one line, status 1."""
+    missing = with_database(backend.database_url, f"authledger_missing_{uuid.uuid4().hex[:8]}")
+    status, _, err = await _run(["migrate"], _env(AUTHLEDGER_DATABASE_URL=missing))
+    assert status == 1
+    assert err.strip().splitlines()[-1].startswith("authledger migrate: cannot connect")
+    assert "Traceback" not in err
+
+
+async def test_serve_is_healthy_and_ready_when_migrated(
+    backend: Backend, database_url: str
+) -> None:
+    """`serve` answers /healthz and /readyz 200, errors as JSON, and stops cleanly on SIGTERM."""
+    env = _env(
+        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+    )
+    async with _serving([], env) as server:
+        health = await server.http.get("/healthz", headers={"X-Request-ID": "probe-1"})
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        assert health.headers["x-request-id"] == "probe-1"
+        ready = await server.http.get("/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
+        missing = await server.http.get("/no/such/path")
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "not_found", "message": "Not Found"}
+        wrong_method = await server.http.post("/healthz", content=b"{}")
+        assert wrong_method.status_code == 405
+        assert wrong_method.json()["error"] == "method_not_allowed"
+        schema = await server.http.get("/schema/openapi.json")
+        assert {"/healthz", "/readyz"} <= set(schema.json()["paths"])
+        status, err = await server.stop()
+    assert status == 0, err
+    assert SECRETS["AUTHLEDGER_ADMIN_TOKEN"] not in err
+    assert SECRETS["AUTHLEDGER_SECRET_KEY"] not in err
+
+
+async def test_serve_is_not_ready_on_an_unmigrated_database(
+    backend: Backend, empty_database_url: str
+) -> None:
+    """On an unmigrated database /healthz is 200 but /readyz is 503 naming the migrations."""
+    env = _env(
+        AUTHLEDGER_DATABASE_URL=empty_database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+    )
+    async with _serving([], env) as server:
+        assert (await server.http.get("/healthz")).status_code == 200
+        ready = await server.http.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "unavailable"
+        assert any("migrations pending" in reason for reason in body["reasons"])
+        assert not any("nats" in reason for reason in body["reasons"])
+        status, err = await server.stop()
+    assert status == 0, err
+
+
+async def test_serve_with_several_processes_shares_the_port(
+    backend: Backend, database_url: str
+) -> None:
+    """`serve --workers 2` answers on one port from two processes and stops cleanly."""
+    env = _env(
+        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+    )
+    async with _serving(["--workers", "2"], env) as server:
+        await server.wait_for_log('"event": "Application startup complete.', count=2)
+        responses = [await server.http.get("/readyz") for _ in range(5)]
+        assert [r.status_code for r in responses] == [200] * 5
+        status, err = await server.stop()
+    assert status == 0, err
+    assert err.count('"event": "Started server process') == 2

@@ -1,0 +1,182 @@
+"""Settings from AUTHLEDGER_* variables, and how the CLI reports a bad one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.settings import ConfigError, Settings
+
+GOOD = {
+    "AUTHLEDGER_DATABASE_URL": "postgresql://app@db.internal:5432/authledger",
+    "AUTHLEDGER_NATS_URL": "nats://nats.internal:4222",
+    "AUTHLEDGER_ADMIN_TOKEN": "a" * 24,
+    "AUTHLEDGER_SECRET_KEY": "s" * 40,
+}
+
+BAD_VALUES = [
+    ("DATABASE_URL", "mysql://db/x"),
+    ("DATABASE_URL", "not a url"),
+    ("NATS_URL", "http://nats:4222"),
+    ("PUBLIC_URL", "ftp://example.com"),
+    ("PUBLIC_URL", "https://example.com/?next=1"),
+    ("SMTP_URL", "http://mail:25"),
+    ("ADMIN_TOKEN", "short"),
+    ("SECRET_KEY", "only-twenty-chars-xx"),
+    ("NATS_STREAM", "AUTH.LEDGER"),
+    ("NATS_SUBJECT_PREFIX", "auth ledger"),
+    ("REGISTRATION_TTL", "59"),
+    ("REGISTRATION_TTL", "1d"),
+    ("OTP_TTL", "3601"),
+    ("ACCESS_TOKEN_TTL", "-5"),
+    ("SCOPES", "api.read api$write"),
+    ("PRE_CLAIM_SCOPES", "api.admin"),
+    ("POST_CLAIM_SCOPES", "api.read api.delete"),
+    ("RATE_LIMITS", "/no/such/limits.toml"),
+    ("LOG_FORMAT", "xml"),
+    ("LOG_LEVEL", "loud"),
+]
+
+
+def _one_line_naming(exc: ConfigError, name: str) -> None:
+    message = str(exc)
+    assert message.startswith(f"AUTHLEDGER_{name}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_each_bad_value_stops_with_one_line_naming_the_variable(name: str, value: str) -> None:
+    """Every variable's bad value raises a one-line ConfigError that starts with its name."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**GOOD, f"AUTHLEDGER_{name}": value}, "serve")
+    _one_line_naming(caught.value, name)
+
+
+@pytest.mark.parametrize(
+    ("mode", "missing"),
+    [
+        ("serve", "DATABASE_URL"),
+        ("serve", "NATS_URL"),
+        ("serve", "ADMIN_TOKEN"),
+        ("serve", "SECRET_KEY"),
+        ("worker", "DATABASE_URL"),
+        ("worker", "NATS_URL"),
+        ("migrate", "DATABASE_URL"),
+    ],
+)
+def test_missing_required_variable_is_named(mode: str, missing: str) -> None:
+    """Each mode names the first variable it needs but was not given."""
+    env = {k: v for k, v in GOOD.items() if k != f"AUTHLEDGER_{missing}"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env, mode)  # type: ignore[arg-type]
+    _one_line_naming(caught.value, missing)
+    assert "required" in str(caught.value)
+
+
+def test_blank_value_counts_as_missing() -> None:
+    """A variable set to whitespace is treated as unset, so a required one is reported."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**GOOD, "AUTHLEDGER_DATABASE_URL": "  "}, "serve")
+    _one_line_naming(caught.value, "DATABASE_URL")
+
+
+def test_defaults_when_only_required_values_are_given() -> None:
+    """Optional settings take their documented defaults."""
+    settings = Settings.from_env(GOOD, "serve")
+    assert settings.database_url == GOOD["AUTHLEDGER_DATABASE_URL"]
+    assert settings.nats_url == GOOD["AUTHLEDGER_NATS_URL"]
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.smtp_url is None
+    assert settings.data_dir == Path(".authledger")
+    assert (settings.nats_stream, settings.nats_subject_prefix) == ("AUTHLEDGER", "authledger")
+    assert (settings.registration_ttl, settings.otp_ttl, settings.access_token_ttl) == (
+        86_400,
+        600,
+        3_600,
+    )
+    assert settings.scopes == ("api.read", "api.write")
+    assert settings.pre_claim_scopes == ("api.read",)
+    assert settings.post_claim_scopes == ("api.read", "api.write")
+    assert settings.rate_limits == "on"
+    assert (settings.log_format, settings.log_level) == ("auto", "info")
+
+
+def test_dev_mode_needs_no_services_or_secrets() -> None:
+    """`dev` starts with nothing set: embedded services and generated secrets fill in."""
+    settings = Settings.from_env({}, "dev")
+    assert (settings.database_url, settings.nats_url) == ("", "")
+    assert settings.admin_token is None
+    assert settings.secret_key is None
+
+
+def test_dev_mode_still_checks_values_that_are_given() -> None:
+    """`dev` tolerates missing services but not malformed ones."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"AUTHLEDGER_NATS_URL": "localhost:4222"}, "dev")
+    _one_line_naming(caught.value, "NATS_URL")
+
+
+def test_worker_and_migrate_need_fewer_variables() -> None:
+    """Workers need no HTTP secrets; migrate needs only the database."""
+    database = {"AUTHLEDGER_DATABASE_URL": GOOD["AUTHLEDGER_DATABASE_URL"]}
+    worker = Settings.from_env({**database, "AUTHLEDGER_NATS_URL": "nats://n:4222"}, "worker")
+    assert worker.admin_token is None
+    assert Settings.from_env(database, "migrate").nats_url == ""
+
+
+def test_values_are_normalised(tmp_path: Path) -> None:
+    """Trailing slashes, duplicate scopes and letter case are tidied; a limits file is kept."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text("register = '10/minute'\n")
+    settings = Settings.from_env(
+        {
+            **GOOD,
+            "AUTHLEDGER_PUBLIC_URL": "https://auth.example.com/",
+            "AUTHLEDGER_SCOPES": "api.read api.write api.read files:read",
+            "AUTHLEDGER_PRE_CLAIM_SCOPES": "files:read",
+            "AUTHLEDGER_LOG_LEVEL": "DEBUG",
+            "AUTHLEDGER_LOG_FORMAT": "Json",
+            "AUTHLEDGER_RATE_LIMITS": str(limits),
+            "AUTHLEDGER_OTP_TTL": " 120 ",
+        },
+        "serve",
+    )
+    assert settings.public_url == "https://auth.example.com"
+    assert settings.scopes == ("api.read", "api.write", "files:read")
+    assert settings.pre_claim_scopes == ("files:read",)
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    assert settings.rate_limits == str(limits)
+    assert settings.otp_ttl == 120
+
+
+def test_claim_stage_scopes_must_be_offered_scopes() -> None:
+    """Pre- and post-claim scopes must be drawn from AUTHLEDGER_SCOPES; the extras are named."""
+    env = {
+        **GOOD,
+        "AUTHLEDGER_SCOPES": "a b",
+        "AUTHLEDGER_PRE_CLAIM_SCOPES": "a",
+        "AUTHLEDGER_POST_CLAIM_SCOPES": "a c d",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env, "serve")
+    assert str(caught.value) == "AUTHLEDGER_POST_CLAIM_SCOPES: c d not in AUTHLEDGER_SCOPES"
+    with pytest.raises(ConfigError) as pre:
+        Settings.from_env({**GOOD, "AUTHLEDGER_SCOPES": "a b"}, "serve")
+    _one_line_naming(pre.value, "PRE_CLAIM_SCOPES")  # default api.read is not offered
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES[::3])
+def test_cli_prints_one_line_and_exits_2(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`authledger serve` with a bad variable prints only its message and returns 2."""
+    for key, good in GOOD.items():
+        monkeypatch.setenv(key, good)
+    monkeypatch.setenv(f"AUTHLEDGER_{name}", value)
+    assert main(["serve"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"AUTHLEDGER_{name}: ")

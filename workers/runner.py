@@ -1,0 +1,55 @@
+"""Run every long-running worker of the service until asked to stop.
+
+Each worker handles its own outages (retry with back-off), so a worker that ends on its own
+has hit a bug: the others are stopped too and its error is raised, for the process supervisor
+to restart the whole set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+
+from workers.relay import Relay, RelayConfig
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+log = structlog.get_logger("workers.runner")
+
+
+def workers(settings: Settings, pool: asyncpg.Pool) -> dict[str, Coroutine[Any, Any, None]]:
+    """Every worker by name, ready to run."""
+    relay = Relay(
+        pool,
+        settings.nats_url,
+        RelayConfig(stream=settings.nats_stream, subject_prefix=settings.nats_subject_prefix),
+    )
+    return {"relay": relay.run()}
+
+
+async def run_workers(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Run every worker until `stop` is set (or until one of them fails), then stop them all."""
+    tasks = {
+        asyncio.create_task(job, name=f"worker:{name}"): name
+        for name, job in workers(settings, pool).items()
+    }
+    stopping = asyncio.create_task(stop.wait(), name="workers:stop")
+    log.info("workers.started", workers=sorted(tasks.values()))
+    try:
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [stopping, *tasks]:
+            task.cancel()
+        await asyncio.gather(stopping, *tasks, return_exceptions=True)
+    ended = [task for task in tasks if not task.cancelled()]
+    if ended and not stop.is_set():
+        task = ended[0]
+        log.error("workers.ended", worker=tasks[task])
+        task.result()  # raises the worker's error
+        raise RuntimeError(f"worker {tasks[task]} ended on its own")
+    log.info("workers.stopped")
