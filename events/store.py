@@ -1,10 +1,21 @@
 """The Postgres event store.
 
 Appends go through one writer task per process that batches whatever is waiting into one
-transaction (group commit) under a transaction-level advisory lock. Inside the lock the writer
-reads the head of the log, checks each request's expected stream version and event ids, hands
-out gap-free positions, extends the hash chain, inserts every row with one statement, runs the
-inline projectors and notifies tailers: all in the transaction, so positions commit in order.
+transaction (group commit) under a transaction-level advisory lock, so positions are gap-free
+and commit in order. A batch goes one of two ways:
+
+* The long way: inside the lock the writer reads the head of the log, checks each request's
+  expected stream version and event ids, hands out positions, extends the hash chain, inserts
+  every row with one statement, runs the inline projectors and notifies tailers.
+* The one-round-trip way, when the writer knows where the log ends (it wrote the last batch):
+  it hashes the batch on that head beforehand and `events_append_fast` (a database function)
+  takes the lock, checks the head and the streams, inserts and notifies in one call; it writes
+  nothing and the batch goes the long way when anything is not as expected. Requests that need
+  the long way's per-request answers (any version, a stream or event id twice in the batch)
+  go the long way from the start.
+
+Up to `max_batches_in_flight` batches are under way at once: a batch is hashed while the one
+before it is in the database, and goes to the database when that one is done.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 import msgspec
@@ -76,13 +87,29 @@ class EventStore:
         *,
         clock: Clock | None = None,
         max_batch_events: int = 1000,
+        max_batches_in_flight: int = 2,
     ) -> None:
+        if max_batches_in_flight < 1:
+            raise ValueError("max_batches_in_flight must be at least 1")
         self._pool = pool
         self._clock = clock or SystemClock()
         self._max_batch_events = max_batch_events
+        self._max_in_flight = max_batches_in_flight
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._batches: set[asyncio.Task[None]] = set()
+        self._unfinished = 0  # batches dispatched whose database work is not done yet
+        self._slot_free = asyncio.Event()
+        self._holding = False  # the writer holds requests it has not dispatched yet
+        # Where the log ends after the last batch dispatched, when this store knows it: what
+        # the one-round-trip way hashes on. `events_append_fast` checks it under the lock, so
+        # a wrong guess costs a round trip, never correctness.
+        self._expected_head: tuple[int, bytes] | None = None
+        self._last_turn: _Turn | None = None  # of the last batch dispatched
+        self._fast = True  # False when the database lacks events_append_fast
+        self._fast_misses = 0  # consecutive guesses another writer's appends made wrong
+        self._fast_skip = 0  # batches to send the long way before guessing again
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -110,45 +137,186 @@ class EventStore:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(stream, expected_version, events, projector, future))
+        self._queue.put_nowait(_Request(stream, expected_version, events, projector, future))
         return await future
 
     async def close(self) -> None:
         """Finish every append already queued, then stop the writer."""
         self._closed = True
         if self._writer is not None:
-            while not self._queue.empty() and not self._writer.done():
+            while (self._holding or not self._queue.empty()) and not self._writer.done():
                 await asyncio.sleep(0.005)
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].events)
-            while size < self._max_batch_events and not self._queue.empty():
+            first = await self._queue.get()
+            self._holding = True
+            while self._unfinished >= self._max_in_flight:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            # Share what is waiting between the free slots: while one batch is in the
+            # database, the callers of the other get their answers and make their next appends.
+            free = self._max_in_flight - self._unfinished
+            share = -(-(self._queue.qsize() + 1) // free)
+            batch = [first]
+            size = len(first.events)
+            while size < self._max_batch_events and len(batch) < share and not self._queue.empty():
                 request = self._queue.get_nowait()
                 batch.append(request)
                 size += len(request.events)
+            self._holding = False
             live = [r for r in batch if not r.future.done()]
             if not live:
                 continue
-            try:
-                await self._commit(live)
-            except Exception as exc:
-                if len(live) == 1:
-                    _fail(live[0], exc)
-                    continue
-                # One poison request must not sink its neighbours: retry each on its own.
-                log.warning("store.batch_failed", size=len(live), error=repr(exc))
-                for request in live:
-                    try:
-                        await self._commit([request])
-                    except Exception as single_exc:
-                        _fail(request, single_exc)
+            self._unfinished += 1
+            task = loop.create_task(self._write_batch(live))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
 
-    async def _commit(self, batch: list[_Request]) -> None:
+    def _slot_done(self) -> None:
+        self._unfinished -= 1
+        self._slot_free.set()
+
+    async def _write_batch(self, live: list[_Request]) -> None:
+        released = False
+
+        def release_slot() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slot_done()
+
+        try:
+            await self._commit(live, release_slot)
+        except Exception as exc:
+            if len(live) == 1:
+                _fail(live[0], exc)
+                return
+            # One poison request must not sink its neighbours: retry each on its own.
+            log.warning("store.batch_failed", size=len(live), error=repr(exc))
+            for request in live:
+                try:
+                    await self._commit([request])
+                except Exception as single_exc:
+                    _fail(request, single_exc)
+        finally:
+            release_slot()  # normally done already, when the batch's database work ended
+
+    async def _commit(
+        self, batch: list[_Request], on_done: Callable[[], None] | None = None
+    ) -> None:
+        """Commit `batch` after the batch dispatched before it (see the module docstring)."""
+        previous, turn = self._last_turn, _Turn(on_done)
+        self._last_turn = turn
+        try:
+            base = self._expected_head
+            if base is None and previous is not None:
+                base = await previous.wait()
+                previous = None
+            prepared = None
+            if base is not None and self._fast and _fits_fast_path(batch):
+                if self._fast_skip > 0:
+                    self._fast_skip -= 1
+                else:
+                    prepared = self._prepare(batch, base)
+            # The next batch may hash on where this one ends before this one commits.
+            self._expected_head = prepared.end if prepared is not None else None
+            if previous is not None:
+                actual = await previous.wait()
+                if prepared is not None and actual != base:
+                    # The batch before did not end where it expected to: hash again.
+                    prepared = self._prepare(batch, actual) if actual is not None else None
+            if prepared is not None and await self._commit_fast(batch, prepared, turn):
+                return
+            turn.finish(await self._commit_checked(batch))
+        finally:
+            turn.finish(None)  # no-op when finished above
+            if self._last_turn is turn:
+                self._expected_head = turn.head
+
+    def _prepare(self, batch: list[_Request], base: tuple[int, bytes]) -> _Prepared | None:
+        """The batch hashed on `base`, with the arguments of `append_fast`.
+
+        None when the batch cannot go as JSON exactly as asyncpg would send it; it then goes
+        the long way, as always.
+        """
+        position, prev_hash = base
+        recorded_at = self._clock.now()
+        if recorded_at.tzinfo is None:
+            return None
+        rows: list[RecordedEvent] = []
+        accepted: list[tuple[_Request, list[RecordedEvent]]] = []
+        check_tenants: list[str] = []
+        check_streams: list[str] = []
+        check_versions: list[int] = []
+        for request in batch:
+            current = request.expected_version
+            if current > 0:
+                check_tenants.append(request.stream.tenant_id)
+                check_streams.append(request.stream.stream_id)
+                check_versions.append(current)
+            recorded = []
+            for event in request.events:
+                position += 1
+                current += 1
+                record = _record(prev_hash, position, request.stream, current, event, recorded_at)
+                prev_hash = record.hash
+                recorded.append(record)
+            rows.extend(recorded)
+            accepted.append((request, recorded))
+        try:
+            encoded = _encode(rows).decode()
+        except (TypeError, ValueError, msgspec.EncodeError):
+            return None
+        args = (
+            APPEND_LOCK,
+            base[0],
+            base[1],
+            check_tenants,
+            check_streams,
+            check_versions,
+            encoded,
+            str(position),
+        )
+        return _Prepared(accepted, args, (position, prev_hash))
+
+    async def _commit_fast(self, batch: list[_Request], prepared: _Prepared, turn: _Turn) -> bool:
+        """One round trip; False, having written nothing, when the batch must go the long way."""
+        # Callers get their answers before the connection goes back to the pool: asyncpg
+        # resets a connection on release, a round trip nobody needs to wait for.
+        async with self._pool.acquire() as conn:
+            try:
+                if all(request.projector is None for request in batch):
+                    status = await conn.fetchval(Q["append_fast"], *prepared.args)
+                else:
+                    async with conn.transaction():
+                        status = await conn.fetchval(Q["append_fast"], *prepared.args)
+                        if status == "appended":
+                            await _project(cast(asyncpg.Connection, conn), prepared.accepted)
+            except asyncpg.UndefinedFunctionError:
+                log.warning("store.fast_append_unavailable", hint="migrate the database")
+                self._fast = False
+                return False
+            if status != "appended":
+                if status == "head_moved":  # another writer appended: guess less often
+                    self._fast_misses = min(self._fast_misses + 1, 6)
+                    self._fast_skip = (1 << self._fast_misses) - 1
+                return False
+            self._fast_misses = 0
+            turn.finish(prepared.end)  # the next batch goes to the database first
+            for request, recorded in prepared.accepted:
+                if not request.future.done():
+                    request.future.set_result(recorded)
+        return True
+
+    async def _commit_checked(self, batch: list[_Request]) -> tuple[int, bytes]:
+        """The long way; returns where the log ends after it."""
         outcomes: dict[int, list[RecordedEvent] | BaseException] = {}
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["lock"], APPEND_LOCK)
@@ -203,6 +371,7 @@ class EventStore:
                 _fail(request, outcome)
             elif not request.future.done():
                 request.future.set_result(outcome)
+        return position, prev_hash
 
     async def _stream_versions(
         self, conn: asyncpg.Connection, batch: list[_Request]
@@ -296,6 +465,61 @@ class Wakeups:
         except TimeoutError:
             return False
         return True
+
+
+class _Prepared(NamedTuple):
+    accepted: list[tuple[_Request, list[RecordedEvent]]]  # each request with its records
+    args: tuple[Any, ...]  # of `append_fast`
+    end: tuple[int, bytes]  # position and hash of the last record
+
+
+class _Turn:
+    """A batch's place in line: done, with where it left the log (None: unknown), when its
+    database work is."""
+
+    __slots__ = ("_done", "_on_done", "head")
+
+    def __init__(self, on_done: Callable[[], None] | None) -> None:
+        self._done = asyncio.Event()
+        self._on_done = on_done
+        self.head: tuple[int, bytes] | None = None
+
+    def finish(self, head: tuple[int, bytes] | None) -> None:
+        if not self._done.is_set():
+            self.head = head
+            self._done.set()
+            if self._on_done is not None:
+                self._on_done()
+
+    async def wait(self) -> tuple[int, bytes] | None:
+        await self._done.wait()
+        return self.head
+
+
+async def _project(
+    conn: asyncpg.Connection, accepted: list[tuple[_Request, list[RecordedEvent]]]
+) -> None:
+    for request, recorded in accepted:
+        if request.projector is not None:
+            await request.projector(conn, recorded)
+
+
+def _fits_fast_path(batch: list[_Request]) -> bool:
+    """Every request names its expected version, no stream or event id comes twice, and the
+    timestamps are aware (JSON would carry a naive one differently from asyncpg)."""
+    streams = set()
+    ids = set()
+    count = 0
+    for request in batch:
+        if request.expected_version < 0:
+            return False
+        streams.add((request.stream.tenant_id, request.stream.stream_id))
+        for event in request.events:
+            if event.occurred_at.tzinfo is None:
+                return False
+            ids.add(event.event_id)
+        count += len(request.events)
+    return len(streams) == len(batch) and len(ids) == count
 
 
 def _fail(request: _Request, exc: BaseException) -> None:

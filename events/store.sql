@@ -1,7 +1,14 @@
 -- name: lock
 -- One transaction-level lock orders every append in the database: positions are handed out
 -- and committed in the same order, so a reader tailing by position never skips a late commit.
-SELECT pg_advisory_xact_lock($1)
+-- For the rest of the transaction, plan each statement for its actual arguments and the
+-- table's actual size: a generic plan cached while the log was small (existing_ids as a
+-- sequential scan) would otherwise stay until the next ANALYZE, slower with every append.
+SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)
+
+-- name: append_fast
+-- Checks, inserts and notifies in one round trip; see migrations/0002_append_fast.sql.
+SELECT events_append_fast($1, $2, $3, $4::text[], $5::text[], $6::integer[], $7::json, $8)
 
 -- name: head
 SELECT position, hash FROM events ORDER BY position DESC LIMIT 1

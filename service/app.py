@@ -23,9 +23,11 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.discovery import discovery_router
 from service.http.health import HealthController
 from service.resources import Resources
 from service.settings import Settings
+from service.tenant import TenantConfig
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "x-request-id"
@@ -43,7 +45,7 @@ def create_app(settings: Settings, *, resources: Resources) -> Litestar:
         return resources
 
     return Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, discovery_router(TenantConfig.from_settings(settings))],
         dependencies={
             "settings": Provide(provide_settings, use_cache=True),
             "resources": Provide(provide_resources, use_cache=True),

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
 Mode = Literal["dev", "serve", "worker", "migrate"]
+FLOWS = ("anonymous", "verified_email", "id_jag")
+CREDENTIAL_TYPES = ("access_token", "api_key")
 
 
 class ConfigError(Exception):
@@ -39,6 +41,18 @@ class Settings:
     pre_claim_scopes: tuple[str, ...] = ("api.read",)
     post_claim_scopes: tuple[str, ...] = ("api.read", "api.write")
     rate_limits: str = "on"
+    resource_url: str | None = None  # None: `<public_url>/api/`
+    resource_name: str = "authledger"
+    resource_logo_uri: str | None = None
+    flows: tuple[str, ...] = FLOWS
+    credential_types: tuple[str, ...] = CREDENTIAL_TYPES
+    claim_link_ttl: int = 600
+    otp_max_misses: int = 5
+    otp_max_mints: int = 10
+    claim_max_misses: int = 20
+    contact_url: str | None = None
+    terms_url: str | None = None
+    privacy_url: str | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +88,21 @@ class Settings:
             pre_claim_scopes=r.get("PRE_CLAIM_SCOPES", _scopes, False) or cls.pre_claim_scopes,
             post_claim_scopes=r.get("POST_CLAIM_SCOPES", _scopes, False) or cls.post_claim_scopes,
             rate_limits=r.get("RATE_LIMITS", _rate_limits, False) or cls.rate_limits,
+            resource_url=r.get("RESOURCE_URL", _resource_url, False),
+            resource_name=r.get("RESOURCE_NAME", _display_name, False) or cls.resource_name,
+            resource_logo_uri=r.get("RESOURCE_LOGO_URI", _link, False),
+            flows=r.get("FLOWS", _subset("flow", FLOWS), False) or cls.flows,
+            credential_types=r.get("CREDENTIAL_TYPES", _subset("type", CREDENTIAL_TYPES), False)
+            or cls.credential_types,
+            claim_link_ttl=r.get("CLAIM_LINK_TTL", _seconds(60, 86_400), False)
+            or cls.claim_link_ttl,
+            otp_max_misses=r.get("OTP_MAX_MISSES", _count(1, 100), False) or cls.otp_max_misses,
+            otp_max_mints=r.get("OTP_MAX_MINTS", _count(1, 1_000), False) or cls.otp_max_mints,
+            claim_max_misses=r.get("CLAIM_MAX_MISSES", _count(1, 10_000), False)
+            or cls.claim_max_misses,
+            contact_url=r.get("CONTACT_URL", _contact, False),
+            terms_url=r.get("TERMS_URL", _link, False),
+            privacy_url=r.get("PRIVACY_URL", _link, False),
             log_format=r.get("LOG_FORMAT", _choice("auto", "console", "json"), False) or "auto",  # type: ignore[arg-type]
             log_level=r.get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), False)
             or cls.log_level,
@@ -85,6 +114,11 @@ class Settings:
             unknown = sorted(set(stage) - set(settings.scopes))
             if unknown:
                 raise ConfigError(f"{PREFIX}{name}: {' '.join(unknown)} not in {PREFIX}SCOPES")
+        if "anonymous" in settings.flows and "api_key" not in settings.credential_types:
+            raise ConfigError(
+                f"{PREFIX}CREDENTIAL_TYPES: the anonymous flow needs api_key "
+                f"(add it, or drop anonymous from {PREFIX}FLOWS)"
+            )
         return settings
 
 
@@ -123,6 +157,21 @@ def _public_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _resource_url(raw: str) -> str:
+    """The API's resource identifier (RFC 9728), kept exactly as given: `/api/` stays."""
+    _public_url(raw)
+    if any(c in urlsplit(raw).path for c in "{}% "):
+        raise ValueError("the path must be plain: no '{', '}', '%' or spaces")
+    return raw
+
+
+def _link(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http(s):// URL, got {raw!r}")
+    return raw
+
+
 def _min_length(n: int) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if len(raw) < n:
@@ -157,6 +206,43 @@ def _scopes(raw: str) -> tuple[str, ...]:
         if not all(c.isalnum() or c in "._:-/" for c in scope):
             raise ValueError(f"scope {scope!r} has characters outside [A-Za-z0-9._:/-]")
     return scopes
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ValueError(f"a whole number between {low} and {high}, got {raw!r}")
+        return int(raw)
+
+    return parse
+
+
+def _subset(kind: str, options: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """Space-separated names from `options`, returned in the order of `options`."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        given = raw.lower().split()
+        unknown = [name for name in given if name not in options]
+        if unknown:
+            raise ValueError(f"unknown {kind} {unknown[0]!r}; choose from {' '.join(options)}")
+        return tuple(name for name in options if name in given)
+
+    return parse
+
+
+def _display_name(raw: str) -> str:
+    if len(raw) > 100 or not raw.isprintable():
+        raise ValueError("at most 100 printable characters")
+    return raw
+
+
+def _contact(raw: str) -> str:
+    if raw.startswith("mailto:") and "@" in raw:
+        return raw
+    try:
+        return _link(raw)
+    except ValueError:
+        raise ValueError(f"expected an http(s):// or mailto: URL, got {raw!r}") from None
 
 
 def _rate_limits(raw: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.resources import Resources
@@ -16,7 +17,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", cache=False, summary="Readiness: Postgres, migrations and NATS")
-    async def readyz(self, resources: Resources) -> Response[dict[str, object]]:
+    async def readyz(self, resources: NamedDependency[Resources]) -> Response[dict[str, object]]:
         reasons = await resources.unready_reasons()
         if reasons:
             body: dict[str, object] = {"status": "unavailable", "reasons": reasons}

@@ -1,0 +1,52 @@
+"""Events of the credential aggregate (stream type `credential`, id `cred_…`).
+
+`token_hash` is the SHA-256 of an API key, or of an access token's `jti`; the plain value
+leaves the server once, in the response that issued it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from events.catalogue import Event
+from events.registration import CredentialKind
+
+STREAM_TYPE = "credential"
+IssuedVia = Literal["anonymous", "verified_email", "id_jag"]
+
+
+class CredentialIssued(Event, frozen=True, kw_only=True, tag="credential.issued"):
+    credential_id: str
+    kind: CredentialKind
+    token_hash: str
+    scopes: tuple[str, ...]
+    issued_via: IssuedVia
+    registration_id: str | None = None
+    user_id: str | None = None
+    expires_at: datetime | None = None
+
+
+class CredentialRescoped(Event, frozen=True, kw_only=True, tag="credential.rescoped"):
+    """New scopes; a claim also binds the key to its user and lifts the pre-claim expiry."""
+
+    scopes: tuple[str, ...]
+    user_id: str | None = None
+    expires_at: datetime | None = None
+
+
+class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential.revoked"):
+    reason: str
+
+
+class CredentialExpired(Event, frozen=True, kw_only=True, tag="credential.expired"):
+    pass
+
+
+CREDENTIAL_EVENTS: tuple[type[Event], ...] = (
+    CredentialIssued,
+    CredentialRescoped,
+    CredentialRevoked,
+    CredentialExpired,
+)
+CredentialEvent = CredentialIssued | CredentialRescoped | CredentialRevoked | CredentialExpired

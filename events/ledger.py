@@ -1,0 +1,10 @@
+"""The catalogue of every event authledger records."""
+
+from __future__ import annotations
+
+from events.catalogue import Catalogue
+from events.credential import CREDENTIAL_EVENTS
+from events.registration import REGISTRATION_EVENTS
+from events.user import USER_EVENTS
+
+LEDGER = Catalogue(*REGISTRATION_EVENTS, *CREDENTIAL_EVENTS, *USER_EVENTS)

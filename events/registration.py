@@ -1,0 +1,99 @@
+"""Events of the registration aggregate (stream type `registration`, id `reg_…`).
+
+A registration is an agent's sign-up by the anonymous or the verified-email flow, with its
+claim attempts. Secrets appear only as hashes (SHA-256 for tokens, a keyed HMAC for codes);
+email addresses only sealed (`pii1.…`) and as a blind index.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from events.catalogue import Event
+
+RegistrationKind = Literal["anonymous", "verified_email"]
+CredentialKind = Literal["api_key", "access_token"]
+STREAM_TYPE = "registration"
+
+
+class RegistrationCreated(Event, frozen=True, kw_only=True, tag="registration.created"):
+    registration_id: str
+    kind: RegistrationKind
+    requested_credential_type: CredentialKind
+    claim_token_hash: str
+    expires_at: datetime
+    pre_claim_scopes: tuple[str, ...]
+    post_claim_scopes: tuple[str, ...]
+    credential_id: str | None = None  # the anonymous flow's pre-claim key
+
+
+class ClaimAttemptStarted(Event, frozen=True, kw_only=True, tag="claim.attempt_started"):
+    attempt_id: str
+    attempt_token_hash: str
+    email_sealed: str
+    email_index: str
+    link_expires_at: datetime
+
+
+class ClaimAttemptSuperseded(Event, frozen=True, kw_only=True, tag="claim.attempt_superseded"):
+    attempt_id: str
+    superseded_by: str
+
+
+class OtpIssued(Event, frozen=True, kw_only=True, tag="claim.otp_issued"):
+    attempt_id: str
+    otp_hash: str
+    expires_at: datetime
+
+
+OtpFailure = Literal[
+    "mismatch", "expired", "voided", "not_generated", "claimed", "registration_expired"
+]
+
+
+class OtpFailed(Event, frozen=True, kw_only=True, tag="claim.otp_failed"):
+    """A code try that did not claim. Only a `mismatch` counts toward the limits; the limits
+    in force when it was decided are recorded as their outcome (`code_voided`), so a replay
+    under other settings gives the same state."""
+
+    attempt_id: str | None
+    reason: OtpFailure
+    code_voided: bool = False
+
+
+class ClaimAttemptLocked(Event, frozen=True, kw_only=True, tag="claim.attempt_locked"):
+    attempt_id: str
+
+
+class RegistrationClaimed(Event, frozen=True, kw_only=True, tag="registration.claimed"):
+    attempt_id: str
+    user_id: str
+    credential_id: str  # the key re-scoped (anonymous) or the credential issued (email)
+
+
+class RegistrationExpired(Event, frozen=True, kw_only=True, tag="registration.expired"):
+    reason: Literal["ttl", "locked"]
+
+
+REGISTRATION_EVENTS: tuple[type[Event], ...] = (
+    RegistrationCreated,
+    ClaimAttemptStarted,
+    ClaimAttemptSuperseded,
+    OtpIssued,
+    OtpFailed,
+    ClaimAttemptLocked,
+    RegistrationClaimed,
+    RegistrationExpired,
+)
+
+RegistrationEvent = (
+    RegistrationCreated
+    | ClaimAttemptStarted
+    | ClaimAttemptSuperseded
+    | OtpIssued
+    | OtpFailed
+    | ClaimAttemptLocked
+    | RegistrationClaimed
+    | RegistrationExpired
+)
