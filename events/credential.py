@@ -1,6 +1,6 @@
 """Events of the credential aggregate (stream type `credential`, id `cred_…`).
 
-`token_hash` is the SHA-256 of an API key, or of an access token's `jti`; the plain value
+`token_hash` is the SHA-256 of the bearer value (API key or access token); the plain value
 leaves the server once, in the response that issued it.
 """
 

@@ -51,13 +51,26 @@ _encode = msgspec.json.Encoder().encode
 InlineProjector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
 
 
-@dataclass
-class _Request:
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream, appended only if the stream is at `expected_version`."""
+
     stream: StreamRef
     expected_version: int
     events: Sequence[NewEvent]
+
+
+@dataclass
+class _Request:
+    """One caller's append: one or more streams, all or nothing."""
+
+    parts: Sequence[StreamAppend]
     projector: InlineProjector | None
     future: asyncio.Future[list[RecordedEvent]] = field(repr=False)
+    events: list[NewEvent] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.events = [event for part in self.parts for event in part.events]
 
 
 def row_to_event(row: asyncpg.Record) -> RecordedEvent:
@@ -130,14 +143,26 @@ class EventStore:
         Returns the recorded events. Appending event ids that are all stored already returns
         the original records and writes nothing. Raises ConcurrencyConflict on a stale version.
         """
-        if not events:
-            raise ValueError("append needs at least one event")
+        return await self.append_many(
+            [StreamAppend(stream, expected_version, events)], projector=projector
+        )
+
+    async def append_many(
+        self, parts: Sequence[StreamAppend], *, projector: InlineProjector | None = None
+    ) -> list[RecordedEvent]:
+        """Append to several streams atomically: every part is checked against its expected
+        version and all are written in one transaction, or none is. Returns the recorded
+        events in the order of the parts."""
+        if not parts or any(not part.events for part in parts):
+            raise ValueError("append needs at least one event per stream")
+        if len({(p.stream.tenant_id, p.stream.stream_id) for p in parts}) != len(parts):
+            raise ValueError("a stream appears twice in one append")
         if self._closed:
             raise RuntimeError("event store is closed")
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(stream, expected_version, events, projector, future))
+        self._queue.put_nowait(_Request(parts, projector, future))
         return await future
 
     async def close(self) -> None:
@@ -256,18 +281,19 @@ class EventStore:
         check_streams: list[str] = []
         check_versions: list[int] = []
         for request in batch:
-            current = request.expected_version
-            if current > 0:
-                check_tenants.append(request.stream.tenant_id)
-                check_streams.append(request.stream.stream_id)
-                check_versions.append(current)
             recorded = []
-            for event in request.events:
-                position += 1
-                current += 1
-                record = _record(prev_hash, position, request.stream, current, event, recorded_at)
-                prev_hash = record.hash
-                recorded.append(record)
+            for part in request.parts:
+                current = part.expected_version
+                if current > 0:
+                    check_tenants.append(part.stream.tenant_id)
+                    check_streams.append(part.stream.stream_id)
+                    check_versions.append(current)
+                for event in part.events:
+                    position += 1
+                    current += 1
+                    record = _record(prev_hash, position, part.stream, current, event, recorded_at)
+                    prev_hash = record.hash
+                    recorded.append(record)
             rows.extend(recorded)
             accepted.append((request, recorded))
         try:
@@ -337,23 +363,23 @@ class EventStore:
                         else PartialDuplicate(f"{len(known)} of {len(ids)} event ids stored")
                     )
                     continue
-                key = (request.stream.tenant_id, request.stream.stream_id)
-                current = versions.get(key, 0)
-                if request.expected_version not in (ANY_VERSION, current):
-                    outcomes[index] = ConcurrencyConflict(
-                        key[0], key[1], request.expected_version, current
-                    )
+                conflict = _conflict(request, versions)
+                if conflict is not None:
+                    outcomes[index] = conflict
                     continue
                 recorded = []
-                for event in request.events:
-                    position += 1
-                    current += 1
-                    record = _record(
-                        prev_hash, position, request.stream, current, event, recorded_at
-                    )
-                    prev_hash = record.hash
-                    recorded.append(record)
-                versions[key] = current
+                for part in request.parts:
+                    key = (part.stream.tenant_id, part.stream.stream_id)
+                    current = versions.get(key, 0)
+                    for event in part.events:
+                        position += 1
+                        current += 1
+                        record = _record(
+                            prev_hash, position, part.stream, current, event, recorded_at
+                        )
+                        prev_hash = record.hash
+                        recorded.append(record)
+                    versions[key] = current
                 for event in request.events:
                     existing[event.event_id] = -1  # the same ids twice in one batch
                 rows.extend(recorded)
@@ -376,7 +402,7 @@ class EventStore:
     async def _stream_versions(
         self, conn: asyncpg.Connection, batch: list[_Request]
     ) -> dict[tuple[str, str], int]:
-        keys = {(r.stream.tenant_id, r.stream.stream_id) for r in batch}
+        keys = {(p.stream.tenant_id, p.stream.stream_id) for r in batch for p in r.parts}
         records = await conn.fetch(Q["stream_versions"], [k[0] for k in keys], [k[1] for k in keys])
         return {(r["tenant_id"], r["stream_id"]): r["stream_version"] for r in records}
 
@@ -505,21 +531,35 @@ async def _project(
 
 
 def _fits_fast_path(batch: list[_Request]) -> bool:
-    """Every request names its expected version, no stream or event id comes twice, and the
+    """Every part names its expected version, no stream or event id comes twice, and the
     timestamps are aware (JSON would carry a naive one differently from asyncpg)."""
     streams = set()
     ids = set()
-    count = 0
+    parts = count = 0
     for request in batch:
-        if request.expected_version < 0:
-            return False
-        streams.add((request.stream.tenant_id, request.stream.stream_id))
+        for part in request.parts:
+            if part.expected_version < 0:
+                return False
+            streams.add((part.stream.tenant_id, part.stream.stream_id))
+            parts += 1
         for event in request.events:
             if event.occurred_at.tzinfo is None:
                 return False
             ids.add(event.event_id)
         count += len(request.events)
-    return len(streams) == len(batch) and len(ids) == count
+    return len(streams) == parts and len(ids) == count
+
+
+def _conflict(
+    request: _Request, versions: dict[tuple[str, str], int]
+) -> ConcurrencyConflict | None:
+    """The first part whose stream is not at its expected version, if any."""
+    for part in request.parts:
+        key = (part.stream.tenant_id, part.stream.stream_id)
+        current = versions.get(key, 0)
+        if part.expected_version not in (ANY_VERSION, current):
+            return ConcurrencyConflict(key[0], key[1], part.expected_version, current)
+    return None
 
 
 def _fail(request: _Request, exc: BaseException) -> None:

@@ -10,7 +10,7 @@ import pytest
 from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
-from events.store import ANY_VERSION, NO_STREAM, EventStore
+from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend
 from tests.support.builders import NOW, SAMPLE, ThingOpened, ThingRenamed, a_stream, opened
 
 
@@ -274,3 +274,50 @@ async def test_concurrent_writers_and_a_tailer_see_every_position_once(
         await reader_pool.close()
     assert seen == list(range(1, total + 1))
     assert (await verify_log(EventStore(pool).read_all)).checked == total
+
+
+async def test_append_many_writes_every_stream_or_none(store: EventStore) -> None:
+    """A multi-stream append is atomic: one stale part and no stream gets anything."""
+    first, second = a_stream(), a_stream()
+    await store.append(second, NO_STREAM, [opened("exists")])
+    recorded = await store.append_many(
+        [StreamAppend(first, NO_STREAM, [opened("a")]), StreamAppend(second, 1, [opened("b")])]
+    )
+    assert [(r.stream_id, r.stream_version) for r in recorded] == [
+        (first.stream_id, 1),
+        (second.stream_id, 2),
+    ]
+    head = await store.head_position()
+    with pytest.raises(ConcurrencyConflict):
+        await store.append_many(
+            [
+                StreamAppend(a_stream(), NO_STREAM, [opened("c")]),
+                StreamAppend(second, 1, [opened("stale")]),
+            ]
+        )
+    assert await store.head_position() == head
+    assert len(await store.read_stream(first)) == 1
+
+
+async def test_concurrent_multi_stream_appends_on_a_shared_stream_one_wins(
+    store: EventStore,
+) -> None:
+    """Racing multi-stream appends that share one stream version: exactly one commits."""
+    shared = a_stream()
+    await store.append(shared, NO_STREAM, [opened()])
+    results = await asyncio.gather(
+        *(
+            store.append_many(
+                [
+                    StreamAppend(a_stream(), NO_STREAM, [opened()]),
+                    StreamAppend(shared, 1, [opened()]),
+                ]
+            )
+            for _ in range(6)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, list) for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 5
+    assert await store.head_position() == 3
+    assert (await verify_log(store.read_all)).ok

@@ -1,0 +1,19 @@
+-- name: issued
+INSERT INTO credentials (
+    credential_id, tenant_id, kind, token_hash, scopes, issued_via, registration_id, user_id,
+    status, expires_at, issued_at, version
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11)
+
+-- name: rescoped
+UPDATE credentials
+SET scopes = $2, user_id = coalesce($3, user_id), expires_at = $4, version = $5
+WHERE credential_id = $1
+
+-- name: ended
+UPDATE credentials
+SET status = $2, ended_at = $3, end_reason = $4, version = $5
+WHERE credential_id = $1 AND status = 'active'
+
+-- name: by_token
+SELECT credential_id, tenant_id, kind, scopes, registration_id, user_id, status, expires_at
+FROM credentials WHERE token_hash = $1

@@ -1,0 +1,53 @@
+"""Read model `registrations`: one row per registration, its live attempt and status."""
+
+from __future__ import annotations
+
+from typing import Any, assert_never
+
+from events.envelope import RecordedEvent
+from events.registration import (
+    ClaimAttemptLocked,
+    ClaimAttemptStarted,
+    ClaimAttemptSuperseded,
+    OtpFailed,
+    OtpIssued,
+    RegistrationClaimed,
+    RegistrationCreated,
+    RegistrationEvent,
+    RegistrationExpired,
+)
+from events.sql import load_queries
+
+Q = load_queries("projections", "registrations.sql")
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
+    """The one SQL statement that applies `event` to the table."""
+    rid, version, at = recorded.stream_id, recorded.stream_version, recorded.occurred_at
+    match event:
+        case RegistrationCreated():
+            status = "unclaimed" if event.kind == "anonymous" else "pending_claim"
+            return Q["created"], (
+                rid, recorded.tenant_id, event.kind, status, event.requested_credential_type,
+                event.claim_token_hash, event.expires_at, event.credential_id, version, at,
+            )  # fmt: skip
+        case ClaimAttemptStarted():
+            return Q["attempt_started"], (
+                rid, event.attempt_id, event.attempt_token_hash, event.link_expires_at,
+                event.email_index, version, at,
+            )  # fmt: skip
+        case ClaimAttemptSuperseded():
+            return Q["attempt_status"], (rid, "superseded", version, at)
+        case OtpIssued():
+            return Q["attempt_status"], (rid, "challenged", version, at)
+        case ClaimAttemptLocked():
+            return Q["attempt_status"], (rid, "locked", version, at)
+        case OtpFailed():
+            return Q["touched"], (rid, version, at)
+        case RegistrationClaimed():
+            return Q["claimed"], (rid, event.user_id, event.credential_id, version, at)
+        case RegistrationExpired():
+            return Q["expired"], (rid, version, at)
+        case _:
+            assert_never(event)

@@ -1,0 +1,44 @@
+-- name: created
+INSERT INTO registrations (
+    registration_id, tenant_id, kind, status, requested_credential_type, claim_token_hash,
+    expires_at, credential_id, version, created_at, updated_at
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+
+-- name: attempt_started
+UPDATE registrations
+SET status = 'pending_claim', attempt_id = $2, attempt_status = 'initiated',
+    attempt_token_hash = $3, link_expires_at = $4, email_index = $5,
+    version = $6, updated_at = $7
+WHERE registration_id = $1
+
+-- name: attempt_status
+-- superseded / challenged / locked; a link that can no longer mint loses its lookup.
+UPDATE registrations
+SET attempt_status = $2,
+    attempt_token_hash = CASE WHEN $2 IN ('initiated', 'challenged')
+                              THEN attempt_token_hash END,
+    version = $3, updated_at = $4
+WHERE registration_id = $1
+
+-- name: touched
+UPDATE registrations SET version = $2, updated_at = $3 WHERE registration_id = $1
+
+-- name: claimed
+UPDATE registrations
+SET status = 'claimed', user_id = $2, credential_id = $3, attempt_status = 'completed',
+    attempt_token_hash = NULL, version = $4, updated_at = $5
+WHERE registration_id = $1
+
+-- name: expired
+UPDATE registrations
+SET status = 'expired',
+    attempt_status = CASE WHEN attempt_status IN ('initiated', 'challenged') THEN 'void'
+                          ELSE attempt_status END,
+    attempt_token_hash = NULL, version = $2, updated_at = $3
+WHERE registration_id = $1
+
+-- name: by_claim_token
+SELECT registration_id, tenant_id FROM registrations WHERE claim_token_hash = $1
+
+-- name: by_attempt_token
+SELECT registration_id, tenant_id FROM registrations WHERE attempt_token_hash = $1

@@ -1,0 +1,39 @@
+"""Applying events to the read models: inline (in the append transaction) and by rebuild.
+
+Both run the same statements, so a rebuild from the log gives exactly the rows the live run
+wrote. Each event maps to one SQL statement of its aggregate's projection module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from events.credential import CREDENTIAL_EVENTS
+from events.envelope import RecordedEvent
+from events.ledger import LEDGER
+from events.registration import REGISTRATION_EVENTS
+from events.user import USER_EVENTS
+from projections import credentials, registrations, users
+
+TABLES = ("registrations", "credentials", "users")
+
+
+def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object, ...]]]:
+    out = []
+    for recorded in events:
+        event = LEDGER.decode(recorded)
+        if isinstance(event, REGISTRATION_EVENTS):
+            out.append(registrations.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, CREDENTIAL_EVENTS):
+            out.append(credentials.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, USER_EVENTS):
+            out.append(users.statement(event, recorded))  # type: ignore[arg-type]
+    return out
+
+
+async def project(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    """The inline projector: apply `events` in order, in the caller's transaction."""
+    for sql, args in statements(events):
+        await conn.execute(sql, *args)

@@ -1,0 +1,19 @@
+"""Read model `users`: the people agents act for, found by the blind index of their email."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.envelope import RecordedEvent
+from events.sql import load_queries
+from events.user import UserEvent
+
+Q = load_queries("projections", "users.sql")
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def statement(event: UserEvent, recorded: RecordedEvent) -> Statement:
+    return Q["created"], (
+        event.user_id, recorded.tenant_id, event.email_index, event.email_sealed,
+        event.email_verified, recorded.occurred_at,
+    )  # fmt: skip

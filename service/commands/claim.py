@@ -1,0 +1,261 @@
+"""The claim ceremony: E5 start, E6 page, E7 code, E8 complete (spec §6).
+
+Each command loads the registration by a token's hash (the projection), folds its stream,
+asks the pure rules in service.domain.registration, and appends the decision with the
+stream's version as the expected one. A conflict means someone else moved first: the
+command runs again on the new state, so of two racing completes exactly one claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+
+from events.credential import STREAM_TYPE as CREDENTIAL
+from events.credential import CredentialRescoped
+from events.errors import ConcurrencyConflict
+from events.ledger import LEDGER
+from events.store import ANY_VERSION
+from events.registration import STREAM_TYPE as REGISTRATION
+from events.registration import ClaimAttemptStarted, RegistrationEvent
+from events.sql import load_queries
+from events.user import STREAM_TYPE as USER
+from events.user import UserCreated
+from service.commands.context import Caller, Change, Context
+from service.commands.credentials import Minted, mint
+from service.commands.mail import MailRequest, enqueue_mail
+from service.crypto import (
+    new_attempt_id,
+    new_attempt_token,
+    new_otp,
+    new_user_id,
+    otp_hash,
+    otp_matches,
+    token_hash,
+)
+from service.domain.errors import ProtocolError
+from service.domain.registration import (
+    NewAttempt,
+    OtpLimits,
+    Registration,
+    decide_complete,
+    decide_issue_otp,
+    decide_start_claim,
+    fold,
+)
+
+T = TypeVar("T")
+REG_Q = load_queries("projections", "registrations.sql")
+USER_Q = load_queries("projections", "users.sql")
+RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStarted:
+    registration_id: str
+    claim_attempt_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPage:
+    registration_id: str
+    kind: str
+    email: str | None
+    link_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    otp: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    registration_id: str
+    credential: Minted | None  # verified_email only: the new credential, shown once
+
+
+def _limits(ctx: Context) -> OtpLimits:
+    t = ctx.tenant
+    return OtpLimits(t.otp_max_misses, t.otp_max_mints, t.claim_max_misses)
+
+
+async def _load(ctx: Context, query: str, token: str) -> Registration | None:
+    row = await ctx.pool.fetchrow(REG_Q[query], token_hash(token))
+    if row is None or row["tenant_id"] != ctx.tenant.tenant_id:
+        return None
+    recorded = await ctx.store.read_stream(ctx.stream(REGISTRATION, row["registration_id"]))
+    events: list[RegistrationEvent] = [LEDGER.decode(r) for r in recorded]  # type: ignore[misc]
+    return fold(events)
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run again on a moved stream, or when a racing claim created the same user first."""
+    for _ in range(RETRIES - 1):
+        try:
+            return await attempt()
+        except (ConcurrencyConflict, asyncpg.UniqueViolationError):
+            continue
+    return await attempt()
+
+
+async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller) -> ClaimStarted:
+    """E5: a new attempt (and its mail), or the current one for the same email."""
+
+    async def attempt() -> ClaimStarted:
+        state = await _load(ctx, "by_claim_token", claim_token)
+        if state is None:
+            raise ProtocolError("invalid_claim_token", "unknown claim token")
+        now = ctx.clock.now()
+        rid = state.registration_id
+        link_token = new_attempt_token()
+        new = NewAttempt(
+            attempt_id=new_attempt_id(),
+            token_hash=token_hash(link_token),
+            email_index=ctx.sealer.blind_index(email),
+            email_sealed="",  # sealed below, only when an attempt really starts
+        )
+        link_ttl = timedelta(seconds=ctx.tenant.claim_link_ttl)
+        decision = decide_start_claim(state, new, now=now, link_ttl=link_ttl)
+        if not decision.events:
+            assert state.attempt is not None
+            return ClaimStarted(rid, state.attempt.attempt_id, state.attempt.link_expires_at)
+        *superseded, started = decision.events
+        assert isinstance(started, ClaimAttemptStarted)
+        sealed = await ctx.sealer.seal(ctx.pool, rid, email)
+        events = [*superseded, msgspec.structs.replace(started, email_sealed=sealed)]
+        link_expires_at = now + link_ttl
+        mail = MailRequest(rid, new.attempt_id, email, link_token, link_expires_at)
+        await ctx.record(
+            [Change(ctx.stream(REGISTRATION, rid), state.version, events)],
+            metadata=await ctx.metadata(caller, rid),
+            now=now,
+            also=enqueue_mail(ctx, mail, now),
+        )
+        return ClaimStarted(rid, new.attempt_id, link_expires_at)
+
+    return await _retrying(attempt)
+
+
+async def claim_page(ctx: Context, link_token: str) -> ClaimPage:
+    """E6: what the link claims, without minting anything (spec §6.3, W12)."""
+    state = await _load(ctx, "by_attempt_token", link_token)
+    attempt = state.attempt if state is not None else None
+    if state is None or attempt is None or not attempt.live:
+        raise ProtocolError("claim_superseded", "this link is not valid")
+    now = ctx.clock.now()
+    if now >= attempt.link_expires_at or state.expired_at(now):
+        raise ProtocolError("claim_expired", "this link expired; ask the agent for a new claim")
+    email = await ctx.sealer.open(ctx.pool, attempt.email_sealed)
+    return ClaimPage(state.registration_id, state.kind, email, attempt.link_expires_at)
+
+
+async def issue_otp(ctx: Context, link_token: str, caller: Caller) -> Challenge:
+    """E7: a fresh code for the link's attempt; the previous code stops working."""
+
+    async def attempt() -> Challenge:
+        state = await _load(ctx, "by_attempt_token", link_token)
+        if state is None or state.attempt is None:
+            raise ProtocolError("claim_superseded", "this link was replaced by a newer one")
+        now = ctx.clock.now()
+        otp = new_otp()
+        decision = decide_issue_otp(
+            state,
+            token_hash=token_hash(link_token),
+            otp_hash=otp_hash(ctx.secret_key, state.attempt.attempt_id, otp),
+            now=now,
+            otp_ttl=timedelta(seconds=ctx.tenant.otp_ttl),
+            limits=_limits(ctx),
+        )
+        rid = state.registration_id
+        await ctx.record(
+            [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)],
+            metadata=await ctx.metadata(Caller(caller.request_id, caller.client_ip, "user"), rid),
+            now=now,
+        )
+        return Challenge(otp, now + timedelta(seconds=ctx.tenant.otp_ttl))
+
+    return await _retrying(attempt)
+
+
+async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Caller) -> Completed:
+    """E8: the right code claims once; every try is recorded, right or wrong."""
+
+    async def attempt() -> Completed:
+        state = await _load(ctx, "by_claim_token", claim_token)
+        if state is None:
+            raise ProtocolError("invalid_claim_token", "unknown claim token")
+        now = ctx.clock.now()
+        rid = state.registration_id
+        user_id, new_user = await _user_id_for(ctx, state)
+        if state.kind == "anonymous":
+            assert state.credential_id is not None
+            credential, credential_id = None, state.credential_id
+        else:
+            credential = mint(
+                ctx,
+                state.requested_credential_type,
+                now=now,
+                scopes=state.post_claim_scopes,
+                issued_via="verified_email",
+                registration_id=rid,
+                user_id=user_id,
+            )
+            credential_id = credential.credential_id
+        decision = decide_complete(
+            state,
+            otp_matches=lambda aid, stored: otp_matches(stored, ctx.secret_key, aid, otp),
+            now=now,
+            limits=_limits(ctx),
+            user_id=user_id,
+            credential_id=credential_id,
+        )
+        changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
+        if decision.error is None:
+            if new_user:
+                changes.append(await _new_user(ctx, state, user_id))
+            if credential is not None:
+                changes.append(credential.change)
+            else:
+                rescoped = CredentialRescoped(scopes=state.post_claim_scopes, user_id=user_id)
+                changes.append(Change(ctx.stream(CREDENTIAL, credential_id), ANY_VERSION,
+                                      [rescoped]))  # fmt: skip
+        await ctx.record(changes, metadata=await ctx.metadata(caller, rid), now=now)
+        if decision.error is not None:
+            raise decision.error
+        return Completed(rid, credential)
+
+    return await _retrying(attempt)
+
+
+async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:
+    """The verified local user with the attempt's email, else a new id (spec R6)."""
+    email_index = state.attempt.email_index if state.attempt is not None else None
+    if email_index is not None:
+        existing = await ctx.pool.fetchval(USER_Q["by_email"], ctx.tenant.tenant_id, email_index)
+        if existing is not None:
+            return str(existing), False
+    return new_user_id(), True
+
+
+async def _new_user(ctx: Context, state: Registration, user_id: str) -> Change:
+    """`user.created` for a first claim by this email, sealed under the user's own key."""
+    attempt = state.attempt
+    assert attempt is not None
+    email = await ctx.sealer.open(ctx.pool, attempt.email_sealed)
+    if email is None:
+        raise ProtocolError("claim_expired", "this registration's data was erased")
+    created = UserCreated(
+        user_id=user_id,
+        email_sealed=await ctx.sealer.seal(ctx.pool, user_id, email),
+        email_index=attempt.email_index,
+        email_verified=True,
+    )
+    return Change(ctx.stream(USER, user_id), 0, [created])

@@ -1,0 +1,92 @@
+"""What every command needs: the store, the tenant's settings, secrets, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from events.catalogue import Event
+from events.clock import Clock
+from events.envelope import Metadata, RecordedEvent, StreamRef
+from events.ledger import LEDGER
+from events.store import EventStore, StreamAppend
+from projections.runner import project
+from service.pii import Sealer
+from service.signing import KeyRing
+from service.tenant import TenantConfig
+
+InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the request id (correlation) and the client's IP, if known."""
+
+    request_id: str | None = None
+    client_ip: str | None = None
+    actor: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Events for one stream, appended only if the stream is at `expected_version`."""
+
+    stream: StreamRef
+    expected_version: int
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True)
+class Context:
+    store: EventStore
+    tenant: TenantConfig
+    sealer: Sealer
+    secret_key: str
+    clock: Clock
+    keyring: KeyRing
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.store.pool
+
+    def stream(self, stream_type: str, stream_id: str) -> StreamRef:
+        return StreamRef(self.tenant.tenant_id, stream_type, stream_id)
+
+    async def metadata(self, caller: Caller, subject_id: str) -> Metadata:
+        """The envelope metadata; the client IP sealed under the data subject's key."""
+        sealed_ip = (
+            await self.sealer.seal(self.pool, subject_id, caller.client_ip)
+            if caller.client_ip
+            else None
+        )
+        return Metadata(correlation_id=caller.request_id, actor=caller.actor, client_ip=sealed_ip)
+
+    async def record(
+        self,
+        changes: Sequence[Change],
+        *,
+        metadata: Metadata,
+        now: datetime,
+        also: InTransaction | None = None,
+    ) -> list[RecordedEvent]:
+        """Append every change atomically, projecting inline (plus `also`) in the same
+        transaction. Raises ConcurrencyConflict when a stream moved."""
+        parts = [
+            StreamAppend(
+                c.stream,
+                c.expected_version,
+                [LEDGER.new(e, occurred_at=now, metadata=metadata) for e in c.events],
+            )
+            for c in changes
+            if c.events
+        ]
+
+        async def projector(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+            await project(conn, recorded)
+            if also is not None:
+                await also(conn)
+
+        return await self.store.append_many(parts, projector=projector)

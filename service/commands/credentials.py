@@ -1,0 +1,63 @@
+"""Minting a credential: the plain value (returned once) and its `credential.issued` event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from events.credential import STREAM_TYPE, CredentialIssued, IssuedVia
+from events.registration import CredentialKind
+from service.commands.context import Change, Context
+from service.crypto import new_api_key, new_credential_id, token_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Minted:
+    credential_id: str
+    kind: CredentialKind
+    plain: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    change: Change
+
+
+def mint(
+    ctx: Context,
+    kind: CredentialKind,
+    *,
+    now: datetime,
+    scopes: tuple[str, ...],
+    issued_via: IssuedVia,
+    registration_id: str | None,
+    user_id: str | None,
+    expires_at: datetime | None = None,
+) -> Minted:
+    """An API key (opaque, no expiry unless given) or an RFC 9068 access token."""
+    credential_id = new_credential_id()
+    if kind == "api_key":
+        plain = new_api_key()
+    else:
+        ttl = timedelta(seconds=ctx.tenant.access_token_ttl)
+        expires_at = now + ttl
+        plain = ctx.keyring.issue_access_token(
+            issuer=ctx.tenant.issuer,
+            audience=ctx.tenant.resource,
+            subject=user_id or registration_id or credential_id,
+            client_id=registration_id or credential_id,
+            scopes=scopes,
+            jti=credential_id,
+            now=now,
+            ttl=ttl,
+        )
+    issued = CredentialIssued(
+        credential_id=credential_id,
+        kind=kind,
+        token_hash=token_hash(plain),
+        scopes=scopes,
+        issued_via=issued_via,
+        registration_id=registration_id,
+        user_id=user_id,
+        expires_at=expires_at,
+    )
+    change = Change(ctx.stream(STREAM_TYPE, credential_id), 0, [issued])
+    return Minted(credential_id, kind, plain, scopes, expires_at, change)

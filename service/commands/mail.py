@@ -1,0 +1,40 @@
+"""Claim mail: queued in the outbox inside the append transaction, sent by workers/mailer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from service.commands.context import Context, InTransaction
+from workers.mailer import enqueue_claim_mail
+
+
+@dataclass(frozen=True, slots=True)
+class MailRequest:
+    registration_id: str
+    attempt_id: str
+    email: str
+    link_token: str
+    link_expires_at: datetime
+
+
+def enqueue_mail(ctx: Context, mail: MailRequest, now: datetime) -> InTransaction:
+    """The outbox row exists exactly when the attempt's event does."""
+
+    async def enqueue(conn: asyncpg.Connection) -> None:
+        await enqueue_claim_mail(
+            conn,
+            secret_key=ctx.secret_key,
+            sealer=ctx.sealer,
+            tenant_id=ctx.tenant.tenant_id,
+            registration_id=mail.registration_id,
+            attempt_id=mail.attempt_id,
+            email=mail.email,
+            link_token=mail.link_token,
+            link_expires_at=mail.link_expires_at,
+            now=now,
+        )
+
+    return enqueue

@@ -1,0 +1,64 @@
+-- name: enqueue
+-- Run inside the append transaction; the NOTIFY is delivered when it commits. A retried
+-- command (same attempt id) writes nothing twice.
+WITH added AS (
+    INSERT INTO mail_outbox (
+        attempt_id, tenant_id, registration_id, recipient_sealed, link_token_sealed,
+        link_expires_at, created_at, status, tries, next_try_at
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $7)
+    ON CONFLICT (attempt_id) DO NOTHING
+    RETURNING attempt_id
+)
+SELECT pg_notify('authledger_mail', attempt_id) FROM added
+
+-- name: expire
+-- Pending rows whose link window is over and that no mailer is sending: never sent.
+UPDATE mail_outbox
+SET status = 'expired', link_token_sealed = ''::bytea, lease_until = NULL
+WHERE status = 'pending' AND link_expires_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+RETURNING attempt_id
+
+-- name: claim
+-- Due rows, each taken by one mailer: SKIP LOCKED keeps two claims apart while they run, the
+-- lease keeps the others off the row while it is being sent. `tries` counts the sends begun
+-- and fences the later updates: a mailer whose lease ran out cannot write over a newer try.
+UPDATE mail_outbox AS m
+SET lease_until = $2, tries = m.tries + 1
+WHERE m.attempt_id IN (
+    SELECT attempt_id FROM mail_outbox
+    WHERE status = 'pending' AND next_try_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+    ORDER BY next_try_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING m.attempt_id, m.tenant_id, m.registration_id, m.recipient_sealed,
+          m.link_token_sealed, m.link_expires_at, m.tries
+
+-- name: mark_sent
+-- Right after the SMTP server's reply. Not fenced by `tries`: the mail went out, whichever
+-- try sent it.
+UPDATE mail_outbox
+SET status = 'sent', sent_at = $2, link_token_sealed = ''::bytea, lease_until = NULL,
+    last_error = NULL
+WHERE attempt_id = $1 AND status = 'pending'
+
+-- name: mark_expired
+UPDATE mail_outbox
+SET status = 'expired', link_token_sealed = ''::bytea, lease_until = NULL
+WHERE attempt_id = $1 AND status = 'pending' AND tries = $2
+
+-- name: mark_retry
+UPDATE mail_outbox
+SET next_try_at = $3, lease_until = NULL, last_error = $4
+WHERE attempt_id = $1 AND status = 'pending' AND tries = $2
+
+-- name: mark_failed
+UPDATE mail_outbox
+SET status = 'failed', link_token_sealed = ''::bytea, lease_until = NULL, last_error = $3
+WHERE attempt_id = $1 AND status = 'pending' AND tries = $2
+
+-- name: next_due
+-- When the next pending row becomes claimable (its retry time, or its lease's end).
+SELECT min(greatest(next_try_at, coalesce(lease_until, next_try_at)))
+FROM mail_outbox WHERE status = 'pending'
