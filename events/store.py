@@ -467,8 +467,13 @@ class Wakeups:
         self._conn: Any = None
 
     async def __aenter__(self) -> Wakeups:
-        self._conn = await self._pool.acquire()
-        await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        conn = await self._pool.acquire()
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except BaseException:  # cancelled or failed before listening: give the connection back
+            await self._pool.release(conn)
+            raise
+        self._conn = conn
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -21,10 +22,17 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
+from service.commands.context import Context
+from service.domain.errors import ProtocolError
+from service.http.agent_auth import agent_auth_router
+from service.http.bodies import BodyTooLarge
+from service.http.claim_page import claim_page_router
 from service.http.discovery import discovery_router
+from service.http.errors import body_too_large, protocol_error
 from service.http.health import HealthController
+from service.http.resource import resource_router
 from service.resources import Resources
 from service.settings import Settings
 from service.tenant import TenantConfig
@@ -35,8 +43,17 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 log = structlog.get_logger("service.http")
 
 
-def create_app(settings: Settings, *, resources: Resources) -> Litestar:
-    """The HTTP app: routes, error handling and request ids; settings passed in."""
+def create_app(
+    settings: Settings,
+    *,
+    resources: Resources,
+    dev_routes: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    """The HTTP app: routes, error handling and request ids; settings passed in.
+
+    `dev_routes` (the dev mailbox) are only ever passed by `authledger dev` (spec W13).
+    """
+    tenant = TenantConfig.from_settings(settings)
 
     async def provide_settings() -> Settings:
         return settings
@@ -44,13 +61,29 @@ def create_app(settings: Settings, *, resources: Resources) -> Litestar:
     async def provide_resources() -> Resources:
         return resources
 
+    async def provide_context() -> Context:
+        return await resources.command_context()
+
     return Litestar(
-        route_handlers=[HealthController, discovery_router(TenantConfig.from_settings(settings))],
+        route_handlers=[
+            HealthController,
+            discovery_router(tenant),
+            agent_auth_router(),
+            claim_page_router(),
+            resource_router(tenant, resources),
+            *dev_routes,
+        ],
         dependencies={
             "settings": Provide(provide_settings, use_cache=True),
             "resources": Provide(provide_resources, use_cache=True),
+            "ctx": Provide(provide_context),
         },
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        exception_handlers={
+            HTTPException: http_error,
+            ProtocolError: protocol_error,
+            BodyTooLarge: body_too_large,
+            Exception: internal_error,
+        },
         middleware=[request_id_middleware],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="authledger", version="0.1.0", path="/schema"),

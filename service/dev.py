@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
 from service.embedded import EmbeddedError, EmbeddedStack
 from service.logging import redact_url
 from service.runtime import (
@@ -83,7 +84,12 @@ async def run_dev(
     except (EmbeddedError, OSError) as exc:
         sock.close()
         raise StartupError(f"embedded services failed to start: {exc}") from None
+    catcher: DevSmtpCatcher | None = None
     try:
+        if not settings.smtp_url:  # no SMTP of the user's: catch mail and show it at /dev/mailbox
+            catcher = DevSmtpCatcher()
+            await catcher.start()
+            settings = replace(settings, smtp_url=catcher.url)
         settings = settings.with_services(
             database_url=settings.database_url or (stack.postgres.url if stack.postgres else ""),
             nats_url=settings.nats_url or (stack.nats.url if stack.nats else ""),
@@ -96,6 +102,11 @@ async def run_dev(
             if given_admin_token
             else f"kept in {data_dir / ADMIN_TOKEN_FILE}"
         )
+        mail = (
+            f"mail        {url}/dev/mailbox  (SMTP catcher {catcher.url})"
+            if catcher
+            else f"smtp        {redact_url(settings.smtp_url or '')}"
+        )
         print(
             f"authledger dev: up in {time.monotonic() - started:.1f}s (Ctrl-C to stop)\n"
             f"  http        {url}  (OpenAPI at {url}/schema)\n"
@@ -103,13 +114,17 @@ async def run_dev(
             f"{'  (embedded)' if stack.postgres else ''}\n"
             f"  nats        {settings.nats_url}{'  (embedded)' if stack.nats else ''}\n"
             f"  admin token {admin}\n"
+            f"  {mail}\n"
             f"  data        {data_dir}",
             flush=True,
         )
         if not stop.is_set():
-            await run_services(settings, stop, sock=sock, workers=True)
+            routes = [dev_mailbox_router(catcher.mailbox)] if catcher else []
+            await run_services(settings, stop, sock=sock, workers=True, dev_routes=routes)
     finally:
         sock.close()
+        if catcher is not None:
+            await catcher.stop()
         await stack.stop()
         log.info("dev.stopped")
         print("authledger dev: stopped", flush=True)

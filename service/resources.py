@@ -16,9 +16,15 @@ import asyncpg
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from events.clock import Clock, SystemClock
 from events.store import EventStore
+from service.commands.context import Context
+from service.credential_cache import CredentialCache
+from service.pii import Sealer
 from service.schema import MigrationError, pending
 from service.settings import Settings
+from service.signing import KeyRing
+from service.tenant import TenantConfig
 
 log = structlog.get_logger("service.resources")
 CHECK_TIMEOUT = 2.0
@@ -111,9 +117,13 @@ class Resources:
     pool: asyncpg.Pool
     store: EventStore
     nats: NatsLink
+    commands: Context | None = None  # what the commands need; None without a secret key
+    credentials: CredentialCache | None = None  # bearer checks; follows the log from first use
 
     @classmethod
-    async def open(cls, settings: Settings, *, pool_size: int = 10) -> Resources:
+    async def open(
+        cls, settings: Settings, *, pool_size: int = 10, clock: Clock | None = None
+    ) -> Resources:
         # min_size=0: a process may start before Postgres answers; /readyz reports it.
         pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=pool_size)
         link = NatsLink(settings.nats_url)
@@ -123,11 +133,38 @@ class Resources:
             await link.close()
             await pool.close()
             raise
-        return cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
+        opened = cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
+        opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
+        if settings.secret_key:
+            opened.commands = Context(
+                store=opened.store,
+                tenant=TenantConfig.from_settings(settings),
+                sealer=Sealer(settings.secret_key),
+                secret_key=settings.secret_key,
+                clock=clock or SystemClock(),
+                keyring=KeyRing(settings.secret_key),
+            )
+            try:
+                await opened.command_context()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("signing.not_ready", error=type(exc).__name__)  # retried on use
+        return opened
+
+    async def command_context(self) -> Context:
+        """The commands' Context with an active signing key (made now if Postgres was down
+        when the process started)."""
+        if self.commands is None:
+            raise RuntimeError("the commands need AUTHLEDGER_SECRET_KEY")
+        keyring = self.commands.keyring
+        if keyring.active is None:
+            await keyring.ensure_active(self.pool, self.commands.clock.now())
+        return self.commands
 
     async def close(self) -> None:
         """Flush queued appends, then close NATS and the pool, in that order."""
         await self.store.close()
+        if self.credentials is not None:
+            await self.credentials.close()
         await self.nats.close()
         try:
             await asyncio.wait_for(self.pool.close(), 10)

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import structlog
 import uvicorn
+from litestar.types import ControllerRouterHandler
 
 from service.app import create_app
 from service.logging import redact_url
@@ -126,9 +127,14 @@ class _HostedServer(uvicorn.Server):
         yield
 
 
-def http_job(settings: Settings, resources: Resources, sock: socket.socket) -> Job:
+def http_job(
+    settings: Settings,
+    resources: Resources,
+    sock: socket.socket,
+    dev_routes: Sequence[ControllerRouterHandler] = (),
+) -> Job:
     config = uvicorn.Config(
-        create_app(settings, resources=resources),
+        create_app(settings, resources=resources, dev_routes=dev_routes),
         lifespan="on",
         ws="none",
         log_config=None,
@@ -163,13 +169,14 @@ async def run_services(
     *,
     sock: socket.socket | None,
     workers: bool,
+    dev_routes: Sequence[ControllerRouterHandler] = (),
 ) -> None:
     """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set."""
     resources = await Resources.open(settings)
     try:
         jobs = []
         if sock is not None:
-            jobs.append(http_job(settings, resources, sock))
+            jobs.append(http_job(settings, resources, sock, dev_routes))
         if workers:
             jobs.append(workers_job(settings, resources.pool))
         await supervise(stop, jobs)

@@ -101,7 +101,7 @@ def smtp_options(url: str) -> dict[str, Any]:
     server offers it, required when credentials are given) or `smtps://…` (implicit TLS)."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ValueError(f"expected smtp://host[:port] or smtps://host[:port], got {url!r}")
+        raise ValueError(f"expected smtp://host[:port] or smtps://…, got {redact_url(url)!r}")
     tls = parts.scheme == "smtps"
     user = unquote(parts.username) if parts.username else None
     return {
@@ -130,10 +130,8 @@ class MailerConfig:
     restart_max: float = 30.0  # back-off cap when the database is unreachable
 
     def __post_init__(self) -> None:
-        if self.max_tries < 1 or self.batch < 1:
-            raise ValueError("max_tries and batch must be at least 1")
-        if self.lease <= self.send_timeout:
-            raise ValueError("the lease must outlast a send (lease > send_timeout)")
+        if self.max_tries < 1 or self.batch < 1 or self.lease <= self.send_timeout:
+            raise ValueError("needs max_tries >= 1, batch >= 1 and lease > send_timeout")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -191,19 +189,16 @@ class Mailer:
                     self._wake.clear()  # before looking, so a NOTIFY from now on wakes us
                     if await self._round():
                         continue  # a full batch: more may be due
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), await self._until_next_due())
+                    due: datetime | None = await self._pool.fetchval(Q["next_due"])
+                    idle = self.config.idle_timeout
+                    wait = (due - self._clock.now()).total_seconds() if due else idle
+                    with contextlib.suppress(TimeoutError):  # until a NOTIFY or the next due row
+                        await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.01), idle))
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
-            finally:
-                if not listener.is_closed():
-                    with contextlib.suppress(Exception):
-                        await listener.remove_listener(CHANNEL, self._notified)
-
-    async def _until_next_due(self) -> float:
-        due: datetime | None = await self._pool.fetchval(Q["next_due"])
-        idle = self.config.idle_timeout
-        return min(max((due - self._clock.now()).total_seconds(), 0.01), idle) if due else idle
+            finally:  # a listener left on a released connection makes asyncpg warn
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(CHANNEL, self._notified)
 
     async def _round(self) -> bool:
         """Expire, claim and send one batch; True when the batch was full."""
@@ -265,8 +260,7 @@ class Mailer:
             )
 
     async def _mark_sent(self, attempt_id: str) -> None:
-        """Record the send at once; a database blip is retried for a few seconds (the lease
-        outlasts that), then the row is left for the lease to end: it is sent again."""
+        """Record the send at once; past a few seconds of database trouble, the mail is resent."""
         for delay in (0.1, 0.2, 0.4, 0.8, 1.6):
             try:
                 await self._pool.execute(Q["mark_sent"], attempt_id, self._clock.now())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import structlog
 
+from workers.mailer import mailer_worker
 from workers.relay import Relay, RelayConfig
 
 if TYPE_CHECKING:
@@ -23,13 +24,14 @@ log = structlog.get_logger("workers.runner")
 
 
 def workers(settings: Settings, pool: asyncpg.Pool) -> dict[str, Coroutine[Any, Any, None]]:
-    """Every worker by name, ready to run."""
+    """Every worker by name, ready to run (the mailer first: it checks its settings)."""
+    mailer = mailer_worker(settings, pool)
     relay = Relay(
         pool,
         settings.nats_url,
         RelayConfig(stream=settings.nats_stream, subject_prefix=settings.nats_subject_prefix),
     )
-    return {"relay": relay.run()}
+    return {"mailer": mailer, "relay": relay.run()}
 
 
 async def run_workers(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

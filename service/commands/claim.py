@@ -20,10 +20,10 @@ from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRescoped
 from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
-from events.store import ANY_VERSION
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.registration import ClaimAttemptStarted, RegistrationEvent
 from events.sql import load_queries
+from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
 from events.user import UserCreated
 from service.commands.context import Caller, Change, Context
@@ -124,11 +124,11 @@ async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller
         )
         link_ttl = timedelta(seconds=ctx.tenant.claim_link_ttl)
         decision = decide_start_claim(state, new, now=now, link_ttl=link_ttl)
-        if not decision.events:
-            assert state.attempt is not None
+        if not decision.events and state.attempt is not None:  # R4: the current attempt
             return ClaimStarted(rid, state.attempt.attempt_id, state.attempt.link_expires_at)
         *superseded, started = decision.events
-        assert isinstance(started, ClaimAttemptStarted)
+        if not isinstance(started, ClaimAttemptStarted):
+            raise TypeError("decide_start_claim must end a new attempt with its start")
         sealed = await ctx.sealer.seal(ctx.pool, rid, email)
         events = [*superseded, msgspec.structs.replace(started, email_sealed=sealed)]
         link_expires_at = now + link_ttl
@@ -195,8 +195,7 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
         now = ctx.clock.now()
         rid = state.registration_id
         user_id, new_user = await _user_id_for(ctx, state)
-        if state.kind == "anonymous":
-            assert state.credential_id is not None
+        if state.kind == "anonymous" and state.credential_id is not None:  # re-scoped in place
             credential, credential_id = None, state.credential_id
         else:
             credential = mint(
@@ -248,9 +247,8 @@ async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:
 async def _new_user(ctx: Context, state: Registration, user_id: str) -> Change:
     """`user.created` for a first claim by this email, sealed under the user's own key."""
     attempt = state.attempt
-    assert attempt is not None
-    email = await ctx.sealer.open(ctx.pool, attempt.email_sealed)
-    if email is None:
+    email = await ctx.sealer.open(ctx.pool, attempt.email_sealed) if attempt else None
+    if attempt is None or email is None:
         raise ProtocolError("claim_expired", "this registration's data was erased")
     created = UserCreated(
         user_id=user_id,

@@ -36,9 +36,7 @@ class Registered:
     scopes: tuple[str, ...] = ()
 
 
-async def register_anonymous(
-    ctx: Context, requested: CredentialKind, caller: Caller
-) -> Registered:
+async def register_anonymous(ctx: Context, requested: CredentialKind, caller: Caller) -> Registered:
     tenant = ctx.tenant
     if not tenant.offers("anonymous"):
         raise ProtocolError("anonymous_not_enabled", "anonymous registration is not enabled")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -28,12 +27,12 @@ CALLER = Caller(request_id="req-1", client_ip="203.0.113.7")
 
 
 @pytest.fixture
-async def ctx(store: EventStore, pool: asyncpg.Pool) -> AsyncIterator[Context]:
+async def ctx(store: EventStore, pool: asyncpg.Pool) -> Context:
     clock = ManualClock()
     ring = KeyRing(SECRET)
     await ring.ensure_active(pool, clock.now())
     settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    yield Context(
+    return Context(
         store=store,
         tenant=TenantConfig.from_settings(settings),
         sealer=Sealer(SECRET),
@@ -91,9 +90,7 @@ async def test_racing_completes_issue_exactly_one_credential(ctx: Context) -> No
     )
     refusals = [r for r in results if isinstance(r, ProtocolError)]
     assert [r.code for r in refusals] == ["previously_claimed"]
-    issued = await ctx.pool.fetchval(
-        "SELECT count(*) FROM events WHERE type = 'credential.issued'"
-    )
+    issued = await ctx.pool.fetchval("SELECT count(*) FROM events WHERE type = 'credential.issued'")
     assert issued == 1
 
 
@@ -119,7 +116,9 @@ async def test_no_plain_secret_or_email_in_any_table(ctx: Context) -> None:
     assert reg.credential is not None
     secrets = [reg.credential, reg.claim_token, link, "carol@example.net", "203.0.113.7"]
     for table in ("events", "mail_outbox", "subject_keys", "signing_keys", *TABLES):
-        dump = await ctx.pool.fetchval(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
+        dump = await ctx.pool.fetchval(
+            f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"
+        )
         for secret in secrets:
             assert secret not in dump, f"{table} holds a plain secret"
     payloads = await ctx.pool.fetchval("SELECT string_agg(payload::text, ' ') FROM events")

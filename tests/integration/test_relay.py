@@ -311,6 +311,8 @@ async def test_run_workers_runs_the_relay_until_stop_is_set(
         nats_url=backend.nats_url,
         nats_stream=nats_names.stream,
         nats_subject_prefix=nats_names.subject_prefix,
+        smtp_url="smtp://127.0.0.1:9",  # the mailer runs too; nothing is queued for it
+        secret_key="k" * 40,
     )
     stop = asyncio.Event()
     workers = asyncio.create_task(run_workers(settings, store.pool, stop))

@@ -1,0 +1,133 @@
+"""The agent's endpoints: E4 register, E5 start a claim, E8 complete it (spec §2, §5, §6).
+
+Each handler reads its body (service.http.bodies), calls one command and shapes the answer;
+refusals are ProtocolErrors, answered by service.http.errors. Every answer is `no-store`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Request, Response, Router, post
+from litestar.di import NamedDependency
+
+from events.registration import CredentialKind
+from service.commands.claim import complete_claim, start_claim
+from service.commands.context import Context
+from service.commands.registration import (
+    Registered,
+    register_anonymous,
+    register_verified_email,
+)
+from service.domain.errors import ProtocolError
+from service.http.bodies import (
+    BODY_LIMIT,
+    CompleteBody,
+    RegisterBody,
+    StartClaimBody,
+    caller,
+    check_email,
+    json_reply,
+    read_json,
+    timestamp,
+)
+from service.tenant import CLAIM_PATH, ID_JAG, REGISTER_PATH
+
+COMPLETE_PATH = CLAIM_PATH + "/complete"
+CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("api_key", "access_token")
+AnyRequest = Request[Any, Any, Any]
+
+
+@post(REGISTER_PATH, summary="E4: register an agent", request_max_body_size=BODY_LIMIT)
+async def register(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, RegisterBody)
+    if body.type == "anonymous":
+        if body.assertion_type is not None or body.assertion is not None:
+            raise ProtocolError("invalid_request", "anonymous registration takes no assertion")
+        kind = _credential_kind(body.requested_credential_type)
+        registered = await register_anonymous(ctx, kind, caller(request))
+    elif body.type == "identity_assertion":
+        if body.assertion_type is None or body.assertion is None:
+            raise ProtocolError(
+                "invalid_request", "identity_assertion needs assertion_type and assertion"
+            )
+        if body.assertion_type == ID_JAG:
+            raise ProtocolError("invalid_request", "ID-JAG registration is not available yet")
+        if body.assertion_type != "verified_email":
+            raise ProtocolError("invalid_request", "assertion_type is not one we accept")
+        email = check_email(body.assertion, "assertion")
+        kind = _credential_kind(body.requested_credential_type)
+        registered = await register_verified_email(ctx, email, kind, caller(request))
+    else:
+        raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")
+    return json_reply(_registered(ctx, registered))
+
+
+@post(CLAIM_PATH, summary="E5: start a claim (anonymous registrations)",
+      request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def claim(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, StartClaimBody)
+    email = check_email(body.email, "email")
+    started = await start_claim(ctx, body.claim_token, email, caller(request))
+    return json_reply(
+        {
+            "registration_id": started.registration_id,
+            "claim_attempt_id": started.claim_attempt_id,
+            "status": "initiated",
+            "expires_at": timestamp(started.expires_at),
+        }
+    )
+
+
+@post(COMPLETE_PATH, summary="E8: complete a claim with the user's code",
+      request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def complete(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, CompleteBody)
+    completed = await complete_claim(ctx, body.claim_token, body.otp, caller(request))
+    answer: dict[str, Any] = {"registration_id": completed.registration_id, "status": "claimed"}
+    credential = completed.credential
+    if credential is not None:
+        answer |= {
+            "credential_type": credential.kind,
+            "credential": credential.plain,
+            "credential_expires": _maybe(credential.expires_at),
+            "scopes": list(credential.scopes),
+        }
+    return json_reply(answer)
+
+
+def _credential_kind(value: str) -> CredentialKind:
+    for kind in CREDENTIAL_KINDS:
+        if value == kind:
+            return kind
+    raise ProtocolError("unsupported_credential_type", "requested_credential_type is not offered")
+
+
+def _maybe(instant: datetime | None) -> str | None:
+    return None if instant is None else timestamp(instant)
+
+
+def _registered(ctx: Context, registered: Registered) -> dict[str, Any]:
+    """§5.1 (anonymous, with its key) or §5.2 (email, no credential), in the spec's order."""
+    answer: dict[str, Any] = {
+        "registration_id": registered.registration_id,
+        "registration_type": registered.registration_type,
+    }
+    if registered.credential is not None:
+        answer |= {
+            "credential_type": registered.credential_type,
+            "credential": registered.credential,
+            "credential_expires": _maybe(registered.credential_expires),
+            "scopes": list(registered.scopes),
+        }
+    return answer | {
+        "claim_url": ctx.tenant.claim_uri,
+        "claim_token": registered.claim_token,
+        "claim_token_expires": timestamp(registered.claim_token_expires),
+        "post_claim_scopes": list(ctx.tenant.post_claim_scopes),
+    }
+
+
+def agent_auth_router() -> Router:
+    return Router("/", route_handlers=[register, claim, complete], tags=["registration"])

@@ -1,0 +1,166 @@
+"""Request bodies in, JSON bodies out: the wire format of E4, E5, E7 and E8.
+
+A body is read raw, capped at BODY_LIMIT bytes (413 past it), checked to be UTF-8 JSON and
+decoded by msgspec into a strict Struct that refuses unknown fields; anything wrong becomes
+`invalid_request` (spec §9, O19, W14) before a command runs, so a bad request writes nothing.
+Validation messages name the field, never the value sent.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qs
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from service.commands.context import Caller
+from service.domain.errors import ProtocolError
+
+T = TypeVar("T", bound=msgspec.Struct)
+BODY_LIMIT = 16 * 1024  # every body of this dialect fits in a few hundred bytes
+FORM = "application/x-www-form-urlencoded"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._~-]+\Z")]
+Otp = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}\Z")]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
+Word = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Assertion = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+
+
+class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A request body: exactly these fields, of exactly these types."""
+
+
+class RegisterBody(Strict, frozen=True):
+    """E4."""
+
+    type: Word
+    requested_credential_type: Word
+    assertion_type: Word | None = None
+    assertion: Assertion | None = None
+
+
+class StartClaimBody(Strict, frozen=True):
+    """E5."""
+
+    claim_token: Token
+    email: Email
+
+
+class ChallengeBody(Strict, frozen=True):
+    """E7, called with JSON."""
+
+    claim_attempt_token: Token
+
+
+class CompleteBody(Strict, frozen=True):
+    """E8."""
+
+    claim_token: Token
+    otp: Otp
+
+
+class BodyTooLarge(Exception):
+    """The body is longer than the route accepts (answered 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+async def read_raw(request: Request[Any, Any, Any], limit: int = BODY_LIMIT) -> bytes:
+    """The whole body, refused past `limit` bytes (announced or actually sent)."""
+    try:
+        raw = await request.body()
+    except RequestEntityTooLarge:
+        raise BodyTooLarge(limit) from None
+    if len(raw) > limit:
+        raise BodyTooLarge(limit)
+    return raw
+
+
+def media_type(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_json(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """A JSON body decoded into `kind`; ProtocolError `invalid_request` when it is not one."""
+    media = media_type(request)
+    if media != MediaType.JSON and not media.endswith("+json"):
+        raise ProtocolError("invalid_request", "send the body as application/json")
+    raw = await read_raw(request)
+    _check_utf8(raw)
+    if not raw.strip():
+        raise ProtocolError("invalid_request", "the body is empty; a JSON object is required")
+    try:
+        return msgspec.json.decode(raw, type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid_request", str(exc)) from None
+    except msgspec.DecodeError:
+        raise ProtocolError("invalid_request", "the body is not valid JSON") from None
+
+
+async def read_form_token(request: Request[Any, Any, Any], field: str) -> str:
+    """One token field of an urlencoded form (the claim page's button)."""
+    raw = await read_raw(request)
+    _check_utf8(raw)
+    try:
+        fields = parse_qs(raw.decode(), strict_parsing=True, max_num_fields=4)
+    except ValueError:
+        raise ProtocolError("invalid_request", "the form is malformed") from None
+    values = fields.get(field, [])
+    if len(values) != 1 or set(fields) != {field}:
+        raise ProtocolError("invalid_request", f"the form must hold exactly one {field}")
+    try:
+        return msgspec.convert(values[0], Token)
+    except msgspec.ValidationError:
+        raise ProtocolError("invalid_request", f"{field} is malformed") from None
+
+
+def check_email(value: str, field: str) -> str:
+    """A plain `local@domain.tld` address (no display names, comments or IP literals)."""
+    if not _EMAIL.fullmatch(value) or ".." in value:
+        raise ProtocolError("invalid_request", f"{field} must be an email address")
+    return value
+
+
+def _check_utf8(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid_request", "the body is not valid UTF-8") from None
+
+
+def caller(request: Request[Any, Any, Any]) -> Caller:
+    """The request id bound by the app's middleware and the client's address, if known."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    client = request.client
+    return Caller(
+        request_id=request_id if isinstance(request_id, str) else None,
+        client_ip=client.host if client is not None and client.host else None,
+    )
+
+
+def timestamp(instant: datetime) -> str:
+    """ISO 8601 UTC with milliseconds: `2026-07-01T09:30:00.000Z` (spec §1)."""
+    utc = instant.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def json_reply(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    """A JSON answer that no cache keeps: most carry a credential or a token."""
+    return Response(
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers={**NO_STORE, **(headers or {})},
+    )

@@ -1,0 +1,216 @@
+"""The resource-server side: the sample protected resource `/api/me` (E10), token introspection
+(RFC 7662) and the JWKS for offline `at+jwt` checks (spec §3.1, O11, O12, O13).
+
+Bearer credentials (API keys and access tokens alike) are checked by their SHA-256 against the
+in-memory CredentialCache, which the event feed keeps current, so a check costs no database
+round trip and a revocation anywhere is refused here at once. `require_scope` is the reusable
+guard: 401 with the RFC 6750/9728 challenge when the credential is missing or not live, 403
+`insufficient_scope` when it lacks the scope. Routes that use it sit under a router whose
+`opt` holds a `BearerAuth` under `BEARER_AUTH` (as `resource_router` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.types import Guard
+
+from events.clock import Clock, SystemClock
+from service.credential_cache import CredentialCache, Refusal
+from service.crypto import tokens_equal
+from service.http.bodies import FORM, json_reply, media_type, read_raw, timestamp
+from service.principal import Principal
+from service.resources import Resources
+from service.tenant import INTROSPECT_PATH, JWKS_PATH, TenantConfig
+
+BEARER_AUTH = "bearer_auth"  # router opt key of the BearerAuth
+PRINCIPAL = "principal"  # connection state key of the authenticated Principal
+ME_PATH = "/api/me"
+JWKS_CACHE = {"Cache-Control": "public, max-age=300"}
+REFUSED: dict[Refusal | None, str] = {
+    None: "a bearer credential is required",
+    "unknown": "the credential is not recognised",
+    "revoked": "the credential has been revoked",
+    "expired": "the credential has expired",
+}
+RESOURCE_SERVER_ONLY = "introspection needs the resource servers' bearer token"
+AnyRequest = Request[Any, Any, Any]
+AnyConnection = ASGIConnection[Any, Any, Any, Any]
+
+
+class BearerRefused(HTTPException):
+    """A 401/403 with its protocol error code and the `WWW-Authenticate` challenge."""
+
+    def __init__(self, status: int, error: str, message: str, challenge: str | None = None) -> None:
+        super().__init__(detail=message, status_code=status)
+        self.headers = {"WWW-Authenticate": challenge} if challenge else {}
+        self.error = error
+
+
+def bearer_refused(_: AnyRequest, exc: BearerRefused) -> Response[bytes]:
+    return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer <credential>` header (scheme in any case);
+    "" for a Bearer header without one, None when no bearer credential was sent at all."""
+    scheme, _, credential = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    credential = credential.strip()
+    return credential if credential and " " not in credential else ""
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    cache: CredentialCache
+    tenant: TenantConfig
+    clock: Clock
+
+    def __deepcopy__(self, memo: dict[int, object]) -> BearerAuth:
+        return self  # Litestar deep-copies router opts; the cache and its pools are shared
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of a live credential of this tenant; BearerRefused (401) if none."""
+        token = bearer_token(authorization)
+        reason: Refusal | None = None
+        if token is not None:
+            verdict = await self.cache.verdict(token, self.clock.now()) if token else "unknown"
+            if not isinstance(verdict, Principal):
+                reason = verdict
+            elif verdict.tenant_id == self.tenant.tenant_id:
+                return verdict
+            else:
+                reason = "unknown"
+        challenge = f'Bearer resource_metadata="{self.tenant.resource_metadata_url}"'
+        if token is not None:
+            challenge += ', error="invalid_token"'
+        raise BearerRefused(401, "unauthorized", REFUSED[reason], challenge)
+
+
+async def principal_of(connection: AnyConnection, handler: BaseRouteHandler) -> Principal:
+    """The request's principal, authenticated once per request."""
+    known = connection.state.get(PRINCIPAL)
+    if isinstance(known, Principal):
+        return known
+    auth: BearerAuth = handler.opt[BEARER_AUTH]
+    principal = await auth.authenticate(connection.headers.get("authorization"))
+    connection.state[PRINCIPAL] = principal
+    return principal
+
+
+def require_scope(scope: str) -> Guard:
+    """A guard: a live bearer credential (401 otherwise) holding `scope` (403 otherwise)."""
+
+    async def guard(connection: AnyConnection, handler: BaseRouteHandler) -> None:
+        principal = await principal_of(connection, handler)
+        if scope not in principal.scopes:
+            raise BearerRefused(
+                403,
+                "insufficient_scope",
+                f"this resource needs the {scope} scope",
+                f'Bearer error="insufficient_scope", scope="{scope}"',
+            )
+
+    return guard
+
+
+async def me(request: AnyRequest) -> Response[bytes]:
+    principal = await principal_of(request, request.route_handler)
+    expires = principal.expires_at
+    return json_reply(
+        {
+            "credential_id": principal.credential_id,
+            "credential_type": principal.credential_type,
+            "scopes": list(principal.scopes),
+            "registration_id": principal.registration_id,
+            "user_id": principal.user_id,
+            "claim_state": principal.claim_state,
+            "expires_at": timestamp(expires) if expires is not None else None,
+        }
+    )
+
+
+def introspection(auth: BearerAuth, admin_token: str | None) -> HTTPRouteHandler:
+    """RFC 7662 for resource servers holding the admin token; no-store answers."""
+
+    @post(INTROSPECT_PATH, status_code=200, summary="Token introspection (RFC 7662)")
+    async def introspect(request: AnyRequest) -> Response[bytes]:
+        presented = bearer_token(request.headers.get("authorization"))
+        if not (presented and admin_token and tokens_equal(presented, admin_token)):
+            challenge = 'Bearer error="invalid_token"' if presented is not None else "Bearer"
+            raise BearerRefused(401, "unauthorized", RESOURCE_SERVER_ONLY, challenge)
+        verdict = await auth.cache.verdict(await _form_token(request), auth.clock.now())
+        if not isinstance(verdict, Principal) or verdict.tenant_id != auth.tenant.tenant_id:
+            return json_reply({"active": False})
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": " ".join(verdict.scopes),
+            "client_id": verdict.client_id,
+            "sub": verdict.subject,
+            "token_type": verdict.credential_type,
+            "iat": int(verdict.issued_at.timestamp()),
+            "iss": auth.tenant.issuer,
+            "aud": auth.tenant.resource,
+        }
+        if verdict.expires_at is not None:
+            body["exp"] = int(verdict.expires_at.timestamp())
+        return json_reply(body)
+
+    return introspect
+
+
+async def _form_token(request: AnyRequest) -> str:
+    if media_type(request) != FORM:
+        raise BearerRefused(400, "invalid_request", f"send the body as {FORM}")
+    try:
+        fields = parse_qs((await read_raw(request)).decode(), strict_parsing=True)
+    except (ValueError, UnicodeDecodeError):
+        raise BearerRefused(400, "invalid_request", "the form is malformed") from None
+    tokens = fields.get("token", [])
+    if len(tokens) != 1 or not tokens[0] or len(fields.get("token_type_hint", [])) > 1:
+        raise BearerRefused(400, "invalid_request", "the form must hold exactly one token")
+    return tokens[0]
+
+
+def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
+    """The JWKS: the active key and the retired ones whose tokens may still be live."""
+    ttl = timedelta(seconds=auth.tenant.access_token_ttl)
+
+    @get(JWKS_PATH, summary="The access tokens' signing keys (JWK Set)")
+    async def jwks() -> Response[bytes]:
+        keys: dict[str, Any] = {"keys": []}
+        if resources.commands is not None:
+            ring = (await resources.command_context()).keyring
+            keys = ring.jwks(auth.clock.now(), ttl)
+        return Response(msgspec.json.encode(keys), media_type=MediaType.JSON, headers=JWKS_CACHE)
+
+    return jwks
+
+
+def resource_router(tenant: TenantConfig, resources: Resources) -> Router:
+    """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
+    if resources.credentials is None:
+        raise RuntimeError("the resource routes need the process's CredentialCache")
+    clock = resources.commands.clock if resources.commands is not None else SystemClock()
+    auth = BearerAuth(resources.credentials, tenant, clock)
+    handlers = [
+        get(ME_PATH, guards=[require_scope("api.read")], summary="Who the credential is")(me),
+        introspection(auth, resources.settings.admin_token),
+        key_set(resources, auth),
+    ]
+    return Router(
+        "/",
+        route_handlers=handlers,
+        opt={BEARER_AUTH: auth},
+        exception_handlers={BearerRefused: bearer_refused},
+        tags=["resource server"],
+    )

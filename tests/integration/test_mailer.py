@@ -1,0 +1,388 @@
+"""The claim-mail outbox and the mailer against real Postgres and a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Any
+
+import asyncpg
+import pytest
+from cryptography.exceptions import InvalidTag
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+import workers.mailer as mailer_module
+from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
+from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
+from service.pii import Sealer
+from service.settings import ConfigError, Settings
+from tests.support.smtp_sink import Received, SmtpSink, free_port
+from workers.mail_templates import ClaimMail, render_html, render_text
+from workers.mailer import (
+    Mailer,
+    MailerConfig,
+    enqueue_claim_mail,
+    mailer_worker,
+    open_link_token,
+    seal_link_token,
+    smtp_options,
+)
+
+SECRET = "m" * 48
+PUBLIC_URL = "https://auth.example.org"
+EMAIL = "Ana.Lopez+claims@Example.NET"
+
+
+class Attempt:
+    def __init__(self, email: str = EMAIL) -> None:
+        self.registration_id = new_registration_id()
+        self.attempt_id = new_attempt_id()
+        self.token = new_attempt_token()
+        self.email = email
+
+    @property
+    def link(self) -> str:
+        return f"{PUBLIC_URL}/agent/auth/claim/view?token={self.token}"
+
+    @property
+    def message_id(self) -> str:
+        return f"<{self.attempt_id}@authledger>"
+
+
+def config(smtp_url: str, **changes: Any) -> MailerConfig:
+    fast = MailerConfig(
+        smtp_url=smtp_url,
+        public_url=PUBLIC_URL,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        lease=5.0,
+        send_timeout=2.0,
+        idle_timeout=30.0,  # long: every wake-up in these tests comes from NOTIFY or a retry
+        restart_max=0.5,
+    )
+    return replace(fast, **changes)
+
+
+class Abort(Exception):
+    pass
+
+
+async def enqueue(
+    pool: asyncpg.Pool, attempt: Attempt, *, expires_in: float = 600, abort: bool = False
+) -> None:
+    """As the append would: in a transaction (rolled back by raising Abort when asked)."""
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue_claim_mail(
+            conn,
+            secret_key=SECRET,
+            sealer=Sealer(SECRET),
+            tenant_id="default",
+            registration_id=attempt.registration_id,
+            attempt_id=attempt.attempt_id,
+            email=attempt.email,
+            link_token=attempt.token,
+            link_expires_at=now + timedelta(seconds=expires_in),
+            now=now,
+        )
+        if abort:
+            raise Abort
+
+
+@asynccontextmanager
+async def running(*mailers: Mailer) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(m.run()) for m in mailers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def a_mailer(pool: asyncpg.Pool, smtp_url: str, **changes: Any) -> Mailer:
+    return Mailer(pool, config(smtp_url, **changes), secret_key=SECRET, sealer=Sealer(SECRET))
+
+
+async def row(pool: asyncpg.Pool, attempt: Attempt) -> asyncpg.Record:
+    found = await pool.fetchrow(
+        "SELECT * FROM mail_outbox WHERE attempt_id = $1", attempt.attempt_id
+    )
+    assert found is not None
+    return found
+
+
+async def until(
+    pool: asyncpg.Pool, attempt: Attempt, check: Callable[[asyncpg.Record], bool]
+) -> asyncpg.Record:
+    """Poll the attempt's row (nothing else to wait on) until `check` holds, for at most 10 s."""
+    async with asyncio.timeout(10):
+        while not check(found := await row(pool, attempt)):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return found
+
+
+def status(wanted: str) -> Callable[[asyncpg.Record], bool]:
+    return lambda found: bool(found["status"] == wanted)
+
+
+async def database_text(pool: asyncpg.Pool) -> str:
+    """Every row of every public table, as Postgres renders it in text (bytea as hex)."""
+    tables = await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    parts = []
+    for table in tables:
+        text = await pool.fetchval(f'SELECT string_agg(t::text, chr(10)) FROM "{table[0]}" t')
+        parts.append(text or "")
+    return "\n".join(parts).lower()
+
+
+def assert_no_plain_secrets(text: str, attempt: Attempt) -> None:
+    for secret in (attempt.email, attempt.token, attempt.token.removeprefix("cvt_")):
+        assert secret.lower() not in text
+        assert secret.encode().hex() not in text
+
+
+async def test_enqueued_mail_is_delivered_once_with_the_link(pool: asyncpg.Pool) -> None:
+    """One enqueue, woken by NOTIFY: one mail to the address, with the link and Message-ID."""
+    attempt = Attempt()
+    async with SmtpSink() as sink, running(a_mailer(pool, sink.url)):
+        await asyncio.sleep(0.2)  # the mailer is idle, sleeping for up to 30 s
+        started = time.monotonic()
+        await enqueue(pool, attempt)
+        sink.patience = 3.0
+        [mail] = await sink.wait_for(1)
+        assert time.monotonic() - started < 2
+        done = await until(pool, attempt, status("sent"))
+        await asyncio.sleep(0.2)
+    assert len(sink.received) == 1
+    assert mail.rcpt_tos == (EMAIL,)
+    assert mail.message["To"] == EMAIL
+    assert mail.message_id == attempt.message_id
+    assert mail.message["Auto-Submitted"] == "auto-generated"
+    assert mail.mail_from == "no-reply@localhost"
+    for part in (mail.part("plain"), mail.part("html")):
+        assert attempt.link in part
+        assert attempt.registration_id in part
+        assert "not linked" in part
+    assert (done["tries"], done["link_token_sealed"], done["last_error"]) == (1, b"", None)
+    assert (done["sent_at"] is not None, done["lease_until"]) == (True, None)
+
+
+async def test_database_and_logs_never_hold_the_token_or_address(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, during (while the server holds the mail) and after the send: no plain secret."""
+    records: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:
+        def __getattr__(self, _level: str) -> Callable[..., None]:
+            return lambda event, **kw: records.append((event, kw))
+
+    monkeypatch.setattr(mailer_module, "log", Recorder())
+    attempt = Attempt()
+    during: list[str] = []
+
+    async def snapshot(_: Received) -> None:
+        during.append(await database_text(pool))
+
+    await enqueue(pool, attempt)
+    assert_no_plain_secrets(await database_text(pool), attempt)
+    sealed = (await row(pool, attempt))["link_token_sealed"]
+    assert open_link_token(SECRET, attempt.attempt_id, sealed) == attempt.token
+    async with SmtpSink(on_message=snapshot) as sink, running(a_mailer(pool, sink.url)):
+        await sink.wait_for(1)
+        await until(pool, attempt, status("sent"))
+    assert len(during) == 1
+    assert_no_plain_secrets(during[0], attempt)
+    assert_no_plain_secrets(await database_text(pool), attempt)
+    assert ("mailer.sent", {"attempt_id": attempt.attempt_id}) in records
+    logged = repr(records).lower()
+    assert attempt.email.lower() not in logged
+    assert attempt.token.lower() not in logged
+
+
+async def test_two_mailers_send_each_attempt_once(pool: asyncpg.Pool, database_url: str) -> None:
+    """Two mailers (two pools, as two processes) on 30 due rows: each Message-ID arrives once."""
+    attempts = [Attempt(f"user{i}@example.net") for i in range(30)]
+    for attempt in attempts:
+        await enqueue(pool, attempt)
+    other_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    try:
+        async with SmtpSink() as sink:
+            first = a_mailer(pool, sink.url, batch=3)
+            second = a_mailer(other_pool, sink.url, batch=3)
+            async with running(first, second):
+                await sink.wait_for(len(attempts))
+                await asyncio.sleep(0.3)
+    finally:
+        await other_pool.close()
+    counts = sink.per_message_id()
+    assert set(counts) == {a.message_id for a in attempts}
+    assert set(counts.values()) == {1}
+    assert first.sent + second.sent == len(attempts)
+    statuses = await pool.fetch("SELECT status, tries FROM mail_outbox")
+    assert {(r["status"], r["tries"]) for r in statuses} == {("sent", 1)}
+
+
+async def test_server_down_then_up_delivers_once_after_retries(pool: asyncpg.Pool) -> None:
+    """While nothing listens the mailer backs off and retries; once the server is up: one mail."""
+    attempt, sink = Attempt(), SmtpSink(port=free_port())
+    await enqueue(pool, attempt)
+    async with running(a_mailer(pool, sink.url, max_tries=50)):
+        failing = await until(pool, attempt, lambda r: r["tries"] >= 2 and bool(r["last_error"]))
+        assert failing["status"] == "pending"
+        async with sink:
+            await sink.wait_for(1)
+            done = await until(pool, attempt, status("sent"))
+            await asyncio.sleep(0.3)
+    assert sink.per_message_id() == {attempt.message_id: 1}
+    assert done["tries"] >= 3
+
+
+async def test_expired_link_is_never_sent(pool: asyncpg.Pool) -> None:
+    """A row whose link window is over, or ends during retries, becomes `expired`, unsent."""
+    stale, doomed, fresh = Attempt(), Attempt(), Attempt()
+    await enqueue(pool, stale, expires_in=-1)
+    await enqueue(pool, doomed, expires_in=0.6)
+    sink = SmtpSink(port=free_port())
+    async with running(a_mailer(pool, sink.url, max_tries=50)):
+        await until(pool, stale, status("expired"))
+        await until(pool, doomed, status("expired"))
+        async with sink:
+            await enqueue(pool, fresh)
+            await sink.wait_for(1)
+            await asyncio.sleep(0.2)
+    assert sink.per_message_id() == {fresh.message_id: 1}
+    for attempt in (stale, doomed):
+        done = await row(pool, attempt)
+        assert done["link_token_sealed"] == b""
+        assert done["sent_at"] is None
+    assert (await row(pool, doomed))["tries"] >= 1
+
+
+async def test_permanent_failure_ends_failed_after_max_tries(pool: asyncpg.Pool) -> None:
+    """A server that always refuses: `failed` after exactly max_tries, error kept without PII."""
+    attempt = Attempt()
+    refusal = f"550 5.1.1 <{attempt.email}> no such user"
+    async with SmtpSink(refuse=refusal) as sink, running(a_mailer(pool, sink.url, max_tries=3)):
+        await enqueue(pool, attempt)
+        done = await until(pool, attempt, status("failed"))
+        await asyncio.sleep(0.3)
+    assert (done["tries"], sink.refused, sink.received) == (3, 3, [])
+    assert done["link_token_sealed"] == b""
+    assert "550" in done["last_error"]
+    assert attempt.email.lower() not in done["last_error"].lower()
+
+
+async def test_enqueue_lives_and_dies_with_its_transaction(pool: asyncpg.Pool) -> None:
+    """A rolled-back append leaves no row; enqueuing the same attempt twice keeps one."""
+    attempt, kept = Attempt(), Attempt()
+    with pytest.raises(Abort):
+        await enqueue(pool, attempt, abort=True)
+    await enqueue(pool, kept)
+    await enqueue(pool, kept)
+    ids = [r["attempt_id"] for r in await pool.fetch("SELECT attempt_id FROM mail_outbox")]
+    assert ids == [kept.attempt_id]
+
+
+async def test_dev_catcher_collects_mail_and_the_mailbox_shows_it(pool: asyncpg.Pool) -> None:
+    """The loopback-only catcher receives the mail; /dev/mailbox lists it and shows its HTML."""
+    with pytest.raises(ValueError, match="loopback"):
+        DevSmtpCatcher(host="0.0.0.0")  # noqa: S104 - the point of the test
+    catcher = DevSmtpCatcher()
+    await catcher.start()
+    try:
+        assert catcher.url == f"smtp://127.0.0.1:{catcher.port}"
+        attempt = Attempt()
+        async with running(a_mailer(pool, catcher.url)):
+            await enqueue(pool, attempt)
+            await until(pool, attempt, status("sent"))
+    finally:
+        await catcher.stop()
+
+    def from_loopback(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            await app({**scope, "client": ("127.0.0.1", 50000)}, receive, send)  # type: ignore[arg-type]
+
+        return middleware
+
+    router = dev_mailbox_router(catcher.mailbox)
+    local = Litestar(route_handlers=[router], middleware=[from_loopback])
+    async with AsyncTestClient(app=local) as client:
+        listing = await client.get("/dev/mailbox")
+        assert listing.status_code == 200
+        assert listing.headers["cache-control"] == "no-store"
+        [entry] = listing.json()
+        assert entry["to"] == [EMAIL]
+        assert entry["message_id"] == attempt.message_id
+        assert attempt.link in entry["text"]
+        page = await client.get(entry["url"])
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "sandbox" in page.headers["content-security-policy"]
+        assert f'href="{escape(attempt.link, quote=True)}"' in page.text
+        assert (await client.get("/dev/mailbox/999")).status_code == 404
+    async with AsyncTestClient(app=Litestar(route_handlers=[router])) as remote:
+        assert (await remote.get("/dev/mailbox")).status_code == 404  # not a loopback client
+
+
+def test_smtp_urls_give_the_right_transport() -> None:
+    """smtp:// (STARTTLS required with credentials), smtps:// (implicit TLS); others refused."""
+    plain = smtp_options("smtp://mail.example.org")
+    assert (plain["port"], plain["use_tls"], plain["start_tls"]) == (25, False, None)
+    secure = smtp_options("smtps://us%40r:p%3Ass@mail.example.org")
+    assert (secure["port"], secure["use_tls"], secure["start_tls"]) == (465, True, False)
+    assert (secure["username"], secure["password"]) == ("us@r", "p:ss")
+    relay = smtp_options("smtp://user:pw@relay.example.org:587")
+    assert (relay["port"], relay["start_tls"]) == (587, True)
+    with pytest.raises(ValueError, match="smtp"):
+        smtp_options("http://mail.example.org")
+
+
+def test_templates_escape_every_value() -> None:
+    """The HTML part escapes every value; the text part states the link and its expiry."""
+    mail = ClaimMail(
+        attempt_id="cla_x",
+        registration_id="reg_<b>",
+        recipient='"><script>@example.net',
+        link="https://auth.example.org/agent/auth/claim/view?token=cvt_a&b",
+        link_expires_at=datetime(2026, 7, 1, 9, 30, tzinfo=UTC),
+        service_name="Acme & Co",
+    )
+    page = render_html(mail)
+    assert "<script>" not in page
+    assert "reg_&lt;b&gt;" in page
+    assert "Acme &amp; Co" in page
+    assert 'href="https://auth.example.org/agent/auth/claim/view?token=cvt_a&amp;b"' in page
+    assert "<img" not in page
+    text = render_text(mail)
+    assert mail.link in text
+    assert "2026-07-01 09:30 UTC" in text
+    assert mail.recipient not in repr(mail)
+
+
+def test_link_token_is_bound_to_its_attempt() -> None:
+    """The sealed link token opens only under its own attempt id and secret."""
+    sealed = seal_link_token(SECRET, "cla_one", "cvt_secret")
+    assert open_link_token(SECRET, "cla_one", sealed) == "cvt_secret"
+    for attempt_id, secret in (("cla_two", SECRET), ("cla_one", "n" * 48)):
+        with pytest.raises(InvalidTag):
+            open_link_token(secret, attempt_id, sealed)
+
+
+async def test_mailer_worker_names_a_missing_variable(pool: asyncpg.Pool) -> None:
+    """Without an SMTP URL or a secret key the mailer refuses to start, naming the variable."""
+    bare = Settings(database_url="postgresql://x/y", nats_url="nats://x")
+    with pytest.raises(ConfigError, match="AUTHLEDGER_SMTP_URL"):
+        _ = mailer_worker(bare, pool)
+    with pytest.raises(ConfigError, match="AUTHLEDGER_SECRET_KEY"):
+        _ = mailer_worker(replace(bare, smtp_url="smtp://127.0.0.1:2525"), pool)
+    worker = mailer_worker(replace(bare, smtp_url="smtp://127.0.0.1:2525", secret_key=SECRET), pool)
+    worker.close()  # built, never started
