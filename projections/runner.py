@@ -14,10 +14,13 @@ from events.credential import CREDENTIAL_EVENTS
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS
+from events.sql import load_queries
+from events.store import row_to_event
 from events.user import USER_EVENTS
 from projections import credentials, registrations, users
 
 TABLES = ("registrations", "credentials", "users")
+READ_ALL = load_queries("events", "store.sql")["read_all"]
 
 
 def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object, ...]]]:
@@ -37,3 +40,22 @@ async def project(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> 
     """The inline projector: apply `events` in order, in the caller's transaction."""
     for sql, args in statements(events):
         await conn.execute(sql, *args)
+
+
+async def rebuild(conn: asyncpg.Connection, *, batch: int = 5000) -> int:
+    """Empty the read models and fold the whole log into them again, in one transaction.
+
+    Returns how many events were applied. The caller holds off writers (or accepts that
+    appends wait on the table locks until the rebuild commits).
+    """
+    applied, after = 0, 0
+    async with conn.transaction():
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        while True:
+            rows = await conn.fetch(READ_ALL, after, batch)
+            if not rows:
+                return applied
+            events = [row_to_event(r) for r in rows]
+            await project(conn, events)
+            applied += len(events)
+            after = events[-1].position
