@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING, TypeAlias
 
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+# A connection of our own or one borrowed from a pool: queries run on either.
+Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
 _HEADER = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from events.credential import CREDENTIAL_EVENTS
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS
-from events.sql import load_queries
+from events.sql import Conn, load_queries
 from events.store import row_to_event
 from events.user import USER_EVENTS
 from projections import credentials, registrations, users
@@ -36,13 +34,13 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
     return out
 
 
-async def project(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def project(conn: Conn, events: Sequence[RecordedEvent]) -> None:
     """The inline projector: apply `events` in order, in the caller's transaction."""
     for sql, args in statements(events):
         await conn.execute(sql, *args)
 
 
-async def rebuild(conn: asyncpg.Connection, *, batch: int = 5000) -> int:
+async def rebuild(conn: Conn, *, batch: int = 5000) -> int:
     """Empty the read models and fold the whole log into them again, in one transaction.
 
     Returns how many events were applied. The caller holds off writers (or accepts that

@@ -59,6 +59,7 @@ async def test_anonymous_ceremony_rescopes_the_same_key(ctx: Context) -> None:
         "SELECT scopes, status, user_id FROM credentials WHERE token_hash = $1",
         token_hash(reg.credential),
     )
+    assert row is not None
     assert (row["scopes"], row["status"], row["user_id"]) == (["api.read"], "active", None)
     started = await start_claim(ctx, reg.claim_token, "Ana@Example.net", CALLER)
     link = await _link_token_of(ctx, started.claim_attempt_id)
@@ -68,6 +69,7 @@ async def test_anonymous_ceremony_rescopes_the_same_key(ctx: Context) -> None:
     row = await ctx.pool.fetchrow(
         "SELECT scopes, user_id FROM credentials WHERE token_hash = $1", token_hash(reg.credential)
     )
+    assert row is not None
     assert row["scopes"] == ["api.read", "api.write"]
     assert row["user_id"] is not None
     status = await ctx.pool.fetchval(

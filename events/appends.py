@@ -1,0 +1,169 @@
+"""What an append is made of: the request types and the pure steps of the write path
+(numbering, hashing, the checks that need no database), shared by events/writer.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import asyncpg
+import msgspec
+
+from events.envelope import NewEvent, RecordedEvent, StreamRef
+from events.errors import ConcurrencyConflict
+from events.hashchain import event_hash
+
+APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
+NOTIFY_CHANNEL = "authledger_events"
+ANY_VERSION = -1
+NO_STREAM = 0
+_encode = msgspec.json.Encoder().encode
+
+# Runs inside the append transaction with the events it just recorded.
+InlineProjector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream, appended only if the stream is at `expected_version`."""
+
+    stream: StreamRef
+    expected_version: int
+    events: Sequence[NewEvent]
+
+
+@dataclass
+class AppendRequest:
+    """One caller's append: one or more streams, all or nothing."""
+
+    parts: Sequence[StreamAppend]
+    projector: InlineProjector | None
+    future: asyncio.Future[list[RecordedEvent]] = field(repr=False)
+    events: list[NewEvent] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.events = [event for part in self.parts for event in part.events]
+
+
+def row_to_event(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        event_id=row["event_id"],
+        tenant_id=row["tenant_id"],
+        stream_type=row["stream_type"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        payload=row["payload"].encode(),
+        metadata=row["metadata"].encode(),
+        hash=row["hash"],
+    )
+
+
+class Prepared(NamedTuple):
+    accepted: list[tuple[AppendRequest, list[RecordedEvent]]]  # each request with its records
+    args: tuple[Any, ...]  # of `append_fast`
+    end: tuple[int, bytes]  # position and hash of the last record
+
+
+def fits_fast_path(batch: list[AppendRequest]) -> bool:
+    """Every part names its expected version, no stream or event id comes twice, and the
+    timestamps are aware (JSON would carry a naive one differently from asyncpg)."""
+    streams = set()
+    ids = set()
+    parts = count = 0
+    for request in batch:
+        for part in request.parts:
+            if part.expected_version < 0:
+                return False
+            streams.add((part.stream.tenant_id, part.stream.stream_id))
+            parts += 1
+        for event in request.events:
+            if event.occurred_at.tzinfo is None:
+                return False
+            ids.add(event.event_id)
+        count += len(request.events)
+    return len(streams) == parts and len(ids) == count
+
+
+def conflict(
+    request: AppendRequest, versions: dict[tuple[str, str], int]
+) -> ConcurrencyConflict | None:
+    """The first part whose stream is not at its expected version, if any."""
+    for part in request.parts:
+        key = (part.stream.tenant_id, part.stream.stream_id)
+        current = versions.get(key, 0)
+        if part.expected_version not in (ANY_VERSION, current):
+            return ConcurrencyConflict(key[0], key[1], part.expected_version, current)
+    return None
+
+
+def fail(request: AppendRequest, exc: BaseException) -> None:
+    if not request.future.done():
+        request.future.set_exception(exc)
+
+
+def record(
+    prev_hash: bytes,
+    position: int,
+    stream: StreamRef,
+    version: int,
+    event: NewEvent,
+    *,
+    recorded_at: datetime,
+) -> RecordedEvent:
+    metadata = _encode(event.metadata)
+    digest = event_hash(
+        prev_hash,
+        position=position,
+        event_id=event.event_id,
+        tenant_id=stream.tenant_id,
+        stream_type=stream.stream_type,
+        stream_id=stream.stream_id,
+        stream_version=version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        metadata=metadata,
+    )
+    return RecordedEvent(
+        position=position,
+        event_id=event.event_id,
+        tenant_id=stream.tenant_id,
+        stream_type=stream.stream_type,
+        stream_id=stream.stream_id,
+        stream_version=version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        metadata=metadata,
+        hash=digest,
+    )
+
+
+def columns(rows: list[RecordedEvent]) -> tuple[list[Any], ...]:
+    return (
+        [r.position for r in rows],
+        [r.event_id for r in rows],
+        [r.tenant_id for r in rows],
+        [r.stream_type for r in rows],
+        [r.stream_id for r in rows],
+        [r.stream_version for r in rows],
+        [r.type for r in rows],
+        [r.schema_version for r in rows],
+        [r.occurred_at for r in rows],
+        [r.recorded_at for r in rows],
+        [r.payload.decode() for r in rows],
+        [r.metadata.decode() for r in rows],
+        [r.hash for r in rows],
+    )
