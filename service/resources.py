@@ -143,6 +143,7 @@ class Resources:
                 secret_key=settings.secret_key,
                 clock=clock or SystemClock(),
                 keyring=KeyRing(settings.secret_key),
+                on_recorded=opened.credentials.observe,
             )
             try:
                 await opened.command_context()

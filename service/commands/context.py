@@ -19,6 +19,7 @@ from service.signing import KeyRing
 from service.tenant import TenantConfig
 
 InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
+Observer = Callable[[Sequence[RecordedEvent]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class Context:
     secret_key: str
     clock: Clock
     keyring: KeyRing
+    # Told of every append this process made, once committed (the credential cache, so this
+    # process refuses a revoked key before the event feed brings the revocation back).
+    on_recorded: Observer | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -89,4 +93,7 @@ class Context:
             if also is not None:
                 await also(conn)
 
-        return await self.store.append_many(parts, projector=projector)
+        recorded = await self.store.append_many(parts, projector=projector)
+        if self.on_recorded is not None:
+            self.on_recorded(recorded)
+        return recorded
