@@ -40,8 +40,9 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres; see docs/benchmarks.md)
+bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
 	$(BIN)/python bench/append.py
+	$(BIN)/python bench/http_load.py
 
 clean: ## remove the venv and caches (keeps .authledger data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

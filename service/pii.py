@@ -38,9 +38,16 @@ Db = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 _SELECT_KEY = """
 SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
 """
-_INSERT_KEY = """
-INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)
-ON CONFLICT (subject_id) DO NOTHING
+# One round trip for a seal: our new key, or (same snapshot, so never both) the stored one.
+_CREATE_OR_SELECT_KEY = """
+WITH created AS (
+    INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)
+    ON CONFLICT (subject_id) DO NOTHING
+    RETURNING wrapped_key
+)
+SELECT wrapped_key, false AS settled FROM created
+UNION ALL
+SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
 """
 _ERASE_KEY = """
 INSERT INTO subject_keys (subject_id, wrapped_key, erased_at)
@@ -169,9 +176,12 @@ class Sealer:
         if cached is not None:
             self._cache.move_to_end(subject_id)
             return cached
-        row = await conn.fetchrow(_SELECT_KEY, subject_id)
-        if row is None and create:
-            await conn.execute(_INSERT_KEY, subject_id, self._wrap(subject_id))
+        if create:
+            wrapped_new = self._wrap(subject_id)
+            row = await conn.fetchrow(_CREATE_OR_SELECT_KEY, subject_id, wrapped_new)
+        else:
+            row = await conn.fetchrow(_SELECT_KEY, subject_id)
+        if row is None and create:  # a racing first seal committed after our snapshot
             row = await conn.fetchrow(_SELECT_KEY, subject_id)
         if row is None:
             raise SealError(f"no data key for subject {subject_id}")
@@ -179,7 +189,9 @@ class Sealer:
         if not wrapped:
             return None
         data_key = self._unwrap(subject_id, wrapped)
-        if row["settled"]:  # committed before this transaction began: safe to remember
+        # Committed before this transaction began, or by this very statement (a pool runs each
+        # in a transaction of its own): safe to remember.
+        if row["settled"] or isinstance(conn, asyncpg.Pool):
             self._cache[subject_id] = data_key
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

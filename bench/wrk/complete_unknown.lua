@@ -1,5 +1,5 @@
 -- E8 with claim tokens nobody holds: POST /agent/auth/claim/complete, 401 expected
--- (bench/http.py). Each request carries one of 1,000 random tokens, so no lookup repeats
+-- (bench/http_load.py). Each request carries one of 1,000 random tokens, so no lookup repeats
 -- one just before it.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 

@@ -1,4 +1,4 @@
--- GET with status counting, e.g. /healthz or /api/me (bench/http.py).
+-- GET with status counting, e.g. /healthz or /api/me (bench/http_load.py).
 -- $WRK_BEARER, when set, is sent as `Authorization: Bearer <value>`.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 

@@ -1,4 +1,4 @@
--- E4: anonymous registrations, POST /agent/auth (bench/http.py). Records the request id
+-- E4: anonymous registrations, POST /agent/auth (bench/http_load.py). Records the request id
 -- (echoed in X-Request-ID, stored as the events' correlation_id) of every 200 response, so
 -- the bench can check each acknowledged registration is in the log.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")

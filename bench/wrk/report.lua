@@ -1,11 +1,12 @@
--- Shared by the scenario scripts of bench/http.py (each loads it with dofile).
+-- Shared by the scenario scripts of bench/http_load.py (each loads it with dofile).
 --
 -- Counts the responses by status in each thread, and in done() writes wrk's summary as one
 -- JSON object to $WRK_REPORT: requests, duration, socket errors, statuses and the latency
 -- percentiles (microseconds). When $WRK_IDS is set, also writes there, one per line, the
 -- X-Request-ID of every 200 response (the script must set `collect_ids = true`).
--- When $WRK_MAX_REQUESTS is set, each thread stops after that many responses (wrk's -d still
--- bounds the run in time).
+-- When $WRK_MAX_REQUESTS is set, each thread stops sending after that many responses; wrk
+-- itself still waits for the end of -d (or a SIGINT, which bench/http_load.py sends once the count
+-- is reached), then reports.
 
 local threads = {}
 statuses = {}
