@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
+from machine import cpu_model, memory_total
 
 from events.catalogue import Catalogue, Event
 from events.envelope import Metadata, NewEvent, StreamRef
@@ -207,27 +208,6 @@ async def bench_baseline(
 # -- the machine -----------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                kib = int(line.split()[1])
-                return f"{kib / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return "unknown"
-
-
 async def _other_sessions(conn: asyncpg.Connection) -> int:
     value = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity "
@@ -255,8 +235,8 @@ async def describe(conn: asyncpg.Connection, loop_name: str) -> list[tuple[str, 
     settings = {name: str(await conn.fetchval(f"SHOW {name}")) for name in names}
     return [
         ("nproc", str(len(os.sched_getaffinity(0)))),
-        ("cpu", _cpu_model()),
-        ("memory", _memory()),
+        ("cpu", cpu_model()),
+        ("memory", memory_total()),
         ("os", platform.platform()),
         ("postgres", settings["server_version"]),
         ("fsync", settings["fsync"]),

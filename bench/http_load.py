@@ -33,14 +33,6 @@ end, also on failure. Needs wrk (`apt-get install wrk`), `ss` and Linux (/proc).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, where this module (http.py)
-# would shadow the standard library's `http` package that urllib and asyncio import.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import asyncio
 import contextlib
@@ -53,17 +45,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from machine import cpu_model, memory_total
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NATS_URL = "nats://127.0.0.1:4222"
@@ -673,26 +668,6 @@ class Committed:
 # -- the machine ---------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory_total() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return "unknown"
-
-
 def _load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -739,8 +714,8 @@ async def describe(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     sync = str(await conn.fetchval("SHOW synchronous_commit"))
     return [
         ("nproc", str(len(os.sched_getaffinity(0)))),
-        ("cpu", _cpu_model()),
-        ("memory", _memory_total()),
+        ("cpu", cpu_model()),
+        ("memory", memory_total()),
         ("os", platform.platform()),
         ("postgres", f"{version}, same host, TCP on 127.0.0.1, synchronous_commit {sync}"),
         ("python", platform.python_version()),

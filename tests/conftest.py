@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -43,17 +44,32 @@ async def template_database(backend: Backend) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own."""
+@asynccontextmanager
+async def scratch_database(backend: Backend, template: str | None = None) -> AsyncIterator[str]:
+    """A database of the caller's own (a copy of `template`, or empty), dropped afterwards."""
     name = f"authledger_t_{uuid.uuid4().hex[:16]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = await asyncpg.connect(backend.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
         yield with_database(backend.database_url, name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    async with scratch_database(backend, template_database) as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_database_url(backend: Backend) -> AsyncIterator[str]:
+    """A database of this test's own that was never migrated."""
+    async with scratch_database(backend) as url:
+        yield url
 
 
 @pytest.fixture

@@ -97,19 +97,6 @@ class Server:
         return self.proc.returncode, "".join(self.stderr_lines) + err.decode()
 
 
-@pytest.fixture
-async def empty_database_url(backend: Backend) -> AsyncIterator[str]:
-    """A database of this test's own that was never migrated."""
-    name = f"authledger_cli_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(backend.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(backend.database_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def _applied_versions(database_url: str) -> list[int]:
     conn = await asyncpg.connect(database_url)
     try:

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from service.schema import MigrationError, available, migrate, pending
-from tests.support.backends import Backend, with_database
 
 
-@pytest.fixture
-async def empty_database(backend: Backend) -> AsyncIterator[str]:
-    name = f"authledger_m_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(backend.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(backend.database_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-async def test_migrations_build_the_expected_schema(empty_database: str) -> None:
+async def test_migrations_build_the_expected_schema(empty_database_url: str) -> None:
     """After migrate: the event table with its guard triggers, checkpoints, and the record."""
-    conn = await asyncpg.connect(empty_database)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         ran = await migrate(conn)
         assert [m.version for m in ran] == [m.version for m in available()]
@@ -49,9 +34,9 @@ async def test_migrations_build_the_expected_schema(empty_database: str) -> None
         await conn.close()
 
 
-async def test_migrate_twice_applies_nothing_the_second_time(empty_database: str) -> None:
+async def test_migrate_twice_applies_nothing_the_second_time(empty_database_url: str) -> None:
     """A second run finds nothing to do and changes nothing."""
-    conn = await asyncpg.connect(empty_database)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await migrate(conn)
         assert await migrate(conn) == []
@@ -61,9 +46,9 @@ async def test_migrate_twice_applies_nothing_the_second_time(empty_database: str
         await conn.close()
 
 
-async def test_concurrent_migrations_take_turns(empty_database: str) -> None:
+async def test_concurrent_migrations_take_turns(empty_database_url: str) -> None:
     """Four processes migrating at once: no error, each migration applied exactly once."""
-    conns = [await asyncpg.connect(empty_database) for _ in range(4)]
+    conns = [await asyncpg.connect(empty_database_url) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate(c) for c in conns))
         assert sum(len(r) for r in results) == len(available())
@@ -74,9 +59,9 @@ async def test_concurrent_migrations_take_turns(empty_database: str) -> None:
             await c.close()
 
 
-async def test_an_edited_migration_is_refused(empty_database: str) -> None:
+async def test_an_edited_migration_is_refused(empty_database_url: str) -> None:
     """A migration whose text changed after it ran stops the next migrate."""
-    conn = await asyncpg.connect(empty_database)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await migrate(conn)
         await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
