@@ -32,12 +32,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
-from machine import cpu_model, memory_total
+from machine import cpu_model, load_average, memory_total, other_sessions
 
 from events.catalogue import Catalogue, Event
 from events.envelope import Metadata, NewEvent, StreamRef
@@ -208,21 +207,6 @@ async def bench_baseline(
 # -- the machine -----------------------------------------------------------------------------
 
 
-async def _other_sessions(conn: asyncpg.Connection) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    )
-    return int(value)
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 async def describe(conn: asyncpg.Connection, loop_name: str) -> list[tuple[str, str]]:
     names = (
         "server_version",
@@ -245,8 +229,8 @@ async def describe(conn: asyncpg.Connection, loop_name: str) -> list[tuple[str, 
         ("commit_delay", settings["commit_delay"]),
         ("shared_buffers", settings["shared_buffers"]),
         ("python", f"{platform.python_version()}, asyncpg {asyncpg.__version__}, {loop_name}"),
-        ("load average at start", _load_average()),
-        ("other client sessions at start", str(await _other_sessions(conn))),
+        ("load average at start", load_average()),
+        ("other client sessions at start", str(await other_sessions(conn))),
     ]
 
 
@@ -291,8 +275,8 @@ async def run(
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         print(
-            f"at the end: load average {_load_average()}, "
-            f"other client sessions {await _other_sessions(admin)}"
+            f"at the end: load average {load_average()}, "
+            f"other client sessions {await other_sessions(admin)}"
         )
     finally:
         await admin.close()

@@ -58,7 +58,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from machine import cpu_model, memory_total
+from machine import cpu_model, load_average, memory_total, other_sessions
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NATS_URL = "nats://127.0.0.1:4222"
@@ -668,21 +668,6 @@ class Committed:
 # -- the machine ---------------------------------------------------------------------------
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-async def _other_sessions(conn: asyncpg.Connection) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    )
-    return int(value)
-
-
 def _commit() -> str:
     """The commit measured, and whether the service's code differs from it."""
     root = Path(__file__).resolve().parent.parent
@@ -721,8 +706,8 @@ async def describe(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         ("python", platform.python_version()),
         ("wrk", wrk_version()),
         ("commit", _commit()),
-        ("load average at start", _load_average()),
-        ("other client sessions at start", str(await _other_sessions(conn))),
+        ("load average at start", load_average()),
+        ("other client sessions at start", str(await other_sessions(conn))),
     ]
 
 
@@ -1179,8 +1164,8 @@ async def run(admin_url: str, plan: Plan) -> int:
                 await conn.close()
             server.stop()
             problems = server.log_problems()
-            machine.append(("load average at end", _load_average()))
-            machine.append(("other client sessions at end", str(await _other_sessions(admin))))
+            machine.append(("load average at end", load_average()))
+            machine.append(("other client sessions at end", str(await other_sessions(admin))))
             print_machine(plan, machine)
             print_figures(figures)
             committed = print_targets(figures)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import asyncpg
+
 
 def cpu_model() -> str:
     try:
@@ -24,3 +26,19 @@ def memory_total() -> str:
     except (OSError, ValueError, IndexError):
         pass
     return "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+async def other_sessions(conn: asyncpg.Connection) -> int:
+    """Client sessions on the database server besides ours: a run with others is not clean."""
+    value = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    return int(value)
