@@ -25,6 +25,10 @@ class CredentialIssued(Event, frozen=True, kw_only=True, tag="credential.issued"
     registration_id: str | None = None
     user_id: str | None = None
     expires_at: datetime | None = None
+    # ID-JAG credentials: the provider it came through and the delegation it acts under, so
+    # a logout token or an incident revokes exactly these.
+    issuer: str | None = None
+    delegation_id: str | None = None
 
 
 class CredentialRescoped(Event, frozen=True, kw_only=True, tag="credential.rescoped"):
@@ -36,7 +40,11 @@ class CredentialRescoped(Event, frozen=True, kw_only=True, tag="credential.resco
 
 
 class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential.revoked"):
+    """`reason` is a short code (`logout`, `operator`, `registration_expired`, …); an
+    operator's free-text note goes to `note`."""
+
     reason: str
+    note: str | None = None
 
 
 class CredentialExpired(Event, frozen=True, kw_only=True, tag="credential.expired"):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from events.catalogue import Catalogue
 from events.credential import CREDENTIAL_EVENTS
+from events.delegation import DELEGATION_EVENTS
+from events.issuer import ISSUER_EVENTS
 from events.registration import REGISTRATION_EVENTS
 from events.user import USER_EVENTS
 
-LEDGER = Catalogue(*REGISTRATION_EVENTS, *CREDENTIAL_EVENTS, *USER_EVENTS)
+LEDGER = Catalogue(
+    *REGISTRATION_EVENTS, *CREDENTIAL_EVENTS, *USER_EVENTS, *ISSUER_EVENTS, *DELEGATION_EVENTS
+)

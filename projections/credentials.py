@@ -25,7 +25,7 @@ def statement(event: CredentialEvent, recorded: RecordedEvent) -> Statement:
             return Q["issued"], (
                 cid, recorded.tenant_id, event.kind, event.token_hash, list(event.scopes),
                 event.issued_via, event.registration_id, event.user_id, event.expires_at, at,
-                version,
+                version, event.issuer, event.delegation_id,
             )  # fmt: skip
         case CredentialRescoped():
             return Q["rescoped"], (cid, list(event.scopes), event.user_id, event.expires_at,

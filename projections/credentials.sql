@@ -1,8 +1,8 @@
 -- name: issued
 INSERT INTO credentials (
     credential_id, tenant_id, kind, token_hash, scopes, issued_via, registration_id, user_id,
-    status, expires_at, issued_at, version
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11)
+    status, expires_at, issued_at, version, issuer, delegation_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $13)
 
 -- name: rescoped
 UPDATE credentials
@@ -17,3 +17,27 @@ WHERE credential_id = $1 AND status = 'active'
 -- name: by_token
 SELECT credential_id, tenant_id, kind, scopes, registration_id, user_id, status, expires_at
 FROM credentials WHERE token_hash = $1
+
+-- name: active_of_delegation
+SELECT credential_id, version FROM credentials
+WHERE tenant_id = $1 AND delegation_id = $2 AND status = 'active'
+ORDER BY issued_at, credential_id
+
+-- name: active_of_registration
+SELECT credential_id, version FROM credentials
+WHERE tenant_id = $1 AND registration_id = $2 AND status = 'active'
+ORDER BY issued_at, credential_id LIMIT $3
+
+-- name: active_of_user
+SELECT credential_id, version FROM credentials
+WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
+ORDER BY issued_at, credential_id LIMIT $3
+
+-- name: active_of_issuer
+SELECT credential_id, version FROM credentials
+WHERE tenant_id = $1 AND issuer = $2 AND status = 'active'
+ORDER BY issued_at, credential_id LIMIT $3
+
+-- name: active_one
+SELECT credential_id, version FROM credentials
+WHERE tenant_id = $1 AND credential_id = $2 AND status = 'active' LIMIT $3

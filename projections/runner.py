@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from events.credential import CREDENTIAL_EVENTS
+from events.delegation import DELEGATION_EVENTS
 from events.envelope import RecordedEvent
+from events.issuer import ISSUER_EVENTS
 from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS
 from events.sql import Conn, load_queries
 from events.store import row_to_event
 from events.user import USER_EVENTS
-from projections import credentials, registrations, users
+from projections import credentials, delegations, issuers, registrations, users
 
-TABLES = ("registrations", "credentials", "users")
+TABLES = ("registrations", "credentials", "users", "trusted_issuers", "delegations")
 READ_ALL = load_queries("events", "store.sql")["read_all"]
 
 
@@ -31,6 +33,10 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
             out.append(credentials.statement(event, recorded))  # type: ignore[arg-type]
         elif isinstance(event, USER_EVENTS):
             out.append(users.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, ISSUER_EVENTS):
+            out.append(issuers.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, DELEGATION_EVENTS):
+            out.append(delegations.statement(event, recorded))  # type: ignore[arg-type]
     return out
 
 

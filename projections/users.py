@@ -15,5 +15,6 @@ Statement = tuple[str, tuple[Any, ...]]
 def statement(event: UserEvent, recorded: RecordedEvent) -> Statement:
     return Q["created"], (
         event.user_id, recorded.tenant_id, event.email_index, event.email_sealed,
-        event.email_verified, recorded.occurred_at,
+        event.email_verified, recorded.occurred_at, event.phone_index, event.phone_sealed,
+        event.phone_verified, event.name_sealed, event.created_via,
     )  # fmt: skip

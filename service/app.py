@@ -26,6 +26,7 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, S
 
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
+from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
@@ -69,6 +70,7 @@ def create_app(
             HealthController,
             discovery_router(tenant),
             agent_auth_router(),
+            admin_router(settings),
             claim_page_router(),
             resource_router(tenant, resources),
             *dev_routes,

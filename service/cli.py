@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1, help="HTTP processes to run")
     commands.add_parser("worker", help="run every background worker until SIGTERM/SIGINT")
     commands.add_parser("migrate", help="apply pending migrations to AUTHLEDGER_DATABASE_URL")
+    from service.operator_cli import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -68,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "worker": _worker,
         "migrate": _migrate,
+        "trust": _operator,
+        "revoke": _operator,
     }
     try:
         return commands[args.command](settings, args)
@@ -140,6 +145,25 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
         print(f"applied {name}")
     if not applied:
         print(f"nothing to apply: the database has all {len(available())} migrations")
+    return 0
+
+
+def _operator(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operator_cli import OperatorError, run_revoke, run_trust
+
+    lines: list[str] = []
+
+    async def run() -> None:
+        job = run_trust if args.command == "trust" else run_revoke
+        lines.extend(await job(settings, args))
+
+    try:
+        _run(run())
+    except OperatorError as exc:
+        print(f"authledger {args.command}: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
     return 0
 
 

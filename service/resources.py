@@ -21,6 +21,7 @@ from events.store import EventStore
 from service.commands.context import Context
 from service.credential_cache import CredentialCache
 from service.pii import Sealer
+from service.providers.jwks import JwksCache
 from service.schema import MigrationError, pending
 from service.settings import Settings
 from service.signing import KeyRing
@@ -136,14 +137,18 @@ class Resources:
         opened = cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
         if settings.secret_key:
+            clock = clock or SystemClock()
             opened.commands = Context(
                 store=opened.store,
                 tenant=TenantConfig.from_settings(settings),
                 sealer=Sealer(settings.secret_key),
                 secret_key=settings.secret_key,
-                clock=clock or SystemClock(),
+                clock=clock,
                 keyring=KeyRing(settings.secret_key),
                 on_recorded=opened.credentials.observe,
+                provider_keys=JwksCache(
+                    clock=clock, allow_loopback_http=settings.jwks_allow_loopback_http
+                ),
             )
             try:
                 await opened.command_context()
@@ -164,6 +169,8 @@ class Resources:
     async def close(self) -> None:
         """Flush queued appends, then close NATS and the pool, in that order."""
         await self.store.close()
+        if self.commands is not None and self.commands.provider_keys is not None:
+            await self.commands.provider_keys.close()
         if self.credentials is not None:
             await self.credentials.close()
         await self.nats.close()

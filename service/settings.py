@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
-Mode = Literal["dev", "serve", "worker", "migrate"]
+Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke"]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
 
@@ -53,6 +53,7 @@ class Settings:
     contact_url: str | None = None
     terms_url: str | None = None
     privacy_url: str | None = None
+    jwks_allow_loopback_http: bool = False  # agent providers on http://127.0.0.1 (dev, tests)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -66,7 +67,7 @@ class Settings:
         r = _Reader(env)
         needs_services = mode != "dev"
         database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
-        nats_url = r.get("NATS_URL", _url("nats", "tls"), needs_services and mode != "migrate")
+        nats_url = r.get("NATS_URL", _url("nats", "tls"), mode in ("serve", "worker"))
         needs_secrets = mode in ("serve",)
         settings = cls(
             database_url=database_url or "",
@@ -103,6 +104,9 @@ class Settings:
             contact_url=r.get("CONTACT_URL", _contact, False),
             terms_url=r.get("TERMS_URL", _link, False),
             privacy_url=r.get("PRIVACY_URL", _link, False),
+            jwks_allow_loopback_http=_default(
+                r.get("JWKS_ALLOW_LOOPBACK_HTTP", _flag, False), mode == "dev"
+            ),
             log_format=r.get("LOG_FORMAT", _choice("auto", "console", "json"), False) or "auto",  # type: ignore[arg-type]
             log_level=r.get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), False)
             or cls.log_level,
@@ -260,3 +264,16 @@ def _choice(*options: str) -> Callable[[str], str]:
         return raw.lower()
 
     return parse
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _default(value: T | None, default: T) -> T:
+    return default if value is None else value

@@ -8,17 +8,13 @@ command runs again on the new state, so of two racing completes exactly one clai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
-import asyncpg
 import msgspec
 
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRescoped
-from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.registration import ClaimAttemptStarted, RegistrationEvent
@@ -26,7 +22,7 @@ from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
 from events.user import UserCreated
-from service.commands.context import Caller, Change, Context
+from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
 from service.commands.mail import MailRequest, enqueue_mail
 from service.crypto import (
@@ -49,10 +45,8 @@ from service.domain.registration import (
     fold,
 )
 
-T = TypeVar("T")
 REG_Q = load_queries("projections", "registrations.sql")
 USER_Q = load_queries("projections", "users.sql")
-RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +90,6 @@ async def _load(ctx: Context, query: str, token: str) -> Registration | None:
     return fold(events)
 
 
-async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run again on a moved stream, or when a racing claim created the same user first."""
-    for _ in range(RETRIES - 1):
-        try:
-            return await attempt()
-        except (ConcurrencyConflict, asyncpg.UniqueViolationError):
-            continue
-    return await attempt()
-
-
 async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller) -> ClaimStarted:
     """E5: a new attempt (and its mail), or the current one for the same email."""
 
@@ -141,7 +125,7 @@ async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller
         )
         return ClaimStarted(rid, new.attempt_id, link_expires_at)
 
-    return await _retrying(attempt)
+    return await retrying(attempt)
 
 
 async def claim_page(ctx: Context, link_token: str) -> ClaimPage:
@@ -182,7 +166,7 @@ async def issue_otp(ctx: Context, link_token: str, caller: Caller) -> Challenge:
         )
         return Challenge(otp, now + timedelta(seconds=ctx.tenant.otp_ttl))
 
-    return await _retrying(attempt)
+    return await retrying(attempt)
 
 
 async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Caller) -> Completed:
@@ -231,7 +215,7 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             raise decision.error
         return Completed(rid, credential)
 
-    return await _retrying(attempt)
+    return await retrying(attempt)
 
 
 async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:

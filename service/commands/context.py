@@ -5,19 +5,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 
 from events.catalogue import Event
 from events.clock import Clock
 from events.envelope import Metadata, RecordedEvent, StreamRef
+from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.store import EventStore, StreamAppend
 from projections.runner import project
 from service.pii import Sealer
+from service.providers.jwks import JwksCache
 from service.signing import KeyRing
 from service.tenant import TenantConfig
 
+T = TypeVar("T")
+RETRIES = 5
 InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
 Observer = Callable[[Sequence[RecordedEvent]], None]
 
@@ -51,6 +56,8 @@ class Context:
     # Told of every append this process made, once committed (the credential cache, so this
     # process refuses a revoked key before the event feed brings the revocation back).
     on_recorded: Observer | None = None
+    # Agent providers' keys, fetched for trusted issuers only (ID-JAGs and logout tokens).
+    provider_keys: JwksCache | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -97,3 +104,14 @@ class Context:
         if self.on_recorded is not None:
             self.on_recorded(recorded)
         return recorded
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run a command again when a stream it decided on moved, or when a racing command
+    created the same user (a unique index) first: the next run sees what the winner wrote."""
+    for _ in range(RETRIES - 1):
+        try:
+            return await attempt()
+        except (ConcurrencyConflict, asyncpg.UniqueViolationError):
+            continue
+    return await attempt()

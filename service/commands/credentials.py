@@ -31,6 +31,8 @@ def mint(
     registration_id: str | None,
     user_id: str | None,
     expires_at: datetime | None = None,
+    issuer: str | None = None,
+    delegation_id: str | None = None,
 ) -> Minted:
     """An API key (opaque, no expiry unless given) or an RFC 9068 access token."""
     credential_id = new_credential_id()
@@ -58,6 +60,8 @@ def mint(
         registration_id=registration_id,
         user_id=user_id,
         expires_at=expires_at,
+        issuer=issuer,
+        delegation_id=delegation_id,
     )
     change = Change(ctx.stream(STREAM_TYPE, credential_id), 0, [issued])
     return Minted(credential_id, kind, plain, scopes, expires_at, change)

@@ -20,6 +20,14 @@ Code = Literal[
     "otp_invalid",
     "previously_claimed",
     "unauthorized",
+    "invalid_issuer",
+    "invalid_signature",
+    "expired",
+    "invalid_audience",
+    "replay_detected",
+    "missing_verified_email",
+    "invalid_client_id",
+    "insufficient_user_authentication",
 ]
 
 STATUS: dict[Code, int] = {
@@ -38,6 +46,14 @@ STATUS: dict[Code, int] = {
     "otp_invalid": 401,
     "previously_claimed": 409,
     "unauthorized": 401,
+    "invalid_issuer": 400,
+    "invalid_signature": 400,
+    "expired": 400,
+    "invalid_audience": 400,
+    "replay_detected": 400,
+    "missing_verified_email": 400,
+    "invalid_client_id": 400,
+    "insufficient_user_authentication": 400,
 }
 
 

@@ -15,11 +15,13 @@ from litestar.di import NamedDependency
 from events.registration import CredentialKind
 from service.commands.claim import complete_claim, start_claim
 from service.commands.context import Context
+from service.commands.identity import Delegated, register_id_jag
 from service.commands.registration import (
     Registered,
     register_anonymous,
     register_verified_email,
 )
+from service.commands.revocation import logout
 from service.domain.errors import ProtocolError
 from service.http.bodies import (
     BODY_LIMIT,
@@ -30,9 +32,10 @@ from service.http.bodies import (
     check_email,
     json_reply,
     read_json,
+    read_logout_token,
     timestamp,
 )
-from service.tenant import CLAIM_PATH, ID_JAG, REGISTER_PATH
+from service.tenant import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
 
 COMPLETE_PATH = CLAIM_PATH + "/complete"
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("api_key", "access_token")
@@ -53,7 +56,9 @@ async def register(request: AnyRequest, ctx: NamedDependency[Context]) -> Respon
                 "invalid_request", "identity_assertion needs assertion_type and assertion"
             )
         if body.assertion_type == ID_JAG:
-            raise ProtocolError("invalid_request", "ID-JAG registration is not available yet")
+            kind = _credential_kind(body.requested_credential_type)
+            delegated = await register_id_jag(ctx, body.assertion, kind, caller(request))
+            return json_reply(_delegated(delegated))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
@@ -97,6 +102,26 @@ async def complete(request: AnyRequest, ctx: NamedDependency[Context]) -> Respon
     return json_reply(answer)
 
 
+@post(REVOKE_PATH, summary="E9: a provider revokes its subject's credentials (logout token)",
+      request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def revoke(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    revoked = await logout(ctx, await read_logout_token(request), caller(request))
+    return json_reply({"revoked": revoked.count})
+
+
+def _delegated(delegated: Delegated) -> dict[str, Any]:
+    """§5.3: the credential, all of the post-claim scopes, no claim and no refresh token."""
+    credential = delegated.credential
+    return {
+        "registration_id": delegated.registration_id,
+        "registration_type": "agent-provider",
+        "credential_type": credential.kind,
+        "credential": credential.plain,
+        "credential_expires": _maybe(credential.expires_at),
+        "scopes": list(credential.scopes),
+    }
+
+
 def _credential_kind(value: str) -> CredentialKind:
     for kind in CREDENTIAL_KINDS:
         if value == kind:
@@ -130,4 +155,4 @@ def _registered(ctx: Context, registered: Registered) -> dict[str, Any]:
 
 
 def agent_auth_router() -> Router:
-    return Router("/", route_handlers=[register, claim, complete], tags=["registration"])
+    return Router("/", route_handlers=[register, claim, complete, revoke], tags=["registration"])

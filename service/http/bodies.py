@@ -109,12 +109,7 @@ async def read_json(request: Request[Any, Any, Any], kind: type[T]) -> T:
 
 async def read_form_token(request: Request[Any, Any, Any], field: str) -> str:
     """One token field of an urlencoded form (the claim page's button)."""
-    raw = await read_raw(request)
-    _check_utf8(raw)
-    try:
-        fields = parse_qs(raw.decode(), strict_parsing=True, max_num_fields=4)
-    except ValueError:
-        raise ProtocolError("invalid_request", "the form is malformed") from None
+    fields = await _form(request, max_fields=4)
     values = fields.get(field, [])
     if len(values) != 1 or set(fields) != {field}:
         raise ProtocolError("invalid_request", f"the form must hold exactly one {field}")
@@ -122,6 +117,40 @@ async def read_form_token(request: Request[Any, Any, Any], field: str) -> str:
         return msgspec.convert(values[0], Token)
     except msgspec.ValidationError:
         raise ProtocolError("invalid_request", f"{field} is malformed") from None
+
+
+LOGOUT_JWT = "application/logout+jwt"
+_COMPACT_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+async def read_logout_token(request: Request[Any, Any, Any]) -> str:
+    """E9's body: a compact JWT sent as `application/logout+jwt` (spec §8), or the OpenID
+    Back-Channel Logout form with one `logout_token` field ([OURS])."""
+    media = media_type(request)
+    if media == FORM:
+        fields = await _form(request, max_fields=2)
+        values = fields.get("logout_token", [])
+        if len(values) != 1 or set(fields) != {"logout_token"}:
+            raise ProtocolError("invalid_request", "the form must hold exactly one logout_token")
+        token = values[0].strip()
+    elif media == LOGOUT_JWT:
+        raw = await read_raw(request)
+        _check_utf8(raw)
+        token = raw.decode().strip()
+    else:
+        raise ProtocolError("invalid_request", f"send the logout token as {LOGOUT_JWT}")
+    if not _COMPACT_JWT.fullmatch(token):
+        raise ProtocolError("invalid_request", "the body is not a compact JWT")
+    return token
+
+
+async def _form(request: Request[Any, Any, Any], max_fields: int) -> dict[str, list[str]]:
+    raw = await read_raw(request)
+    _check_utf8(raw)
+    try:
+        return parse_qs(raw.decode(), strict_parsing=True, max_num_fields=max_fields)
+    except ValueError:
+        raise ProtocolError("invalid_request", "the form is malformed") from None
 
 
 def check_email(value: str, field: str) -> str:

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
+import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import asyncpg
-import httpx
 import pytest
 
-from service.embedded import free_port
 from service.schema import available
 from tests.support.backends import Backend, with_database
-
-AUTHLEDGER = Path(sys.executable).with_name("authledger")
-SECRETS = {"AUTHLEDGER_ADMIN_TOKEN": "t" * 32, "AUTHLEDGER_SECRET_KEY": "k" * 48}
-
-
-def _env(**values: str) -> dict[str, str]:
-    """The test's environment without any AUTHLEDGER_* of its own, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHLEDGER_")}
-    return {**env, "AUTHLEDGER_LOG_FORMAT": "json", **values}
+from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env, serving
 
 
 async def _run(args: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
@@ -37,64 +23,6 @@ async def _run(args: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, s
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-@asynccontextmanager
-async def _serving(args: Sequence[str], env: Mapping[str, str]) -> AsyncIterator[Server]:
-    """A `serve` process in its own session, killed with its children if the test fails."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        AUTHLEDGER, "serve", "--port", str(port), *args, env=dict(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    server = Server(proc, f"http://127.0.0.1:{port}")
-    try:
-        await server.wait_until_listening()
-        yield server
-    finally:
-        await server.http.aclose()
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-class Server:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-        self.http = httpx.AsyncClient(base_url=url, timeout=10)
-        self.stderr_lines: list[str] = []
-
-    async def wait_for_log(self, text: str, count: int, seconds: float = 20.0) -> None:
-        """Read stderr until `text` has appeared on `count` lines."""
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(seconds):
-            while sum(text in line for line in self.stderr_lines) < count:
-                line = await self.proc.stderr.readline()
-                if not line:
-                    pytest.fail(f"serve exited: {''.join(self.stderr_lines)}")
-                self.stderr_lines.append(line.decode())
-
-    async def wait_until_listening(self, seconds: float = 20.0) -> None:
-        async with asyncio.timeout(seconds):
-            while True:
-                if self.proc.returncode is not None:
-                    _, err = await self.proc.communicate()
-                    pytest.fail(f"serve exited with {self.proc.returncode}: {err.decode()}")
-                try:
-                    await self.http.get("/healthz")
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-                else:
-                    return
-
-    async def stop(self) -> tuple[int, str]:
-        """SIGTERM, then the exit status and stderr."""
-        await self.http.aclose()
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(self.proc.communicate(), 20)
-        assert self.proc.returncode is not None
-        return self.proc.returncode, "".join(self.stderr_lines) + err.decode()
 
 
 async def _applied_versions(database_url: str) -> list[int]:
@@ -108,7 +36,7 @@ async def _applied_versions(database_url: str) -> list[int]:
 
 async def test_migrate_applies_once_then_has_nothing_to_do(empty_database_url: str) -> None:
     """A first `migrate` applies every migration; a second one applies nothing and succeeds."""
-    env = _env(AUTHLEDGER_DATABASE_URL=empty_database_url)
+    env = authledger_env(AUTHLEDGER_DATABASE_URL=empty_database_url)
     names = [f"{m.version:04d}_{m.name}" for m in available()]
     status, out, err = await _run(["migrate"], env)
     assert status == 0, err
@@ -121,7 +49,7 @@ async def test_migrate_applies_once_then_has_nothing_to_do(empty_database_url: s
 
 async def test_two_concurrent_migrates_apply_each_migration_once(empty_database_url: str) -> None:
     """Two `migrate` processes at once both succeed, and each migration is applied once."""
-    env = _env(AUTHLEDGER_DATABASE_URL=empty_database_url)
+    env = authledger_env(AUTHLEDGER_DATABASE_URL=empty_database_url)
     results = await asyncio.gather(_run(["migrate"], env), _run(["migrate"], env))
     assert [status for status, _, _ in results] == [0, 0], [err for _, _, err in results]
     applied = [
@@ -144,7 +72,7 @@ async def test_bad_variable_exits_2_with_one_stderr_line(
     backend: Backend, command: str, variable: str, value: str
 ) -> None:
     """A bad or missing AUTHLEDGER_ variable: exit status 2 and one stderr line naming it."""
-    env = _env(
+    env = authledger_env(
         AUTHLEDGER_DATABASE_URL=backend.database_url,
         AUTHLEDGER_NATS_URL=backend.nats_url,
         **SECRETS,
@@ -161,7 +89,7 @@ async def test_bad_variable_exits_2_with_one_stderr_line(
 async def test_unreachable_database_exits_1_with_one_line(backend: Backend) -> None:
     """`migrate` against a database that does not exist fails in one line, status 1."""
     missing = with_database(backend.database_url, f"authledger_missing_{uuid.uuid4().hex[:8]}")
-    status, _, err = await _run(["migrate"], _env(AUTHLEDGER_DATABASE_URL=missing))
+    status, _, err = await _run(["migrate"], authledger_env(AUTHLEDGER_DATABASE_URL=missing))
     assert status == 1
     assert err.strip().splitlines()[-1].startswith("authledger migrate: cannot connect")
     assert "Traceback" not in err
@@ -171,10 +99,10 @@ async def test_serve_is_healthy_and_ready_when_migrated(
     backend: Backend, database_url: str
 ) -> None:
     """`serve` answers /healthz and /readyz 200, errors as JSON, and stops cleanly on SIGTERM."""
-    env = _env(
+    env = authledger_env(
         AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
     )
-    async with _serving([], env) as server:
+    async with serving([], env) as server:
         health = await server.http.get("/healthz", headers={"X-Request-ID": "probe-1"})
         assert (health.status_code, health.json()) == (200, {"status": "ok"})
         assert health.headers["x-request-id"] == "probe-1"
@@ -198,10 +126,10 @@ async def test_serve_is_not_ready_on_an_unmigrated_database(
     backend: Backend, empty_database_url: str
 ) -> None:
     """On an unmigrated database /healthz is 200 but /readyz is 503 naming the migrations."""
-    env = _env(
+    env = authledger_env(
         AUTHLEDGER_DATABASE_URL=empty_database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
     )
-    async with _serving([], env) as server:
+    async with serving([], env) as server:
         assert (await server.http.get("/healthz")).status_code == 200
         ready = await server.http.get("/readyz")
         assert ready.status_code == 503
@@ -217,13 +145,52 @@ async def test_serve_with_several_processes_shares_the_port(
     backend: Backend, database_url: str
 ) -> None:
     """`serve --workers 2` answers on one port from two processes and stops cleanly."""
-    env = _env(
+    env = authledger_env(
         AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
     )
-    async with _serving(["--workers", "2"], env) as server:
+    async with serving(["--workers", "2"], env) as server:
         await server.wait_for_log('"event": "Application startup complete.', count=2)
         responses = [await server.http.get("/readyz") for _ in range(5)]
         assert [r.status_code for r in responses] == [200] * 5
         status, err = await server.stop()
     assert status == 0, err
     assert err.count('"event": "Started server process') == 2
+
+
+async def test_trust_and_revoke_commands_record_events_as_the_cli(database_url: str) -> None:
+    """`authledger trust add|list|remove` and `revoke` work with only the database URL."""
+    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url)
+    idp = "https://idp.example"
+    status, out, err = await _run(["trust", "add", idp, "--alg", "EdDSA", "--display-name",
+                                   "IdP", "--no-link-by-email"], env)  # fmt: skip
+    assert (status, out.strip()) == (0, f"trusted {idp}"), err
+    status, out, err = await _run(["trust", "list"], env)
+    assert status == 0, err
+    [entry] = [json.loads(line) for line in out.splitlines()]
+    assert (entry["issuer"], entry["algorithms"], entry["link_by_verified_email"]) == (
+        idp,
+        ["EdDSA"],
+        False,
+    )
+    status, _, err = await _run(["trust", "add", "http://idp.example"], env)
+    assert status == 1
+    assert err.strip().endswith("issuer: must use https")
+    status, out, err = await _run(["trust", "remove", idp, "--reason", "offboarded"], env)
+    assert (status, out.strip()) == (0, f"removed {idp}"), err
+    status, _, err = await _run(["trust", "remove", idp], env)
+    assert status == 1
+    assert "not on the trust list" in err
+    status, out, err = await _run(["revoke", "--user", "usr_nobody", "--reason", "drill"], env)
+    assert status == 0, err
+    assert out.strip() == "revoked 0 credential(s) of user usr_nobody"
+    status, _, err = await _run(["revoke"], env)
+    assert status == 2
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT type, metadata->>'actor' AS actor FROM events ORDER BY position"
+        )
+    finally:
+        await conn.close()
+    assert [r["type"] for r in rows] == ["issuer.trusted", "issuer.removed"]
+    assert all(r["actor"].startswith("cli:") for r in rows)

@@ -1,0 +1,25 @@
+-- name: trusted
+INSERT INTO trusted_issuers (
+    issuer, tenant_id, stream_id, jwks_uri, algorithms, display_name, link_by_verified_email,
+    client_ids, required_amr, trusted, version, updated_at
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11)
+ON CONFLICT (tenant_id, issuer) DO UPDATE SET
+    jwks_uri = EXCLUDED.jwks_uri, algorithms = EXCLUDED.algorithms,
+    display_name = EXCLUDED.display_name,
+    link_by_verified_email = EXCLUDED.link_by_verified_email,
+    client_ids = EXCLUDED.client_ids, required_amr = EXCLUDED.required_amr, trusted = true,
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+
+-- name: removed
+UPDATE trusted_issuers SET trusted = false, version = $3, updated_at = $4
+WHERE tenant_id = $1 AND issuer = $2
+
+-- name: lookup
+SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids,
+       required_amr
+FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted
+
+-- name: listed
+SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids,
+       required_amr, version, updated_at
+FROM trusted_issuers WHERE tenant_id = $1 AND trusted ORDER BY issuer

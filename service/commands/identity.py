@@ -1,0 +1,197 @@
+"""E4 with an ID-JAG (spec §5.3, §7.5): a credential for the user an agent provider vouches for.
+
+The assertion is verified first (service.providers.assertions), then the user is found: the
+delegation `(iss, sub, aud)` if one exists; else, where the provider may link by email, the
+local user with that verified email; else the one with that verified phone; else a user is
+provisioned just in time. A subject, once bound, stays with its user (first link wins): a
+later ID-JAG for it never moves to another account because the email changed. The credential,
+the delegation's events, any new user and the burned `jti` commit in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.catalogue import Event
+from events.delegation import STREAM_TYPE as DELEGATION
+from events.delegation import DelegationCreated, DelegationUsed, MatchedBy
+from events.ledger import LEDGER
+from events.registration import CredentialKind
+from events.sql import load_queries
+from events.user import STREAM_TYPE as USER
+from events.user import UserCreated
+from service.commands.context import Caller, Change, Context, retrying
+from service.commands.credentials import Minted, mint
+from service.commands.jti import remember_jti
+from service.commands.trust import lookup
+from service.crypto import new_user_id, registration_id_for_identity
+from service.domain.errors import ProtocolError
+from service.domain.providers import DelegationState, delegation_id_for, fold_delegation
+from service.providers.assertions import verify_id_jag
+from service.providers.jwks import JwksCache
+from service.providers.trust import TrustedIssuer, VerifiedAssertion
+
+USER_Q = load_queries("projections", "users.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Delegated:
+    registration_id: str
+    credential: Minted
+
+
+def provider_keys(ctx: Context) -> JwksCache:
+    if ctx.provider_keys is None:
+        raise RuntimeError("this process was started without agent-provider key fetching")
+    return ctx.provider_keys
+
+
+async def register_id_jag(
+    ctx: Context, assertion: str, requested: CredentialKind, caller: Caller
+) -> Delegated:
+    tenant = ctx.tenant
+    if not tenant.offers("id_jag"):
+        raise ProtocolError("invalid_request", "ID-JAG registration is not enabled")
+    if requested not in tenant.identity_credential_types:
+        raise ProtocolError(
+            "unsupported_credential_type",
+            f"ID-JAG registration offers {', '.join(tenant.identity_credential_types)}",
+        )
+    issuers: dict[str, TrustedIssuer | None] = {}
+
+    async def trusted(issuer: str) -> TrustedIssuer | None:
+        if issuer not in issuers:
+            issuers[issuer] = await lookup(ctx, issuer)
+        return issuers[issuer]
+
+    verified = await verify_id_jag(
+        assertion,
+        trust=trusted,
+        keys=provider_keys(ctx),
+        audience=tenant.issuer,
+        resource=tenant.resource,
+        now=ctx.clock.now(),
+    )
+    entry = issuers[verified.issuer]
+    if entry is None:  # verify_id_jag refuses untrusted issuers; this is for the type checker
+        raise ProtocolError("invalid_issuer", "the issuer is not trusted")
+
+    async def attempt() -> Delegated:
+        return await _delegate(ctx, verified, entry, requested, caller)
+
+    return await retrying(attempt)
+
+
+async def _delegate(
+    ctx: Context,
+    verified: VerifiedAssertion,
+    entry: TrustedIssuer,
+    requested: CredentialKind,
+    caller: Caller,
+) -> Delegated:
+    tenant, now = ctx.tenant, ctx.clock.now()
+    delegation_id = delegation_id_for(verified.issuer, verified.subject, tenant.issuer)
+    registration_id = registration_id_for_identity(verified.issuer, verified.subject, tenant.issuer)
+    stream = ctx.stream(DELEGATION, delegation_id)
+    recorded = await ctx.store.read_stream(stream)
+    state = fold_delegation(
+        [(LEDGER.decode(r), r.stream_version) for r in recorded]  # type: ignore[misc]
+    )
+    changes: list[Change] = []
+    delegation_events: list[Event] = []
+    if state is None:
+        user_id, matched_by, new_user = await _match_user(ctx, verified, entry)
+        if new_user is not None:
+            changes.append(new_user)
+        delegation_events.append(
+            DelegationCreated(
+                delegation_id=delegation_id,
+                issuer=verified.issuer,
+                audience=tenant.issuer,
+                subject_sealed=await ctx.sealer.seal(ctx.pool, user_id, verified.subject),
+                user_id=user_id,
+                matched_by=matched_by,
+            )
+        )
+    else:
+        user_id = state.user_id
+    credential = mint(
+        ctx,
+        requested,
+        now=now,
+        scopes=tenant.post_claim_scopes,
+        issued_via="id_jag",
+        registration_id=registration_id,
+        user_id=user_id,
+        issuer=verified.issuer,
+        delegation_id=delegation_id,
+    )
+    delegation_events.append(
+        DelegationUsed(
+            credential_id=credential.credential_id,
+            jti=verified.jti,
+            client_id=verified.client_id,
+            agent_platform=verified.agent_platform,
+            agent_context_id=verified.agent_context_id,
+        )
+    )
+    changes += [Change(stream, _version(state), delegation_events), credential.change]
+    await ctx.record(
+        changes,
+        metadata=await ctx.metadata(caller, user_id),
+        now=now,
+        also=remember_jti(
+            tenant.tenant_id, verified.issuer, verified.jti, verified.remember_until, now
+        ),
+    )
+    return Delegated(registration_id, credential)
+
+
+def _version(state: DelegationState | None) -> int:
+    return 0 if state is None else state.version
+
+
+async def _match_user(
+    ctx: Context, verified: VerifiedAssertion, entry: TrustedIssuer
+) -> tuple[str, MatchedBy, Change | None]:
+    """Spec §7.5 steps 2-4: an existing user by verified email (where this provider may link
+    by email) or verified phone, else a new one. Returns the user id, how it was found and,
+    for a new user, its `user.created`."""
+    tenant_id, sealer = ctx.tenant.tenant_id, ctx.sealer
+    email_index = sealer.blind_index(verified.email) if verified.email else None
+    phone_index = (
+        sealer.blind_index(verified.phone_number, "phone") if verified.phone_number else None
+    )
+    if email_index is not None and entry.link_by_verified_email:
+        found = await ctx.pool.fetchval(USER_Q["by_email"], tenant_id, email_index)
+        if found is not None:
+            return str(found), "email", None
+    if phone_index is not None:
+        found = await ctx.pool.fetchval(USER_Q["by_phone"], tenant_id, phone_index)
+        if found is not None:
+            return str(found), "phone", None
+    user_id = new_user_id()
+    if email_index is not None and await ctx.pool.fetchval(
+        USER_Q["email_taken"], tenant_id, email_index
+    ):
+        email_index = None  # another user's address: kept, but it must not find this one
+    if phone_index is not None and await ctx.pool.fetchval(
+        USER_Q["phone_taken"], tenant_id, phone_index
+    ):
+        phone_index = None
+    created = UserCreated(
+        user_id=user_id,
+        email_sealed=await _seal(ctx, user_id, verified.email),
+        email_index=email_index,
+        email_verified=verified.email is not None,
+        phone_sealed=await _seal(ctx, user_id, verified.phone_number),
+        phone_index=phone_index,
+        phone_verified=verified.phone_number is not None,
+        name_sealed=await _seal(ctx, user_id, verified.name),
+        created_via=verified.issuer,
+    )
+    return user_id, "provisioned", Change(ctx.stream(USER, user_id), 0, [created])
+
+
+async def _seal(ctx: Context, subject_id: str, value: str | None) -> str | None:
+    return None if value is None else await ctx.sealer.seal(ctx.pool, subject_id, value)

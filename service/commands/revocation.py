@@ -1,0 +1,131 @@
+"""Ending credentials before their time: by a provider's logout token (spec §8, E9) and by an
+operator (O10) — one credential, a registration's, a user's, or everything a provider issued.
+
+Each credential ends with its own `credential.revoked`, appended at the version the read model
+showed; if another command moved it meanwhile (a claim re-scoping it, a racing revocation), the
+batch is read again, so nothing active is skipped and nothing is revoked twice. The credential
+cache of every replica refuses a revoked credential as soon as it reads the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import asyncpg
+
+from events.credential import STREAM_TYPE as CREDENTIAL
+from events.credential import CredentialRevoked
+from events.delegation import STREAM_TYPE as DELEGATION
+from events.delegation import DelegationRevoked
+from events.envelope import Metadata
+from events.ledger import LEDGER
+from events.sql import load_queries
+from service.commands.context import Caller, Change, Context, retrying
+from service.commands.identity import provider_keys
+from service.commands.jti import remember_jti
+from service.commands.trust import lookup
+from service.domain.providers import delegation_id_for, fold_delegation
+from service.providers.assertions import verify_logout_token
+from service.tenant import REVOKED_EVENT
+
+Q = load_queries("projections", "credentials.sql")
+BATCH = 500  # credentials per transaction when revoking in bulk
+Scope = Literal["credential", "registration", "user", "issuer"]
+_QUERY: dict[Scope, str] = {
+    "credential": "active_one",
+    "registration": "active_of_registration",
+    "user": "active_of_user",
+    "issuer": "active_of_issuer",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    credential_ids: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.credential_ids)
+
+
+def _revocations(
+    ctx: Context, rows: Sequence[asyncpg.Record], reason: str, note: str | None
+) -> list[Change]:
+    event = CredentialRevoked(reason=reason, note=note)
+    return [
+        Change(ctx.stream(CREDENTIAL, row["credential_id"]), row["version"], [event])
+        for row in rows
+    ]
+
+
+async def revoke(
+    ctx: Context, scope: Scope, target: str, caller: Caller, note: str | None = None
+) -> Revoked:
+    """An operator's revocation of every active credential in `scope` = `target`, recorded
+    with reason `operator` and the operator's note, in batches of BATCH."""
+    query = Q[_QUERY[scope]]
+    args: tuple[object, ...] = (ctx.tenant.tenant_id, target)
+    metadata = Metadata(correlation_id=caller.request_id, actor=caller.actor)
+    done: list[str] = []
+    while True:
+
+        async def batch() -> list[str]:
+            rows = await ctx.pool.fetch(query, *args, BATCH)
+            if rows:
+                await ctx.record(
+                    _revocations(ctx, rows, "operator", note),
+                    metadata=metadata,
+                    now=ctx.clock.now(),
+                )
+            return [row["credential_id"] for row in rows]
+
+        revoked = await retrying(batch)
+        done += revoked
+        if len(revoked) < BATCH:
+            return Revoked(tuple(done))
+
+
+async def logout(ctx: Context, token: str, caller: Caller) -> Revoked:
+    """E9: verify the provider's logout token, then revoke every active credential issued
+    for its `(iss, sub, aud)` and mark the delegation revoked — in one transaction with the
+    burned `jti`, so a replayed token revokes nothing (and credentials issued later survive
+    it, W10)."""
+    now = ctx.clock.now()
+    verified = await verify_logout_token(
+        token,
+        trust=lambda issuer: lookup(ctx, issuer),
+        keys=provider_keys(ctx),
+        audience=ctx.tenant.issuer,
+        events_supported=(REVOKED_EVENT,),
+        now=now,
+    )
+    delegation_id = delegation_id_for(verified.issuer, verified.subject, ctx.tenant.issuer)
+    remember = remember_jti(
+        ctx.tenant.tenant_id, verified.issuer, verified.jti, verified.remember_until, now
+    )
+    metadata = Metadata(correlation_id=caller.request_id, actor=f"provider:{verified.issuer}")
+
+    async def attempt() -> Revoked:
+        stream = ctx.stream(DELEGATION, delegation_id)
+        recorded = await ctx.store.read_stream(stream)
+        state = fold_delegation(
+            [(LEDGER.decode(r), r.stream_version) for r in recorded]  # type: ignore[misc]
+        )
+        if state is None:  # nothing was ever issued for that subject: only burn the jti
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                await remember(cast(asyncpg.Connection, conn))
+            return Revoked(())
+        rows = await ctx.pool.fetch(Q["active_of_delegation"], ctx.tenant.tenant_id, delegation_id)
+        ended = tuple(row["credential_id"] for row in rows)
+        revoked = DelegationRevoked(reason="logout", jti=verified.jti, credential_ids=ended)
+        await ctx.record(
+            [Change(stream, state.version, [revoked]), *_revocations(ctx, rows, "logout", None)],
+            metadata=metadata,
+            now=now,
+            also=remember,
+        )
+        return Revoked(ended)
+
+    return await retrying(attempt)

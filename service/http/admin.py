@@ -1,0 +1,167 @@
+"""The operator's API under /admin, behind `Authorization: Bearer $AUTHLEDGER_ADMIN_TOKEN`.
+
+- `POST /admin/trusted-issuers` trusts an agent provider (or changes its terms), `GET` lists
+  the trust list, `DELETE /admin/trusted-issuers?issuer=…` removes one (spec §7, issue 4);
+- `POST /admin/revocations` revokes one credential, or every credential of a registration, a
+  user or a provider, with a note recorded in each event (O10, incident response).
+
+Every change is an event whose metadata names the actor `admin` and the request id. Bodies are
+strict JSON; refusals are `{"error", "message"}` with a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromQuery
+
+from service.commands.context import Caller, Context
+from service.commands.revocation import Scope, revoke
+from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
+from service.crypto import tokens_equal
+from service.domain.providers import NotTrusted
+from service.http.bodies import BODY_LIMIT, Strict, caller, json_reply, read_json, timestamp
+from service.http.resource import bearer_token
+from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.settings import Settings
+
+AnyRequest = Request[Any, Any, Any]
+ISSUERS_PATH = "/admin/trusted-issuers"
+REVOCATIONS_PATH = "/admin/revocations"
+Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Note = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class AdminRefused(HTTPException):
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(detail=message, status_code=status)
+        self.error = error
+        self.headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+
+
+def admin_refused(_: AnyRequest, exc: AdminRefused) -> Response[bytes]:
+    return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
+
+
+class IssuerBody(Strict, frozen=True):
+    issuer: Url
+    jwks_uri: Url | None = None
+    algorithms: Annotated[list[Short], msgspec.Meta(min_length=1, max_length=8)] | None = None
+    display_name: Name | None = None
+    link_by_verified_email: bool = True
+    client_ids: Annotated[list[Url], msgspec.Meta(max_length=16)] = []  # noqa: RUF012
+    required_amr: Annotated[list[Short], msgspec.Meta(max_length=16)] = []  # noqa: RUF012
+
+
+class RevocationBody(Strict, frozen=True):
+    """Exactly one of the four targets."""
+
+    credential_id: Id | None = None
+    registration_id: Id | None = None
+    user_id: Id | None = None
+    issuer: Url | None = None
+    reason: Note | None = None
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    settings: Settings = handler.opt["settings"]
+    presented = bearer_token(connection.headers.get("authorization"))
+    expected = settings.admin_token
+    if not (presented and expected and tokens_equal(presented, expected)):
+        raise AdminRefused(401, "unauthorized", "the admin API needs the admin bearer token")
+
+
+def _operator(request: AnyRequest) -> Caller:
+    return Caller(request_id=caller(request).request_id, actor="admin")
+
+
+@post(ISSUERS_PATH, summary="Trust an agent provider, or change its terms",
+      request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, IssuerBody)
+    settings: Settings = request.route_handler.opt["settings"]
+    entry = TrustedIssuer(
+        issuer=body.issuer,
+        jwks_uri=body.jwks_uri,
+        algorithms=tuple(body.algorithms) if body.algorithms else ALGORITHMS,
+        display_name=body.display_name,
+        link_by_verified_email=body.link_by_verified_email,
+        client_ids=tuple(body.client_ids),
+        required_amr=tuple(body.required_amr),
+    )
+    try:
+        check_entry(entry, allow_loopback_http=settings.jwks_allow_loopback_http)
+    except BadEntry as exc:
+        raise AdminRefused(400, "invalid_request", str(exc)) from None
+    change = await trust(ctx, entry, _operator(request))
+    status = 201 if change.outcome == "trusted" else 200
+    return json_reply({**as_json(change.entry), "outcome": change.outcome}, status)
+
+
+@get(ISSUERS_PATH, summary="The trust list")
+async def list_issuers(ctx: NamedDependency[Context]) -> Response[bytes]:
+    entries = [
+        {**as_json(entry), "version": version, "updated_at": timestamp(at)}
+        for entry, version, at in await listed(ctx)
+    ]
+    return json_reply({"trusted_issuers": entries})
+
+
+@delete(ISSUERS_PATH, status_code=200, summary="Stop trusting an agent provider")
+async def remove_issuer(
+    request: AnyRequest,
+    ctx: NamedDependency[Context],
+    issuer: FromQuery[str],
+    reason: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    if not 0 < len(issuer) <= 2048 or (reason is not None and len(reason) > 500):
+        raise AdminRefused(400, "invalid_request", "issuer (and reason) too long or empty")
+    try:
+        await distrust(ctx, issuer, _operator(request), reason)
+    except NotTrusted:
+        raise AdminRefused(404, "not_found", "that issuer is not on the trust list") from None
+    return json_reply({"issuer": issuer, "outcome": "removed"})
+
+
+@post(REVOCATIONS_PATH, summary="Revoke a credential, or every one of a registration, user "
+      "or provider", request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def revoke_credentials(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, RevocationBody)
+    named: tuple[tuple[Scope, str | None], ...] = (
+        ("credential", body.credential_id),
+        ("registration", body.registration_id),
+        ("user", body.user_id),
+        ("issuer", body.issuer),
+    )
+    targets = [(scope, value) for scope, value in named if value is not None]
+    if len(targets) != 1:
+        raise AdminRefused(
+            400,
+            "invalid_request",
+            "name exactly one of credential_id, registration_id, user_id, issuer",
+        )
+    scope, target = targets[0]
+    revoked = await revoke(ctx, scope, target, _operator(request), body.reason)
+    return json_reply(
+        {scope: target, "revoked": revoked.count, "credential_ids": list(revoked.credential_ids)}
+    )
+
+
+def admin_router(settings: Settings) -> Router:
+    return Router(
+        "/",
+        route_handlers=[add_issuer, list_issuers, remove_issuer, revoke_credentials],
+        guards=[admin_guard],
+        exception_handlers={AdminRefused: admin_refused},
+        tags=["admin"],
+        opt={"settings": settings},
+    )

@@ -1,0 +1,121 @@
+"""`authledger trust add|list|remove` and `authledger revoke`: the admin API's changes, made
+straight against the database (so they work while no service process runs), recorded as the
+same events with the actor `cli:<login>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from events.clock import SystemClock
+from events.store import EventStore
+from service.commands.context import Caller, Context
+from service.commands.revocation import Scope, revoke
+from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
+from service.domain.providers import NotTrusted
+from service.pii import Sealer
+from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.settings import Settings
+from service.signing import KeyRing
+from service.tenant import TenantConfig
+
+SCOPES: tuple[Scope, ...] = ("credential", "registration", "user", "issuer")
+
+
+class OperatorError(Exception):
+    """A refusal to print as one line (exit status 1)."""
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trust_cmd = commands.add_parser("trust", help="the trust list of agent providers")
+    actions = trust_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="trust an issuer, or change its terms")
+    add.add_argument("issuer", help="the provider's `iss`, exactly")
+    add.add_argument("--jwks-uri", help="pin the JWKS URL (default <issuer>/.well-known/jwks.json)")
+    add.add_argument("--alg", action="append", choices=ALGORITHMS, help="allowed algorithm")
+    add.add_argument("--display-name")
+    add.add_argument("--no-link-by-email", action="store_true",
+                     help="never link its subjects to existing users by email")  # fmt: skip
+    add.add_argument("--client-id", action="append", default=[], help="accepted CIMD URL")
+    add.add_argument("--require-amr", action="append", default=[], help="required amr value")
+    actions.add_parser("list", help="print the trust list as JSON lines")
+    remove = actions.add_parser("remove", help="stop trusting an issuer")
+    remove.add_argument("issuer")
+    remove.add_argument("--reason")
+    revoke_cmd = commands.add_parser(
+        "revoke", help="revoke a credential, or every credential of a registration, user or issuer"
+    )
+    target = revoke_cmd.add_mutually_exclusive_group(required=True)
+    for scope in SCOPES:
+        target.add_argument(f"--{scope}", metavar="ID" if scope != "issuer" else "ISSUER")
+    revoke_cmd.add_argument("--reason", help="a note recorded in every revocation event")
+
+
+@asynccontextmanager
+async def _context(settings: Settings) -> AsyncIterator[Context]:
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    store = EventStore(pool)
+    # Trust and revocation write no personal data and sign nothing, so without the server's
+    # secret a one-off key stands in for the sealer and the key ring, which stay unused.
+    secret = settings.secret_key or secrets.token_urlsafe(32)
+    try:
+        yield Context(
+            store=store,
+            tenant=TenantConfig.from_settings(settings),
+            sealer=Sealer(secret),
+            secret_key=secret,
+            clock=SystemClock(),
+            keyring=KeyRing(secret),
+        )
+    finally:
+        await store.close()
+        await pool.close()
+
+
+def _caller() -> Caller:
+    return Caller(actor=f"cli:{getpass.getuser()}")
+
+
+async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
+    """The lines to print."""
+    async with _context(settings) as ctx:
+        if args.action == "list":
+            return [
+                json.dumps({**as_json(entry), "version": version, "updated_at": at.isoformat()})
+                for entry, version, at in await listed(ctx)
+            ]
+        if args.action == "remove":
+            try:
+                await distrust(ctx, args.issuer, _caller(), args.reason)
+            except NotTrusted:
+                raise OperatorError(f"{args.issuer} is not on the trust list") from None
+            return [f"removed {args.issuer}"]
+        entry = TrustedIssuer(
+            issuer=args.issuer,
+            jwks_uri=args.jwks_uri,
+            algorithms=tuple(args.alg) if args.alg else ALGORITHMS,
+            display_name=args.display_name,
+            link_by_verified_email=not args.no_link_by_email,
+            client_ids=tuple(args.client_id),
+            required_amr=tuple(args.require_amr),
+        )
+        try:
+            check_entry(entry, allow_loopback_http=settings.jwks_allow_loopback_http)
+        except BadEntry as exc:
+            raise OperatorError(str(exc)) from None
+        change = await trust(ctx, entry, _caller())
+        return [f"{change.outcome} {args.issuer}"]
+
+
+async def run_revoke(settings: Settings, args: argparse.Namespace) -> list[str]:
+    scope, target = next((s, getattr(args, s)) for s in SCOPES if getattr(args, s) is not None)
+    async with _context(settings) as ctx:
+        revoked = await revoke(ctx, scope, target, _caller(), args.reason)
+    return [*revoked.credential_ids, f"revoked {revoked.count} credential(s) of {scope} {target}"]

@@ -1,0 +1,97 @@
+"""Verifying what an agent provider sends us: ID-JAGs (spec §7.3) and logout tokens (§8).
+
+The pure checks live in claims.py; this module adds the two steps that need I/O, in an order
+that keeps an untrusted party from making us fetch anything: the unverified `iss` must name a
+trusted issuer before any key is looked up, and the keys come only from that issuer's entry.
+A key that cannot be had (unknown kid after the refetch, JWKS unreachable, too big, not https)
+is `invalid_signature`, as is an `alg` the issuer's entry does not allow.
+
+Neither function checks replay: the caller inserts `(iss, jti)` into the shared store, kept
+until `remember_until`, after these checks pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from service.domain.errors import ProtocolError
+from service.providers.claims import (
+    ID_JAG_TYPE,
+    LOGOUT_TYPE,
+    Jws,
+    check_id_jag,
+    check_logout,
+    issuer_of,
+    read_jws,
+)
+from service.providers.jwks import KeySource, KeyUnavailable
+from service.providers.trust import TrustedIssuer, TrustLookup, VerifiedAssertion, VerifiedLogout
+
+
+async def verify_id_jag(
+    token: str,
+    *,
+    trust: TrustLookup,
+    keys: KeySource,
+    audience: str,
+    resource: str,
+    now: datetime,
+) -> VerifiedAssertion:
+    """The claims of a valid ID-JAG; ProtocolError with the §7.3 code of the first failed check.
+
+    `audience` is our authorization server's issuer, `resource` the API's PRM `resource`.
+    """
+    jws = read_jws(token, typ=ID_JAG_TYPE)
+    issuer = await _trusted_issuer(jws, trust)
+    await _check_signature(jws, issuer, keys)
+    return check_id_jag(
+        jws.payload,
+        issuer=issuer,
+        audience=audience,
+        resource=resource,
+        now=now,
+        key_id=jws.kid,
+        algorithm=jws.alg,
+    )
+
+
+async def verify_logout_token(
+    token: str,
+    *,
+    trust: TrustLookup,
+    keys: KeySource,
+    audience: str,
+    events_supported: Sequence[str],
+    now: datetime,
+) -> VerifiedLogout:
+    """The claims of a valid logout token; ProtocolError with the §8 [OURS] code if not."""
+    jws = read_jws(token, typ=LOGOUT_TYPE)
+    issuer = await _trusted_issuer(jws, trust)
+    await _check_signature(jws, issuer, keys)
+    return check_logout(
+        jws.payload,
+        issuer=issuer,
+        audience=audience,
+        events_supported=events_supported,
+        now=now,
+    )
+
+
+async def _trusted_issuer(jws: Jws, trust: TrustLookup) -> TrustedIssuer:
+    iss = issuer_of(jws.payload)
+    issuer = await trust(iss)
+    if issuer is None or issuer.issuer != iss:
+        raise ProtocolError("invalid_issuer", "the JWT issuer is not trusted here")
+    return issuer
+
+
+async def _check_signature(jws: Jws, issuer: TrustedIssuer, keys: KeySource) -> None:
+    if jws.alg not in issuer.algorithms:
+        raise ProtocolError("invalid_signature", "the JWT alg is not allowed for its issuer")
+    try:
+        key = await keys.key(issuer, jws.kid)
+    except KeyUnavailable:
+        raise ProtocolError("invalid_signature", "no key of the issuer matches the JWT") from None
+    if not key.verify(jws.alg, jws.signing_input, jws.signature):
+        raise ProtocolError("invalid_signature", "the JWT signature does not verify")
