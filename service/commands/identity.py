@@ -119,7 +119,7 @@ async def _delegate(
         ctx,
         requested,
         now=now,
-        scopes=tenant.post_claim_scopes,
+        scopes=tenant.scopes_supported,  # spec §5.3: all of them, as auth.md says
         issued_via="id_jag",
         registration_id=registration_id,
         user_id=user_id,

@@ -110,7 +110,7 @@ async def revoke(request: AnyRequest, ctx: NamedDependency[Context]) -> Response
 
 
 def _delegated(delegated: Delegated) -> dict[str, Any]:
-    """§5.3: the credential, all of the post-claim scopes, no claim and no refresh token."""
+    """§5.3: the credential with every supported scope; no claim, no refresh token."""
     credential = delegated.credential
     return {
         "registration_id": delegated.registration_id,
