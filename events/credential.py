@@ -7,7 +7,7 @@ leaves the server once, in the response that issued it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from events.catalogue import Event
 from events.registration import CredentialKind
@@ -17,6 +17,10 @@ IssuedVia = Literal["anonymous", "verified_email", "id_jag"]
 
 
 class CredentialIssued(Event, frozen=True, kw_only=True, tag="credential.issued"):
+    """v2 (agent providers) added `issuer` and `delegation_id`; v1 rows read as v2 with both
+    None (events/versions.py): the credentials issued before providers existed had neither."""
+
+    schema_version: ClassVar[int] = 2
     credential_id: str
     kind: CredentialKind
     token_hash: str

@@ -8,7 +8,13 @@ from events.delegation import DELEGATION_EVENTS
 from events.issuer import ISSUER_EVENTS
 from events.registration import REGISTRATION_EVENTS
 from events.user import USER_EVENTS
+from events.versions import UPCASTERS
 
 LEDGER = Catalogue(
-    *REGISTRATION_EVENTS, *CREDENTIAL_EVENTS, *USER_EVENTS, *ISSUER_EVENTS, *DELEGATION_EVENTS
+    *REGISTRATION_EVENTS,
+    *CREDENTIAL_EVENTS,
+    *USER_EVENTS,
+    *ISSUER_EVENTS,
+    *DELEGATION_EVENTS,
+    upcasters=UPCASTERS,
 )
