@@ -18,6 +18,7 @@ from events.sql import Conn, load_queries
 from events.store import row_to_event
 from events.user import USER_EVENTS
 from projections import credentials, delegations, issuers, registrations, users
+from projections.layers import apply_layered
 
 TABLES = ("registrations", "credentials", "users", "trusted_issuers", "delegations")
 READ_ALL = load_queries("events", "store.sql")["read_all"]
@@ -60,6 +61,6 @@ async def rebuild(conn: Conn, *, batch: int = 5000) -> int:
             if not rows:
                 return applied
             events = [row_to_event(r) for r in rows]
-            await project(conn, events)
+            await apply_layered(conn, events, statements)
             applied += len(events)
             after = events[-1].position

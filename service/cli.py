@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1, help="HTTP processes to run")
     commands.add_parser("worker", help="run every background worker until SIGTERM/SIGINT")
     commands.add_parser("migrate", help="apply pending migrations to AUTHLEDGER_DATABASE_URL")
+    replay = commands.add_parser(
+        "replay", help="rebuild every read model from the log and switch to it (blue/green)"
+    )
+    replay.add_argument(
+        "--verify", action="store_true", help="only compare a rebuild with the live tables"
+    )
     from service.operator_cli import add_parsers
 
     add_parsers(commands)
@@ -71,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "worker": _worker,
         "migrate": _migrate,
+        "replay": _replay,
         "trust": _operator,
         "revoke": _operator,
     }
@@ -146,6 +153,31 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     if not applied:
         print(f"nothing to apply: the database has all {len(available())} migrations")
     return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from projections.replay import Report, replay, verify
+
+    reports: list[Report] = []
+
+    async def run() -> None:
+        job = verify if args.verify else replay
+        reports.append(await job(settings.database_url))
+
+    _run(run())
+    [report] = reports
+    done = "compared" if args.verify else "rebuilt and switched"
+    print(
+        f"{done}: {report.applied} events up to position {report.head} in "
+        f"{report.seconds:.1f} s ({report.rate:,.0f} events/s)"
+    )
+    for difference in report.differences:
+        print(difference.line())
+    if not report.differences:
+        print("no difference between the log and the live read models")
+    elif not args.verify:
+        print(f"{len(report.differences)} live row(s) were wrong; the rebuild replaced them")
+    return 1 if args.verify and report.differences else 0
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:

@@ -194,3 +194,21 @@ async def test_trust_and_revoke_commands_record_events_as_the_cli(database_url: 
         await conn.close()
     assert [r["type"] for r in rows] == ["issuer.trusted", "issuer.removed"]
     assert all(r["actor"].startswith("cli:") for r in rows)
+
+
+async def test_replay_and_verify_commands(database_url: str) -> None:
+    """`replay` switches to a rebuild; `replay --verify` exits 1 naming a corrupted row."""
+    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url)
+    status, out, err = await _run(["trust", "add", "https://idp.example"], env)
+    assert status == 0, err
+    status, out, err = await _run(["replay"], env)
+    assert status == 0, err
+    assert out.startswith("rebuilt and switched: 1 events up to position 1")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE trusted_issuers SET display_name = 'Evil'")
+    finally:
+        await conn.close()
+    status, out, err = await _run(["replay", "--verify"], env)
+    assert status == 1, err
+    assert "trusted_issuers [default, https://idp.example] differs: display_name" in out

@@ -1,0 +1,47 @@
+"""Applying many events' statements fast, in an order equivalent to the log's.
+
+Every projection statement touches only the row of its own event's stream (a registration's
+row, a credential's, a user's, an issuer's, a delegation's). So two statements of different
+streams commute, and only each stream's own statements must keep their order. A batch is cut
+into layers: layer k holds the k-th statement of every stream in the batch. Within a layer no
+two statements touch the same row, so its statements are grouped by SQL text and sent with
+`executemany` (one pipelined round trip per group) instead of one round trip per event; the
+layers run in order. The result is the row set the one-by-one run gives.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from events.envelope import RecordedEvent
+from events.sql import Conn
+
+Statement = tuple[str, tuple[object, ...]]
+StatementsOf = Callable[[Sequence[RecordedEvent]], list[Statement]]
+
+
+def layers(
+    events: Sequence[RecordedEvent], statements_of: StatementsOf
+) -> list[dict[str, list[tuple[object, ...]]]]:
+    """Per layer, the argument lists of each SQL text, in first-seen order."""
+    depth: dict[tuple[str, str], int] = defaultdict(int)
+    out: list[dict[str, list[tuple[object, ...]]]] = []
+    for recorded in events:
+        for sql, args in statements_of((recorded,)):
+            key = (recorded.tenant_id, recorded.stream_id)
+            layer = depth[key]
+            depth[key] = layer + 1
+            if layer == len(out):
+                out.append({})
+            out[layer].setdefault(sql, []).append(args)
+    return out
+
+
+async def apply_layered(
+    conn: Conn, events: Sequence[RecordedEvent], statements_of: StatementsOf
+) -> None:
+    """Apply `events` in the caller's transaction, one executemany per layer and statement."""
+    for layer in layers(events, statements_of):
+        for sql, many in layer.items():
+            await conn.executemany(sql, many)

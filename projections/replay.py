@@ -1,0 +1,221 @@
+"""`authledger replay`: every read model rebuilt from the log beside the live one, then switched
+in without stopping the service (blue/green); or, with `verify`, compared with the live one.
+
+Build: a shadow schema gets tables shaped like the live ones (columns, defaults, checks, and
+the same constraints and indexes under the same names). The log is folded into them in
+batches, each batch in one transaction with the shadow's per-projection checkpoints, so a
+build that stops resumes where it was and never applies an event twice. Writers go on.
+
+Switch: under the append lock (writers wait, readers don't), the last events are folded in,
+the shadow is checksummed against the live tables (the differences are reported: they are
+what the live tables had wrong), and each live table is swapped for its shadow by moving
+schemas, in one transaction. Prepared statements re-resolve the names on their next use.
+
+Verify: in one REPEATABLE READ snapshot, the live tables are digested (md5 of each row, by
+primary key) and the head position read; a throwaway shadow is built up to that head and
+digested too; each key whose rows differ is reported with the columns that differ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from events.appends import APPEND_LOCK
+from events.sql import load_queries
+from events.store import row_to_event
+from projections.layers import apply_layered
+from projections.runner import READ_ALL, TABLES, statements
+
+Q = load_queries("projections", "replay.sql")
+SHADOW = "authledger_replay"
+RETIRED = "authledger_retired"
+BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    table: str
+    key: tuple[Any, ...]
+    problem: str  # "missing" (live lacks it), "extra" (live has it, the log does not), "differs"
+    columns: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        key = ", ".join(map(str, self.key))
+        detail = f": {', '.join(self.columns)}" if self.columns else ""
+        return f"{self.table} [{key}] {self.problem}{detail}"
+
+
+@dataclass
+class Report:
+    applied: int = 0
+    head: int = 0
+    seconds: float = 0.0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.applied / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _create_shadow(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await conn.execute(
+        f'CREATE TABLE IF NOT EXISTS "{schema}".projection_checkpoints '
+        "(projection text PRIMARY KEY, position bigint NOT NULL)"
+    )
+    for table in TABLES:
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{schema}".{table}')
+        if exists:
+            continue
+        await conn.execute(
+            f'CREATE TABLE "{schema}".{table} (LIKE public.{table} INCLUDING DEFAULTS '
+            "INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY)"
+        )
+        for row in await conn.fetch(Q["constraints"], table):
+            await conn.execute(
+                f'ALTER TABLE "{schema}".{table} ADD CONSTRAINT "{row["conname"]}" '
+                f"{row['definition']}"
+            )
+        for row in await conn.fetch(Q["plain_indexes"], table):
+            await conn.execute(
+                row["indexdef"].replace(f" ON public.{table} ", f' ON "{schema}".{table} ', 1)
+            )
+        await conn.execute(f'INSERT INTO "{schema}".projection_checkpoints VALUES ($1, 0)', table)
+
+
+async def _checkpoint(conn: asyncpg.Connection, schema: str) -> int:
+    positions = await conn.fetch(f'SELECT position FROM "{schema}".projection_checkpoints')
+    values = {r["position"] for r in positions}
+    if len(values) != 1:
+        raise RuntimeError(f"the shadow's projections stand at different positions: {values}")
+    return int(values.pop())
+
+
+async def _fold(conn: asyncpg.Connection, schema: str, until: int | None, batch: int) -> int:
+    """Fold the log after the shadow's checkpoint (up to `until`) into the shadow, one
+    transaction per batch, checkpoints included. Returns how many events were applied."""
+    applied = 0
+    while True:
+        async with conn.transaction():
+            after = await _checkpoint(conn, schema)
+            limit = batch if until is None else min(batch, until - after)
+            if limit <= 0:
+                return applied
+            rows = await conn.fetch(READ_ALL, after, limit)
+            if not rows:
+                return applied
+            events = [row_to_event(r) for r in rows]
+            await conn.execute(f'SET LOCAL search_path = "{schema}", public')
+            await apply_layered(conn, events, statements)
+            await conn.execute(
+                f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position
+            )
+            applied += len(events)
+
+
+async def _digests(conn: asyncpg.Connection, schema: str, table: str) -> dict[tuple[Any, ...], str]:
+    keys = [r["attname"] for r in await conn.fetch(Q["primary_key"], table)]
+    if not keys:
+        raise RuntimeError(f"{table} has no primary key to compare rows by")
+    columns = ", ".join(f't."{k}"' for k in keys)
+    rows = await conn.fetch(f'SELECT {columns}, md5(t::text) AS digest FROM "{schema}".{table} t')
+    return {tuple(r[k] for k in keys): r["digest"] for r in rows}
+
+
+async def _row(
+    conn: asyncpg.Connection, schema: str, table: str, key: tuple[Any, ...]
+) -> dict[str, Any]:
+    keys = [r["attname"] for r in await conn.fetch(Q["primary_key"], table)]
+    where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(keys, 1))
+    found = await conn.fetchrow(f'SELECT * FROM "{schema}".{table} WHERE {where}', *key)
+    return dict(found) if found is not None else {}
+
+
+async def _compare(
+    live: asyncpg.Connection, shadow: asyncpg.Connection, schema: str
+) -> list[Difference]:
+    out: list[Difference] = []
+    for table in TABLES:
+        mine, theirs = await _digests(live, "public", table), await _digests(shadow, schema, table)
+        for key in sorted(mine.keys() | theirs.keys(), key=repr):
+            if key not in mine:
+                out.append(Difference(table, key, "missing"))
+            elif key not in theirs:
+                out.append(Difference(table, key, "extra"))
+            elif mine[key] != theirs[key]:
+                a, b = (
+                    await _row(live, "public", table, key),
+                    await _row(shadow, schema, table, key),
+                )
+                columns = tuple(c for c in a if a.get(c) != b.get(c))
+                out.append(Difference(table, key, "differs", columns))
+    return out
+
+
+async def _drop(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def verify(database_url: str, *, batch: int = BATCH) -> Report:
+    """Rebuild from the log into a throwaway shadow and compare it with the live tables as of
+    one snapshot; the service keeps running."""
+    started, schema = time.perf_counter(), f"{SHADOW}_verify"
+    live = await asyncpg.connect(database_url)
+    shadow = await asyncpg.connect(database_url)
+    try:
+        await _drop(shadow, schema)
+        async with live.transaction(isolation="repeatable_read", readonly=True):
+            head = int(await live.fetchval(Q["head"]))
+            await _create_shadow(shadow, schema)
+            applied = await _fold(shadow, schema, head, batch)
+            differences = await _compare(live, shadow, schema)
+        return Report(applied, head, time.perf_counter() - started, differences)
+    finally:
+        await _drop(shadow, schema)
+        await shadow.close()
+        await live.close()
+
+
+async def replay(database_url: str, *, batch: int = BATCH) -> Report:
+    """Build beside, checksum, switch. Resumes a build an earlier run left behind."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _create_shadow(conn, SHADOW)
+        applied = await _fold(conn, SHADOW, None, batch)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+            applied += await _fold_in_transaction(conn, SHADOW)
+            head = int(await conn.fetchval(Q["head"]))
+            differences = await _compare(conn, conn, SHADOW)
+            await conn.execute(f'CREATE SCHEMA "{RETIRED}"')
+            for table in TABLES:
+                await conn.execute(f'ALTER TABLE public.{table} SET SCHEMA "{RETIRED}"')
+                await conn.execute(f'ALTER TABLE "{SHADOW}".{table} SET SCHEMA public')
+            await _drop(conn, RETIRED)
+            await _drop(conn, SHADOW)
+        return Report(applied, head, time.perf_counter() - started, differences)
+    finally:
+        await conn.close()
+
+
+async def _fold_in_transaction(conn: asyncpg.Connection, schema: str) -> int:
+    """The last events, folded inside the caller's (locked) transaction."""
+    applied = 0
+    while True:
+        after = await _checkpoint(conn, schema)
+        rows = await conn.fetch(READ_ALL, after, BATCH)
+        if not rows:
+            await conn.execute("SET LOCAL search_path = public")
+            return applied
+        events = [row_to_event(r) for r in rows]
+        await conn.execute(f'SET LOCAL search_path = "{schema}", public')
+        await apply_layered(conn, events, statements)
+        await conn.execute(
+            f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position
+        )
+        applied += len(events)
