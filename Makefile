@@ -34,7 +34,7 @@ test-embedded: $(STAMP) ## the store and relay suites again, forced onto embedde
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy events projections service workers migrations bench tests
+	$(BIN)/mypy events projections service workers migrations bench tests subscriber
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
@@ -43,6 +43,8 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
 	$(BIN)/python bench/append.py
 	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/id_jag.py
+	$(BIN)/python bench/expiry.py
 
 clean: ## remove the venv and caches (keeps .authledger data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

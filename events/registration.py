@@ -66,6 +66,13 @@ class ClaimAttemptLocked(Event, frozen=True, kw_only=True, tag="claim.attempt_lo
     attempt_id: str
 
 
+class ClaimAttemptExpired(Event, frozen=True, kw_only=True, tag="claim.attempt_expired"):
+    """The attempt's link window ended (spec §6.2 `link_expired`): the link mints no more
+    codes, while a code minted before still completes until its own end."""
+
+    attempt_id: str
+
+
 class RegistrationClaimed(Event, frozen=True, kw_only=True, tag="registration.claimed"):
     attempt_id: str
     user_id: str
@@ -76,6 +83,13 @@ class RegistrationExpired(Event, frozen=True, kw_only=True, tag="registration.ex
     reason: Literal["ttl", "locked"]
 
 
+class RegistrationErased(Event, frozen=True, kw_only=True, tag="registration.erased"):
+    """The registration's data key was destroyed (erasure of the person whose address or
+    address attempts it held): its sealed fields are unreadable, a live attempt is void."""
+
+    reason: str | None = None
+
+
 REGISTRATION_EVENTS: tuple[type[Event], ...] = (
     RegistrationCreated,
     ClaimAttemptStarted,
@@ -83,8 +97,10 @@ REGISTRATION_EVENTS: tuple[type[Event], ...] = (
     OtpIssued,
     OtpFailed,
     ClaimAttemptLocked,
+    ClaimAttemptExpired,
     RegistrationClaimed,
     RegistrationExpired,
+    RegistrationErased,
 )
 
 RegistrationEvent = (
@@ -94,6 +110,8 @@ RegistrationEvent = (
     | OtpIssued
     | OtpFailed
     | ClaimAttemptLocked
+    | ClaimAttemptExpired
     | RegistrationClaimed
     | RegistrationExpired
+    | RegistrationErased
 )

@@ -23,5 +23,14 @@ class UserCreated(Event, frozen=True, kw_only=True, tag="user.created"):
     created_via: str | None = None  # the issuer, for users provisioned for a provider
 
 
-USER_EVENTS: tuple[type[Event], ...] = (UserCreated,)
-UserEvent = UserCreated
+class UserErased(Event, frozen=True, kw_only=True, tag="user.erased"):
+    """The person's data keys were destroyed (crypto-shredding): the user's own and those of
+    the registrations that held their address (`subjects`). Every sealed field of theirs, in
+    the log and anywhere else, is unreadable from now on; the events and the chain stay."""
+
+    subjects: tuple[str, ...]
+    reason: str | None = None
+
+
+USER_EVENTS: tuple[type[Event], ...] = (UserCreated, UserErased)
+UserEvent = UserCreated | UserErased

@@ -6,6 +6,7 @@ from typing import Any, assert_never
 
 from events.envelope import RecordedEvent
 from events.registration import (
+    ClaimAttemptExpired,
     ClaimAttemptLocked,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
@@ -13,6 +14,7 @@ from events.registration import (
     OtpIssued,
     RegistrationClaimed,
     RegistrationCreated,
+    RegistrationErased,
     RegistrationEvent,
     RegistrationExpired,
 )
@@ -43,11 +45,15 @@ def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
             return Q["attempt_status"], (rid, "challenged", version, at)
         case ClaimAttemptLocked():
             return Q["attempt_status"], (rid, "locked", version, at)
+        case ClaimAttemptExpired():
+            return Q["attempt_link_expired"], (rid, version, at)
         case OtpFailed():
             return Q["touched"], (rid, version, at)
         case RegistrationClaimed():
             return Q["claimed"], (rid, event.user_id, event.credential_id, version, at)
         case RegistrationExpired():
             return Q["expired"], (rid, version, at)
+        case RegistrationErased():
+            return Q["erased"], (rid, version, at)
         case _:
             assert_never(event)

@@ -20,6 +20,14 @@ SET attempt_status = $2,
     version = $3, updated_at = $4
 WHERE registration_id = $1
 
+-- name: attempt_link_expired
+-- claim.attempt_expired: the link mints no more codes, but keeps its lookup, so E6/E7 still
+-- answer "expired" (410) rather than "unknown" (404), and the last code still completes
+-- (spec §6.2, §6.3). Supersession, claim, lock or the registration's expiry clears it.
+UPDATE registrations
+SET attempt_status = 'link_expired', version = $2, updated_at = $3
+WHERE registration_id = $1
+
 -- name: touched
 UPDATE registrations SET version = $2, updated_at = $3 WHERE registration_id = $1
 
@@ -32,9 +40,19 @@ WHERE registration_id = $1
 -- name: expired
 UPDATE registrations
 SET status = 'expired',
-    attempt_status = CASE WHEN attempt_status IN ('initiated', 'challenged') THEN 'void'
+    attempt_status = CASE WHEN attempt_status IN ('initiated', 'challenged', 'link_expired')
+                          THEN 'void'
                           ELSE attempt_status END,
     attempt_token_hash = NULL, version = $2, updated_at = $3
+WHERE registration_id = $1
+
+-- name: erased
+UPDATE registrations
+SET email_index = NULL, attempt_token_hash = NULL, erased_at = $3,
+    attempt_status = CASE WHEN attempt_status IN ('initiated', 'challenged', 'link_expired')
+                          THEN 'void'
+                          ELSE attempt_status END,
+    version = $2, updated_at = $3
 WHERE registration_id = $1
 
 -- name: by_claim_token
@@ -42,3 +60,11 @@ SELECT registration_id, tenant_id FROM registrations WHERE claim_token_hash = $1
 
 -- name: by_attempt_token
 SELECT registration_id, tenant_id FROM registrations WHERE attempt_token_hash = $1
+
+-- name: of_person
+-- Registrations that hold a person's data: claimed by one of their users, or whose claim
+-- attempt named their address.
+SELECT registration_id FROM registrations
+WHERE tenant_id = $1 AND (user_id = ANY($2::text[]) OR email_index = ANY($3::text[]))
+  AND erased_at IS NULL
+ORDER BY registration_id

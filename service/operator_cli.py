@@ -17,6 +17,7 @@ import asyncpg
 from events.clock import SystemClock
 from events.store import EventStore
 from service.commands.context import Caller, Context
+from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
 from service.domain.providers import NotTrusted
@@ -56,6 +57,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     for scope in SCOPES:
         target.add_argument(f"--{scope}", metavar="ID" if scope != "issuer" else "ISSUER")
     revoke_cmd.add_argument("--reason", help="a note recorded in every revocation event")
+    erase_cmd = commands.add_parser(
+        "erase", help="erase a person: destroy the keys of their personal data (irreversible)"
+    )
+    person = erase_cmd.add_mutually_exclusive_group(required=True)
+    person.add_argument("--user", metavar="USER_ID")
+    person.add_argument("--email", help="needs AUTHLEDGER_SECRET_KEY (the blind index)")
+    erase_cmd.add_argument("--reason", help="recorded in the erasure events")
 
 
 @asynccontextmanager
@@ -119,3 +127,19 @@ async def run_revoke(settings: Settings, args: argparse.Namespace) -> list[str]:
     async with _context(settings) as ctx:
         revoked = await revoke(ctx, scope, target, _caller(), args.reason)
     return [*revoked.credential_ids, f"revoked {revoked.count} credential(s) of {scope} {target}"]
+
+
+async def run_erase(settings: Settings, args: argparse.Namespace) -> list[str]:
+    if args.email is not None and settings.secret_key is None:
+        raise OperatorError("erasing by email needs AUTHLEDGER_SECRET_KEY (to find the address)")
+    async with _context(settings) as ctx:
+        try:
+            erased = await erase_person(
+                ctx, _caller(), user_id=args.user, email=args.email, reason=args.reason
+            )
+        except NobodyToErase as exc:
+            raise OperatorError(str(exc)) from None
+    return [
+        *(f"erased {subject}" for subject in erased.subjects),
+        *(f"revoked {credential}" for credential in erased.revoked),
+    ]

@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Literal
@@ -125,17 +126,21 @@ class Sealer:
     """Seals, opens and erases personal data; keeps recently used data keys in memory.
 
     The cache (a bounded LRU of unwrapped data keys) is per process. `erase` evicts the key
-    here; an erase done by another process must be announced (e.g. on the event feed) and
-    handled with `forget`, or this process keeps opening that subject's values until the key
-    falls out of the cache. Keys are cached only once their row is committed, so a rolled-back
-    transaction never leaves a key in the cache that the database does not hold.
+    here; service processes hear of an erase made elsewhere on the log feed (`user.erased`,
+    `registration.erased`) and `forget` the key; and no key is used from memory for longer
+    than `max_age` seconds, which bounds how long any process (a worker, say) can still open
+    an erased subject's values. Keys are cached only once their row is committed, so a
+    rolled-back transaction never leaves a key in the cache that the database does not hold.
     """
 
-    def __init__(self, secret_key: str | bytes, *, cache_size: int = 1024) -> None:
+    def __init__(
+        self, secret_key: str | bytes, *, cache_size: int = 1024, max_age: float = 60.0
+    ) -> None:
         self._kek = AESGCM(derive_key(secret_key, PII_KEK))
         self._index_key = derive_key(secret_key, BLIND_INDEX_KEY)
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._cache_size = cache_size
+        self._max_age = max_age
 
     async def seal(self, conn: Db, subject_id: str, plaintext: str) -> str:
         """Encrypt `plaintext` for `subject_id`, creating the subject's data key on first use."""
@@ -161,9 +166,10 @@ class Sealer:
         await conn.execute(_ERASE_KEY, subject_id, now)
         self.forget(subject_id)
 
-    def forget(self, subject_id: str) -> None:
-        """Drop a cached data key, e.g. when another process announces an erase."""
-        self._cache.pop(subject_id, None)
+    def forget(self, *subject_ids: str) -> None:
+        """Drop cached data keys, e.g. when another process announces an erase."""
+        for subject_id in subject_ids:
+            self._cache.pop(subject_id, None)
 
     def blind_index(self, value: str, kind: IndexKind = "email") -> str:
         """Hex HMAC-SHA256 of the normalised value, for equality lookups without plain text."""
@@ -174,8 +180,11 @@ class Sealer:
     async def _data_key(self, conn: Db, subject_id: str, *, create: bool) -> bytes | None:
         cached = self._cache.get(subject_id)
         if cached is not None:
-            self._cache.move_to_end(subject_id)
-            return cached
+            data_key, cached_at = cached
+            if time.monotonic() - cached_at < self._max_age:
+                self._cache.move_to_end(subject_id)
+                return data_key
+            del self._cache[subject_id]
         if create:
             wrapped_new = self._wrap(subject_id)
             row = await conn.fetchrow(_CREATE_OR_SELECT_KEY, subject_id, wrapped_new)
@@ -192,7 +201,7 @@ class Sealer:
         # Committed before this transaction began, or by this very statement (a pool runs each
         # in a transaction of its own): safe to remember.
         if row["settled"] or isinstance(conn, asyncpg.Pool):
-            self._cache[subject_id] = data_key
+            self._cache[subject_id] = (data_key, time.monotonic())
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return data_key

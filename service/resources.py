@@ -138,10 +138,12 @@ class Resources:
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
         if settings.secret_key:
             clock = clock or SystemClock()
+            sealer = Sealer(settings.secret_key)
+            opened.credentials.on_erased = lambda subjects: sealer.forget(*subjects)
             opened.commands = Context(
                 store=opened.store,
                 tenant=TenantConfig.from_settings(settings),
-                sealer=Sealer(settings.secret_key),
+                sealer=sealer,
                 secret_key=settings.secret_key,
                 clock=clock,
                 keyring=KeyRing(settings.secret_key),

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
-Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke", "replay"]
+Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase"]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
 

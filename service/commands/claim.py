@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from events.credential import STREAM_TYPE as CREDENTIAL
-from events.credential import CredentialRescoped
+from events.credential import CredentialRescoped, CredentialRevoked
 from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import ClaimAttemptStarted, RegistrationEvent
+from events.registration import ClaimAttemptStarted, RegistrationEvent, RegistrationExpired
 from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
@@ -35,6 +35,7 @@ from service.crypto import (
     token_hash,
 )
 from service.domain.errors import ProtocolError
+from service.domain.expiry import REVOKED_WITH_REGISTRATION
 from service.domain.registration import (
     NewAttempt,
     OtpLimits,
@@ -201,6 +202,11 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             credential_id=credential_id,
         )
         changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
+        locked = any(isinstance(e, RegistrationExpired) for e in decision.events)
+        if locked and state.credential_id is not None:  # the pre-claim key ends with it (R7)
+            ended = CredentialRevoked(reason=REVOKED_WITH_REGISTRATION)
+            changes.append(Change(ctx.stream(CREDENTIAL, state.credential_id), ANY_VERSION,
+                                  [ended]))  # fmt: skip
         if decision.error is None:
             if new_user:
                 changes.append(await _new_user(ctx, state, user_id))

@@ -16,6 +16,7 @@ from typing import Literal, assert_never
 
 from events.catalogue import Event
 from events.registration import (
+    ClaimAttemptExpired,
     ClaimAttemptLocked,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
@@ -25,6 +26,7 @@ from events.registration import (
     OtpIssued,
     RegistrationClaimed,
     RegistrationCreated,
+    RegistrationErased,
     RegistrationEvent,
     RegistrationExpired,
     RegistrationKind,
@@ -32,8 +34,12 @@ from events.registration import (
 from service.domain.errors import ProtocolError
 
 Status = Literal["unclaimed", "pending_claim", "claimed", "expired"]
-AttemptStatus = Literal["initiated", "challenged", "superseded", "locked", "void", "completed"]
-LIVE: tuple[AttemptStatus, ...] = ("initiated", "challenged")
+AttemptStatus = Literal[
+    "initiated", "challenged", "link_expired", "superseded", "locked", "void", "completed"
+]
+# Not terminal (§6.2). In `link_expired` the link mints no more codes but the last code still
+# completes, and a new attempt, expiry or lock still ends the attempt.
+LIVE: tuple[AttemptStatus, ...] = ("initiated", "challenged", "link_expired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,8 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
             return _next(current, attempt=attempt, misses=current.misses + 1)
         case ClaimAttemptLocked():
             return _next(current, attempt=_attempt_as(current, event.attempt_id, "locked"))
+        case ClaimAttemptExpired():
+            return _next(current, attempt=_attempt_as(current, event.attempt_id, "link_expired"))
         case RegistrationClaimed():
             attempt = replace(
                 _attempt(current, event.attempt_id),
@@ -160,12 +168,18 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
                 credential_id=event.credential_id,
             )
         case RegistrationExpired():
-            last = current.attempt
-            if last is not None and last.live:
-                last = replace(last, status="void", otp_hash=None, otp_expires_at=None)
-            return _next(current, attempt=last, status="expired")
+            return _next(current, attempt=_void(current.attempt), status="expired")
+        case RegistrationErased():
+            return _next(current, attempt=_void(current.attempt))
         case _:
             assert_never(event)
+
+
+def _void(attempt: Attempt | None) -> Attempt | None:
+    """A live attempt ends with its registration (expiry) or its data (erasure)."""
+    if attempt is None or not attempt.live:
+        return attempt
+    return replace(attempt, status="void", otp_hash=None, otp_expires_at=None)
 
 
 def fold(events: list[RegistrationEvent]) -> Registration | None:
@@ -269,7 +283,7 @@ def decide_issue_otp(
         raise ProtocolError("claim_expired", "this registration expired")
     if not attempt.live:
         raise ProtocolError("claim_superseded", "this link is no longer valid")
-    if now >= attempt.link_expires_at:
+    if now >= attempt.link_expires_at or attempt.status == "link_expired":
         raise ProtocolError("claim_expired", "this link expired; ask the agent for a new one")
     if attempt.mints >= limits.max_mints:
         raise ProtocolError("rate_limited", "too many codes for this link")

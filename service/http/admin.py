@@ -18,10 +18,12 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
 from service.commands.context import Caller, Context
+from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
 from service.crypto import tokens_equal
@@ -34,6 +36,7 @@ from service.settings import Settings
 AnyRequest = Request[Any, Any, Any]
 ISSUERS_PATH = "/admin/trusted-issuers"
 REVOCATIONS_PATH = "/admin/revocations"
+ERASURES_PATH = "/admin/erasures"
 Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -156,10 +159,41 @@ async def revoke_credentials(request: AnyRequest, ctx: NamedDependency[Context])
     )
 
 
-def admin_router(settings: Settings) -> Router:
+class ErasureBody(Strict, frozen=True):
+    """Exactly one of the two ways to name the person."""
+
+    user_id: Id | None = None
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=254)] | None = None
+    reason: Note | None = None
+
+
+@post(ERASURES_PATH, summary="Erase a person: destroy the keys of their personal data",
+      request_max_body_size=BODY_LIMIT)  # fmt: skip
+async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+    body = await read_json(request, ErasureBody)
+    if (body.user_id is None) == (body.email is None):
+        raise AdminRefused(400, "invalid_request", "name exactly one of user_id and email")
+    try:
+        erased = await erase_person(
+            ctx, _operator(request), user_id=body.user_id, email=body.email, reason=body.reason
+        )
+    except NobodyToErase as exc:
+        raise AdminRefused(404, "not_found", str(exc)) from None
+    return json_reply(
+        {
+            "users": list(erased.users),
+            "registrations": list(erased.registrations),
+            "revoked": list(erased.revoked),
+        }
+    )
+
+
+def admin_router(settings: Settings, *more: HTTPRouteHandler) -> Router:
+    """Every /admin route; `more` are handlers other modules define on the same paths (one
+    router per path, or Litestar would register its OPTIONS handler twice)."""
     return Router(
         "/",
-        route_handlers=[add_issuer, list_issuers, remove_issuer, revoke_credentials],
+        route_handlers=[add_issuer, list_issuers, remove_issuer, revoke_credentials, erase, *more],
         guards=[admin_guard],
         exception_handlers={AdminRefused: admin_refused},
         tags=["admin"],

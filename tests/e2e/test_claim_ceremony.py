@@ -228,6 +228,11 @@ async def test_twenty_misses_lock_the_registration(svc: Service) -> None:
             assert refused(await complete(svc, claim_token, wrong(otp))) == (401, "otp_invalid")
     assert await svc.count("claim.attempt_locked") == 1
     assert await svc.count("registration.expired") == 1
+    assert await svc.count("credential.revoked") == 1  # the pre-claim key ends with it
+    key = await svc.client.get(
+        "/api/me", headers={"Authorization": f"Bearer {registered['credential']}"}
+    )
+    assert key.status_code == 401
     assert refused(await complete(svc, claim_token, otp)) == (410, "claim_expired")
     assert (await svc.client.get(VIEW, params={"token": link_token})).status_code == 404
     assert refused(await start(svc, claim_token, OTHER)) == (410, "claim_expired")
