@@ -6,6 +6,7 @@ the CLI prints it and exits. Nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,8 +64,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], mode: Mode = "serve") -> Settings:
-        """Read and check every variable; `dev` may leave the services to the embedded ones."""
-        r = _Reader(env)
+        """Read and check every variable; `dev` may leave the services to the embedded ones.
+
+        `AUTHLEDGER_CONFIG` may name a TOML file of the same settings (names without the
+        prefix, any case); a variable set in the environment wins over the file.
+        """
+        from_file = _config_file(env.get(PREFIX + "CONFIG"))
+        r = _Reader({**from_file, **env})
         needs_services = mode != "dev"
         database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
         nats_url = r.get("NATS_URL", _url("nats", "tls"), mode in ("serve", "worker"))
@@ -123,14 +129,46 @@ class Settings:
                 f"{PREFIX}CREDENTIAL_TYPES: the anonymous flow needs api_key "
                 f"(add it, or drop anonymous from {PREFIX}FLOWS)"
             )
+        unknown = sorted(set(from_file) - r.asked)
+        if unknown:
+            names = ", ".join(n.removeprefix(PREFIX).lower() for n in unknown)
+            raise ConfigError(f"{PREFIX}CONFIG: unknown setting(s) in the file: {names}")
         return settings
+
+
+def _config_file(path: str | None) -> dict[str, str]:
+    """The file's settings as the variables they stand for (lists joined by spaces)."""
+    if path is None or not path.strip():
+        return {}
+    try:
+        with open(path.strip(), "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}CONFIG: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{PREFIX}CONFIG: {path} is not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in document.items():
+        name = PREFIX + key.upper()
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, int | str):
+            out[name] = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[name] = " ".join(value)
+        else:
+            raise ConfigError(f"{PREFIX}CONFIG: {key} must be a string, a number, a boolean "
+                              "or a list of strings")  # fmt: skip
+    return out
 
 
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.asked: set[str] = set()
 
     def get(self, name: str, parse: Callable[[str], T], required: bool) -> T | None:
+        self.asked.add(PREFIX + name)
         raw = self._env.get(PREFIX + name)
         if raw is None or raw.strip() == "":
             if required:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,49 @@ def test_cli_prints_one_line_and_exits_2(
     assert out == ""
     assert err.count("\n") == 1
     assert err.startswith(f"AUTHLEDGER_{name}: ")
+
+
+def test_a_config_file_gives_settings_and_the_environment_wins(tmp_path: Path) -> None:
+    config = tmp_path / "authledger.toml"
+    config.write_text(
+        'resource_name = "Acme API"\n'
+        "registration_ttl = 3600\n"
+        'scopes = ["api.read", "api.write", "api.admin"]\n'
+        'post_claim_scopes = "api.read api.write"\n'
+        "jwks_allow_loopback_http = true\n"
+        'OTP_TTL = "120"\n'
+    )
+    settings = Settings.from_env(
+        {**GOOD, "AUTHLEDGER_CONFIG": str(config), "AUTHLEDGER_OTP_TTL": "300"}
+    )
+    assert settings.resource_name == "Acme API"
+    assert settings.registration_ttl == 3600
+    assert settings.scopes == ("api.read", "api.write", "api.admin")
+    assert settings.jwks_allow_loopback_http is True
+    assert settings.otp_ttl == 300  # the environment wins over the file
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("registraton_ttl = 60\n", "unknown setting(s) in the file: registraton_ttl"),
+        ("scopes = [1, 2]\n", "scopes must be a string"),
+        ("scopes = \n", "is not valid TOML"),
+        ("registration_ttl = 5\n", "AUTHLEDGER_REGISTRATION_TTL"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_problem(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "authledger.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        Settings.from_env({**GOOD, "AUTHLEDGER_CONFIG": str(config)})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_config_file_is_named() -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("AUTHLEDGER_CONFIG: cannot read /no/such.toml")
+    ):
+        Settings.from_env({**GOOD, "AUTHLEDGER_CONFIG": "/no/such.toml"})
