@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-embedded lint format bench clean
+.PHONY: help install run test test-embedded fuzz lint format bench clean
+FUZZ_EXAMPLES ?= 400
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,6 +31,9 @@ test: $(STAMP) ## the whole suite against real Postgres and NATS (env, local, co
 
 test-embedded: $(STAMP) ## the store and relay suites again, forced onto embedded Postgres and NATS
 	AUTHLEDGER_TEST_BACKEND=embedded $(BIN)/pytest -q tests/integration/test_store.py tests/integration/test_relay.py
+
+fuzz: $(STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
+	$(BIN)/python -m tests.fuzz.run --examples $(FUZZ_EXAMPLES)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .

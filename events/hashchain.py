@@ -1,24 +1,109 @@
-"""The hash chain: each event's hash covers its content and the hash before it.
+"""The hash chain: each event's hash covers its content and the hash before it, in two levels.
 
-The digest input is length-prefixed so that no two different events share it. Positions are
-gap-free, so a deleted row shows as a missing position and a reordered or edited row as a
-hash that does not hold.
+    content_digest = SHA-256(len(f1) || f1 || len(f2) || f2 || ... )   over the event's fields
+    event_hash     = SHA-256(prev_hash || content_digest)
+
+The field framing (4-byte big-endian lengths) makes the digest input unambiguous: no two
+different events share it. The two levels make a link checkable from the digest alone, so a
+proof over a range of positions needs the full content only of the events it discloses; the
+others travel as their 32-byte digests (service/audit/export.py). Positions are gap-free, so a
+deleted row shows as a missing position and an edited or reordered row as a hash that does
+not hold; `diagnose` tells those two apart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from events.envelope import RecordedEvent
 
 GENESIS = bytes(32)
+_sha256 = hashlib.sha256
 
 
 def _iso(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def frame(parts: Iterable[bytes]) -> bytes:
+    """The digest input: each part preceded by its length as 4 bytes, big-endian."""
+    return b"".join([len(part).to_bytes(4, "big") + part for part in parts])
+
+
+def framed_content(
+    *,
+    position: int,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    """The digest input of an event: its fields in this order, each framed by `frame`."""
+    return frame(
+        (
+            str(position).encode(),
+            event_id.bytes,
+            tenant_id.encode(),
+            stream_type.encode(),
+            stream_id.encode(),
+            str(stream_version).encode(),
+            type.encode(),
+            str(schema_version).encode(),
+            _iso(occurred_at).encode(),
+            _iso(recorded_at).encode(),
+            payload,
+            metadata,
+        )
+    )
+
+
+def content_digest(
+    *,
+    position: int,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    """SHA-256 of the event's framed fields (its position included, so a moved row fails)."""
+    return _sha256(
+        framed_content(
+            position=position,
+            event_id=event_id,
+            tenant_id=tenant_id,
+            stream_type=stream_type,
+            stream_id=stream_id,
+            stream_version=stream_version,
+            type=type,
+            schema_version=schema_version,
+            occurred_at=occurred_at,
+            recorded_at=recorded_at,
+            payload=payload,
+            metadata=metadata,
+        )
+    ).digest()
+
+
+def link(prev_hash: bytes, digest: bytes) -> bytes:
+    """One link of the chain: the hash of an event whose content digest is `digest`."""
+    return _sha256(prev_hash + digest).digest()
 
 
 def event_hash(
@@ -37,24 +122,39 @@ def event_hash(
     payload: bytes,
     metadata: bytes,
 ) -> bytes:
-    h = hashlib.sha256(prev_hash)
-    for part in (
-        str(position).encode(),
-        event_id.bytes,
-        tenant_id.encode(),
-        stream_type.encode(),
-        stream_id.encode(),
-        str(stream_version).encode(),
-        type.encode(),
-        str(schema_version).encode(),
-        _iso(occurred_at).encode(),
-        _iso(recorded_at).encode(),
-        payload,
-        metadata,
-    ):
-        h.update(len(part).to_bytes(4, "big"))
-        h.update(part)
-    return h.digest()
+    framed = framed_content(
+        position=position,
+        event_id=event_id,
+        tenant_id=tenant_id,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        stream_version=stream_version,
+        type=type,
+        schema_version=schema_version,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        payload=payload,
+        metadata=metadata,
+    )
+    return _sha256(prev_hash + _sha256(framed).digest()).digest()
+
+
+def digest_of(event: RecordedEvent, *, position: int | None = None) -> bytes:
+    """The content digest of a recorded event (as if stored at `position`, when given)."""
+    return content_digest(
+        position=event.position if position is None else position,
+        event_id=event.event_id,
+        tenant_id=event.tenant_id,
+        stream_type=event.stream_type,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+        payload=event.payload,
+        metadata=event.metadata,
+    )
 
 
 class ChainReport:
@@ -85,21 +185,7 @@ def check_chain(
         if event.position != expected_position:
             reason = f"position {expected_position} is missing (next stored is {event.position})"
             return ChainReport(checked, expected_position, reason), prev_hash, expected_position
-        digest = event_hash(
-            prev_hash,
-            position=event.position,
-            event_id=event.event_id,
-            tenant_id=event.tenant_id,
-            stream_type=event.stream_type,
-            stream_id=event.stream_id,
-            stream_version=event.stream_version,
-            type=event.type,
-            schema_version=event.schema_version,
-            occurred_at=event.occurred_at,
-            recorded_at=event.recorded_at,
-            payload=event.payload,
-            metadata=event.metadata,
-        )
+        digest = link(prev_hash, digest_of(event))
         if digest != event.hash:
             reason = f"hash at position {event.position} does not match its content"
             return ChainReport(checked, event.position, reason), prev_hash, expected_position
@@ -107,6 +193,57 @@ def check_chain(
         expected_position += 1
         checked += 1
     return ChainReport(checked, None, None), prev_hash, expected_position
+
+
+Framed = tuple[int, bytes, bytes]  # position, stored hash, framed content (the digest input)
+
+
+def check_framed(
+    rows: Sequence[Framed], prev_hash: bytes, expected_position: int
+) -> tuple[int, bytes, int | None]:
+    """The tight loop of a bulk walk: rows already framed (by `frame`, or by the database in
+    the same layout, see service/audit/verify.sql). Returns how many held, the hash after the
+    last that held, and the position of the first that did not (missing or mismatched)."""
+    sha256 = _sha256
+    checked = 0
+    for position, stored, framed in rows:
+        if position != expected_position:
+            return checked, prev_hash, expected_position
+        digest = sha256(prev_hash + sha256(framed).digest()).digest()
+        if digest != stored:
+            return checked, prev_hash, position
+        prev_hash = digest
+        expected_position += 1
+        checked += 1
+    return checked, prev_hash, None
+
+
+def diagnose(broken: RecordedEvent, prev_hash: bytes, neighbours: Sequence[RecordedEvent]) -> str:
+    """Why the row at `broken.position` fails, when the chain held up to `prev_hash`.
+
+    A row moved from position q keeps the hash it was given there, which links the row before
+    q (`neighbours`: rows stored near the break, in position order) to its content as of q.
+    If some q fits, the row was reordered; otherwise its content (or hash) was edited.
+    """
+    by_position = {event.position: event for event in neighbours}
+    for candidate in sorted(by_position):
+        if candidate == broken.position:
+            continue
+        before = candidate - 1
+        if before == broken.position - 1:
+            prev = prev_hash
+        elif before == 0:
+            prev = GENESIS
+        elif before in by_position:
+            prev = by_position[before].hash
+        else:
+            continue
+        if link(prev, digest_of(broken, position=candidate)) == broken.hash:
+            return (
+                f"position {broken.position} holds the event recorded at position {candidate}: "
+                "rows were reordered"
+            )
+    return f"hash at position {broken.position} does not match its content: the row was edited"
 
 
 async def verify_log(

@@ -7,6 +7,8 @@ from events.credential import CREDENTIAL_EVENTS
 from events.delegation import DELEGATION_EVENTS
 from events.issuer import ISSUER_EVENTS
 from events.registration import REGISTRATION_EVENTS
+from events.subscription import SUBSCRIPTION_EVENTS
+from events.tenant import TENANT_EVENTS
 from events.user import USER_EVENTS
 from events.versions import UPCASTERS
 
@@ -16,5 +18,7 @@ LEDGER = Catalogue(
     *USER_EVENTS,
     *ISSUER_EVENTS,
     *DELEGATION_EVENTS,
+    *SUBSCRIPTION_EVENTS,
+    *TENANT_EVENTS,
     upcasters=UPCASTERS,
 )

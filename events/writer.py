@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -90,7 +91,11 @@ class Writer:
         self, parts: Sequence[StreamAppend], projector: InlineProjector | None
     ) -> list[RecordedEvent]:
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+            # In a context of its own: the first request's (its request id) must not stick
+            # to every batch the writer ever logs about.
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), context=contextvars.Context()
+            )
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(AppendRequest(parts, projector, future))
         return await future

@@ -1,5 +1,5 @@
 -- name: constraints
-SELECT conname, pg_get_constraintdef(c.oid) AS definition
+SELECT conname, contype::text AS contype, pg_get_constraintdef(c.oid) AS definition
 FROM pg_constraint c
 WHERE conrelid = to_regclass('public.' || $1) AND contype IN ('p', 'u', 'x')
 ORDER BY conname
@@ -23,3 +23,10 @@ ORDER BY array_position(x.indkey, a.attnum)
 
 -- name: head
 SELECT coalesce(max(position), 0) FROM events
+
+-- name: shadow_relations
+-- The constraints and indexes a shadow table already has (a resumed build made some).
+SELECT conname AS name FROM pg_constraint
+WHERE conrelid = to_regclass(format('%I.%I', $1::text, $2::text))
+UNION
+SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2

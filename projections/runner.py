@@ -16,11 +16,29 @@ from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS
 from events.sql import Conn, load_queries
 from events.store import row_to_event
+from events.subscription import SUBSCRIPTION_EVENTS
+from events.tenant import TENANT_EVENTS
 from events.user import USER_EVENTS
-from projections import credentials, delegations, issuers, registrations, users
+from projections import (
+    credentials,
+    delegations,
+    issuers,
+    registrations,
+    subscriptions,
+    tenants,
+    users,
+)
 from projections.layers import apply_layered
 
-TABLES = ("registrations", "credentials", "users", "trusted_issuers", "delegations")
+TABLES = (
+    "registrations",
+    "credentials",
+    "users",
+    "trusted_issuers",
+    "delegations",
+    "subscriptions",
+    "tenants",
+)
 READ_ALL = load_queries("events", "store.sql")["read_all"]
 
 
@@ -38,6 +56,10 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
             out.append(issuers.statement(event, recorded))  # type: ignore[arg-type]
         elif isinstance(event, DELEGATION_EVENTS):
             out.append(delegations.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, SUBSCRIPTION_EVENTS):
+            out.append(subscriptions.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, TENANT_EVENTS):
+            out.append(tenants.statement(event, recorded))  # type: ignore[arg-type]
     return out
 
 

@@ -28,12 +28,19 @@ from service.commands.context import Context
 from service.domain.errors import ProtocolError
 from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
+from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
 from service.http.discovery import discovery_router
 from service.http.errors import body_too_large, protocol_error
 from service.http.health import HealthController
+from service.http.metrics import metrics_router
+from service.http.openapi import SECURITY
 from service.http.resource import resource_router
+from service.http.revocations import list_revocations
+from service.http.subscriptions import subscriptions_router
+from service.http.tenancy import request_tenant, tenant_middleware
+from service.metrics import Metrics, note_refusal, tracking
 from service.resources import Resources
 from service.settings import Settings
 from service.tenant import TenantConfig
@@ -62,17 +69,21 @@ def create_app(
     async def provide_resources() -> Resources:
         return resources
 
-    async def provide_context() -> Context:
-        return await resources.command_context()
+    async def provide_context(request: Request[Any, Any, Any]) -> Context:
+        return await resources.context_for(request_tenant(request))
 
-    return Litestar(
+    operations = [] if resources.metrics is None else [metrics_router(settings, resources.metrics)]
+    app = Litestar(
         route_handlers=[
             HealthController,
-            discovery_router(tenant),
+            discovery_router(tenant),  # its path-inserted PRM; the documents are per tenant
             agent_auth_router(),
-            admin_router(settings),
+            admin_router(settings, list_revocations),
+            audit_router(settings),
+            subscriptions_router(settings),
             claim_page_router(),
             resource_router(tenant, resources),
+            *operations,
             *dev_routes,
         ],
         dependencies={
@@ -86,12 +97,19 @@ def create_app(
             BodyTooLarge: body_too_large,
             Exception: internal_error,
         },
-        middleware=[request_id_middleware],
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="authledger", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="authledger", version="0.1.0", path="/schema", components=SECURITY
+        ),
         logging_config=None,
         debug=False,
     )
+    # Around routing and error handling too, so 404s, 405s and 500s carry the id.
+    handler = app.asgi_handler
+    if resources.tenants is not None:
+        handler = tenant_middleware(handler, resources.tenants)
+    app.asgi_handler = request_id_middleware(handler, resources.metrics)
+    return app
 
 
 def error_body(error: str, message: str, **extra: object) -> dict[str, object]:
@@ -105,6 +123,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object
     extra: dict[str, object] = {}
     if isinstance(exc, ValidationException) and exc.extra:
         extra["details"] = exc.extra
+    note_refusal(code)
     return Response(
         error_body(code, exc.detail or HTTPStatus(status).phrase, **extra),
         status_code=status,
@@ -116,6 +135,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     """Anything unexpected: logged with its traceback, answered without one."""
     log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
+    note_refusal("internal_error")
     return Response(
         error_body("internal_error", "internal error"),
         status_code=500,
@@ -123,8 +143,9 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     )
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Bind a request id for the logs, echo it back, and log one line per request."""
+def request_id_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIApp:
+    """Bind a request id for the logs, echo it back, log one line per request and count it
+    (by route template: known once routed)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -145,16 +166,20 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with structlog.contextvars.bound_contextvars(request_id=request_id), tracking() as done:
             try:
                 await app(scope, receive, send_with_id)
             finally:
+                seconds = time.perf_counter() - started
                 log.info(
                     "http.request",
                     method=scope["method"],
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                 )
+                if metrics is not None:
+                    route = scope.get("path_template") if "route_handler" in scope else None
+                    metrics.observe_request(scope["method"], route, status, seconds, done)
 
     return middleware

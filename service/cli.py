@@ -57,11 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     from service.operator_cli import add_parsers
 
     add_parsers(commands)
+    from subscriber.cli import add_parser as add_subscribe
+
+    add_subscribe(commands)
+    from service.audit.cli import add_parser as add_audit
+
+    add_audit(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "subscribe":  # a resource server's view: no database, no secrets
+        from subscriber.cli import run as subscribe
+
+        return subscribe(args, os.environ)
+    if args.command == "audit" and args.action == "check":  # the file alone: no settings
+        from service.audit.cli import run_check
+
+        return run_check(args)
     try:
         settings = Settings.from_env(os.environ, args.command)
     except ConfigError as exc:
@@ -80,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "trust": _operator,
         "revoke": _operator,
+        "erase": _operator,
+        "audit": _audit,
     }
     try:
         return commands[args.command](settings, args)
@@ -181,13 +197,13 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operator_cli import OperatorError, run_revoke, run_trust
+    from service.operator_cli import OperatorError, run_erase, run_revoke, run_trust
 
     lines: list[str] = []
+    jobs = {"trust": run_trust, "revoke": run_revoke, "erase": run_erase}
 
     async def run() -> None:
-        job = run_trust if args.command == "trust" else run_revoke
-        lines.extend(await job(settings, args))
+        lines.extend(await jobs[args.command](settings, args))
 
     try:
         _run(run())
@@ -197,6 +213,22 @@ def _operator(settings: Settings, args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from service.audit.cli import AuditError, run
+
+    status: list[int] = []
+
+    async def job() -> None:
+        status.append(await run(settings, args, sys.stdout))
+
+    try:
+        _run(job())
+    except AuditError as exc:
+        print(f"authledger audit {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return status[0]
 
 
 if __name__ == "__main__":

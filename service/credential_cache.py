@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
@@ -33,14 +33,12 @@ from events.ledger import LEDGER
 from events.registration import RegistrationClaimed
 from events.sql import load_queries
 from events.store import EventStore
-from events.user import UserErased
 from service.crypto import token_hash
 from service.principal import CachedCredential, Principal, apply, from_row
 
 Q = load_queries("service", "credential_cache.sql")
 log = structlog.get_logger("service.credential_cache")
 Refusal = Literal["unknown", "revoked", "expired"]
-ERASURES = frozenset({"user.erased", "registration.erased"})
 WATCHED = frozenset(f"credential.{e}" for e in ("issued", "rescoped", "revoked", "expired")) | {
     "registration.claimed"
 }
@@ -103,8 +101,10 @@ class CredentialCache:
         self._closed = False
         self.position = 0  # of the last event the feed read
         self.stats = CacheStats()
-        # Told the data subjects of every erasure the feed reads (the sealer's `forget`).
-        self.on_erased: Callable[[Sequence[str]], None] | None = None
+        # Others that follow the log through this feed, by event type: told of each event
+        # the feed reads and each this process appends (the sealer forgets erased keys, the
+        # tenant directory applies tenant changes).
+        self.hooks: dict[str, list[Callable[[RecordedEvent], None]]] = {}
 
     @property
     def live(self) -> bool:
@@ -256,8 +256,7 @@ class CredentialCache:
                     async for recorded in events:
                         if recorded.type in WATCHED:
                             self._on_event(recorded)
-                        elif recorded.type in ERASURES:
-                            self._on_erasure(recorded)
+                        self._hook(recorded)
                         self.position = recorded.position
             except Exception as exc:
                 log.warning("credential_cache.feed_failed", error=f"{type(exc).__name__}: {exc}")
@@ -278,16 +277,21 @@ class CredentialCache:
     def observe(self, recorded: Sequence[RecordedEvent]) -> None:
         """Apply events this process just appended, before the feed reads them back (it then
         applies them again, a no-op), so the appending process refuses a revoked key at once."""
-        for event in (r for r in recorded if r.type in WATCHED):
-            self._on_event(event)
+        for event in recorded:
+            if event.type in WATCHED:
+                self._on_event(event)
+            self._hook(event)
 
-    def _on_erasure(self, recorded: RecordedEvent) -> None:
-        """Tell the process's sealer to drop the data keys another process destroyed."""
-        if self.on_erased is None:
-            return
-        event = LEDGER.decode(recorded)
-        subjects = event.subjects if isinstance(event, UserErased) else (recorded.stream_id,)
-        self.on_erased(subjects)
+    def add_hook(self, types: Iterable[str], hook: Callable[[RecordedEvent], None]) -> None:
+        for event_type in types:
+            self.hooks.setdefault(event_type, []).append(hook)
+
+    def _hook(self, recorded: RecordedEvent) -> None:
+        for hook in self.hooks.get(recorded.type, ()):
+            try:
+                hook(recorded)
+            except Exception:  # a listener's bug must not stop the feed
+                log.exception("credential_cache.hook_failed", type=recorded.type)
 
     def _on_event(self, recorded: RecordedEvent) -> None:
         event = LEDGER.decode(recorded)

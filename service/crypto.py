@@ -26,6 +26,8 @@ OTP_KEY = b"authledger otp v1"
 PII_KEK = b"authledger pii kek v1"
 BLIND_INDEX_KEY = b"authledger blind index v1"
 SIGNING_KEK = b"authledger signing kek v1"
+PUSH_SECRET_KEY = b"authledger push secret v1"  # webhook subscribers' bearer secrets
+RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails) by HMAC
 
 API_KEY_PREFIX = "sk_live_"
 OTP_DIGITS = 6

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from multiprocessing.connection import wait
 from types import FrameType
@@ -18,6 +21,7 @@ from types import FrameType
 import structlog
 
 from service.logging import configure_logging
+from service.metrics import MULTIPROC_ENV
 from service.runtime import serve
 from service.settings import Settings
 
@@ -51,6 +55,11 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # prometheus-client's multiprocess mode (service.metrics): a fresh folder the children's
+    # metrics live in, read whole by whichever child answers /metrics. Set before they start:
+    # prometheus-client reads it when imported.
+    metrics_dir = tempfile.mkdtemp(prefix="authledger-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_child, args=(settings, sock), name=f"authledger-http-{i}")
@@ -77,6 +86,8 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     # A child still starting up when our SIGTERM came dies of it before it has a handler:
     # that is a clean stop too.
     clean_codes = {0, -signal.SIGTERM}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import asyncpg
@@ -17,15 +18,20 @@ import structlog
 from nats.aio.client import Client as NatsClient
 
 from events.clock import Clock, SystemClock
+from events.envelope import RecordedEvent
 from events.store import EventStore
 from service.commands.context import Context
+from service.commands.erasure import ERASURES, erased_subjects
 from service.credential_cache import CredentialCache
+from service.metrics import Metrics, multiprocess_dir
 from service.pii import Sealer
 from service.providers.jwks import JwksCache
+from service.ratelimit import RateLimiter, WindowStore, load_limits
 from service.schema import MigrationError, pending
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
+from service.tenants import TENANT_EVENTS, TenantDirectory
 
 log = structlog.get_logger("service.resources")
 CHECK_TIMEOUT = 2.0
@@ -120,11 +126,16 @@ class Resources:
     nats: NatsLink
     commands: Context | None = None  # what the commands need; None without a secret key
     credentials: CredentialCache | None = None  # bearer checks; follows the log from first use
+    limiter: RateLimiter = field(default_factory=RateLimiter)  # spec §10; off without a secret
+    metrics: Metrics | None = None  # /metrics (service.metrics)
+    tenants: TenantDirectory | None = None  # which tenant a Host is; kept current by the feed
+    _contexts: dict[str, Context] = field(default_factory=dict)  # per tenant but the default
 
     @classmethod
     async def open(
         cls, settings: Settings, *, pool_size: int = 10, clock: Clock | None = None
     ) -> Resources:
+        limits = load_limits(settings.rate_limits)  # a bad limits file stops start-up here
         # min_size=0: a process may start before Postgres answers; /readyz reports it.
         pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=pool_size)
         link = NatsLink(settings.nats_url)
@@ -136,10 +147,32 @@ class Resources:
             raise
         opened = cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
+        opened.tenants = TenantDirectory(settings)
+        opened.credentials.add_hook(TENANT_EVENTS, opened.tenants.apply)
+        try:
+            await opened.tenants.load(pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("tenants.not_loaded", error=type(exc).__name__)  # /readyz says why
+        metrics = opened.metrics = Metrics(
+            pool,
+            opened.credentials,
+            relay_checkpoint=f"relay:{settings.nats_stream}",
+            tenant_id=TenantConfig.from_settings(settings).tenant_id,
+            clock=clock,
+            multiprocess_dir=multiprocess_dir(),
+        )
+        cache = opened.credentials
+
+        def recorded(events: Sequence[RecordedEvent]) -> None:
+            cache.observe(events)
+            metrics.observe_appended(events)
+
         if settings.secret_key:
             clock = clock or SystemClock()
             sealer = Sealer(settings.secret_key)
-            opened.credentials.on_erased = lambda subjects: sealer.forget(*subjects)
+            opened.credentials.add_hook(
+                ERASURES, lambda recorded: sealer.forget(*erased_subjects(recorded))
+            )
             opened.commands = Context(
                 store=opened.store,
                 tenant=TenantConfig.from_settings(settings),
@@ -147,10 +180,18 @@ class Resources:
                 secret_key=settings.secret_key,
                 clock=clock,
                 keyring=KeyRing(settings.secret_key),
-                on_recorded=opened.credentials.observe,
+                on_recorded=recorded,
                 provider_keys=JwksCache(
                     clock=clock, allow_loopback_http=settings.jwks_allow_loopback_http
                 ),
+            )
+            opened.limiter = RateLimiter(
+                limits,
+                WindowStore(pool),
+                secret_key=settings.secret_key,
+                clock=clock,
+                failure=settings.rate_limit_failure,
+                observe=lambda result: metrics.rate_limits.labels(result).inc(),
             )
             try:
                 await opened.command_context()
@@ -167,6 +208,20 @@ class Resources:
         if keyring.active is None:
             await keyring.ensure_active(self.pool, self.commands.clock.now())
         return self.commands
+
+    async def context_for(self, tenant: TenantConfig) -> Context:
+        """The commands' Context for `tenant`: its configuration and its own signing keys,
+        sharing everything else (store, sealer, clock, provider keys) with the default's."""
+        base = await self.command_context()
+        if tenant.tenant_id == base.tenant.tenant_id:
+            return base
+        ctx = self._contexts.get(tenant.tenant_id)
+        if ctx is None or ctx.tenant is not tenant:  # new, or reconfigured since
+            ring = ctx.keyring if ctx is not None else KeyRing(base.secret_key, tenant.tenant_id)
+            ctx = self._contexts[tenant.tenant_id] = replace(base, tenant=tenant, keyring=ring)
+        if ctx.keyring.active is None:
+            await ctx.keyring.ensure_active(self.pool, ctx.clock.now())
+        return ctx
 
     async def close(self) -> None:
         """Flush queued appends, then close NATS and the pool, in that order."""

@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler
 
 from service.app import create_app
 from service.logging import redact_url
+from service.metrics import Metrics
 from service.resources import Resources
 from service.schema import Migration, MigrationError, migrate
 from service.settings import Settings
@@ -156,6 +157,12 @@ def http_job(
     return Job("http", run(), request_stop)
 
 
+def metrics_job(metrics: Metrics) -> Job:
+    """Keeps this child's per-process gauges current for its siblings' scrapes."""
+    stop = asyncio.Event()
+    return Job("metrics", metrics.run_refresher(stop), stop.set)
+
+
 def workers_job(settings: Settings, pool: asyncpg.Pool) -> Job:
     from workers.runner import run_workers
 
@@ -177,6 +184,8 @@ async def run_services(
         jobs = []
         if sock is not None:
             jobs.append(http_job(settings, resources, sock, dev_routes))
+            if resources.metrics is not None and resources.metrics.multiprocess_dir:
+                jobs.append(metrics_job(resources.metrics))
         if workers:
             jobs.append(workers_job(settings, resources.pool))
         await supervise(stop, jobs)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
-Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase"]
+Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase", "audit"]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
 
@@ -42,6 +42,7 @@ class Settings:
     pre_claim_scopes: tuple[str, ...] = ("api.read",)
     post_claim_scopes: tuple[str, ...] = ("api.read", "api.write")
     rate_limits: str = "on"
+    rate_limit_failure: Literal["open", "closed"] = "open"  # when the limiter's store fails
     resource_url: str | None = None  # None: `<public_url>/api/`
     resource_name: str = "authledger"
     resource_logo_uri: str | None = None
@@ -57,7 +58,12 @@ class Settings:
     jwks_allow_loopback_http: bool = False  # agent providers on http://127.0.0.1 (dev, tests)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    checkpoint_every: int = 1_000  # events between signed chain checkpoints
+    checkpoint_minutes: int = 5  # longest an event waits for a signed checkpoint
+    # What the settings were read from (environment over file), to derive a tenant's own
+    # settings from the same base (service/tenants.py). Holds secrets: never printed.
+    source: Mapping[str, str] = field(default_factory=dict, repr=False)
+    mode: Mode = "serve"
 
     def with_services(self, *, database_url: str, nats_url: str) -> Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
@@ -70,12 +76,15 @@ class Settings:
         prefix, any case); a variable set in the environment wins over the file.
         """
         from_file = _config_file(env.get(PREFIX + "CONFIG"))
-        r = _Reader({**from_file, **env})
+        source = {k: v for k, v in {**from_file, **env}.items() if k.startswith(PREFIX)}
+        r = _Reader(source)
         needs_services = mode != "dev"
         database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
         nats_url = r.get("NATS_URL", _url("nats", "tls"), mode in ("serve", "worker"))
         needs_secrets = mode in ("serve",)
         settings = cls(
+            source=source,
+            mode=mode,
             database_url=database_url or "",
             nats_url=nats_url or "",
             public_url=r.get("PUBLIC_URL", _public_url, False) or cls.public_url,
@@ -95,6 +104,8 @@ class Settings:
             pre_claim_scopes=r.get("PRE_CLAIM_SCOPES", _scopes, False) or cls.pre_claim_scopes,
             post_claim_scopes=r.get("POST_CLAIM_SCOPES", _scopes, False) or cls.post_claim_scopes,
             rate_limits=r.get("RATE_LIMITS", _rate_limits, False) or cls.rate_limits,
+            rate_limit_failure=r.get("RATE_LIMIT_FAILURE", _choice("open", "closed"), False)  # type: ignore[arg-type]
+            or "open",
             resource_url=r.get("RESOURCE_URL", _resource_url, False),
             resource_name=r.get("RESOURCE_NAME", _display_name, False) or cls.resource_name,
             resource_logo_uri=r.get("RESOURCE_LOGO_URI", _link, False),
@@ -116,6 +127,10 @@ class Settings:
             log_format=r.get("LOG_FORMAT", _choice("auto", "console", "json"), False) or "auto",  # type: ignore[arg-type]
             log_level=r.get("LOG_LEVEL", _choice("debug", "info", "warning", "error"), False)
             or cls.log_level,
+            checkpoint_every=r.get("CHECKPOINT_EVERY", _count(1, 1_000_000), False)
+            or cls.checkpoint_every,
+            checkpoint_minutes=r.get("CHECKPOINT_MINUTES", _count(1, 1_440), False)
+            or cls.checkpoint_minutes,
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (

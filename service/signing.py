@@ -37,18 +37,21 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "jti", "iat", "exp")
 
 _SELECT_KEYS = """
 SELECT kid, alg, private_key, public_jwk::text AS public_jwk, created_at, activated_at, retired_at
-FROM signing_keys ORDER BY created_at, kid
+FROM signing_keys WHERE tenant_id = $1 ORDER BY created_at, kid
 """
 _HAS_ACTIVE = """
-SELECT EXISTS (SELECT 1 FROM signing_keys WHERE activated_at IS NOT NULL AND retired_at IS NULL)
+SELECT EXISTS (
+    SELECT 1 FROM signing_keys
+    WHERE tenant_id = $1 AND activated_at IS NOT NULL AND retired_at IS NULL
+)
 """
 _RETIRE_ACTIVE = """
 UPDATE signing_keys SET retired_at = greatest(activated_at, $1)
-WHERE activated_at IS NOT NULL AND retired_at IS NULL
+WHERE tenant_id = $2 AND activated_at IS NOT NULL AND retired_at IS NULL
 """
 _INSERT_KEY = """
-INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activated_at)
-VALUES ($1, $2, $3, $4::text::json, $5, $5)
+INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activated_at, tenant_id)
+VALUES ($1, $2, $3, $4::text::json, $5, $5, $6)
 """
 
 
@@ -102,11 +105,12 @@ def public_jwk(private_key: Ed25519PrivateKey) -> dict[str, str]:
 
 
 class KeyRing:
-    """The signing keys of this deployment, loaded from `signing_keys`."""
+    """The signing keys of one tenant (the default one unless named), from `signing_keys`."""
 
-    def __init__(self, secret_key: str | bytes) -> None:
+    def __init__(self, secret_key: str | bytes, tenant_id: str = "default") -> None:
         self._kek = AESGCM(derive_key(secret_key, SIGNING_KEK))
         self._keys: dict[str, SigningKey] = {}
+        self.tenant_id = tenant_id
 
     @property
     def keys(self) -> list[SigningKey]:
@@ -118,14 +122,14 @@ class KeyRing:
 
     async def load(self, pool: asyncpg.Pool) -> None:
         """Replace the in-memory ring with what the database holds."""
-        rows = await pool.fetch(_SELECT_KEYS)
+        rows = await pool.fetch(_SELECT_KEYS, self.tenant_id)
         self._keys = {row["kid"]: self._from_row(row) for row in rows}
 
     async def ensure_active(self, pool: asyncpg.Pool, now: datetime) -> SigningKey:
         """The active key, creating one first if there is none (safe from many processes)."""
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SIGNING_LOCK)
-            if not await conn.fetchval(_HAS_ACTIVE):
+            if not await conn.fetchval(_HAS_ACTIVE, self.tenant_id):
                 await self._insert_new(conn, now)
         return await self._reload_active(pool)
 
@@ -133,7 +137,7 @@ class KeyRing:
         """Retire the active key (kept for the JWKS) and activate a new one."""
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SIGNING_LOCK)
-            await conn.execute(_RETIRE_ACTIVE, now)
+            await conn.execute(_RETIRE_ACTIVE, now, self.tenant_id)
             await self._insert_new(conn, now)
         return await self._reload_active(pool)
 
@@ -221,7 +225,7 @@ class KeyRing:
         jwk = public_jwk(private_key)
         kid = jwk["kid"]
         wrapped = _wrap(self._kek, kid, private_key)
-        await conn.execute(_INSERT_KEY, kid, ALG, wrapped, json.dumps(jwk), now)
+        await conn.execute(_INSERT_KEY, kid, ALG, wrapped, json.dumps(jwk), now, self.tenant_id)
 
     async def _reload_active(self, pool: asyncpg.Pool) -> SigningKey:
         await self.load(pool)

@@ -14,8 +14,12 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import structlog
 
+from workers.checkpoints import checkpoint_worker
+from workers.expiry import expiry_worker
 from workers.mailer import mailer_worker
 from workers.relay import Relay, RelayConfig
+from workers.revocation_feed import revocation_feed_worker
+from workers.revocation_push import revocation_push_worker
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -31,7 +35,14 @@ def workers(settings: Settings, pool: asyncpg.Pool) -> dict[str, Coroutine[Any, 
         settings.nats_url,
         RelayConfig(stream=settings.nats_stream, subject_prefix=settings.nats_subject_prefix),
     )
-    return {"mailer": mailer, "relay": relay.run()}
+    return {
+        "mailer": mailer,
+        "relay": relay.run(),
+        "expiry": expiry_worker(settings, pool),
+        "revocation_push": revocation_push_worker(settings, pool),
+        "revocation_feed": revocation_feed_worker(settings, pool),
+        "checkpoints": checkpoint_worker(settings, pool),
+    }
 
 
 async def run_workers(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

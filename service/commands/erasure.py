@@ -25,7 +25,8 @@ import asyncpg
 
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRevoked
-from events.envelope import Metadata
+from events.envelope import Metadata, RecordedEvent
+from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.registration import RegistrationErased
 from events.sql import load_queries
@@ -114,3 +115,13 @@ async def erase_person(
         return Erasure(users, registrations, revoked)
 
     return await retrying(attempt)
+
+
+ERASURES = frozenset({"user.erased", "registration.erased"})
+
+
+def erased_subjects(recorded: RecordedEvent) -> tuple[str, ...]:
+    """The data subjects an erasure event destroyed the keys of (for the sealers of other
+    processes, which hear of it on the event feed)."""
+    event = LEDGER.decode(recorded)
+    return event.subjects if isinstance(event, UserErased) else (recorded.stream_id,)

@@ -9,7 +9,7 @@ cache of every replica refuses a revoked credential as soon as it reads the even
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -87,11 +87,17 @@ async def revoke(
             return Revoked(tuple(done))
 
 
-async def logout(ctx: Context, token: str, caller: Caller) -> Revoked:
+async def logout(
+    ctx: Context,
+    token: str,
+    caller: Caller,
+    admit: Callable[[str], Awaitable[None]] | None = None,
+) -> Revoked:
     """E9: verify the provider's logout token, then revoke every active credential issued
     for its `(iss, sub, aud)` and mark the delegation revoked — in one transaction with the
     burned `jti`, so a replayed token revokes nothing (and credentials issued later survive
-    it, W10)."""
+    it, W10). `admit` (the rate limit per issuer) is given the verified issuer before
+    anything happens; if it raises, nothing is written and the `jti` stays unburned."""
     now = ctx.clock.now()
     verified = await verify_logout_token(
         token,
@@ -101,6 +107,8 @@ async def logout(ctx: Context, token: str, caller: Caller) -> Revoked:
         events_supported=(REVOKED_EVENT,),
         now=now,
     )
+    if admit is not None:
+        await admit(verified.issuer)
     delegation_id = delegation_id_for(verified.issuer, verified.subject, ctx.tenant.issuer)
     remember = remember_jti(
         ctx.tenant.tenant_id, verified.issuer, verified.jti, verified.remember_until, now

@@ -63,7 +63,10 @@ def check_entry(entry: TrustedIssuer, *, allow_loopback_http: bool) -> TrustedIs
 def _check_url(field: str, value: str, allow_loopback_http: bool) -> None:
     if len(value) > 2048:
         raise BadEntry(f"{field}: longer than 2048 characters")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a bracketed host that is no IP address (was a 500)
+        raise BadEntry(f"{field}: not a valid URL") from None
     if not parts.hostname or parts.query or parts.fragment or parts.username:
         raise BadEntry(f"{field}: must be an absolute URL without query, fragment or user")
     if parts.scheme == "https":

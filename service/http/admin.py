@@ -28,8 +28,27 @@ from service.commands.revocation import Scope, revoke
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
 from service.crypto import tokens_equal
 from service.domain.providers import NotTrusted
-from service.http.bodies import BODY_LIMIT, Strict, caller, json_reply, read_json, timestamp
+from service.http.answers import Distrusted, Erased, OperatorRevoked, TrustChange, TrustList
+from service.http.bodies import (
+    BODY_LIMIT,
+    Strict,
+    caller,
+    json_reply,
+    plain_text,
+    read_json,
+    timestamp,
+)
+from service.http.openapi import (
+    ADMIN,
+    HTTPS_URL,
+    documented,
+    json_body,
+    link_parameters,
+    ok,
+    refined,
+)
 from service.http.resource import bearer_token
+from service.metrics import note_refusal
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 from service.settings import Settings
 
@@ -52,6 +71,7 @@ class AdminRefused(HTTPException):
 
 
 def admin_refused(_: AnyRequest, exc: AdminRefused) -> Response[bytes]:
+    note_refusal(exc.error)
     return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
 
 
@@ -75,6 +95,46 @@ class RevocationBody(Strict, frozen=True):
     reason: Note | None = None
 
 
+_DISTRUST = link_parameters("distrustIssuer", issuer="issuer")
+TRUST_DOC = documented(
+    body=json_body(
+        refined(
+            IssuerBody,
+            issuer=HTTPS_URL,
+            jwks_uri=HTTPS_URL,
+            client_ids=HTTPS_URL,
+            algorithms={"enum": list(ALGORITHMS)},
+        )
+    ),
+    answers={
+        201: ok(TrustChange, "Trusted (`outcome: trusted`)", distrust=_DISTRUST),
+        200: ok(
+            TrustChange,
+            "Its terms changed (`updated`) or were these already (`unchanged`)",
+            distrust=_DISTRUST,
+        ),
+    },
+    refusals=(400, 401, 413),
+    security=ADMIN,
+    operation_id="trustIssuer",
+)
+TRUST_LIST_DOC = documented(
+    answers={200: ok(TrustList, "The trust list")}, refusals=(401,), security=ADMIN
+)
+DISTRUST_DOC = documented(
+    answers={200: ok(Distrusted, "Removed from the trust list")},
+    refusals=(400, 401, 404),
+    security=ADMIN,
+    operation_id="distrustIssuer",
+)
+REVOKE_DOC = documented(
+    body=json_body(RevocationBody),
+    answers={200: ok(OperatorRevoked, "What was revoked (0 when nothing was active)")},
+    refusals=(400, 401, 413),
+    security=ADMIN,
+)
+
+
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     settings: Settings = handler.opt["settings"]
     presented = bearer_token(connection.headers.get("authorization"))
@@ -88,7 +148,7 @@ def _operator(request: AnyRequest) -> Caller:
 
 
 @post(ISSUERS_PATH, summary="Trust an agent provider, or change its terms",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
+      request_max_body_size=BODY_LIMIT, operation_class=TRUST_DOC)  # fmt: skip
 async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
     body = await read_json(request, IssuerBody)
     settings: Settings = request.route_handler.opt["settings"]
@@ -110,7 +170,7 @@ async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Resp
     return json_reply({**as_json(change.entry), "outcome": change.outcome}, status)
 
 
-@get(ISSUERS_PATH, summary="The trust list")
+@get(ISSUERS_PATH, summary="The trust list", operation_class=TRUST_LIST_DOC)
 async def list_issuers(ctx: NamedDependency[Context]) -> Response[bytes]:
     entries = [
         {**as_json(entry), "version": version, "updated_at": timestamp(at)}
@@ -119,7 +179,8 @@ async def list_issuers(ctx: NamedDependency[Context]) -> Response[bytes]:
     return json_reply({"trusted_issuers": entries})
 
 
-@delete(ISSUERS_PATH, status_code=200, summary="Stop trusting an agent provider")
+@delete(ISSUERS_PATH, status_code=200, summary="Stop trusting an agent provider",
+        operation_class=DISTRUST_DOC)  # fmt: skip
 async def remove_issuer(
     request: AnyRequest,
     ctx: NamedDependency[Context],
@@ -128,6 +189,7 @@ async def remove_issuer(
 ) -> Response[bytes]:
     if not 0 < len(issuer) <= 2048 or (reason is not None and len(reason) > 500):
         raise AdminRefused(400, "invalid_request", "issuer (and reason) too long or empty")
+    plain_text(issuer + (reason or ""), "issuer or reason")
     try:
         await distrust(ctx, issuer, _operator(request), reason)
     except NotTrusted:
@@ -136,7 +198,7 @@ async def remove_issuer(
 
 
 @post(REVOCATIONS_PATH, summary="Revoke a credential, or every one of a registration, user "
-      "or provider", request_max_body_size=BODY_LIMIT)  # fmt: skip
+      "or provider", request_max_body_size=BODY_LIMIT, operation_class=REVOKE_DOC)  # fmt: skip
 async def revoke_credentials(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
     body = await read_json(request, RevocationBody)
     named: tuple[tuple[Scope, str | None], ...] = (
@@ -167,8 +229,16 @@ class ErasureBody(Strict, frozen=True):
     reason: Note | None = None
 
 
+ERASE_DOC = documented(
+    body=json_body(ErasureBody),
+    answers={200: ok(Erased, "Whose keys were destroyed, and what was revoked")},
+    refusals=(400, 401, 404, 413),
+    security=ADMIN,
+)
+
+
 @post(ERASURES_PATH, summary="Erase a person: destroy the keys of their personal data",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
+      request_max_body_size=BODY_LIMIT, operation_class=ERASE_DOC)  # fmt: skip
 async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
     body = await read_json(request, ErasureBody)
     if (body.user_id is None) == (body.email is None):

@@ -2,6 +2,9 @@
 
 Each handler reads its body (service.http.bodies), calls one command and shapes the answer;
 refusals are ProtocolErrors, answered by service.http.errors. Every answer is `no-store`.
+Spec §10's rate limits (service.ratelimit) are checked before the command, so a refused
+request writes nothing; E9's once the logout token is verified, so forged tokens spend
+nothing of a real issuer's budget.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from service.http.bodies import (
     read_logout_token,
     timestamp,
 )
+from service.http.route_docs import COMPLETE_DOC, REGISTER_DOC, REVOKE_DOC, START_CLAIM_DOC
+from service.ratelimit.limiter import Flow
+from service.resources import Resources
 from service.tenant import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
 
 COMPLETE_PATH = CLAIM_PATH + "/complete"
@@ -42,13 +48,21 @@ CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("api_key", "access_token")
 AnyRequest = Request[Any, Any, Any]
 
 
-@post(REGISTER_PATH, summary="E4: register an agent", request_max_body_size=BODY_LIMIT)
-async def register(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+@post(REGISTER_PATH, summary="E4: register an agent", request_max_body_size=BODY_LIMIT,
+      operation_class=REGISTER_DOC)  # fmt: skip
+async def register(
+    request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
+) -> Response[bytes]:
     body = await read_json(request, RegisterBody)
+
+    async def limit(flow: Flow) -> None:  # spec §10: before anything is verified or written
+        await resources.limiter.registration(ctx.tenant.tenant_id, flow, caller(request).client_ip)
+
     if body.type == "anonymous":
         if body.assertion_type is not None or body.assertion is not None:
             raise ProtocolError("invalid_request", "anonymous registration takes no assertion")
         kind = _credential_kind(body.requested_credential_type)
+        await limit("anonymous")
         registered = await register_anonymous(ctx, kind, caller(request))
     elif body.type == "identity_assertion":
         if body.assertion_type is None or body.assertion is None:
@@ -57,12 +71,14 @@ async def register(request: AnyRequest, ctx: NamedDependency[Context]) -> Respon
             )
         if body.assertion_type == ID_JAG:
             kind = _credential_kind(body.requested_credential_type)
+            await limit("identity")
             delegated = await register_id_jag(ctx, body.assertion, kind, caller(request))
             return json_reply(_delegated(delegated))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
         kind = _credential_kind(body.requested_credential_type)
+        await limit("identity")
         registered = await register_verified_email(ctx, email, kind, caller(request))
     else:
         raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")
@@ -70,10 +86,13 @@ async def register(request: AnyRequest, ctx: NamedDependency[Context]) -> Respon
 
 
 @post(CLAIM_PATH, summary="E5: start a claim (anonymous registrations)",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
-async def claim(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+      request_max_body_size=BODY_LIMIT, operation_class=START_CLAIM_DOC)  # fmt: skip
+async def claim(
+    request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
+) -> Response[bytes]:
     body = await read_json(request, StartClaimBody)
     email = check_email(body.email, "email")
+    await resources.limiter.claim_start(ctx.tenant.tenant_id, body.claim_token, email)
     started = await start_claim(ctx, body.claim_token, email, caller(request))
     return json_reply(
         {
@@ -86,7 +105,7 @@ async def claim(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
 
 
 @post(COMPLETE_PATH, summary="E8: complete a claim with the user's code",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
+      request_max_body_size=BODY_LIMIT, operation_class=COMPLETE_DOC)  # fmt: skip
 async def complete(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
     body = await read_json(request, CompleteBody)
     completed = await complete_claim(ctx, body.claim_token, body.otp, caller(request))
@@ -103,9 +122,14 @@ async def complete(request: AnyRequest, ctx: NamedDependency[Context]) -> Respon
 
 
 @post(REVOKE_PATH, summary="E9: a provider revokes its subject's credentials (logout token)",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
-async def revoke(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
-    revoked = await logout(ctx, await read_logout_token(request), caller(request))
+      request_max_body_size=BODY_LIMIT, operation_class=REVOKE_DOC)  # fmt: skip
+async def revoke(
+    request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
+) -> Response[bytes]:
+    async def admit(issuer: str) -> None:  # spec §10: per verified issuer
+        await resources.limiter.revocation(ctx.tenant.tenant_id, issuer)
+
+    revoked = await logout(ctx, await read_logout_token(request), caller(request), admit)
     return json_reply({"revoked": revoked.count})
 
 

@@ -36,6 +36,8 @@ from service.http.page_templates import (
     code_view,
     problem_view,
 )
+from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
+from service.metrics import note_refusal
 from service.tenant import CLAIM_PATH
 
 VIEW_PATH = CLAIM_PATH + "/view"
@@ -74,11 +76,13 @@ def html_reply(page: str, status: int = 200, extra: dict[str, str] | None = None
 def refusal_page(exc: ProtocolError, *, status: int | None = None) -> Response[str]:
     title, advice = _PROBLEMS.get(exc.code, ("This did not work", exc.message))
     log.info("http.refused", error=exc.code, status=status or exc.status)
+    note_refusal(exc.code)
     headers = error_headers(exc)
     return html_reply(problem_view(title, advice), status or exc.status, headers)
 
 
-@get(VIEW_PATH, summary="E6: the claim link's page", media_type=MediaType.HTML)
+@get(VIEW_PATH, summary="E6: the claim link's page", media_type=MediaType.HTML,
+     operation_class=VIEW_DOC)  # fmt: skip
 async def view(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[str]:
     token = request.query_params.get("token")
     if not token:
@@ -102,7 +106,7 @@ async def view(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[s
 
 
 @post(CHALLENGE_PATH, summary="E7: mint the one-time code (the claim page's button)",
-      request_max_body_size=BODY_LIMIT)  # fmt: skip
+      request_max_body_size=BODY_LIMIT, operation_class=CHALLENGE_DOC)  # fmt: skip
 async def challenge(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[Any]:
     if media_type(request) == FORM:
         return await _challenge_page(request, ctx)

@@ -13,6 +13,7 @@ from litestar import Request, Response
 
 from service.domain.errors import ProtocolError
 from service.http.bodies import NO_STORE, BodyTooLarge, json_reply
+from service.metrics import note_refusal
 
 DEFAULT_RETRY_AFTER = 60  # seconds, when the refusal does not say how long to wait
 log = structlog.get_logger("service.http")
@@ -31,10 +32,12 @@ def error_headers(exc: ProtocolError) -> dict[str, str]:
 def protocol_error(request: Request[Any, Any, Any], exc: ProtocolError) -> Response[bytes]:
     """A ProtocolError raised by a JSON route."""
     log.info("http.refused", path=request.url.path, error=exc.code, status=exc.status)
+    note_refusal(exc.code)
     return json_reply({"error": exc.code, "message": exc.message}, exc.status, error_headers(exc))
 
 
 def body_too_large(request: Request[Any, Any, Any], exc: BodyTooLarge) -> Response[bytes]:
     """413 for an oversized body (O19); the code stays the schema failure's."""
     log.info("http.refused", path=request.url.path, error="invalid_request", status=413)
+    note_refusal("invalid_request")
     return json_reply({"error": "invalid_request", "message": str(exc)}, 413)

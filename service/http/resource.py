@@ -27,6 +27,9 @@ from events.clock import Clock, SystemClock
 from service.credential_cache import CredentialCache, Refusal
 from service.crypto import tokens_equal
 from service.http.bodies import FORM, json_reply, media_type, read_raw, timestamp
+from service.http.route_docs import INTROSPECT_DOC, JWKS_DOC, ME_DOC
+from service.http.tenancy import TENANT_STATE
+from service.metrics import note_refusal
 from service.principal import Principal
 from service.resources import Resources
 from service.tenant import INTROSPECT_PATH, JWKS_PATH, TenantConfig
@@ -55,7 +58,14 @@ class BearerRefused(HTTPException):
         self.error = error
 
 
+def tenant_of(connection: AnyConnection) -> TenantConfig | None:
+    """The tenant the tenant middleware resolved for this request (None without it)."""
+    tenant = connection.scope.get("state", {}).get(TENANT_STATE)
+    return tenant if isinstance(tenant, TenantConfig) else None
+
+
 def bearer_refused(_: AnyRequest, exc: BearerRefused) -> Response[bytes]:
+    note_refusal(exc.error)
     return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
 
 
@@ -78,19 +88,24 @@ class BearerAuth:
     def __deepcopy__(self, memo: dict[int, object]) -> BearerAuth:
         return self  # Litestar deep-copies router opts; the cache and its pools are shared
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """The principal of a live credential of this tenant; BearerRefused (401) if none."""
+    async def authenticate(
+        self, authorization: str | None, tenant: TenantConfig | None = None
+    ) -> Principal:
+        """The principal of a live credential of `tenant` (the request's; by default the one
+        this router was built for); BearerRefused (401) if none. A credential of another
+        tenant is as unknown here as one never issued."""
+        tenant = tenant or self.tenant
         token = bearer_token(authorization)
         reason: Refusal | None = None
         if token is not None:
             verdict = await self.cache.verdict(token, self.clock.now()) if token else "unknown"
             if not isinstance(verdict, Principal):
                 reason = verdict
-            elif verdict.tenant_id == self.tenant.tenant_id:
+            elif verdict.tenant_id == tenant.tenant_id:
                 return verdict
             else:
                 reason = "unknown"
-        challenge = f'Bearer resource_metadata="{self.tenant.resource_metadata_url}"'
+        challenge = f'Bearer resource_metadata="{tenant.resource_metadata_url}"'
         if token is not None:
             challenge += ', error="invalid_token"'
         raise BearerRefused(401, "unauthorized", REFUSED[reason], challenge)
@@ -102,7 +117,9 @@ async def principal_of(connection: AnyConnection, handler: BaseRouteHandler) -> 
     if isinstance(known, Principal):
         return known
     auth: BearerAuth = handler.opt[BEARER_AUTH]
-    principal = await auth.authenticate(connection.headers.get("authorization"))
+    principal = await auth.authenticate(
+        connection.headers.get("authorization"), tenant_of(connection)
+    )
     connection.state[PRINCIPAL] = principal
     return principal
 
@@ -142,14 +159,16 @@ async def me(request: AnyRequest) -> Response[bytes]:
 def introspection(auth: BearerAuth, admin_token: str | None) -> HTTPRouteHandler:
     """RFC 7662 for resource servers holding the admin token; no-store answers."""
 
-    @post(INTROSPECT_PATH, status_code=200, summary="Token introspection (RFC 7662)")
+    @post(INTROSPECT_PATH, status_code=200, summary="Token introspection (RFC 7662)",
+          operation_class=INTROSPECT_DOC)  # fmt: skip
     async def introspect(request: AnyRequest) -> Response[bytes]:
         presented = bearer_token(request.headers.get("authorization"))
         if not (presented and admin_token and tokens_equal(presented, admin_token)):
             challenge = 'Bearer error="invalid_token"' if presented is not None else "Bearer"
             raise BearerRefused(401, "unauthorized", RESOURCE_SERVER_ONLY, challenge)
+        tenant = tenant_of(request) or auth.tenant
         verdict = await auth.cache.verdict(await _form_token(request), auth.clock.now())
-        if not isinstance(verdict, Principal) or verdict.tenant_id != auth.tenant.tenant_id:
+        if not isinstance(verdict, Principal) or verdict.tenant_id != tenant.tenant_id:
             return json_reply({"active": False})
         body: dict[str, Any] = {
             "active": True,
@@ -158,8 +177,8 @@ def introspection(auth: BearerAuth, admin_token: str | None) -> HTTPRouteHandler
             "sub": verdict.subject,
             "token_type": verdict.credential_type,
             "iat": int(verdict.issued_at.timestamp()),
-            "iss": auth.tenant.issuer,
-            "aud": auth.tenant.resource,
+            "iss": tenant.issuer,
+            "aud": tenant.resource,
         }
         if verdict.expires_at is not None:
             body["exp"] = int(verdict.expires_at.timestamp())
@@ -182,15 +201,16 @@ async def _form_token(request: AnyRequest) -> str:
 
 
 def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
-    """The JWKS: the active key and the retired ones whose tokens may still be live."""
-    ttl = timedelta(seconds=auth.tenant.access_token_ttl)
+    """The JWKS of the request's tenant: the active key and the retired ones whose tokens may
+    still be live."""
 
-    @get(JWKS_PATH, summary="The access tokens' signing keys (JWK Set)")
-    async def jwks() -> Response[bytes]:
+    @get(JWKS_PATH, summary="The access tokens' signing keys (JWK Set)", operation_class=JWKS_DOC)
+    async def jwks(request: AnyRequest) -> Response[bytes]:
         keys: dict[str, Any] = {"keys": []}
+        tenant = tenant_of(request) or auth.tenant
         if resources.commands is not None:
-            ring = (await resources.command_context()).keyring
-            keys = ring.jwks(auth.clock.now(), ttl)
+            ring = (await resources.context_for(tenant)).keyring
+            keys = ring.jwks(auth.clock.now(), timedelta(seconds=tenant.access_token_ttl))
         return Response(msgspec.json.encode(keys), media_type=MediaType.JSON, headers=JWKS_CACHE)
 
     return jwks
@@ -203,7 +223,12 @@ def resource_router(tenant: TenantConfig, resources: Resources) -> Router:
     clock = resources.commands.clock if resources.commands is not None else SystemClock()
     auth = BearerAuth(resources.credentials, tenant, clock)
     handlers = [
-        get(ME_PATH, guards=[require_scope("api.read")], summary="Who the credential is")(me),
+        get(
+            ME_PATH,
+            guards=[require_scope("api.read")],
+            summary="Who the credential is",
+            operation_class=ME_DOC,
+        )(me),
         introspection(auth, resources.settings.admin_token),
         key_set(resources, auth),
     ]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from service.tenant import ID_JAG
@@ -53,7 +54,7 @@ async def registered(svc: Service, assertion: str, kind: str = "access_token") -
     return body
 
 
-async def me(svc: Service, credential: str) -> Any:
+async def me(svc: Service, credential: str) -> httpx.Response:
     return await svc.client.get("/api/me", headers={"Authorization": f"Bearer {credential}"})
 
 

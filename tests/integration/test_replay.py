@@ -62,9 +62,11 @@ async def test_verify_finds_nothing_on_a_clean_log(ctx: Context, database_url: s
 
 async def test_verify_names_each_corrupted_row(ctx: Context, database_url: str) -> None:
     await _some_history(ctx)
-    key, changed = await ctx.pool.fetchrow(
+    picked = await ctx.pool.fetchrow(
         "SELECT credential_id, scopes FROM credentials WHERE kind = 'api_key' LIMIT 1"
     )
+    assert picked is not None
+    key, changed = picked["credential_id"], picked["scopes"]
     await ctx.pool.execute(
         "UPDATE credentials SET scopes = '{api.admin}', status = 'active' WHERE credential_id = $1",
         key,

@@ -124,6 +124,7 @@ def settings_for(backend: Backend, database_url: str, **variables: str) -> Setti
         "AUTHLEDGER_ADMIN_TOKEN": ADMIN_TOKEN,
         "AUTHLEDGER_SECRET_KEY": SECRET_KEY,
         "AUTHLEDGER_PUBLIC_URL": PUBLIC_URL,
+        "AUTHLEDGER_RATE_LIMITS": "off",  # tests register many times from CLIENT_IP; on if asked
         **{f"AUTHLEDGER_{name}": value for name, value in variables.items()},
     }
     return Settings.from_env(env, "serve")

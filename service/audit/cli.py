@@ -1,0 +1,187 @@
+"""`authledger audit timeline|state|export|verify|check`: the audit API's answers, straight
+from the database (so they work while no service process runs); `check` needs not even that,
+only the export file (and, optionally, a JWKS the auditor trusts).
+
+Client IPs open only with `AUTHLEDGER_SECRET_KEY` (else they show as `sealed`); with it,
+`export` also signs a checkpoint at the head when none follows the slice yet (`--no-anchor`:
+never). Exit status 1 when `verify` finds a break or `check` does not verify and anchor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncpg
+
+from events.clock import SystemClock
+from service.audit.as_of import state
+from service.audit.check import check
+from service.audit.export import export
+from service.audit.signed import BadCheckpoint, key_set
+from service.audit.subjects import KINDS, Bound, UnknownSubject, resolve
+from service.audit.timeline import DEFAULT_LIMIT, timeline
+from service.audit.verify import verify
+from service.pii import Sealer
+from service.settings import Settings
+from service.signing import KeyRing
+from service.tenant import TenantConfig
+from workers.checkpoints import sign_now
+
+
+class AuditError(Exception):
+    """A refusal to print as one line (exit status 1)."""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit", help="timelines, state as of an instant, exports with proofs, chain checks"
+    )
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    about = {
+        "timeline": "every event of a subject: time, actor, client IP, reason, correlation",
+        "state": "a subject's state as of --at INSTANT and/or --position N (default: now)",
+        "export": "a subject's events as JSON Lines with the proof to check them offline",
+    }
+    for name, help_text in about.items():
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("kind", choices=KINDS)
+        sub.add_argument("id", help="its id (a provider: its URL or its iss_… id)")
+        sub.add_argument("--at", type=_instant, help="ISO 8601 instant, e.g. 2026-11-01T10:00Z")
+        sub.add_argument("--position", type=int, help="a log position")
+        sub.add_argument("--tenant", help="tenant id (default: the configured one)")
+        if name == "timeline":
+            sub.add_argument("--after", type=int, default=0, help="only events after this")
+            sub.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+        if name == "export":
+            sub.add_argument("-o", "--output", type=Path, help="file to write (default stdout)")
+            sub.add_argument(
+                "--no-anchor",
+                action="store_true",
+                help="do not sign a checkpoint now when none follows the slice",
+            )
+    verify_cmd = actions.add_parser("verify", help="walk the hash chain and signed checkpoints")
+    verify_cmd.add_argument("--jwks", type=Path, help="trust only these checkpoint keys")
+    check_cmd = actions.add_parser("check", help="check an export offline (no database)")
+    check_cmd.add_argument("file", type=Path)
+    check_cmd.add_argument("--jwks", type=Path, help="the checkpoint keys the auditor trusts")
+
+
+def _instant(raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an ISO 8601 instant, got {raw!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("the instant needs its time zone (e.g. Z or +00:00)")
+    return value
+
+
+def _jwks(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"{path}: {exc}") from None
+    return loaded
+
+
+def run_check(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """`audit check FILE`: nothing but the file (and the JWKS, when given)."""
+    try:
+        report = check(args.file.read_text(encoding="utf-8"), trusted_jwks=_jwks(args.jwks))
+    except (OSError, UnicodeDecodeError, AuditError) as exc:
+        print(f"authledger audit check: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{report.verdict}: {report.events} events in {report.runs} run(s), "
+        f"{report.checkpoints} signed checkpoint(s); keys: {report.keys}",
+        file=out,
+    )
+    for problem in report.problems:
+        print(f"  {problem}", file=out)
+    return 0 if report.verdict == "verified" else 1
+
+
+@asynccontextmanager
+async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Every action but `check`; what it prints goes to `out`. Returns the exit status."""
+    async with _pool(settings) as pool:
+        if args.action == "verify":
+            report = await verify(pool, trusted_keys=_keys(args.jwks))
+            _print_verify(report.as_json(), out)
+            return 0 if report.ok else 1
+        tenant = args.tenant or TenantConfig.from_settings(settings).tenant_id
+        bound = Bound(position=args.position, at=args.at)
+        clock = SystemClock()
+        async with pool.acquire() as conn:
+            try:
+                subject = await resolve(conn, tenant, args.kind, args.id)
+            except UnknownSubject as exc:
+                raise AuditError(str(exc)) from None
+            if args.action == "timeline":
+                sealer = Sealer(settings.secret_key) if settings.secret_key else None
+                found = await timeline(
+                    conn, subject, bound, sealer=sealer, after=args.after, limit=args.limit
+                )
+                for entry in found.entries:
+                    print(json.dumps(entry, ensure_ascii=False), file=out)
+                if found.next_after is not None:
+                    print(f"more: --after {found.next_after}", file=sys.stderr)
+                return 0
+            if args.action == "state":
+                answer = await state(conn, subject, bound, now=clock.now())
+                print(json.dumps(answer, indent=2, ensure_ascii=False), file=out)
+                return 0
+            signer = None
+            if settings.secret_key and not args.no_anchor:
+                ring = KeyRing(settings.secret_key)
+
+                async def signer() -> object:
+                    return await sign_now(pool, ring, clock)
+
+            target = out if args.output is None else args.output.open("w", encoding="utf-8")
+            try:
+                async for line in export(conn, subject, bound, now=clock.now(), sign_now=signer):
+                    target.write(line)
+            finally:
+                if target is not out:
+                    target.close()
+            return 0
+
+
+def _keys(path: Path | None) -> dict[str, Any] | None:
+    jwks = _jwks(path)
+    try:
+        return None if jwks is None else dict(key_set(jwks))
+    except BadCheckpoint as exc:
+        raise AuditError(f"{path}: {exc}") from None
+
+
+def _print_verify(report: dict[str, Any], out: TextIO) -> None:
+    first = report["first_break"]
+    verdict = "verified" if first is None else f"BROKEN at position {first['position']}"
+    print(
+        f"{verdict}: {report['checked']:,} events checked up to position {report['head']:,} in "
+        f"{report['seconds']:.1f} s ({report['events_per_second']:,} events/s); "
+        f"{report['checkpoints_verified']} signed checkpoint(s) hold (keys: {report['keys']}), "
+        f"anchored up to position {report['anchored_up_to']:,}",
+        file=out,
+    )
+    for problem in report["problems"]:
+        print(f"  position {problem['position']}: {problem['reason']}", file=out)

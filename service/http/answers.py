@@ -1,0 +1,286 @@
+"""What the answers hold, for the OpenAPI document (service.http.openapi): documentation
+types only. Each lists the fields an answer always has, with their types; an answer may grow
+new fields later, so none forbids more. The handlers build their answers themselves, and
+schemathesis (tests/fuzz) checks every answer against these.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+Strings = list[str]
+
+
+class Doc(msgspec.Struct, frozen=True):
+    """An answer: these fields, maybe more."""
+
+
+class ErrorBody(Doc, frozen=True):
+    error: str
+    message: str
+
+
+class Health(Doc, frozen=True):
+    status: Literal["ok"]
+
+
+class Unready(Doc, frozen=True):
+    status: Literal["unavailable"]
+    reasons: Strings
+
+
+class ResourceMetadata(Doc, frozen=True):
+    resource: str
+    resource_name: str
+    authorization_servers: Strings
+    scopes_supported: Strings
+    bearer_methods_supported: Strings
+
+
+class ServerMetadata(Doc, frozen=True):
+    issuer: str
+    resource: str
+    authorization_servers: Strings
+    scopes_supported: Strings
+    bearer_methods_supported: Strings
+    jwks_uri: str
+    introspection_endpoint: str
+    agent_auth: dict[str, Any]
+
+
+class KeySet(Doc, frozen=True):
+    keys: list[dict[str, str]]
+
+
+class AnonymousRegistered(Doc, frozen=True):
+    """§5.1: the pre-claim key and the claim token."""
+
+    registration_id: str
+    registration_type: Literal["anonymous"]
+    credential_type: str
+    credential: str
+    credential_expires: Timestamp | None
+    scopes: Strings
+    claim_url: str
+    claim_token: str
+    claim_token_expires: Timestamp
+    post_claim_scopes: Strings
+
+
+class EmailRegistered(Doc, frozen=True):
+    """§5.2: no credential until the claim completes."""
+
+    registration_id: str
+    registration_type: Literal["email-verification"]
+    claim_url: str
+    claim_token: str
+    claim_token_expires: Timestamp
+    post_claim_scopes: Strings
+
+
+class Delegated(Doc, frozen=True):
+    """§5.3: an agent provider's ID-JAG; the credential at once."""
+
+    registration_id: str
+    registration_type: Literal["agent-provider"]
+    credential_type: str
+    credential: str
+    credential_expires: Timestamp | None
+    scopes: Strings
+
+
+class ClaimStarted(Doc, frozen=True):
+    registration_id: str
+    claim_attempt_id: str
+    status: Literal["initiated"]
+    expires_at: Timestamp
+
+
+class Challenge(Doc, frozen=True):
+    type: Literal["otp"]
+    challenge: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+    expires_at: Timestamp
+
+
+class Claimed(Doc, frozen=True):
+    """E8; the verified_email flow adds its credential (sent once)."""
+
+    registration_id: str
+    status: Literal["claimed"]
+    credential_type: str | msgspec.UnsetType = msgspec.UNSET
+    credential: str | msgspec.UnsetType = msgspec.UNSET
+    credential_expires: Timestamp | msgspec.UnsetType | None = msgspec.UNSET
+    scopes: Strings | msgspec.UnsetType = msgspec.UNSET
+
+
+class Revoked(Doc, frozen=True):
+    revoked: int
+
+
+class Me(Doc, frozen=True):
+    credential_id: str
+    credential_type: str
+    scopes: Strings
+    registration_id: str | None
+    user_id: str | None
+    claim_state: str | None
+    expires_at: Timestamp | None
+
+
+class Introspection(Doc, frozen=True):
+    """RFC 7662: only `active` when the token is not live."""
+
+    active: bool
+    scope: str | msgspec.UnsetType = msgspec.UNSET
+    client_id: str | msgspec.UnsetType = msgspec.UNSET
+    sub: str | msgspec.UnsetType = msgspec.UNSET
+    token_type: str | msgspec.UnsetType = msgspec.UNSET
+    iat: int | msgspec.UnsetType = msgspec.UNSET
+    exp: int | msgspec.UnsetType = msgspec.UNSET
+    iss: str | msgspec.UnsetType = msgspec.UNSET
+    aud: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TrustEntry(Doc, frozen=True):
+    issuer: str
+    jwks_uri: str | None
+    algorithms: Strings
+    display_name: str | None
+    link_by_verified_email: bool
+    client_ids: Strings
+    required_amr: Strings
+
+
+class TrustChange(TrustEntry, frozen=True):
+    outcome: Literal["trusted", "updated", "unchanged"]
+
+
+class ListedIssuer(TrustEntry, frozen=True):
+    version: int
+    updated_at: Timestamp
+
+
+class TrustList(Doc, frozen=True):
+    trusted_issuers: list[ListedIssuer]
+
+
+class Distrusted(Doc, frozen=True):
+    issuer: str
+    outcome: Literal["removed"]
+
+
+class OperatorRevoked(Doc, frozen=True):
+    """The target named (one of credential, registration, user, issuer) and what ended."""
+
+    revoked: int
+    credential_ids: Strings
+    credential: str | msgspec.UnsetType = msgspec.UNSET
+    registration: str | msgspec.UnsetType = msgspec.UNSET
+    user: str | msgspec.UnsetType = msgspec.UNSET
+    issuer: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class Erased(Doc, frozen=True):
+    users: Strings
+    registrations: Strings
+    revoked: Strings
+
+
+class RevocationEntry(Doc, frozen=True):
+    iss: str
+    tenant: str
+    position: int
+    previous_position: int
+    event_id: str
+    credential_id: str
+    credential_kind: str
+    token_hash_prefix: str
+    reason: str
+    effective_at: str
+    iat: int
+    jti: str | None
+    registration_id: str | None
+    user_id: str | None
+    signed: str
+
+
+class RevocationPage(Doc, frozen=True):
+    tenant: str
+    after: int
+    through: int
+    head: int
+    more: bool
+    revocations: list[RevocationEntry]
+
+
+class Retrying(Doc, frozen=True):
+    position: int
+    attempts: int
+    since: Timestamp | None
+    next_attempt_at: Timestamp | None
+
+
+class DeadLetter(Doc, frozen=True):
+    position: int | None
+    attempts: int
+    cause: str | None
+    error: str | None
+    at: Timestamp | None
+
+
+class Subscription(Doc, frozen=True):
+    subscription_id: str
+    url: str
+    audience: str
+    has_secret: bool
+    event_types: Strings
+    reasons: Strings
+    status: str
+    cursor: int
+    next_position: int | None
+    retrying: Retrying | None
+    dead_letter: DeadLetter | None
+    delivered: int
+    failed_attempts: int
+    last_delivered_at: Timestamp | None
+    last_attempt_at: Timestamp | None
+    last_status: int | None
+    last_error: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    version: int
+
+
+class Subscriptions(Doc, frozen=True):
+    subscriptions: list[Subscription]
+
+
+PAGE: dict[str, Any] = {"type": "string", "description": "an HTML page (no scripts)"}
+MARKDOWN_TEXT: dict[str, Any] = {"type": "string", "description": "Markdown"}
+PROMETHEUS_TEXT: dict[str, Any] = {
+    "type": "string",
+    "description": "Prometheus text exposition format",
+}
+COMPACT_JWT: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$",
+    "description": "a logout token (compact JWS, spec §8)",
+}
+
+
+class AuditTimeline(Doc, frozen=True):
+    subject: dict[str, Any]
+    bound: dict[str, Any]
+    entries: list[dict[str, Any]]
+    next_after: int | None
+
+
+class ChainReport(Doc, frozen=True):
+    ok: bool
+    head: int
+    checked: int
+    first_break: dict[str, Any] | None
+    problems: list[dict[str, Any]]

@@ -1,0 +1,201 @@
+"""The check API the endpoints call: admit the request or raise RateLimited (429 + Retry-After).
+
+Keys: `<limit>:<period>:<tenant>:<hmac>`, the HMAC (SHA-256, truncated to 128 bits) under a
+key derived from the server secret over `<kind>:<value>` — the client's network, the
+normalised email address, the registration id, the issuer, or the tenant for the tenant-wide
+tier — so the counters hold no personal data and cannot be tested against a guessed address
+without the secret. An IPv6 client counts by its /64 (one host usually holds the whole
+prefix); an IPv4-mapped address counts as the IPv4 one; an unknown or unparsable client
+address skips the IP tier (spec §10).
+
+A store failure (Postgres down, the table missing, a check slower than STORE_TIMEOUT) is
+logged as `ratelimit.store_failed` (limit names and the error's type only) and counted; then
+the policy decides: `open` (spec §10's default) admits, `closed` refuses with 429 and
+Retry-After FAIL_CLOSED_RETRY_AFTER.
+
+Counts: `counts` (this process's, by result: `admitted`, `refused.<limit>`, `store_failed`),
+and the same results passed to `observe` (service.metrics' `authledger_rate_limit_checks_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import asyncpg
+import structlog
+
+from events.clock import Clock, SystemClock
+from events.sql import load_queries
+from service.crypto import RATE_LIMIT_KEY, derive_key, token_hash
+from service.domain.errors import ProtocolError
+from service.pii import normalise_email
+from service.ratelimit.limits import LimitName, RateLimits
+from service.ratelimit.store import Hit, WindowStore
+from service.ratelimit.window import Window, retry_after
+
+FailurePolicy = Literal["open", "closed"]
+Flow = Literal["anonymous", "identity"]  # identity: verified_email and ID-JAG alike (§10)
+SubjectKind = Literal["ip", "tenant", "registration", "email", "issuer"]
+Check = tuple[LimitName, SubjectKind, str]
+STORE_TIMEOUT = 2.0  # seconds; past it the check counts as a store failure
+FAIL_CLOSED_RETRY_AFTER = 30
+STORE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+REG_Q = load_queries("projections", "registrations.sql")
+log = structlog.get_logger("service.ratelimit")
+
+_REFUSED: dict[LimitName, str] = {
+    "anonymous_per_ip": "too many anonymous registrations from this address",
+    "anonymous_per_tenant": "too many anonymous registrations at this service",
+    "identity_per_ip": "too many identity_assertion registrations from this address",
+    "identity_per_tenant": "too many identity_assertion registrations at this service",
+    "claim_per_registration": "too many claims for this registration",
+    "claim_per_email": "too many claims for this email address",
+    "revoke_per_issuer": "too many logout tokens from this issuer",
+}
+_TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
+    "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
+    "identity": ("identity_per_ip", "identity_per_tenant"),
+}
+
+
+class RateLimited(ProtocolError):
+    """429 `rate_limited`; service.http.errors sends `retry_after` as Retry-After."""
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__("rate_limited", message)
+        self.retry_after = retry_after
+
+
+def client_network(host: str | None) -> str | None:
+    """What the IP tier counts for a client address; None when there is none to count."""
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class RateLimiter:
+    """Spec §10's limits over the shared store; does nothing when limits are off."""
+
+    def __init__(
+        self,
+        limits: RateLimits | None = None,
+        store: WindowStore | None = None,
+        *,
+        secret_key: str = "",
+        clock: Clock | None = None,
+        failure: FailurePolicy = "open",
+        observe: Callable[[str], None] | None = None,
+    ) -> None:
+        self.limits = limits if store is not None and secret_key else None
+        self.failure: FailurePolicy = failure
+        self.counts: Counter[str] = Counter()  # admitted, refused.<limit>, store_failed
+        self._observe = observe
+        self._store = store
+        self._key = derive_key(secret_key, RATE_LIMIT_KEY) if secret_key else b""
+        self._clock = clock or SystemClock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.limits is not None
+
+    async def registration(self, tenant_id: str, flow: Flow, client_ip: str | None) -> None:
+        """E4: per client network, then per tenant, by flow."""
+        per_ip, per_tenant = _TIERS[flow]
+        network = client_network(client_ip)
+        ip_tier: list[Check] = [] if network is None else [(per_ip, "ip", network)]
+        await self.check(tenant_id, [*ip_tier, (per_tenant, "tenant", tenant_id)])
+
+    async def claim_start(self, tenant_id: str, claim_token: str, email: str) -> None:
+        """E5: per registration, then per target address. An unknown claim token counts
+        against nothing (the command answers 401), so made-up tokens cannot spend an
+        address's budget."""
+        if not self.enabled or self._store is None:
+            return
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                row = await self._store.pool.fetchrow(
+                    REG_Q["by_claim_token"], token_hash(claim_token)
+                )
+        except STORE_ERRORS as exc:
+            self._failed(["claim_per_registration", "claim_per_email"], exc)
+            return
+        if row is None or row["tenant_id"] != tenant_id:
+            return
+        await self.check(
+            tenant_id,
+            [
+                ("claim_per_registration", "registration", row["registration_id"]),
+                ("claim_per_email", "email", normalise_email(email)),
+            ],
+        )
+
+    async def revocation(self, tenant_id: str, issuer: str) -> None:
+        """E9: per issuer, called only once the logout token is verified (a forged token
+        naming a trusted issuer spends nothing of that issuer's budget)."""
+        await self.check(tenant_id, [("revoke_per_issuer", "issuer", issuer)])
+
+    async def check(self, tenant_id: str, checks: Sequence[Check]) -> None:
+        """Take one hit from each check's bucket, in order, or raise RateLimited naming the
+        first that is full; nothing is counted for a refused request."""
+        if self.limits is None or self._store is None:
+            return
+        limits, now = self.limits.of(tenant_id), self._clock.now()
+        hits: list[Hit] = []
+        names: list[LimitName] = []
+        for name, kind, value in checks:
+            rate = limits[name]
+            if rate is None:
+                continue
+            bucket = f"{name}:{rate.period}:{tenant_id}:{self._digest(kind, value)}"
+            hits.append(Hit(bucket, rate.count, Window.at(now, rate.period)))
+            names.append(name)
+        if not hits:
+            return
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                refusal = await self._store.take(hits, now)
+        except STORE_ERRORS as exc:
+            self._failed(names, exc)
+            return
+        if refusal is None:
+            self._count("admitted")
+            return
+        name, hit = names[refusal.index], hits[refusal.index]
+        wait = retry_after(hit.limit, refusal.current, refusal.previous, hit.window)
+        self._count(f"refused.{name}")
+        log.info("ratelimit.refused", limit=name, retry_after=wait)
+        raise RateLimited(wait, f"{_REFUSED[name]}; retry after {wait} s")
+
+    def _count(self, result: str) -> None:
+        self.counts[result] += 1
+        if self._observe is not None:
+            self._observe(result)
+
+    def _digest(self, kind: SubjectKind, value: str) -> str:
+        message = f"{kind}:{value}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+    def _failed(self, names: Sequence[LimitName], exc: BaseException) -> None:
+        self._count("store_failed")
+        log.warning(
+            "ratelimit.store_failed", limits=list(names), error=type(exc).__name__,
+            policy=self.failure,
+        )  # fmt: skip
+        if self.failure == "closed":
+            raise RateLimited(
+                FAIL_CLOSED_RETRY_AFTER, "rate limiting is unavailable; retry later"
+            ) from None

@@ -1,0 +1,103 @@
+"""`authledger subscribe`: the revocation feed, live, one line per ended credential.
+
+    authledger subscribe [--from-start] [--json] [--tenant T] [--state FILE]
+                         [--nats-url URL] [--service-url URL]
+
+What a person watching an incident wants: when, why, which credential, whose. Every line is a
+verified message (signature checked against the service's JWKS). Without `--from-start` it
+shows what happens from now on; with it, the whole feed the stream holds first (and, given
+AUTHLEDGER_ADMIN_TOKEN, what the stream lost, from the service). `--state FILE` resumes where
+the last run stopped. Gaps and rejected messages are reported on stderr.
+
+Reads AUTHLEDGER_NATS_URL, AUTHLEDGER_PUBLIC_URL (the service, for its JWKS),
+AUTHLEDGER_ADMIN_TOKEN (optional: repairs gaps), AUTHLEDGER_NATS_STREAM and
+AUTHLEDGER_NATS_SUBJECT_PREFIX; no database, no secret key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Mapping
+
+from subscriber.client import RevocationSubscriber, Source, SubscriberConfig
+from subscriber.state import WrongFeed
+from subscriber.wire import Revocation, to_json
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = commands.add_parser("subscribe", help="print the revocation feed as it happens")
+    sub.add_argument("--from-start", action="store_true", help="replay the whole feed first")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub.add_argument("--tenant", default="default")
+    sub.add_argument("--state", metavar="FILE", help="keep the set and checkpoint here; resume")
+    sub.add_argument("--nats-url", help="default: $AUTHLEDGER_NATS_URL")
+    sub.add_argument("--service-url", help="default: $AUTHLEDGER_PUBLIC_URL")
+
+
+def line(claims: Revocation, source: Source) -> str:
+    """One readable line: time, reason, credential, kind, registration/user, position."""
+    at = claims.effective_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whose = f"registration={claims.registration_id or '-'} user={claims.user_id or '-'}"
+    tail = "  [resync]" if source == "resync" else ""
+    return (
+        f"{at}  {claims.reason:<28} {claims.credential_id}  {claims.credential_kind:<12} "
+        f"{whose}  position={claims.position}{tail}"
+    )
+
+
+def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> SubscriberConfig:
+    nats_url = args.nats_url or env.get("AUTHLEDGER_NATS_URL", "").strip()
+    if not nats_url:
+        raise ValueError("AUTHLEDGER_NATS_URL: required (or --nats-url)")
+    service = args.service_url or env.get("AUTHLEDGER_PUBLIC_URL", "").strip()
+    return SubscriberConfig(
+        nats_url=nats_url,
+        service_url=service or "http://127.0.0.1:8000",
+        tenant=args.tenant,
+        state_path=args.state,
+        admin_token=env.get("AUTHLEDGER_ADMIN_TOKEN", "").strip() or None,
+        stream=env.get("AUTHLEDGER_NATS_STREAM", "").strip() or "AUTHLEDGER",
+        subject_prefix=env.get("AUTHLEDGER_NATS_SUBJECT_PREFIX", "").strip() or "authledger",
+        start="resume" if args.from_start or args.state else "live",
+    )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print the feed until interrupted; 2 on a bad setting, 1 on a wrong state file."""
+    try:
+        config = config_from(args, env)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+
+    def show(claims: Revocation, source: Source) -> None:
+        text = (
+            json.dumps({**to_json(claims), "source": source}) if args.json else line(claims, source)
+        )
+        print(text, flush=True)
+
+    async def follow() -> None:
+        subscriber = RevocationSubscriber(config, on_revocation=show)
+        mode = "from the start" if config.start == "resume" else "from now on"
+        print(f"following {config.subject} on {config.stream} {mode}", file=sys.stderr, flush=True)
+        task = asyncio.create_task(subscriber.run())
+        caught_up = asyncio.create_task(subscriber.caught_up.wait())
+        await asyncio.wait([task, caught_up], return_when=asyncio.FIRST_COMPLETED)
+        if caught_up.done():
+            print(f"caught up: {len(subscriber)} revoked; live", file=sys.stderr, flush=True)
+        caught_up.cancel()
+        await task
+
+    try:
+        asyncio.run(follow())
+    except WrongFeed as exc:
+        print(f"authledger subscribe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
