@@ -32,7 +32,12 @@ from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
 from service.http.discovery import discovery_router
-from service.http.errors import body_too_large, protocol_error
+from service.http.errors import (
+    body_too_large,
+    database_down,
+    database_unavailable,
+    protocol_error,
+)
 from service.http.health import HealthController
 from service.http.metrics import metrics_router
 from service.http.openapi import SECURITY
@@ -132,8 +137,11 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object
     )
 
 
-def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
-    """Anything unexpected: logged with its traceback, answered without one."""
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unexpected: logged with its traceback, answered without one. Postgres not
+    answering is no bug: 503 `unavailable` with Retry-After (service.http.errors)."""
+    if database_unavailable(exc):
+        return database_down(request, exc)
     log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
     note_refusal("internal_error")
     return Response(

@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trust": _operator,
         "revoke": _operator,
         "erase": _operator,
+        "tenant": _operator,
         "audit": _audit,
     }
     try:
@@ -197,10 +198,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operator_cli import OperatorError, run_erase, run_revoke, run_trust
+    from service.operator_cli import OperatorError, run_erase, run_revoke, run_tenant, run_trust
 
     lines: list[str] = []
-    jobs = {"trust": run_trust, "revoke": run_revoke, "erase": run_erase}
+    jobs = {"trust": run_trust, "revoke": run_revoke, "erase": run_erase, "tenant": run_tenant}
 
     async def run() -> None:
         lines.extend(await jobs[args.command](settings, args))

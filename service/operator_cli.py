@@ -9,7 +9,7 @@ import argparse
 import getpass
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -19,8 +19,15 @@ from events.store import EventStore
 from service.commands.context import Caller, Context
 from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
+from service.commands.tenants import (
+    configure_tenant,
+    create_tenant,
+    list_tenants,
+    set_tenant_active,
+)
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
 from service.domain.providers import NotTrusted
+from service.domain.tenants import TenantRefused
 from service.pii import Sealer
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 from service.settings import Settings
@@ -57,6 +64,23 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     for scope in SCOPES:
         target.add_argument(f"--{scope}", metavar="ID" if scope != "issuer" else "ISSUER")
     revoke_cmd.add_argument("--reason", help="a note recorded in every revocation event")
+    tenant_cmd = commands.add_parser("tenant", help="tenants: other services this ledger fronts")
+    tenant_actions = tenant_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tenant_add = tenant_actions.add_parser("add", help="create a tenant")
+    tenant_configure = tenant_actions.add_parser(
+        "configure", help="change a tenant's hosts (replaced) or settings (merged)"
+    )
+    for sub in (tenant_add, tenant_configure):
+        sub.add_argument("tenant_id")
+        sub.add_argument("--host", action="append", help="a Host it answers (repeat)")
+        sub.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                         help="a setting, e.g. public_url=https://auth.acme.example")  # fmt: skip
+    tenant_configure.add_argument("--unset", action="append", default=[], metavar="NAME")
+    tenant_actions.add_parser("list", help="print every tenant as JSON lines")
+    for verb in ("disable", "enable"):
+        sub = tenant_actions.add_parser(verb, help=f"{verb} a tenant")
+        sub.add_argument("tenant_id")
+        sub.add_argument("--reason")
     erase_cmd = commands.add_parser(
         "erase", help="erase a person: destroy the keys of their personal data (irreversible)"
     )
@@ -143,3 +167,47 @@ async def run_erase(settings: Settings, args: argparse.Namespace) -> list[str]:
         *(f"erased {subject}" for subject in erased.subjects),
         *(f"revoked {credential}" for credential in erased.revoked),
     ]
+
+
+def _pairs(items: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise OperatorError(f"--set {item!r}: write NAME=VALUE")
+        pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
+async def run_tenant(settings: Settings, args: argparse.Namespace) -> list[str]:
+    async with _context(settings) as ctx:
+        try:
+            return await _tenant_action(ctx, settings, args)
+        except TenantRefused as exc:
+            raise OperatorError(str(exc)) from None
+
+
+async def _tenant_action(ctx: Context, settings: Settings, args: argparse.Namespace) -> list[str]:
+    if args.action == "list":
+        return [
+            json.dumps({"tenant_id": t.tenant_id, "hosts": list(t.hosts),
+                        "settings": dict(t.settings), "active": t.active, "version": t.version})
+            for t in await list_tenants(ctx)
+        ]  # fmt: skip
+    if args.action == "add":
+        await create_tenant(ctx, settings, args.tenant_id, hosts=args.host or [],
+                            settings=_pairs(args.set), caller=_caller())  # fmt: skip
+        return [f"created {args.tenant_id}"]
+    if args.action == "configure":
+        current = {t.tenant_id: t for t in await list_tenants(ctx)}.get(args.tenant_id)
+        merged = None
+        if args.set or args.unset:
+            merged = {**(dict(current.settings) if current else {}), **_pairs(args.set)}
+            for name in args.unset:
+                merged.pop(name.lower(), None)
+        changed = await configure_tenant(ctx, settings, args.tenant_id, _caller(),
+                                         hosts=args.host, settings=merged)  # fmt: skip
+        return [f"{'configured' if changed else 'unchanged'} {args.tenant_id}"]
+    active = args.action == "enable"
+    changed = await set_tenant_active(ctx, args.tenant_id, active, _caller(), args.reason)
+    return [f"{f'{args.action}d' if changed else 'unchanged'} {args.tenant_id}"]

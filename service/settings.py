@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
-Mode = Literal["dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase", "audit"]
+Mode = Literal[
+    "dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase", "audit", "tenant"
+]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
 

@@ -38,9 +38,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from events.clock import Clock, SystemClock
 from events.sql import load_queries
 from service.crypto import derive_key
+from service.domain.tenants import DEFAULT_TENANT
 from service.logging import redact_url
 from service.pii import Db, Sealer
 from service.settings import ConfigError
+from service.tenants import TenantDirectory
 from workers.mail_templates import ClaimMail, build_message, claim_link, sender_for
 
 if TYPE_CHECKING:
@@ -152,9 +154,11 @@ class Mailer:
         secret_key: str | bytes,
         sealer: Sealer,
         clock: Clock | None = None,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self._pool = pool
         self.config = config
+        self._tenants = tenants  # other tenants' links and names; None: the default's only
         self._secret_key = secret_key
         self._sealer = sealer
         self._clock = clock or SystemClock()
@@ -239,21 +243,34 @@ class Mailer:
             return
         await self._mark_sent(attempt_id)
 
+    async def _face(self, tenant_id: str) -> tuple[str, str, str]:
+        """(public URL, service name, sender) of the tenant the mail is for."""
+        if self._tenants is None or tenant_id == DEFAULT_TENANT:
+            return self.config.public_url, self.config.service_name, self.config.sender
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:  # created since we last looked
+            await self._tenants.load(self._pool)
+            tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            raise LookupError(f"tenant {tenant_id} is unknown or disabled")
+        return tenant.issuer, tenant.resource_name, sender_for(tenant.issuer)
+
     async def _send(self, row: asyncpg.Record, recipient: str, token: str) -> None:
+        public_url, service_name, sender_address = await self._face(row["tenant_id"])
         mail = ClaimMail(
             attempt_id=row["attempt_id"],
             registration_id=row["registration_id"],
             recipient=recipient,
-            link=claim_link(self.config.public_url, token),
+            link=claim_link(public_url, token),
             link_expires_at=row["link_expires_at"],
-            service_name=self.config.service_name,
+            service_name=service_name,
         )
-        sender = formataddr((self.config.service_name, self.config.sender))
+        sender = formataddr((service_name, sender_address))
         message = build_message(mail, sender=sender, now=self._clock.now())
         async with asyncio.timeout(self.config.send_timeout):
             await aiosmtplib.send(
                 message,
-                sender=self.config.sender,
+                sender=sender_address,
                 recipients=[recipient],
                 timeout=self.config.send_timeout,
                 **self._smtp,
@@ -295,4 +312,5 @@ def mailer_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any,
     url, name = settings.public_url, settings.resource_name
     config = MailerConfig(settings.smtp_url, url, sender=sender_for(url), service_name=name)
     secret = settings.secret_key
-    return Mailer(pool, config, secret_key=secret, sealer=Sealer(secret)).run()
+    tenants = TenantDirectory(settings)
+    return Mailer(pool, config, secret_key=secret, sealer=Sealer(secret), tenants=tenants).run()

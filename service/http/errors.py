@@ -2,12 +2,16 @@
 
 The status comes from the code; a 429 carries `Retry-After`. Nothing here adds a traceback,
 and the message is the one the command chose, which never holds a token, a code or an email.
+A request that fails because Postgres does not answer (down, restarting, out of connections)
+is not a bug: it gets 503 `unavailable` with `Retry-After`, never a 500.
 """
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import Request, Response
 
@@ -16,6 +20,16 @@ from service.http.bodies import NO_STORE, BodyTooLarge, json_reply
 from service.metrics import note_refusal
 
 DEFAULT_RETRY_AFTER = 60  # seconds, when the refusal does not say how long to wait
+UNAVAILABLE_RETRY_AFTER = 2  # seconds, when the database does not answer
+# Postgres refusing or losing the session: connection failures (class 08), shutdown and
+# start-up (57P01-57P03), no connection slot left (53300).
+_DATABASE_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
 log = structlog.get_logger("service.http")
 
 
@@ -41,3 +55,35 @@ def body_too_large(request: Request[Any, Any, Any], exc: BodyTooLarge) -> Respon
     log.info("http.refused", path=request.url.path, error="invalid_request", status=413)
     note_refusal("invalid_request")
     return json_reply({"error": "invalid_request", "message": str(exc)}, 413)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means Postgres does not answer, rather than a bug: a connection failure
+    asyncpg reports (or an OSError raised inside asyncpg: a refused or missing socket, a
+    timeout), a session the server ended, or a connection asyncpg found closed."""
+    if isinstance(exc, _DATABASE_DOWN):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "connection is closed" in str(exc) or "connection was closed" in str(exc)
+    return isinstance(exc, OSError) and _raised_in_asyncpg(exc.__traceback__)
+
+
+def _raised_in_asyncpg(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def database_down(request: Request[Any, Any, Any], exc: BaseException) -> Response[bytes]:
+    """503 `unavailable` with `Retry-After`: the database did not answer; nothing to fix here."""
+    log.warning(
+        "http.database_unavailable",
+        method=request.method,
+        path=request.url.path,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    note_refusal("unavailable")
+    body = {"error": "unavailable", "message": "the database is unavailable; retry later"}
+    return json_reply(body, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})

@@ -212,3 +212,35 @@ async def test_replay_and_verify_commands(database_url: str) -> None:
     status, out, err = await _run(["replay", "--verify"], env)
     assert status == 1, err
     assert "trusted_issuers [default, https://idp.example] differs: display_name" in out
+
+
+async def test_tenant_commands(database_url: str) -> None:
+    """`authledger tenant add|list|configure|disable|enable`, with start-up's own checks."""
+    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url)
+    acme = ["--host", "auth.acme.example", "--set", "public_url=https://auth.acme.example"]
+    status, out, err = await _run(["tenant", "add", "acme", *acme], env)
+    assert (status, out.strip()) == (0, "created acme"), err
+    status, _, err = await _run(
+        ["tenant", "add", "beta", "--host", "auth.acme.example",
+         "--set", "public_url=https://beta.example"], env)  # fmt: skip
+    assert status == 1
+    assert "hosts: already in use: auth.acme.example (acme)" in err
+    status, _, err = await _run(["tenant", "configure", "acme", "--set", "registration_ttl=5"], env)
+    assert status == 1
+    assert "settings: registration_ttl:" in err
+    status, out, err = await _run(
+        ["tenant", "configure", "acme", "--set", "resource_name=Acme", "--host", "a.example"], env
+    )
+    assert (status, out.strip()) == (0, "configured acme"), err
+    status, out, err = await _run(["tenant", "disable", "acme", "--reason", "unpaid"], env)
+    assert (status, out.strip()) == (0, "disabled acme"), err
+    status, out, err = await _run(["tenant", "list"], env)
+    assert status == 0, err
+    [listed] = [json.loads(line) for line in out.splitlines()]
+    assert listed == {
+        "tenant_id": "acme", "hosts": ["a.example"], "active": False, "version": 3,
+        "settings": {"public_url": "https://auth.acme.example", "resource_name": "Acme"},
+    }  # fmt: skip
+    status, _, err = await _run(["tenant", "add", "default", *acme], env)
+    assert status == 1
+    assert "not 'default'" in err

@@ -161,6 +161,7 @@ async def running_service(
                 secret_key=SECRET_KEY,
                 sealer=Sealer(SECRET_KEY),
                 clock=clock,
+                tenants=resources.tenants,
             )
             sending = asyncio.create_task(mailer.run(), name="test-mailer")
             try:
