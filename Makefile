@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-embedded fuzz lint format bench clean
+.PHONY: help install run test test-embedded faults fuzz lint format bench clean
 FUZZ_EXAMPLES ?= 400
 
 help: ## list the targets
@@ -26,11 +26,14 @@ install: $(STAMP) ## create .venv and install authledger with its dev tools
 run: $(STAMP) ## run everything locally: embedded Postgres + NATS, HTTP on 127.0.0.1:8000, workers
 	$(BIN)/authledger dev
 
-test: $(STAMP) ## the whole suite against real Postgres and NATS (env, local, containers or embedded)
-	$(BIN)/pytest
+test: $(STAMP) ## the suite (all but tests/faults) against real Postgres and NATS (env, local, containers or embedded)
+	$(BIN)/pytest -m "not faults"
 
 test-embedded: $(STAMP) ## the store and relay suites again, forced onto embedded Postgres and NATS
 	AUTHLEDGER_TEST_BACKEND=embedded $(BIN)/pytest -q tests/integration/test_store.py tests/integration/test_relay.py
+
+faults: $(STAMP) ## fault tests (~2 min): SIGKILL, NATS down 30 s, Postgres down, 2 serve + 2 workers
+	$(BIN)/pytest -m faults tests/faults
 
 fuzz: $(STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
 	$(BIN)/python -m tests.fuzz.run --examples $(FUZZ_EXAMPLES)
@@ -49,6 +52,8 @@ bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; s
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/id_jag.py
 	$(BIN)/python bench/expiry.py
+	$(BIN)/python bench/revocation_propagation.py
+	$(BIN)/python bench/ledger_1m.py
 
 clean: ## remove the venv and caches (keeps .authledger data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
