@@ -16,6 +16,14 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     position  INTEGER,           -- every revocation up to here is held; NULL: not known yet
     seq       INTEGER NOT NULL   -- the last stream sequence read
 );
+-- Security Event Tokens taken by the webhook receiver (subscriber/webhook.py), by `jti`
+-- (RFC 8935 §2.2: a receiver detects a redelivered SET by it). Unused by the NATS follower.
+CREATE TABLE IF NOT EXISTS received_sets (
+    jti            TEXT PRIMARY KEY,
+    txn            TEXT,             -- the log event's id (the same for every subscriber)
+    credential_id  TEXT NOT NULL,
+    received_at    TEXT NOT NULL
+);
 
 -- name: load_checkpoint
 SELECT feed, position, seq FROM checkpoint WHERE id = 1
@@ -33,3 +41,17 @@ ON CONFLICT (credential_id) DO NOTHING
 
 -- name: load_revoked
 SELECT credential_id, token_hash_prefix, jti FROM revoked
+
+-- name: seen_set
+SELECT 1 FROM received_sets WHERE jti = ?
+
+-- name: insert_set
+INSERT INTO received_sets (jti, txn, credential_id, received_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (jti) DO NOTHING
+
+-- name: complete_revoked
+-- A row a SET made (no token hash known: '') completed by the authoritative entry.
+UPDATE revoked SET token_hash_prefix = ?, jti = coalesce(jti, ?),
+                   registration_id = coalesce(registration_id, ?),
+                   user_id = coalesce(user_id, ?), reason = ?, effective_at = ?, position = ?
+WHERE credential_id = ? AND token_hash_prefix = ''

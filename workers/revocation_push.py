@@ -270,7 +270,7 @@ class PushWorker:
                 found = await self._pool.fetchrow(Q["event_at"], row["next_position"])
                 if found is None:  # positions are never deleted; unreachable
                     break
-                ended = credential_ended(row_to_event(found), found["kind"])
+                ended = credential_ended(row_to_event(found), found["kind"], found["token_hash"])
                 outcome = await self._send(row, ended)
                 tries += 1
                 if not await self._record(row, ended, outcome) or not outcome.delivered:

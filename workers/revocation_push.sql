@@ -30,10 +30,11 @@ RETURNING subscription_id
 DELETE FROM push_leases WHERE subscription_id = $1 AND holder = $2
 
 -- name: event_at
--- The event to push, and the kind of credential it ended (for the SET's credential_type).
+-- The event to push, and the kind and token hash of the credential it ended (the SET's
+-- credential_type, and the hash prefix a resource server matches bearer values with).
 SELECT e.position, e.event_id, e.tenant_id, e.stream_type, e.stream_id, e.stream_version,
        e.type, e.schema_version, e.occurred_at, e.recorded_at, e.payload, e.metadata, e.hash,
-       c.kind
+       c.kind, c.token_hash
 FROM events e
 LEFT JOIN credentials c ON c.credential_id = e.stream_id
 WHERE e.position = $1

@@ -50,6 +50,7 @@ from events.ledger import LEDGER
 from service.signing import SigningKey
 
 CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+TOKEN_HASH_PREFIX = 16  # as the revocation feed's messages carry it
 SET_TYPE = "secevent+jwt"
 JTI_NAMESPACE = uuid.UUID("5b3c1d0e-8a8f-4c55-9d3e-2f1f6f0b7a11")  # fixed: jti stability
 REASON_ENTITIES = {
@@ -71,9 +72,12 @@ class CredentialEnded:
     change: Change
     reason: str  # the revocation's reason code, or `expired`
     occurred_at: datetime
+    token_hash_prefix: str | None = None  # 16 hex of the bearer value's SHA-256, if known
 
 
-def credential_ended(recorded: RecordedEvent, kind: str | None) -> CredentialEnded:
+def credential_ended(
+    recorded: RecordedEvent, kind: str | None, token_hash: str | None = None
+) -> CredentialEnded:
     """The SET's view of a `credential.revoked` / `credential.expired` record."""
     event = LEDGER.decode(recorded)
     if isinstance(event, CredentialRevoked):
@@ -91,6 +95,7 @@ def credential_ended(recorded: RecordedEvent, kind: str | None) -> CredentialEnd
         change=change,
         reason=reason,
         occurred_at=recorded.occurred_at,
+        token_hash_prefix=token_hash[:TOKEN_HASH_PREFIX].lower() if token_hash else None,
     )
 
 
@@ -130,9 +135,13 @@ def set_claims(
                 "event_timestamp": int(ended.occurred_at.timestamp()),
                 "initiating_entity": initiating_entity(ended),
                 "reason_admin": {"en": f"credential {what}"},
+                # An extension member: lets a resource server match the bearer value it holds
+                # (an API key's id alone does not); too short to help anyone forge one.
+                **({"token_hash_prefix": ended.token_hash_prefix}
+                   if ended.token_hash_prefix else {}),
             }
         },
-    }
+    }  # fmt: skip
 
 
 def sign_set(claims: dict[str, Any], key: SigningKey) -> str:

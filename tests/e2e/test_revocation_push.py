@@ -123,6 +123,9 @@ async def test_delivered_sets_verify_with_the_service_jwks(svc: Service) -> None
     occurred = await svc.resources.pool.fetchval(
         "SELECT occurred_at FROM events WHERE position = $1", position
     )
+    token_hash = await svc.resources.pool.fetchval(
+        "SELECT token_hash FROM credentials WHERE credential_id = $1", credential_id
+    )
     assert claims["jti"] == set_jti(sid, uuid.UUID(event_id))
     assert claims["txn"] == event_id
     assert claims["iat"] == int(svc.clock.now().timestamp())
@@ -134,6 +137,7 @@ async def test_delivered_sets_verify_with_the_service_jwks(svc: Service) -> None
             "event_timestamp": int(occurred.timestamp()),
             "initiating_entity": "admin",
             "reason_admin": {"en": "credential revoked (operator)"},
+            "token_hash_prefix": token_hash[:16],
         }
     }
     with pytest.raises(jwt.InvalidAudienceError):
