@@ -107,6 +107,7 @@ _REFUSED = {
     429: "Refused: a rate limit was hit; wait `Retry-After` seconds",
     503: "Not ready: the reasons are listed",
 }
+_UNAVAILABLE = "Unavailable: the database does not answer; retry after `Retry-After` seconds"
 _REQUEST_ID = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.STRING),
     required=True,
@@ -151,8 +152,11 @@ def documented(
     security: str | None = None,
     parameters: Sequence[Parameter] = (),
     operation_id: str | None = None,
+    database: bool = True,
 ) -> type[Operation]:
-    """The Operation class of one route: Litestar's, with our body, answers and security."""
+    """The Operation class of one route: Litestar's, with our body, answers and security.
+    A route that needs the database (`database`) may also answer 503 `unavailable` with
+    `Retry-After` while Postgres is down."""
     request_body = (
         RequestBody(content=_media(body), required=body_required) if body is not None else None
     )
@@ -165,6 +169,14 @@ def documented(
             content = {JSON: Unready}
         challenge = _CHALLENGE if status == 401 and security is not None else {}
         responses[str(status)] = _response(status, _REFUSED[status], content, None, challenge)
+    if database and "503" not in responses:
+        responses["503"] = _response(
+            503,
+            _UNAVAILABLE,
+            {JSON: ErrorBody},
+            None,
+            _HEADERS[429],  # the same Retry-After
+        )
     extra = list(parameters)
 
     @dataclasses.dataclass

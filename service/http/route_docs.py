@@ -52,19 +52,26 @@ METRICS_DOC = documented(
     refusals=(401,),
     security=ADMIN,
 )
-HEALTH_DOC = documented(answers={200: ok(Health, "The process answers")})
+HEALTH_DOC = documented(answers={200: ok(Health, "The process answers")}, database=False)
 READY_DOC = documented(
     answers={200: ok(Health, "Postgres answers, migrations are current, NATS is connected")},
     refusals=(503,),
 )
-PRM_DOC = documented(answers={200: ok(ResourceMetadata, "RFC 9728 metadata (spec §3.2)")})
+PRM_DOC = documented(
+    answers={200: ok(ResourceMetadata, "RFC 9728 metadata (spec §3.2)")}, database=False
+)
 # Under the path-inserted prefix: found only at the request's tenant's own resource path.
 INSERTED_PRM_DOC = documented(
-    answers={200: ok(ResourceMetadata, "RFC 9728 metadata (spec §3.2)")}, refusals=(404,)
+    answers={200: ok(ResourceMetadata, "RFC 9728 metadata (spec §3.2)")},
+    refusals=(404,),
+    database=False,
 )
-AS_DOC = documented(answers={200: ok(ServerMetadata, "AS metadata with `agent_auth` (§3.3)")})
+AS_DOC = documented(
+    answers={200: ok(ServerMetadata, "AS metadata with `agent_auth` (§3.3)")}, database=False
+)
 AUTH_MD_DOC = documented(
-    answers={200: ok({"text/markdown": MARKDOWN_TEXT}, "The walkthrough for agents (§3.4)")}
+    answers={200: ok({"text/markdown": MARKDOWN_TEXT}, "The walkthrough for agents (§3.4)")},
+    database=False,
 )
 JWKS_DOC = documented(answers={200: ok(KeySet, "The access tokens' signing keys")})
 ME_DOC = documented(
