@@ -93,6 +93,15 @@ async def test_erasing_a_person_by_email(svc: Service) -> None:
     assert user["erased_at"] is not None
     assert (user["email_index"], user["email_sealed"]) == (None, None)
     assert (await verify_log(svc.resources.store.read_all)).ok
+    chain = await svc.client.get("/admin/audit/verify", headers=ADMIN)
+    assert (chain.json()["ok"], chain.json()["first_break"]) == (True, None)
+    export = await svc.client.get(f"/admin/audit/user/{user_id}/export", headers=ADMIN)
+    assert export.status_code == 200
+    assert EMAIL not in export.text
+    sealer = Sealer(SECRET_KEY)
+    in_export = set(SEALED.findall(export.text))
+    assert in_export  # the slice holds the user's sealed fields, which no longer open
+    assert [await sealer.open(svc.resources.pool, v) for v in in_export] == [None] * len(in_export)
     assert await svc.count("user.erased") == 1
     assert await svc.count("registration.erased") == 2
 
