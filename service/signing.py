@@ -111,6 +111,7 @@ class KeyRing:
         self._kek = AESGCM(derive_key(secret_key, SIGNING_KEK))
         self._keys: dict[str, SigningKey] = {}
         self.tenant_id = tenant_id
+        self.secret_key = secret_key  # so another tenant's ring can be made alike
 
     @property
     def keys(self) -> list[SigningKey]:

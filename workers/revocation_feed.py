@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +54,12 @@ from nats.js.api import PubAck, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import BadRequestError, NotFoundError
 
 from events.clock import Clock, SystemClock
+from events.envelope import RecordedEvent
 from events.sql import load_queries
 from events.store import Wakeups
+from service.domain.tenants import DEFAULT_TENANT
 from service.signing import KeyRing, SigningKey
+from service.tenants import TenantDirectory
 from subscriber.wire import (
     MSG_ID_HEADER,
     POSITION_HEADER,
@@ -130,10 +133,14 @@ class RevocationPublisher:
         config: FeedConfig | None = None,
         *,
         clock: Clock | None = None,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self._pool = pool
         self._nats_url = nats_url
-        self._keyring = keyring
+        self._keyring = keyring  # the default tenant's; other tenants' rings are made alike
+        self._rings: dict[str, KeyRing] = {keyring.tenant_id: keyring}
+        self._loaded: dict[str, float] = {}
+        self._tenants = tenants  # other tenants' issuers; None: every message is the default's
         self._clock = clock or SystemClock()
         self.config = config or FeedConfig()
         self.stats = FeedStats()
@@ -234,12 +241,13 @@ class RevocationPublisher:
                         await self._save(conn, stats.position, stats.seq)
                     await conn.fetchval(LOCK["ping"])  # fails fast if the lock's session died
                 continue
-            key = await self._key()
             async with self._pool.acquire() as reader:
                 messages = await revocations(
-                    reader, window.events, chain, issuer=cfg.issuer, now=self._clock.now()
-                )
-            done, seqs = await self._publish(js, messages, key, present)
+                    reader, window.events, chain, issuer=await self._issuers(window.events),
+                    now=self._clock.now(),
+                )  # fmt: skip
+            keys = {t: await self._key(t) for t in {m.tenant for m in messages}}
+            done, seqs = await self._publish(js, messages, keys, present)
             if done:
                 through = window.through if done == len(messages) else messages[done - 1].position
                 for position in [p for p in present if p <= through]:
@@ -260,18 +268,44 @@ class RevocationPublisher:
         await conn.execute(Q["save_checkpoint"], self.config.checkpoint_name, position, seq)
         self.stats.position, self.stats.seq, self._saved = position, seq, position
 
-    async def _key(self) -> SigningKey:
-        """The active signing key, the ring reloaded every `key_refresh` seconds."""
-        if time.monotonic() - self._keys_loaded >= self.config.key_refresh:
-            await self._keyring.load(self._pool)
-            self._keys_loaded = time.monotonic()
-        key = self._keyring.active
+    async def _issuers(self, events: Sequence[RecordedEvent]) -> Callable[[str], str]:
+        """The `iss` of each tenant's messages: its own issuer (the default's for a tenant
+        this worker cannot find, e.g. one removed since)."""
+        default = self.config.issuer
+        if self._tenants is None:
+            return lambda _: default
+        tenants = self._tenants
+        if any(tenants.get(e.tenant_id) is None for e in events):
+            await tenants.load(self._pool)  # created since we last looked
+
+        def issuer(tenant_id: str) -> str:
+            config = tenants.get(tenant_id)
+            return default if config is None or tenant_id == DEFAULT_TENANT else config.issuer
+
+        return issuer
+
+    async def _key(self, tenant_id: str) -> SigningKey:
+        """The tenant's active signing key (the default tenant's for all when this publisher
+        was given no tenant directory), its ring reloaded every `key_refresh` seconds."""
+        if self._tenants is None:
+            tenant_id = self._keyring.tenant_id
+        ring = self._rings.get(tenant_id)
+        if ring is None:
+            ring = self._rings[tenant_id] = KeyRing(self._keyring.secret_key, tenant_id)
+        if time.monotonic() - self._loaded.get(tenant_id, -1e9) >= self.config.key_refresh:
+            await ring.load(self._pool)
+            self._loaded[tenant_id] = time.monotonic()
+        key = ring.active
         if key is None:
-            key = await self._keyring.ensure_active(self._pool, self._clock.now())
+            key = await ring.ensure_active(self._pool, self._clock.now())
         return key
 
     async def _publish(
-        self, js: JetStreamContext, messages: list[Revocation], key: SigningKey, present: Present
+        self,
+        js: JetStreamContext,
+        messages: list[Revocation],
+        keys: dict[str, SigningKey],
+        present: Present,
     ) -> tuple[int, list[int]]:
         """Publish the window in order; return how many leading messages are now stored, and
         the stream sequences of those."""
@@ -286,7 +320,7 @@ class RevocationPublisher:
                     continue
                 future = await js.publish_async(
                     subject(cfg.subject_prefix, claims.tenant),
-                    sign(claims, key.private_key, key.kid).encode(),
+                    sign(claims, keys[claims.tenant].private_key, keys[claims.tenant].kid).encode(),
                     headers=headers(claims),
                     stream=cfg.stream,
                 )
@@ -391,4 +425,5 @@ def revocation_feed_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[
         subject_prefix=settings.nats_subject_prefix,
         issuer=TenantConfig.from_settings(settings).issuer,
     )
-    return RevocationPublisher(pool, settings.nats_url, KeyRing(settings.secret_key), config).run()
+    ring, tenants = KeyRing(settings.secret_key), TenantDirectory(settings)
+    return RevocationPublisher(pool, settings.nats_url, ring, config, tenants=tenants).run()

@@ -13,7 +13,7 @@ event fail to append, so the feed never announces the same credential twice from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -135,9 +135,15 @@ def claims(
 
 
 async def revocations(
-    conn: Conn, events: Sequence[RecordedEvent], chain: Chain, *, issuer: str, now: datetime
+    conn: Conn,
+    events: Sequence[RecordedEvent],
+    chain: Chain,
+    *,
+    issuer: str | Callable[[str], str],
+    now: datetime,
 ) -> list[Revocation]:
-    """The messages of `events` (ending events in log order)."""
+    """The messages of `events` (ending events in log order); `issuer` is the `iss`, or gives
+    it for a tenant id."""
     facts = await credential_facts(conn, events)
     found = []
     for event in events:
@@ -145,5 +151,6 @@ async def revocations(
         if fact is None:
             raise MissingCredential(f"{event.stream_id} ends at {event.position}, never issued")
         previous = await chain.previous(conn, event)
-        found.append(claims(event, fact, previous, issuer=issuer, now=now))
+        iss = issuer(event.tenant_id) if callable(issuer) else issuer
+        found.append(claims(event, fact, previous, issuer=iss, now=now))
     return found

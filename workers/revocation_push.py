@@ -76,6 +76,7 @@ from service.push.sets import CredentialEnded, credential_ended, set_claims, sig
 from service.settings import ConfigError
 from service.signing import KeyRing, SigningKey
 from service.tenant import TenantConfig
+from service.tenants import TenantDirectory
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -140,7 +141,7 @@ class PushWorker:
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(follow_redirects=False)
         self._jitter = jitter or _random.random
-        self._ring = KeyRing(secret_key)
+        self._ring = KeyRing(secret_key, tenant.tenant_id)  # the tenant's own signing keys
         self._keys_loaded = float("-inf")
         self.holder = random_token("push_", 9)
         self.stats = PushStats()
@@ -371,9 +372,15 @@ def revocation_push_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[
     and open subscribers' secrets)."""
     if not settings.secret_key:
         raise ConfigError("AUTHLEDGER_SECRET_KEY: required by the revocation push worker")
-    secret_key, tenant = settings.secret_key, TenantConfig.from_settings(settings)
+    secret_key = settings.secret_key
 
     async def run() -> None:  # built when it starts: nothing to close if it never does
-        await PushWorker(pool, secret_key=secret_key, tenant=tenant).run()
+        # One worker per tenant known at start (its issuer and keys sign its SETs); a tenant
+        # created later is served after the next restart of the workers.
+        directory = TenantDirectory(settings)
+        await directory.load(pool)
+        async with asyncio.TaskGroup() as group:
+            for tenant in directory.configs():
+                group.create_task(PushWorker(pool, secret_key=secret_key, tenant=tenant).run())
 
     return run()

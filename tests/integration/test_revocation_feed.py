@@ -16,9 +16,15 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
+from events.envelope import StreamRef
+from events.ledger import LEDGER
 from events.store import EventStore
+from events.tenant import TenantCreated
+from projections.runner import project
 from service.embedded import EmbeddedNats, free_port
+from service.settings import Settings
 from service.signing import KeyRing
+from service.tenants import TenantDirectory
 from subscriber.wire import (
     MSG_ID_HEADER,
     POSITION_HEADER,
@@ -44,6 +50,7 @@ from tests.support.revocations import (
     SECRET_KEY,
     FeedProcess,
     end,
+    fast_feed_config,
     feed_checkpoint,
     issue,
     publisher,
@@ -54,6 +61,7 @@ from tests.support.revocations import (
 )
 from workers.feed import POSITION_HEADER as RELAY_POSITION_HEADER
 from workers.relay import Relay
+from workers.revocation_feed import RevocationPublisher
 from workers.revocation_log import ENDING
 
 CHECKPOINT_OF = "revocations:{}"
@@ -332,3 +340,41 @@ async def test_a_second_publisher_waits_for_the_lock(  # noqa: PLR0917
         await assert_published_once(js, nats_names, pool, ring)
     finally:
         await other_pool.close()
+
+
+async def test_each_tenants_messages_carry_its_issuer_and_its_own_signing_key(
+    store: EventStore, pool: asyncpg.Pool, backend: Backend, js: JetStreamContext,
+    nats_names: NatsNames,
+) -> None:  # fmt: skip
+    """With the tenant directory (as `authledger worker` runs it), a tenant's subscriber
+    verifies its messages with that tenant's own JWKS and issuer."""
+    acme_url = "https://auth.acme.example"
+    created = TenantCreated(tenant_id="acme", hosts=("auth.acme.example",),
+                            settings={"public_url": acme_url})  # fmt: skip
+    await store.append(StreamRef("acme", "tenant", "ten_acme"), 0,
+                       [LEDGER.new(created, occurred_at=NOW)], projector=project)  # fmt: skip
+    base = Settings.from_env(
+        {"AUTHLEDGER_DATABASE_URL": "postgresql://db/x", "AUTHLEDGER_NATS_URL": backend.nats_url,
+         "AUTHLEDGER_SECRET_KEY": SECRET_KEY, "AUTHLEDGER_PUBLIC_URL": ISSUER}, "worker",
+    )  # fmt: skip
+    theirs, ours = await issue(store, 1, tenant="acme"), await issue(store, 1)
+    await end(store, [*theirs, *ours])
+    config = fast_feed_config(nats_names)
+    feed = RevocationPublisher(
+        pool, backend.nats_url, KeyRing(SECRET_KEY), config, tenants=TenantDirectory(base)
+    )
+    async with publishing(feed):
+        await wait_published(pool, feed.config.checkpoint_name)
+    default_ring, acme_ring = KeyRing(SECRET_KEY), KeyRing(SECRET_KEY, "acme")
+    await default_ring.load(pool)
+    await acme_ring.load(pool)
+    by_tenant = {}
+    for message in await revocation_messages(js, nats_names):
+        claims = jwt.decode(message.data, options={"verify_signature": False})
+        by_tenant[claims["tenant"]] = (
+            claims["iss"],
+            jwt.get_unverified_header(message.data)["kid"],
+        )
+    assert by_tenant["acme"] == (acme_url, acme_ring.active.kid)  # type: ignore[union-attr]
+    assert by_tenant["default"] == (ISSUER, default_ring.active.kid)  # type: ignore[union-attr]
+    assert acme_ring.active.kid != default_ring.active.kid  # type: ignore[union-attr]
