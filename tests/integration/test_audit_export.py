@@ -19,31 +19,16 @@ from service.audit.verify import Q
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous
 from service.commands.revocation import revoke
-from service.pii import Sealer
-from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import command_context
 from workers.checkpoints import CheckpointConfig, CheckpointWorker, sign_now
 
-SECRET = "s" * 40
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.9")
 OPERATOR = Caller(request_id="req-op", actor="admin")
 
 
 @pytest.fixture
 async def ctx(store: EventStore, pool: asyncpg.Pool) -> Context:
-    clock = ManualClock()
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(settings),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool)
 
 
 async def _history(ctx: Context, n: int) -> list[str]:

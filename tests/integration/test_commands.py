@@ -16,30 +16,15 @@ from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
 from service.crypto import token_hash
 from service.domain.errors import ProtocolError
-from service.pii import Sealer
-from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import SECRET, command_context
 from workers.mailer import open_link_token
 
-SECRET = "s" * 40
 CALLER = Caller(request_id="req-1", client_ip="203.0.113.7")
 
 
 @pytest.fixture
 async def ctx(store: EventStore, pool: asyncpg.Pool) -> Context:
-    clock = ManualClock()
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(settings),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool)
 
 
 async def _link_token_of(ctx: Context, attempt_id: str) -> str:

@@ -31,11 +31,9 @@ from service.commands.registration import register_anonymous, register_verified_
 from service.credential_cache import CredentialCache, Refusal
 from service.crypto import token_hash
 from service.domain.errors import ProtocolError
-from service.pii import Sealer
 from service.principal import Principal
 from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import command_context
 from workers.expiry import ACTOR, ExpiryConfig, ExpiryStats, ExpiryWorker
 from workers.mailer import open_link_token
 from workers.runner import workers
@@ -56,16 +54,7 @@ SHORT = Settings(  # deadlines within the hour: TTL 30 min, token 20 min, link 1
 async def make_context(
     store: EventStore, pool: asyncpg.Pool, clock: ManualClock, chosen: Settings
 ) -> Context:
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(chosen),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool, clock, settings=chosen, secret=SECRET)
 
 
 @pytest.fixture

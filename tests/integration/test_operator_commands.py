@@ -7,7 +7,6 @@ import asyncio
 import asyncpg
 import pytest
 
-from events.clock import ManualClock
 from events.store import EventStore
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous
@@ -16,13 +15,9 @@ from service.commands.trust import BadEntry, check_entry, distrust, listed, look
 from service.crypto import token_hash
 from service.domain.providers import NotTrusted
 from service.operator_cli import SCOPES
-from service.pii import Sealer
 from service.providers.trust import TrustedIssuer
-from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import command_context
 
-SECRET = "s" * 40
 OPERATOR = Caller(request_id="req-op", actor="admin")
 AGENT = Caller(request_id="req-agent", client_ip="203.0.113.9")
 IDP = "https://idp.example"
@@ -30,18 +25,7 @@ IDP = "https://idp.example"
 
 @pytest.fixture
 async def ctx(store: EventStore, pool: asyncpg.Pool) -> Context:
-    clock = ManualClock()
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(settings),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool)
 
 
 async def _events(ctx: Context, event_type: str) -> list[asyncpg.Record]:

@@ -8,35 +8,19 @@ import asyncio
 import asyncpg
 import pytest
 
-from events.clock import ManualClock
 from events.store import EventStore
 from projections.replay import SHADOW, _create_shadow, _fold, replay, verify
 from projections.runner import TABLES
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
-from service.pii import Sealer
-from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import command_context
 
-SECRET = "s" * 40
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.7")
 
 
 @pytest.fixture
 async def ctx(store: EventStore, pool: asyncpg.Pool) -> Context:
-    clock = ManualClock()
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(settings),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool)
 
 
 async def _some_history(ctx: Context, n: int = 5) -> None:

@@ -38,12 +38,9 @@ from service.commands.subscriptions import (
     update,
 )
 from service.domain.subscriptions import RetryPolicy, fold
-from service.pii import Sealer
 from service.push.delivery import post_set
 from service.push.sets import set_jti
-from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from tests.support.commands import command_context
 from tests.support.set_receiver import SetReceiver
 from workers.revocation_push import PushConfig, PushStats, PushWorker
 
@@ -73,16 +70,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def ctx(store: EventStore, pool: asyncpg.Pool, clock: ManualClock) -> Context:
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
-    return Context(
-        store=store,
-        tenant=TenantConfig.from_settings(Settings("", "", secret_key=SECRET)),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-    )
+    return await command_context(store, pool, clock, secret=SECRET)
 
 
 def push_worker(
