@@ -118,20 +118,28 @@ async def _fold(conn: asyncpg.Connection, schema: str, until: int | None, batch:
     applied = 0
     while True:
         async with conn.transaction():
-            after = await _checkpoint(conn, schema)
-            limit = batch if until is None else min(batch, until - after)
-            if limit <= 0:
-                return applied
-            rows = await conn.fetch(READ_ALL, after, limit)
-            if not rows:
-                return applied
-            events = [row_to_event(r) for r in rows]
-            await conn.execute(f'SET LOCAL search_path = "{schema}", public')
-            await apply_layered(conn, events, statements)
-            await conn.execute(
-                f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position
-            )
-            applied += len(events)
+            folded = await _fold_batch(conn, schema, until, batch)
+        if not folded:
+            return applied
+        applied += folded
+
+
+async def _fold_batch(conn: asyncpg.Connection, schema: str, until: int | None, batch: int) -> int:
+    """One batch after the shadow's checkpoint, and the checkpoint moved past it, in the
+    caller's transaction; how many events it held (0: the shadow is caught up)."""
+    after = await _checkpoint(conn, schema)
+    limit = batch if until is None else min(batch, until - after)
+    rows = await conn.fetch(READ_ALL, after, limit) if limit > 0 else []
+    if not rows:
+        return 0
+    events = [row_to_event(r) for r in rows]
+    await conn.execute(f'SET LOCAL search_path = "{schema}", public')
+    await apply_layered(conn, events, statements)
+    await conn.execute("SET LOCAL search_path = public")
+    await conn.execute(
+        f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position
+    )
+    return len(events)
 
 
 async def _digests(conn: asyncpg.Connection, schema: str, table: str) -> dict[tuple[Any, ...], str]:
@@ -242,16 +250,6 @@ async def replay(database_url: str, *, batch: int = BATCH) -> Report:
 async def _fold_in_transaction(conn: asyncpg.Connection, schema: str) -> int:
     """The last events, folded inside the caller's (locked) transaction."""
     applied = 0
-    while True:
-        after = await _checkpoint(conn, schema)
-        rows = await conn.fetch(READ_ALL, after, BATCH)
-        if not rows:
-            await conn.execute("SET LOCAL search_path = public")
-            return applied
-        events = [row_to_event(r) for r in rows]
-        await conn.execute(f'SET LOCAL search_path = "{schema}", public')
-        await apply_layered(conn, events, statements)
-        await conn.execute(
-            f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position
-        )
-        applied += len(events)
+    while folded := await _fold_batch(conn, schema, None, BATCH):
+        applied += folded
+    return applied
