@@ -60,11 +60,16 @@ def body_too_large(request: Request[Any, Any, Any], exc: BodyTooLarge) -> Respon
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means Postgres does not answer, rather than a bug: a connection failure
     asyncpg reports (or an OSError raised inside asyncpg: a refused or missing socket, a
-    timeout), a session the server ended, or a connection asyncpg found closed."""
+    timeout), a session the server ended, or a connection asyncpg found closed or left
+    mid-operation by the failure."""
     if isinstance(exc, _DATABASE_DOWN):
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         return "connection is closed" in str(exc) or "connection was closed" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        # a pooled connection whose last operation the outage cut short, handed out again
+        # ("cannot switch to state …; another operation … is in progress")
+        return "another operation" in str(exc)
     return isinstance(exc, OSError) and _raised_in_asyncpg(exc.__traceback__)
 
 

@@ -6,6 +6,7 @@ registration answered 200, before or after, is in the log and the read models.""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 
@@ -96,10 +97,14 @@ async def test_postgres_down_and_back_under_load(backend: Backend, nats_names: N
                 await eventually(settled, within=30, what="load after the recovery")
             assert server.proc.returncode is None, "serve exited"
             assert (await client.get("/readyz")).json() == {"status": "ok"}
+            unhandled = [
+                _exception(line) for line in server.stderr_lines if "http.unhandled" in line
+            ]
         answers = writes.answers + reads.answers
-        assert Counter(a.status for a in answers).keys() <= {200, 503}, [
-            (a.status, a.body, a.error) for a in answers if a.status not in (200, 503)
-        ][:5]
+        assert Counter(a.status for a in answers).keys() <= {200, 503}, (
+            [(a.status, a.body, a.error) for a in answers if a.status not in (200, 503)][:5],
+            unhandled[:2],
+        )
         unavailable = [a for a in answers if a.status == 503]
         assert all(_unavailable(a) for a in unavailable), [a.body for a in unavailable][:3]
         assert any(r.startswith("postgres unavailable") for r in reasons), reasons
@@ -114,3 +119,13 @@ async def test_postgres_down_and_back_under_load(backend: Backend, nats_names: N
 async def _sleep_until(instant: float) -> None:
     """The outage lasts a fixed time: nothing to poll for."""
     await asyncio.sleep(max(0.0, instant - time.monotonic()))
+
+
+def _exception(log_line: str) -> str:
+    """`Type: message` of the exception a JSON log line of the service carries."""
+    try:
+        [exc, *_] = json.loads(log_line).get("exception", [{}])
+        frames = [f"{f['filename'].rsplit('/', 2)[-1]}:{f['lineno']}" for f in exc["frames"]]
+        return f"{exc.get('exc_type')}: {exc.get('exc_value')} at {' < '.join(frames[::-1][:12])}"
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return log_line[:300]

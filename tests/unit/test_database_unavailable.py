@@ -20,6 +20,9 @@ async def test_a_refused_connection_raised_inside_asyncpg_is_unavailability() ->
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
     ],
 )
 def test_asyncpg_connection_failures_are_unavailability(exc: BaseException) -> None:
