@@ -136,7 +136,7 @@ def event_hash(
         payload=payload,
         metadata=metadata,
     )
-    return _sha256(prev_hash + _sha256(framed).digest()).digest()
+    return link(prev_hash, _sha256(framed).digest())
 
 
 def digest_of(event: RecordedEvent, *, position: int | None = None) -> bytes:

@@ -31,7 +31,7 @@ from service.schema import MigrationError, pending
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
-from service.tenants import TENANT_EVENTS, TenantDirectory
+from service.tenants import TENANT_EVENT_TYPES, TenantDirectory
 
 log = structlog.get_logger("service.resources")
 CHECK_TIMEOUT = 2.0
@@ -148,7 +148,7 @@ class Resources:
         opened = cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
         opened.tenants = TenantDirectory(settings)
-        opened.credentials.add_hook(TENANT_EVENTS, opened.tenants.apply)
+        opened.credentials.add_hook(TENANT_EVENT_TYPES, opened.tenants.apply)
         try:
             await opened.tenants.load(pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

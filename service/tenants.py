@@ -17,18 +17,23 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from events.catalogue import event_tag
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
 from events.sql import load_queries
-from events.tenant import TenantConfigured, TenantCreated, TenantDisabled, TenantEnabled
+from events.tenant import (
+    TENANT_EVENTS,
+    TenantConfigured,
+    TenantCreated,
+    TenantDisabled,
+    TenantEnabled,
+)
 from service.domain.tenants import DEFAULT_TENANT
 from service.settings import PREFIX, ConfigError, Settings
 from service.tenant import TenantConfig
 
 Q = load_queries("projections", "tenants.sql")
-TENANT_EVENTS = frozenset(
-    {"tenant.created", "tenant.configured", "tenant.disabled", "tenant.enabled"}
-)
+TENANT_EVENT_TYPES = frozenset(event_tag(cls) for cls in TENANT_EVENTS)  # what `apply` follows
 log = structlog.get_logger("service.tenants")
 
 

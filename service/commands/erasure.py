@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from events.catalogue import event_tag
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRevoked
 from events.envelope import Metadata, RecordedEvent
@@ -117,7 +118,7 @@ async def erase_person(
     return await retrying(attempt)
 
 
-ERASURES = frozenset({"user.erased", "registration.erased"})
+ERASURES = frozenset(event_tag(cls) for cls in (UserErased, RegistrationErased))
 
 
 def erased_subjects(recorded: RecordedEvent) -> tuple[str, ...]:
