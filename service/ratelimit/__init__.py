@@ -16,15 +16,16 @@ refused request writes no event and, at E9, burns no `jti`: the provider may res
 
 Store: the UNLOGGED Postgres table `rate_limit_windows` (migrations/0011_rate_limits.sql),
 one row per bucket and fixed window, shared by every process; one function call
-(`rate_limit_take`) per request whatever the number of tiers. Window: the two-fixed-windows
-estimate (service.ratelimit.window). Order: the narrow tier first (IP before tenant,
-registration before email); the first full tier refuses and nothing of the request is
-counted anywhere — not in the refusing tier, not in the later ones, and the earlier ones get
-their hit back — so a client refused at its IP spends none of its tenant's budget, and a
-client retrying too early does not push its own Retry-After further out. Retry-After: the
-whole seconds (at least 1) until the estimate with one more hit fits again, if nothing else
-arrives. Keys, fail policy and counters: service.ratelimit.limiter. Configuration
-(`AUTHLEDGER_RATE_LIMITS`, `AUTHLEDGER_RATE_LIMIT_FAILURE`): service.ratelimit.limits.
+(`rate_limit_take`, exact integer arithmetic since migration 0013) per request whatever the
+number of tiers. Window: the two-fixed-windows estimate (service.ratelimit.window). Order:
+the narrow tier first (IP before tenant, registration before email); the first full tier
+refuses and nothing of the request is counted anywhere — not in the refusing tier, not in
+the later ones, and the earlier ones get their hit back — so a client refused at its IP
+spends none of its tenant's budget, and a client retrying too early does not push its own
+Retry-After further out. Retry-After: the whole seconds (at least 1) until the estimate with
+one more hit fits again, if nothing else arrives. Keys, fail policy and counters:
+service.ratelimit.limiter. Configuration (`AUTHLEDGER_RATE_LIMITS`,
+`AUTHLEDGER_RATE_LIMIT_FAILURE`): service.ratelimit.limits.
 
 Also decided:
 - A check counts every request that reaches it, whatever the command then answers (an

@@ -1,8 +1,8 @@
 """The shared counters: one Postgres function call per check, whatever the number of tiers.
 
-`rate_limit_take` (migrations/0011_rate_limits.sql) takes a hit from each bucket in order or
-from none, and names the first that refused with its two windows' hits. Every replica
-counts in the same rows, so a limit holds across processes and restarts.
+`rate_limit_take` (migrations/0013_rate_limits_exact.sql) takes a hit from each bucket in
+order or from none, and names the first that refused with its two windows' hits. Every
+replica counts in the same rows, so a limit holds across processes and restarts.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class WindowStore:
             Q["take"],
             [h.bucket for h in hits],
             [h.window.number for h in hits],
-            [h.window.previous_weight for h in hits],
+            [h.window.remaining_us for h in hits],
+            [h.window.period_us for h in hits],
             [h.limit for h in hits],
             [h.window.expires_at for h in hits],
             now,

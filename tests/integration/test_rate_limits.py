@@ -142,6 +142,29 @@ async def test_the_window_slides_and_retry_after_is_exact(
     assert not await admitted(limiter, IP_A)  # the slid estimate is full again
 
 
+async def test_the_store_and_retry_after_agree_to_the_microsecond(
+    pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    """15/h, 15 hits last hour and 4 this hour (at 10:16, when 15 * weight is 11): the 5th
+    fits once 15 * weight is down to 10, a third into the hour, at 10:20:00 exactly.
+    Retry-After from 10:16 says 240 s; the store refuses a microsecond before and admits at
+    it. (With the weight as a float, 15 * (1 - 1200/3600) came to 10.000000000000002: the
+    store refused at 10:20:00, and Retry-After said 241 s.)"""
+    limits = parse_limits('[default]\nanonymous_per_ip = "15/h"\nanonymous_per_tenant = "off"')
+    limiter = limiter_on(pool, clock, limits)
+    assert [await admitted(limiter, IP_A) for _ in range(15)] == [True] * 15
+    clock.advance(timedelta(hours=1, minutes=16))
+    assert [await admitted(limiter, IP_A) for _ in range(4)] == [True] * 4
+    with pytest.raises(RateLimited) as refused:
+        await limiter.registration("default", "anonymous", IP_A)
+    assert refused.value.retry_after == 240
+    clock.advance(timedelta(seconds=240, microseconds=-1))
+    assert not await admitted(limiter, IP_A)
+    clock.advance(timedelta(microseconds=1))
+    assert await admitted(limiter, IP_A)
+    assert not await admitted(limiter, IP_A)
+
+
 async def test_counters_hold_no_personal_data(pool: asyncpg.Pool, clock: ManualClock) -> None:
     """Buckets are `<limit>:<period>:<tenant>:<hmac>`; no address, email, registration id or
     issuer appears in the table."""
