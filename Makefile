@@ -49,6 +49,8 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 
 bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
 	$(BIN)/python bench/append.py
+	$(BIN)/python bench/write_path.py
+	$(BIN)/python bench/registration_floor.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/id_jag.py
 	$(BIN)/python bench/expiry.py

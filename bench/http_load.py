@@ -272,9 +272,10 @@ StopWhen = Callable[[], Awaitable[bool]]
 
 
 class Wrk:
-    def __init__(self, server: Server, workdir: Path) -> None:
+    def __init__(self, server: Server, workdir: Path, threads: int = 1) -> None:
         self.server = server
         self.workdir = workdir
+        self.threads = threads
         self.runs = 0
 
     async def run(
@@ -290,9 +291,10 @@ class Wrk:
         max_requests: int | None = None,
         stop_when: StopWhen | None = None,
     ) -> WrkRun:
-        """One `wrk -t1` run of `seconds`, or shorter: once `stop_when()` says so (polled), wrk
-        gets SIGINT and reports what it did. With `max_requests`, the thread stops sending
-        after that many responses (wrk itself waits for the end of -d, or that SIGINT)."""
+        """One `wrk -t<threads>` run of `seconds`, or shorter: once `stop_when()` says so
+        (polled), wrk gets SIGINT and reports what it did. With `max_requests`, the thread
+        stops sending after that many responses (wrk itself waits for the end of -d, or that
+        SIGINT)."""
         self.runs += 1
         report = self.workdir / f"wrk-{self.runs}.json"
         ids = self.workdir / f"wrk-{self.runs}.ids"
@@ -303,7 +305,7 @@ class Wrk:
             extra["WRK_MAX_REQUESTS"] = str(max_requests)
         argv = [
             "wrk",
-            "-t1",
+            f"-t{min(self.threads, connections)}",
             f"-c{connections}",
             f"-d{max(1, round(seconds))}s",
             "--latency",

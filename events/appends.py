@@ -7,14 +7,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
-from events.hashchain import event_hash
+from events.hashchain import event_hash, framed_after_position
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
 NOTIFY_CHANNEL = "authledger_events"
@@ -22,8 +22,15 @@ ANY_VERSION = -1
 NO_STREAM = 0
 _encode = msgspec.json.Encoder().encode
 
-# Runs inside the append transaction with the events it just recorded.
+# Runs inside the append transaction, under the append lock, with the events just recorded:
+# once per batch with the events (in log order) of every request that names it.
 InlineProjector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+# Runs inside the append transaction, after the events are in (under the append lock).
+InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
+# A statement run inside the append transaction before the lock; a batch sends each SQL text
+# once, with every request's arguments (`executemany`). Different requests' writes must touch
+# different rows (a new subject's key, say).
+Write = tuple[str, tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,8 @@ class AppendRequest:
     parts: Sequence[StreamAppend]
     projector: InlineProjector | None
     future: asyncio.Future[list[RecordedEvent]] = field(repr=False)
+    writes: Sequence[Write] = ()
+    also: InTransaction | None = None
     events: list[NewEvent] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,15 +75,9 @@ def row_to_event(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-class Prepared(NamedTuple):
-    accepted: list[tuple[AppendRequest, list[RecordedEvent]]]  # each request with its records
-    args: tuple[Any, ...]  # of `append_fast`
-    end: tuple[int, bytes]  # position and hash of the last record
-
-
-def fits_fast_path(batch: list[AppendRequest]) -> bool:
+def fits_one_trip(batch: list[AppendRequest]) -> bool:
     """Every part names its expected version, no stream or event id comes twice, and the
-    timestamps are aware (JSON would carry a naive one differently from asyncpg)."""
+    timestamps are aware (the database frames them in UTC)."""
     streams = set()
     ids = set()
     parts = count = 0
@@ -149,6 +152,44 @@ def record(
         metadata=metadata,
         hash=digest,
     )
+
+
+def pending(
+    stream: StreamRef, version: int, event: NewEvent, *, recorded_at: datetime
+) -> tuple[RecordedEvent, bytes]:
+    """A record before the database numbers and hashes it (position 0, no hash: the writer
+    fills both in from the database's answer), with the digest input after its position
+    (events.hashchain.framed_after_position)."""
+    metadata = _encode(event.metadata)
+    rest = framed_after_position(
+        event_id=event.event_id,
+        tenant_id=stream.tenant_id,
+        stream_type=stream.stream_type,
+        stream_id=stream.stream_id,
+        stream_version=version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        metadata=metadata,
+    )
+    record = RecordedEvent(
+        position=0,
+        event_id=event.event_id,
+        tenant_id=stream.tenant_id,
+        stream_type=stream.stream_type,
+        stream_id=stream.stream_id,
+        stream_version=version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        metadata=metadata,
+        hash=b"",
+    )
+    return record, rest
 
 
 def columns(rows: list[RecordedEvent]) -> tuple[list[Any], ...]:

@@ -49,9 +49,39 @@ def framed_content(
     metadata: bytes,
 ) -> bytes:
     """The digest input of an event: its fields in this order, each framed by `frame`."""
+    return frame((str(position).encode(),)) + framed_after_position(
+        event_id=event_id,
+        tenant_id=tenant_id,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        stream_version=stream_version,
+        type=type,
+        schema_version=schema_version,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        payload=payload,
+        metadata=metadata,
+    )
+
+
+def framed_after_position(
+    *,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    """The digest input less its first field: what the writer frames before the database
+    hands out the position (migrations/0014_append_in_database.sql frames that one)."""
     return frame(
         (
-            str(position).encode(),
             event_id.bytes,
             tenant_id.encode(),
             stream_type.encode(),

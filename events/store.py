@@ -20,7 +20,9 @@ from events.appends import (
     NO_STREAM,
     NOTIFY_CHANNEL,
     InlineProjector,
+    InTransaction,
     StreamAppend,
+    Write,
     row_to_event,
 )
 from events.clock import Clock, SystemClock
@@ -32,9 +34,11 @@ __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
     "EventStore",
+    "InTransaction",
     "InlineProjector",
     "StreamAppend",
     "Wakeups",
+    "Write",
     "row_to_event",
 ]
 
@@ -50,7 +54,7 @@ class EventStore:
         *,
         clock: Clock | None = None,
         max_batch_events: int = 1000,
-        max_batches_in_flight: int = 2,
+        max_batches_in_flight: int = 1,
     ) -> None:
         self._pool = pool
         self._writer = Writer(
@@ -64,6 +68,11 @@ class EventStore:
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    @property
+    def batches(self) -> dict[str, int]:
+        """Append batches committed in one trip and the long way, since start."""
+        return dict(self._writer.batches)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -85,18 +94,24 @@ class EventStore:
         )
 
     async def append_many(
-        self, parts: Sequence[StreamAppend], *, projector: InlineProjector | None = None
+        self,
+        parts: Sequence[StreamAppend],
+        *,
+        projector: InlineProjector | None = None,
+        writes: Sequence[Write] = (),
+        also: InTransaction | None = None,
     ) -> list[RecordedEvent]:
         """Append to several streams atomically: every part is checked against its expected
-        version and all are written in one transaction, or none is. Returns the recorded
-        events in the order of the parts."""
+        version and all are written in one transaction, or none is, together with `writes`
+        (statements, before the events), the projector's rows and `also` (after the events,
+        under the append lock). Returns the recorded events in the order of the parts."""
         if not parts or any(not part.events for part in parts):
             raise ValueError("append needs at least one event per stream")
         if len({(p.stream.tenant_id, p.stream.stream_id) for p in parts}) != len(parts):
             raise ValueError("a stream appears twice in one append")
         if self._closed:
             raise RuntimeError("event store is closed")
-        return await self._writer.submit(parts, projector)
+        return await self._writer.submit(parts, projector, writes, also)
 
     async def close(self) -> None:
         """Finish every append already queued, then stop the writer."""
@@ -170,10 +185,14 @@ class Wakeups:
     def clear(self) -> None:
         self._event.clear()
 
-    async def wait(self, within: float) -> bool:
-        """True when an append was notified within `within` seconds, False otherwise."""
+    async def wait(self, within: float, *, settle: float = 0.0) -> bool:
+        """True when an append was notified within `within` seconds, False otherwise. With
+        `settle`, wait that much longer after the notification, so that one look serves a
+        burst of appends (a NOTIFY per batch would otherwise mean a look per batch)."""
         try:
             await asyncio.wait_for(self._event.wait(), within)
         except TimeoutError:
             return False
+        if settle > 0:
+            await asyncio.sleep(settle)
         return True

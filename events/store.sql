@@ -6,9 +6,13 @@
 -- sequential scan) would otherwise stay until the next ANALYZE, slower with every append.
 SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)
 
--- name: append_fast
--- Checks, inserts and notifies in one round trip; see migrations/0002_append_fast.sql.
-SELECT events_append_fast($1, $2, $3, $4::text[], $5::text[], $6::integer[], $7::json, $8)
+-- name: append
+-- Checks, numbers, hashes, inserts and notifies in one round trip, under the append lock;
+-- see migrations/0014_append_in_database.sql.
+SELECT status, first_position, hashes
+FROM events_append($1, $2::text[], $3::text[], $4::integer[], $5::uuid[], $6::text[],
+                   $7::text[], $8::text[], $9::integer[], $10::text[], $11::integer[],
+                   $12::timestamptz[], $13, $14::json[], $15::json[], $16::bytea[])
 
 -- name: head
 SELECT position, hash FROM events ORDER BY position DESC LIMIT 1

@@ -64,9 +64,14 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
 
 
 async def project(conn: Conn, events: Sequence[RecordedEvent]) -> None:
-    """The inline projector: apply `events` in order, in the caller's transaction."""
-    for sql, args in statements(events):
-        await conn.execute(sql, *args)
+    """The inline projector: apply `events` in the caller's transaction, as if in order (one
+    `executemany` per statement and layer, projections.layers). The store calls it once per
+    batch with every request's events."""
+    if len(events) == 1:
+        for sql, args in statements(events):
+            await conn.execute(sql, *args)
+        return
+    await apply_layered(conn, events, statements)
 
 
 async def rebuild(conn: Conn, *, batch: int = 5000) -> int:

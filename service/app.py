@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import MutableScopeHeaders
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -74,7 +74,11 @@ def create_app(
     async def provide_resources() -> Resources:
         return resources
 
-    async def provide_context(request: Request[Any, Any, Any]) -> Context:
+    # `ctx` depends on `resources`, so a handler that takes both resolves them one after the
+    # other: two independent dependencies would cost an anyio task group per request.
+    async def provide_context(
+        request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    ) -> Context:
         return await resources.context_for(request_tenant(request))
 
     operations = [] if resources.metrics is None else [metrics_router(settings, resources.metrics)]

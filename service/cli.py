@@ -31,7 +31,13 @@ def _positive(raw: str) -> int:
     return int(raw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose arguments are all defined here: for them the operator, audit and subscribe
+# parsers (whose modules import most of the service) are not built, so the `serve --workers N`
+# parent, a supervisor that lives as long as the service, stays small.
+_OWN_COMMANDS = ("dev", "serve", "worker", "migrate", "replay")
+
+
+def build_parser(*, only_own: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authledger",
         description="Event-sourced credential service for AI agents. "
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--verify", action="store_true", help="only compare a rebuild with the live tables"
     )
+    if only_own:
+        return parser
     from service.operator_cli import add_parsers
 
     add_parsers(commands)
@@ -67,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    own = bool(given) and given[0] in _OWN_COMMANDS and not {"-h", "--help"} & set(given)
+    args = build_parser(only_own=own).parse_args(given)
     if args.command == "subscribe":  # a resource server's view: no database, no secrets
         from subscriber.cli import run as subscribe
 
@@ -82,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
 
+    from service.listening import StartupError
     from service.logging import configure_logging
-    from service.runtime import StartupError
 
     configure_logging(settings)
     commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
@@ -132,14 +142,16 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from service.listening import bind_socket, http_url
     from service.processes import serve_in_processes
-    from service.runtime import bind_socket, http_url, serve
 
     sock = bind_socket(args.host, args.port)
     if not _public_url_given():
         settings = replace(settings, public_url=http_url(args.host, sock.getsockname()[1]))
     if args.workers > 1:
         return serve_in_processes(settings, sock, args.workers)
+    from service.runtime import serve
+
     try:
         _run(serve(settings, sock))
     finally:

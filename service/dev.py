@@ -20,11 +20,9 @@ import structlog
 
 from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
 from service.embedded import EmbeddedError, EmbeddedStack
+from service.listening import StartupError, bind_socket, http_url
 from service.logging import redact_url
 from service.runtime import (
-    StartupError,
-    bind_socket,
-    http_url,
     migrate_database,
     run_services,
     stop_on_signals,

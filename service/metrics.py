@@ -63,12 +63,12 @@ from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
 from events.sql import load_queries
 from service.credential_cache import CredentialCache
+from service.listening import MULTIPROC_ENV
 from service.tenant import CLAIM_PATH, REGISTER_PATH
 
 Q = load_queries("service", "metrics.sql")
 EXPIRY_Q = load_queries("workers", "expiry.sql")
 log = structlog.get_logger("service.metrics")
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 UNMATCHED = "unmatched"
 REFRESH_EVERY = 5.0  # seconds, per child in multiprocess mode
 _STEPS = {

@@ -21,6 +21,7 @@ import hmac
 import os
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -50,12 +51,32 @@ SELECT wrapped_key, false AS settled FROM created
 UNION ALL
 SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
 """
+_INSERT_KEY = "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
 _ERASE_KEY = """
 INSERT INTO subject_keys (subject_id, wrapped_key, erased_at)
 VALUES ($1, ''::bytea, coalesce($2, now()))
 ON CONFLICT (subject_id) DO UPDATE
 SET wrapped_key = ''::bytea, erased_at = coalesce(subject_keys.erased_at, excluded.erased_at)
 """
+
+
+@dataclass(frozen=True, slots=True)
+class FreshSubject:
+    """A new data subject's key, made in memory: values are sealed under it at once, and its
+    row goes into the transaction of the events that first carry them (`write`), so a
+    registration costs no commit of its own for its key."""
+
+    subject_id: str
+    data_key: bytes = field(repr=False)
+    wrapped: bytes = field(repr=False)
+
+    def seal(self, plaintext: str) -> str:
+        return encrypt(self.data_key, self.subject_id, plaintext)
+
+    @property
+    def write(self) -> tuple[str, tuple[str, bytes]]:
+        """The statement that stores the wrapped key (events.appends.Write)."""
+        return _INSERT_KEY, (self.subject_id, self.wrapped)
 
 
 class SealError(Exception):
@@ -150,6 +171,20 @@ class Sealer:
             raise SubjectErased(f"subject {subject_id} was erased")
         return encrypt(data_key, subject_id, plaintext)
 
+    def fresh(self, subject_id: str) -> FreshSubject:
+        """A key for a subject nobody has sealed for yet (a new registration's id): nothing
+        is stored until the caller's append writes `FreshSubject.write`, and `remember` is
+        called once that has committed."""
+        check_subject_id(subject_id)
+        data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
+        return FreshSubject(subject_id, data_key, self._wrap_key(subject_id, data_key))
+
+    def remember(self, subject: FreshSubject) -> None:
+        """Cache a fresh subject's key once its row is committed."""
+        self._cache[subject.subject_id] = (subject.data_key, time.monotonic())
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
     async def open(self, conn: Db, sealed: str) -> str | None:
         """The plaintext of a sealed value, or None when its subject was erased."""
         subject_id, _ = parse(sealed)
@@ -207,8 +242,10 @@ class Sealer:
         return data_key
 
     def _wrap(self, subject_id: str) -> bytes:
+        return self._wrap_key(subject_id, AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8))
+
+    def _wrap_key(self, subject_id: str, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
         return nonce + self._kek.encrypt(nonce, data_key, _wrap_aad(subject_id))
 
     def _unwrap(self, subject_id: str, wrapped: bytes) -> bytes:

@@ -20,9 +20,8 @@ from types import FrameType
 
 import structlog
 
+from service.listening import MULTIPROC_ENV
 from service.logging import configure_logging
-from service.metrics import MULTIPROC_ENV
-from service.runtime import serve
 from service.settings import Settings
 
 log = structlog.get_logger("service.processes")
@@ -33,6 +32,8 @@ def _child(settings: Settings, sock: socket.socket) -> None:
     # Ctrl-C reaches the whole process group; only the parent acts on it, with one SIGTERM
     # to each child, so no child sees two signals and takes the second as "force".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from service.runtime import serve
+
     configure_logging(settings)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(settings, sock, signals=(signal.SIGTERM,)))

@@ -118,6 +118,15 @@ class NatsLink:
         log.info("nats.reconnected")
 
 
+async def _nothing_to_reset(_: asyncpg.Connection) -> None:
+    """For a pool only HTTP handlers use: their connections keep no session state (no
+    LISTEN — the credential cache follows the log on a pool of its own —, no session lock,
+    no SET: the append's settings are transaction-local). asyncpg still rolls back a
+    transaction left open before this runs; its default reset query (UNLISTEN, unlock all,
+    RESET ALL) would cost a round trip per release. Workers hold session locks and LISTEN
+    on pooled connections: a process that runs them keeps the default reset."""
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -133,11 +142,21 @@ class Resources:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, pool_size: int = 10, clock: Clock | None = None
+        cls,
+        settings: Settings,
+        *,
+        pool_size: int = 10,
+        clock: Clock | None = None,
+        http_only: bool = False,
     ) -> Resources:
         limits = load_limits(settings.rate_limits)  # a bad limits file stops start-up here
         # min_size=0: a process may start before Postgres answers; /readyz reports it.
-        pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=pool_size)
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=0,
+            max_size=pool_size,
+            reset=_nothing_to_reset if http_only else None,
+        )
         link = NatsLink(settings.nats_url)
         try:
             await link.start()

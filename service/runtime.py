@@ -22,6 +22,7 @@ import uvicorn
 from litestar.types import ControllerRouterHandler
 
 from service.app import create_app
+from service.listening import StartupError
 from service.logging import redact_url
 from service.metrics import Metrics
 from service.resources import Resources
@@ -30,30 +31,6 @@ from service.settings import Settings
 
 log = structlog.get_logger("service.runtime")
 STOP_GRACE = 10.0
-
-
-class StartupError(Exception):
-    """An operational failure to report in one line (exit status 1), not a bug."""
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Listen before anything slow starts, so a taken port fails at once and clearly."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def http_url(host: str, port: int) -> str:
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 def stop_on_signals(
@@ -179,7 +156,7 @@ async def run_services(
     dev_routes: Sequence[ControllerRouterHandler] = (),
 ) -> None:
     """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set."""
-    resources = await Resources.open(settings)
+    resources = await Resources.open(settings, http_only=not workers)
     try:
         jobs = []
         if sock is not None:

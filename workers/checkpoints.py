@@ -52,6 +52,7 @@ class CheckpointConfig:
     every: int = 1000  # events between checkpoints
     minutes: float = 5.0  # longest an event waits for a checkpoint
     idle_timeout: float = 60.0  # longest sleep (s): bounds a NOTIFY lost while reconnecting
+    settle: float = 0.1  # after a NOTIFY, wait this long (s): one look per burst
     restart_max: float = 30.0  # back-off cap when the database is unreachable
 
     def __post_init__(self) -> None:
@@ -124,7 +125,9 @@ class CheckpointWorker:
         self.stats.asleep_until = deadline
         self.stats.changed.set()
         waits: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(wakeups.wait(self._config.idle_timeout))
+            asyncio.ensure_future(
+                wakeups.wait(self._config.idle_timeout, settle=self._config.settle)
+            )
         ]
         if deadline is not None:
             waits.append(asyncio.ensure_future(sleep_until(self._clock, deadline)))

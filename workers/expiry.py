@@ -87,6 +87,7 @@ State = tuple[Registration | None, CredentialState | None]
 class ExpiryConfig:
     batch: int = 500  # items taken per source per round
     idle_timeout: float = 60.0  # longest sleep (s): bounds a NOTIFY lost while reconnecting
+    settle: float = 0.05  # after a NOTIFY, wait this long (s): one look per burst
     retries: int = 5  # decisions per item when its streams move meanwhile
     pause_initial: float = 0.05  # due items held by another worker: look again after this
     pause_max: float = 5.0
@@ -227,13 +228,16 @@ class ExpiryWorker:
 
     async def _sleep(self, until: datetime | None, cap: float) -> None:
         """Until the clock reads `until`, an append is notified, or `cap` real seconds."""
-        self.stats.sleeping, self.stats.asleep_until = True, until
-        await self._announce()
         waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
         if until is not None:
             waits.append(asyncio.ensure_future(sleep_until(self._clock, until)))
         try:
+            await asyncio.sleep(0)  # the waits start (a clock sleeper is registered) first
+            self.stats.sleeping, self.stats.asleep_until = True, until
+            await self._announce()
             await asyncio.wait(waits, timeout=cap, return_when=asyncio.FIRST_COMPLETED)
+            if self._wake.is_set() and self.config.settle > 0:
+                await asyncio.sleep(self.config.settle)  # let a burst of appends finish
         finally:
             for waiting in waits:
                 waiting.cancel()

@@ -57,6 +57,7 @@ class RelayConfig:
     duplicate_window: float = 120.0  # seconds; only used when the relay creates the stream
     ack_timeout: float = 5.0
     idle_timeout: float = 5.0  # bounds a lost NOTIFY; also how often the lock session is pinged
+    settle: float = 0.02  # after a NOTIFY, wait this long (s): one look per burst
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     reconnect_wait: float = 0.5
@@ -191,9 +192,13 @@ class Relay:
             wakeups.clear()
             events = await self._store.read_all(self.stats.position, cfg.window)
             if not events:
-                if not await wakeups.wait(cfg.idle_timeout):
+                if not await wakeups.wait(cfg.idle_timeout, settle=cfg.settle):
                     await conn.fetchval(Q["ping"])  # fails fast if the lock's session died
                 continue
+            if len(events) < cfg.window and cfg.settle > 0:
+                # Appends are still arriving: one window a little later, not one per batch.
+                await asyncio.sleep(cfg.settle)
+                events += await self._store.read_all(events[-1].position, cfg.window - len(events))
             done = await self._publish(js, events, present)
             if done:
                 position = events[done - 1].position

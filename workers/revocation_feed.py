@@ -95,6 +95,7 @@ class FeedConfig:
     duplicate_window: float = 120.0  # seconds; only used when the feed creates the stream
     ack_timeout: float = 5.0
     idle_timeout: float = 5.0  # bounds a lost NOTIFY; also how often the lock session is pinged
+    settle: float = 0.05  # after a NOTIFY, wait this long (s): one look per burst
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     reconnect_wait: float = 0.5
@@ -236,7 +237,7 @@ class RevocationPublisher:
                 stats.position = max(stats.position, window.head)
                 if stats.position - self._saved >= cfg.save_every:
                     await self._save(conn, stats.position, stats.seq)
-                if not await wakeups.wait(cfg.idle_timeout):
+                if not await wakeups.wait(cfg.idle_timeout, settle=cfg.settle):
                     if stats.position != self._saved:
                         await self._save(conn, stats.position, stats.seq)
                     await conn.fetchval(LOCK["ping"])  # fails fast if the lock's session died

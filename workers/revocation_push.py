@@ -96,6 +96,7 @@ class PushConfig:
     batch: int = 16  # subscriptions claimed (and served concurrently) per round
     per_turn: int = 100  # deliveries to one subscription before its lease is given back
     idle_timeout: float = 30.0  # longest sleep: bounds a NOTIFY lost while reconnecting
+    settle: float = 0.02  # after a NOTIFY, wait this long (s): one look per burst
     restart_max: float = 30.0  # back-off cap when the database is unreachable
     keys_refresh: float = 60.0  # seconds between reloads of the signing keys (rotations)
 
@@ -225,6 +226,8 @@ class PushWorker:
             waits.append(asyncio.ensure_future(sleep_until(self._clock, until)))
         try:
             await asyncio.wait(waits, timeout=cap, return_when=asyncio.FIRST_COMPLETED)
+            if self._wake.is_set() and self.config.settle > 0:
+                await asyncio.sleep(self.config.settle)  # let a burst of appends finish
         finally:
             for waiting in waits:
                 waiting.cancel()

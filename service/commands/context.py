@@ -16,7 +16,7 @@ from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.store import EventStore, StreamAppend
 from projections.runner import project
-from service.pii import Sealer
+from service.pii import FreshSubject, Sealer
 from service.providers.jwks import JwksCache
 from service.signing import KeyRing
 from service.tenant import TenantConfig
@@ -75,6 +75,11 @@ class Context:
         )
         return Metadata(correlation_id=caller.request_id, actor=caller.actor, client_ip=sealed_ip)
 
+    def fresh_metadata(self, caller: Caller, subject: FreshSubject) -> Metadata:
+        """`metadata` for a subject whose key is new (recorded with `fresh=`): no round trip."""
+        sealed_ip = subject.seal(caller.client_ip) if caller.client_ip else None
+        return Metadata(correlation_id=caller.request_id, actor=caller.actor, client_ip=sealed_ip)
+
     async def record(
         self,
         changes: Sequence[Change],
@@ -82,9 +87,11 @@ class Context:
         metadata: Metadata,
         now: datetime,
         also: InTransaction | None = None,
+        fresh: Sequence[FreshSubject] = (),
     ) -> list[RecordedEvent]:
-        """Append every change atomically, projecting inline (plus `also`) in the same
-        transaction. Raises ConcurrencyConflict when a stream moved."""
+        """Append every change atomically, projecting inline, storing the keys of `fresh`
+        subjects and running `also` in the same transaction. Raises ConcurrencyConflict when
+        a stream moved."""
         parts = [
             StreamAppend(
                 c.stream,
@@ -95,12 +102,11 @@ class Context:
             if c.events
         ]
 
-        async def projector(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
-            await project(conn, recorded)
-            if also is not None:
-                await also(conn)
-
-        recorded = await self.store.append_many(parts, projector=projector)
+        recorded = await self.store.append_many(
+            parts, projector=project, writes=[s.write for s in fresh], also=also
+        )
+        for subject in fresh:
+            self.sealer.remember(subject)
         if self.on_recorded is not None:
             self.on_recorded(recorded)
         return recorded

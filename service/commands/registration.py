@@ -68,10 +68,12 @@ async def register_anonymous(ctx: Context, requested: CredentialKind, caller: Ca
         post_claim_scopes=tenant.post_claim_scopes,
         credential_id=key.credential_id,
     )
+    subject = ctx.sealer.fresh(registration_id)
     await ctx.record(
         [Change(ctx.stream(STREAM_TYPE, registration_id), 0, [created]), key.change],
-        metadata=await ctx.metadata(caller, registration_id),
+        metadata=ctx.fresh_metadata(caller, subject),
         now=now,
+        fresh=[subject],
     )
     return Registered(
         registration_id=registration_id,
@@ -110,19 +112,21 @@ async def register_verified_email(
         pre_claim_scopes=(),
         post_claim_scopes=tenant.post_claim_scopes,
     )
+    subject = ctx.sealer.fresh(registration_id)
     started = ClaimAttemptStarted(
         attempt_id=attempt_id,
         attempt_token_hash=token_hash(link_token),
-        email_sealed=await ctx.sealer.seal(ctx.pool, registration_id, email),
+        email_sealed=subject.seal(email),
         email_index=ctx.sealer.blind_index(email),
         link_expires_at=link_expires_at,
     )
     mail = MailRequest(registration_id, attempt_id, email, link_token, link_expires_at)
     await ctx.record(
         [Change(ctx.stream(STREAM_TYPE, registration_id), 0, [created, started])],
-        metadata=await ctx.metadata(caller, registration_id),
+        metadata=ctx.fresh_metadata(caller, subject),
         now=now,
         also=enqueue_mail(ctx, mail, now),
+        fresh=[subject],
     )
     return Registered(
         registration_id=registration_id,

@@ -83,12 +83,14 @@ async def test_nats_down_for_30_s_under_load(
                         return len(load.between(restarted, time.monotonic())) >= 10
 
                     await eventually(served_after, within=15, what="registrations after")
-            head = int(await pool.fetchval("SELECT max(position) FROM events"))
+                # The load has stopped; the worker still runs (it is killed on leaving the
+                # block, so waiting for the relay after that would wait for the dead).
+                head = int(await pool.fetchval("SELECT max(position) FROM events"))
 
-            async def relayed() -> bool:
-                return await checkpoint(pool, relay) >= head
+                async def relayed() -> bool:
+                    return await checkpoint(pool, relay) >= head
 
-            await eventually(relayed, within=60, what="the relay catching up", every=0.2)
+                await eventually(relayed, within=60, what="the relay catching up", every=0.2)
             logged = {
                 str(row["event_id"]): row["position"]
                 for row in await pool.fetch("SELECT event_id, position FROM events")

@@ -11,7 +11,14 @@ from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
 from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend
-from tests.support.builders import NOW, SAMPLE, ThingOpened, ThingRenamed, a_stream, opened
+from tests.support.builders import (
+    NOW,
+    SAMPLE,
+    ThingOpened,
+    ThingRenamed,
+    a_stream,
+    opened,
+)
 
 
 async def test_append_then_read_stream_round_trips(store: EventStore) -> None:
@@ -274,6 +281,60 @@ async def test_concurrent_writers_and_a_tailer_see_every_position_once(
         await reader_pool.close()
     assert seen == list(range(1, total + 1))
     assert (await verify_log(EventStore(pool).read_all)).checked == total
+
+
+async def test_writers_in_several_processes_append_in_one_trip(database_url: str) -> None:
+    """Three stores on three pools (three processes' worth) appending at once: every batch
+    goes in one trip (the database numbers and hashes it, whoever appended last), and the
+    hashes it computed are the chain events.hashchain verifies."""
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=4) for _ in range(3)]
+    stores = [EventStore(p) for p in pools]
+    try:
+        await asyncio.gather(
+            *(
+                s.append(a_stream(), NO_STREAM, [opened(f"{n}-{i}"), opened(f"{n}-{i}+")])
+                for i in range(200)
+                for n, s in enumerate(stores)
+            )
+        )
+        for s in stores:
+            assert s.batches.get("long_way", 0) == 0
+            assert s.batches["one_trip"] > 0
+        report = await verify_log(stores[0].read_all)
+        assert report.ok
+        assert report.checked == 3 * 200 * 2
+    finally:
+        for s, p in zip(stores, pools, strict=True):
+            await s.close()
+            await p.close()
+
+
+async def test_writes_and_also_commit_with_the_events_or_not_at_all(store: EventStore) -> None:
+    """A request's writes go in before its events and `also` after them, in the same
+    transaction: a stale version rolls both back, and the winner's stay."""
+    async with store.pool.acquire() as conn:
+        await conn.execute("CREATE TABLE notes (note text PRIMARY KEY)")
+    insert = "INSERT INTO notes VALUES ($1)"
+    stream = a_stream()
+    seen_events: list[int] = []
+
+    async def count_events(conn: asyncpg.Connection) -> None:
+        seen_events.append(await conn.fetchval("SELECT count(*) FROM events"))
+
+    await store.append_many(
+        [StreamAppend(stream, NO_STREAM, [opened("a")])],
+        writes=[(insert, ("first",))],
+        also=count_events,
+    )
+    with pytest.raises(ConcurrencyConflict):
+        await store.append_many(
+            [StreamAppend(stream, NO_STREAM, [opened("b")])],
+            writes=[(insert, ("second",))],
+            also=count_events,
+        )
+    assert await store.pool.fetchval("SELECT array_agg(note) FROM notes") == ["first"]
+    assert seen_events[0] == 1  # `also` ran with the events in
+    assert await store.head_position() == 1
 
 
 async def test_append_many_writes_every_stream_or_none(store: EventStore) -> None:

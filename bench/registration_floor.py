@@ -1,0 +1,311 @@
+"""The floor under an anonymous registration: only the work no implementation can skip.
+
+    .venv/bin/python bench/registration_floor.py [--seconds S] [--processes P]
+                                                 [--database-url URL]
+
+What one registration must do, whatever serves it, with nothing else: make its ids, claim
+token and API key (CSPRNG) and their SHA-256 hashes, a data key for the new subject wrapped
+under the key-encryption key, the client IP sealed under it (AES-GCM), the two events
+(`registration.created`, `credential.issued`) encoded and framed for the hash chain; then,
+batched with whatever else is waiting in its process (group commit, one batch in flight,
+as events/writer.py batches), one transaction: the subject keys (one statement), the events
+through `events_append` (one call: the lock, the positions, the chain, the insert, the
+notify), the `registrations` and `credentials` rows (one statement each), COMMIT. The same
+rows and the same commits as `authledger serve`, no HTTP, no framework, no logging.
+
+P processes (default 2, as `serve --workers 2`) each run C/P clients for S seconds at C = 1,
+16 and 64, against a fresh, migrated database, with fsync and synchronous_commit as the server
+has them. Prints registrations/s and latency per C, the CPU per registration of these
+processes and of everything else the machine did meanwhile (Postgres, mostly), and checks at
+the end that the log holds every registration and that its hash chain verifies.
+bench/write_path.py's figures are put beside these in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import secrets
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from http_load import DEFAULT_ADMIN_URL, migrate, with_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from events.appends import APPEND_LOCK
+from events.hashchain import framed_after_position
+from events.sql import Conn
+
+_encode = msgspec.json.Encoder().encode
+KEK = AESGCM(os.urandom(32))
+SCOPES = ["api.read"]
+INSERT_KEY = "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
+INSERT_REGISTRATION = (
+    "INSERT INTO registrations (registration_id, tenant_id, kind, status, "
+    "requested_credential_type, claim_token_hash, expires_at, credential_id, version, "
+    "created_at, updated_at) VALUES ($1, 'default', 'anonymous', 'unclaimed', 'api_key', "
+    "$2, $3, $4, 1, $5, $5)"
+)
+INSERT_CREDENTIAL = (
+    "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
+    "registration_id, user_id, status, expires_at, issued_at, version) VALUES ($1, 'default', "
+    "'api_key', $2, $3, 'anonymous', $4, NULL, 'active', NULL, $5, 1)"
+)
+APPEND = (
+    "SELECT status, first_position, hashes FROM events_append($1, $2::text[], $3::text[], "
+    "$4::integer[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::integer[], $10::text[], "
+    "$11::integer[], $12::timestamptz[], $13, $14::json[], $15::json[], $16::bytea[])"
+)
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Registration:
+    """One registration's unavoidable work before the database."""
+
+    __slots__ = ("done", "events", "key_row", "rows")
+
+    def __init__(self, now: datetime) -> None:
+        rid, cid = "reg_" + secrets.token_hex(12), "cred_" + secrets.token_hex(12)
+        claim, api_key = secrets.token_urlsafe(32), "sk_" + secrets.token_urlsafe(32)
+        data_key = AESGCM.generate_key(bit_length=256)
+        nonce = os.urandom(12)
+        wrapped = nonce + KEK.encrypt(nonce, data_key, b"subject_keys:" + rid.encode())
+        nonce = os.urandom(12)
+        sealed_ip = AESGCM(data_key).encrypt(nonce, b"127.0.0.1", rid.encode())
+        metadata = _encode(
+            {
+                "correlation_id": uuid.uuid4().hex,
+                "actor": "agent",
+                "client_ip": "pii1." + rid + "." + (nonce + sealed_ip).hex(),
+            }
+        )
+        expires = now + timedelta(days=1)
+        created = _encode(
+            {
+                "type": "registration.created",
+                "registration_id": rid,
+                "kind": "anonymous",
+                "requested_credential_type": "api_key",
+                "claim_token_hash": _sha(claim),
+                "expires_at": expires,
+                "pre_claim_scopes": SCOPES,
+                "post_claim_scopes": SCOPES,
+                "credential_id": cid,
+            }
+        )
+        issued = _encode(
+            {
+                "type": "credential.issued",
+                "credential_id": cid,
+                "kind": "api_key",
+                "token_hash": _sha(api_key),
+                "scopes": SCOPES,
+                "issued_via": "anonymous",
+                "registration_id": rid,
+            }
+        )
+        self.events = [
+            ("registration", rid, "registration.created", 2, created, metadata, now),
+            ("credential", cid, "credential.issued", 2, issued, metadata, now),
+        ]
+        self.key_row = (rid, wrapped)
+        self.rows = ((rid, _sha(claim), expires, cid, now), (cid, _sha(api_key), SCOPES, rid, now))
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+async def commit(conn: Conn, batch: list[Registration]) -> None:
+    recorded = datetime.now(UTC)
+    events = [e for r in batch for e in r.events]
+    ids = [uuid.uuid4() for _ in events]
+    rests = [
+        framed_after_position(
+            event_id=i,
+            tenant_id="default",
+            stream_type=st,
+            stream_id=sid,
+            stream_version=1,
+            type=t,
+            schema_version=v,
+            occurred_at=at,
+            recorded_at=recorded,
+            payload=p,
+            metadata=m,
+        )
+        for i, (st, sid, t, v, p, m, at) in zip(ids, events, strict=True)
+    ]
+    async with conn.transaction():
+        await conn.executemany(INSERT_KEY, [r.key_row for r in batch])
+        answer = await conn.fetchrow(
+            APPEND,
+            APPEND_LOCK,
+            [],
+            [],
+            [],
+            ids,
+            ["default"] * len(events),
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [1] * len(events),
+            [e[2] for e in events],
+            [e[3] for e in events],
+            [e[6] for e in events],
+            recorded,
+            [e[4].decode() for e in events],
+            [e[5].decode() for e in events],
+            rests,
+        )
+        if answer is None or answer["status"] != "appended":
+            raise RuntimeError(f"events_append answered {answer}")
+        await conn.executemany(INSERT_REGISTRATION, [r.rows[0] for r in batch])
+        await conn.executemany(INSERT_CREDENTIAL, [r.rows[1] for r in batch])
+    for r in batch:
+        r.done.set_result(None)
+
+
+async def writer(pool: asyncpg.Pool, queue: asyncio.Queue[Registration]) -> None:
+    slots = asyncio.Semaphore(1)  # one batch in flight, as events/writer.py
+
+    async def run(batch: list[Registration]) -> None:
+        try:
+            async with pool.acquire() as conn:
+                await commit(conn, batch)
+        finally:
+            slots.release()
+
+    while True:
+        first = await queue.get()
+        await slots.acquire()
+        batch = [first]
+        while not queue.empty() and len(batch) < 500:
+            batch.append(queue.get_nowait())
+        asyncio.get_running_loop().create_task(run(batch))
+
+
+async def client(queue: asyncio.Queue[Registration], until: float, latencies: list[float]) -> int:
+    count = 0
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        registration = Registration(datetime.now(UTC))
+        queue.put_nowait(registration)
+        await registration.done
+        latencies.append(time.perf_counter() - started)
+        count += 1
+    return count
+
+
+async def process_main(url: str, clients: int, seconds: float) -> tuple[int, list[float], float]:
+    pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
+    queue: asyncio.Queue[Registration] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(writer(pool, queue))
+    latencies: list[float] = []
+    cpu = time.process_time()
+    until = time.monotonic() + seconds
+    counts = await asyncio.gather(*(client(queue, until, latencies) for _ in range(clients)))
+    cpu = time.process_time() - cpu
+    task.cancel()
+    await pool.close()
+    return sum(counts), latencies, cpu
+
+
+def _child(url: str, clients: int, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    from service.processes import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        out.put(runner.run(process_main(url, clients, seconds)))
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, connections: int, processes: int, seconds: float) -> str:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    share = [connections // processes + (i < connections % processes) for i in range(processes)]
+    children = [context.Process(target=_child, args=(url, n, seconds, out)) for n in share if n > 0]
+    busy_before = _busy_seconds()
+    for child in children:
+        child.start()
+    results = [out.get(timeout=seconds + 60) for _ in children]
+    for child in children:
+        child.join()
+    busy = _busy_seconds() - busy_before
+    count = sum(r[0] for r in results)
+    latencies = sorted(x for r in results for x in r[1])
+    python_cpu = sum(r[2] for r in results)
+    rest = busy - python_cpu  # Postgres, the kernel, and whatever else ran meanwhile
+    p50, p99 = (latencies[int(len(latencies) * q)] * 1000 for q in (0.5, 0.99))
+    return (
+        f"| {connections} | {count / seconds:,.0f} | {p50:.2f} | {p99:.2f} "
+        f"| {python_cpu / count * 1000:.3f} | {rest / count * 1000:.3f} |"
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    name = f"authledger_bench_floor_{secrets.token_hex(6)}"
+    url = with_database(args.database_url, name)
+    admin = await asyncpg.connect(args.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await migrate({**os.environ, "AUTHLEDGER_DATABASE_URL": url})
+        print(f"floor: {args.processes} processes, {args.seconds:g} s a run")
+        print("| connections | registrations/s | p50 ms | p99 ms | Python CPU ms | rest CPU ms |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for connections in (1, 16, 64):
+            line = await asyncio.to_thread(measure, url, connections, args.processes, args.seconds)
+            print(line, flush=True)
+        conn = await asyncpg.connect(url)
+        try:
+            from events.hashchain import verify_log
+            from events.store import EventStore
+
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+            report = await verify_log(EventStore(pool).read_all)
+            await pool.close()
+            counts = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM events) AS events, "
+                "(SELECT count(*) FROM registrations) AS registrations"
+            )
+        finally:
+            await conn.close()
+        if counts is None:
+            raise RuntimeError("no counts")
+        ok = report.ok and counts["events"] == 2 * counts["registrations"]
+        print(
+            f"log: {counts['events']:,} events for {counts['registrations']:,} registrations; "
+            f"chain verifies: {report.ok}"
+        )
+        return 0 if ok else 1
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=2)
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The write path as deployed: `serve --workers 2` plus `worker`, measured with wrk.
+
+    .venv/bin/python bench/write_path.py [--seconds S] [--threads T] [--database-url URL]
+                                         [--profile DIR]
+
+Creates a fresh database (default postgresql://postgres@127.0.0.1:5432/postgres, or
+AUTHLEDGER_BENCH_DATABASE_URL), migrates it, and starts `authledger serve --workers 2` and
+`authledger worker` on it: NATS at 127.0.0.1:4222 with a stream of its own, an SMTP sink for
+the mailer, rate limits off, and the default log settings (info, one JSON access line per
+request, kept in a file). Then, with `wrk -t2` (--threads) on loopback, each run --seconds
+(10) after a warm-up:
+
+a. the static endpoint, GET /.well-known/oauth-protected-resource, at 16 and 64 connections:
+   the baseline every figure is divided by;
+b. anonymous registrations (api_key), POST /agent/auth, at 1, 16 and 64 connections; every
+   200 answer's registration must be in the log (by its request id);
+c. the relay: how long after the last registration until every event of the log is on
+   JetStream (the stream's message count equal to the head);
+d. GET /api/me with one API key, at 16 connections.
+
+Prints each run, the CPU per registration of the HTTP processes, the worker and Postgres,
+the resident memory of every process, and the issue's targets. With --profile DIR, py-spy
+records each HTTP child and the worker during the 16-connection registration run into DIR
+(collapsed stacks, one file per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import nats
+from aiosmtpd.controller import Controller
+from http_load import (
+    DEFAULT_ADMIN_URL,
+    NATS_URL,
+    REGISTER_BODY,
+    SETTLE_SECONDS,
+    Committed,
+    Log,
+    Server,
+    Wrk,
+    WrkRun,
+    authledger_command,
+    free_port,
+    http_call,
+    log,
+    memory_of,
+    migrate,
+    with_database,
+)
+from machine import load_average, other_sessions
+
+STATIC = "/.well-known/oauth-protected-resource"
+RELAY_TIMEOUT = 60.0
+TARGET_REGISTRATION = 0.3  # anonymous registrations/s at c=16, against static at c=16
+TARGET_ME = 0.9
+TARGET_P99_MS = 100.0  # registrations at c=64
+
+
+class _Discard:
+    """The mailer's SMTP peer: takes every message, keeps none."""
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Stack:
+    """What runs: the HTTP server, the worker, their environment."""
+
+    server: Server
+    worker: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+
+@dataclass
+class Figures:
+    static: dict[int, WrkRun] = field(default_factory=dict)
+    register: dict[int, WrkRun] = field(default_factory=dict)
+    committed: dict[int, Committed] = field(default_factory=dict)
+    worker_ms: dict[int, float] = field(default_factory=dict)  # worker CPU per registration
+    me: WrkRun | None = None
+    relay_lag_s: float = float("nan")
+    published: bool = False
+
+
+class Bench:
+    def __init__(self, stack: Stack, wrk: Wrk, events: Log, seconds: float) -> None:
+        self.stack, self.wrk, self.events, self.seconds = stack, wrk, events, seconds
+        self.profile: Path | None = None
+        self.figures = Figures()
+
+    async def static(self) -> None:
+        await self.wrk.run("warm-up", "get.lua", STATIC, connections=64, seconds=2)
+        for c in (16, 64):
+            run = await self.wrk.run(
+                f"GET {STATIC}", "get.lua", STATIC, connections=c, seconds=self.seconds
+            )
+            self.figures.static[c] = run
+            log(run.line())
+
+    async def registrations(self) -> None:
+        await self.wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
+        worker = self.stack.worker.pid
+        for c in (1, 16, 64):
+            await asyncio.sleep(SETTLE_SECONDS)
+            await self.events.checkpoint()
+            head, before = await self.events.head(), await self.events.registrations()
+            worker_before = _cpu_seconds(worker)
+            spies = self._spy() if c == 16 else []
+            run = await self.wrk.run(
+                "POST /agent/auth",
+                "register.lua",
+                "/agent/auth",
+                connections=c,
+                seconds=self.seconds,
+                collect_ids=True,
+            )
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 60)
+            spent = _cpu_seconds(worker) - worker_before
+            self.figures.worker_ms[c] = spent / max(run.requests, 1) * 1000
+            await asyncio.sleep(SETTLE_SECONDS)
+            recorded = set(await self.events.registration_ids_after(head))
+            ok_ids = set(run.ok_ids)
+            committed = Committed(
+                ok=run.count(200),
+                ids=len(ok_ids),
+                found=len(ok_ids & recorded),
+                new_events=await self.events.registrations() - before,
+                connections=c,
+            )
+            self.figures.register[c], self.figures.committed[c] = run, committed
+            log(run.line())
+            log(f"  worker CPU {self.figures.worker_ms[c]:.3f} ms per registration")
+            log("  " + committed.line())
+
+    def _spy(self) -> list[subprocess.Popen[bytes]]:
+        if self.profile is None:
+            return []
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        pids = [*self.stack.server.http_children(), self.stack.worker.pid]
+        argv = ["record", "-d", str(int(self.seconds)), "-r", "200", "--format", "raw"]
+        return [
+            subprocess.Popen(  # noqa: S603 - our own profiler on our own processes
+                [spy, *argv, "-p", str(pid), "-o", str(self.profile / f"c16-{pid}.txt")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for pid in pids
+        ]
+
+    async def relay(self) -> None:
+        """How long after the last registration until every event is on JetStream."""
+        ended = time.monotonic()
+        head = await self.events.head()
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            messages = 0
+            while time.monotonic() - ended < RELAY_TIMEOUT:
+                messages = (
+                    await js.stream_info(self.stack.env["AUTHLEDGER_NATS_STREAM"])
+                ).state.messages
+                if messages >= head:
+                    self.figures.relay_lag_s = time.monotonic() - ended
+                    self.figures.published = messages == head
+                    break
+                await asyncio.sleep(0.05)
+            log(f"JetStream holds {messages:,} messages for {head:,} events")
+        finally:
+            await nc.close()
+
+    async def me(self) -> None:
+        status, body = await asyncio.to_thread(
+            http_call,
+            "POST",
+            self.stack.server.url + "/agent/auth",
+            REGISTER_BODY,
+            {"Content-Type": "application/json"},
+        )
+        if status != 200:
+            raise RuntimeError(f"registration answered {status}: {body[:300]!r}")
+        bearer = {"WRK_BEARER": str(json.loads(body)["credential"])}
+        await self.wrk.run("warm-up", "get.lua", "/api/me", connections=16, seconds=2, env=bearer)
+        self.figures.me = await self.wrk.run(
+            "GET /api/me", "get.lua", "/api/me", connections=16, seconds=self.seconds, env=bearer
+        )
+        log(self.figures.me.line())
+
+
+def report(f: Figures, stack: Stack) -> bool:
+    static = f.static[16]
+    verdicts: list[bool] = []
+
+    def target(label: str, value: str, met: bool) -> None:
+        verdicts.append(met)
+        print(f"  {'met ' if met else 'MISS'}  {label}: {value}")
+
+    print("\n| workload | connections | req/s | p50 ms | p99 ms | x static (c=16) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = [("static", r) for r in f.static.values()]
+    rows += [("anonymous registration", r) for r in f.register.values()]
+    rows += [("GET /api/me", f.me)] if f.me is not None else []
+    for label, r in rows:
+        print(
+            f"| {label} | {r.connections} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.rate / static.rate:.3f}x |"
+        )
+    print("\nCPU per registration (ms): HTTP = serve parent and children; worker; Postgres; wrk")
+    for c, r in f.register.items():
+        if r.cpu is not None:
+            http, pg, wrk = r.cpu.per_request_ms(r.requests)
+            print(
+                f"  c={c}: HTTP {http:.3f}, worker {f.worker_ms[c]:.3f}, Postgres {pg:.3f}, "
+                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy"
+            )
+    serve, worker = memory_of(stack.server.pid), memory_of(stack.worker.pid)
+    print(f"\nmemory: serve {serve.line()}\n        worker {worker.line()}")
+    print(f"        in all: {serve.rss_mb + worker.rss_mb:.0f} MB RSS")
+    print("\ntargets (issue 11):")
+    r16, r64 = f.register[16], f.register[64]
+    target(
+        "anonymous registrations at c=16 >= 0.3x static",
+        f"{r16.rate / static.rate:.3f}x",
+        r16.rate >= TARGET_REGISTRATION * static.rate,
+    )
+    target("registration p99 at c=64 < 100 ms", f"{r64.p99_ms:.1f} ms", r64.p99_ms < TARGET_P99_MS)
+    if f.me is not None:
+        target(
+            "GET /api/me >= 0.9x static",
+            f"{f.me.rate / static.rate:.3f}x",
+            f.me.rate >= TARGET_ME * static.rate,
+        )
+    target(
+        "every event on JetStream within 1 s of the run's end",
+        f"{f.relay_lag_s:.2f} s",
+        f.published and f.relay_lag_s < 1.0,
+    )
+    committed = all(c.holds for c in f.committed.values())
+    target("every 200 committed", "yes" if committed else "NO", committed)
+    return committed and f.published
+
+
+def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "AUTHLEDGER_DATABASE_URL": url,
+        "AUTHLEDGER_NATS_URL": NATS_URL,
+        "AUTHLEDGER_NATS_STREAM": f"BENCH_WRITE_{suffix}",
+        "AUTHLEDGER_NATS_SUBJECT_PREFIX": f"bench_write_{suffix}",
+        "AUTHLEDGER_SECRET_KEY": secrets.token_urlsafe(48),
+        "AUTHLEDGER_ADMIN_TOKEN": secrets.token_urlsafe(24),
+        "AUTHLEDGER_RATE_LIMITS": "off",
+        "AUTHLEDGER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+    }
+    for default in ("AUTHLEDGER_PUBLIC_URL", "AUTHLEDGER_LOG_LEVEL", "AUTHLEDGER_LOG_FORMAT"):
+        env.pop(default, None)
+    return env
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as out:
+        return subprocess.Popen(  # noqa: S603 - our own command line
+            [authledger_command(), "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(30)
+    if worker.poll() is None:
+        worker.kill()
+        worker.wait()
+
+
+async def run(args: argparse.Namespace) -> int:
+    name = f"authledger_bench_write_{secrets.token_hex(6)}"
+    url = with_database(args.database_url, name)
+    workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-write-"))
+    admin = await asyncpg.connect(args.database_url)
+    smtp = Controller(_Discard(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    server: Server | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        env = stack_env(url, name[-12:], smtp.port)
+        await migrate(env)
+        worker = start_worker(env, workdir / "worker.log")
+        server = Server(env, free_port(), workdir / "serve.log", 2)
+        server.start()
+        await server.wait_ready()
+        conn = await asyncpg.connect(url)
+        try:
+            stack = Stack(server, worker, env)
+            bench = Bench(stack, Wrk(server, workdir, args.threads), Log(conn), args.seconds)
+            if args.profile is not None:
+                bench.profile = args.profile
+                await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
+            log("(a) static")
+            await bench.static()
+            log("(b) anonymous registrations")
+            await bench.registrations()
+            log("(c) the relay")
+            await bench.relay()
+            log("(d) /api/me")
+            await bench.me()
+        finally:
+            await conn.close()
+        print(
+            f"load average {load_average()}; other client sessions {await other_sessions(admin)}"
+            f"; wrk -t{args.threads}, {args.seconds:g} s a run; logs in {workdir}"
+        )
+        return 0 if report(bench.figures, stack) else 1
+    finally:
+        if server is not None:
+            server.stop()
+        if worker is not None:
+            await asyncio.to_thread(stop_worker, worker)
+        smtp.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
+        help="admin URL; the bench creates and drops its own database there",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="each measured run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
