@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import msgspec
+import structlog
 
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRescoped, CredentialRevoked
@@ -47,6 +48,7 @@ from service.domain.registration import (
 )
 
 REG_Q = load_queries("projections", "registrations.sql")
+log = structlog.get_logger("service.commands.claim")
 USER_Q = load_queries("projections", "users.sql")
 
 
@@ -201,6 +203,15 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             user_id=user_id,
             credential_id=credential_id,
         )
+        if decision.error is not None and not decision.events:
+            # Changes nothing, so no event (issue 12.1): the try is logged and counted.
+            log.info(
+                "claim.complete_refused",
+                registration_id=rid,
+                reason=decision.refused,
+                client_ip=caller.client_ip,
+            )
+            raise decision.error
         changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
         locked = any(isinstance(e, RegistrationExpired) for e in decision.events)
         if locked and state.credential_id is not None:  # the pre-claim key ends with it (R7)

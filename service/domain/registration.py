@@ -2,7 +2,12 @@
 
 `evolve` is the only way state changes; the `decide_*` functions are pure (time and
 secrets' checks passed in) and return the events to append, plus the protocol error to answer
-with when the try itself is worth recording (every code try is an event, right or wrong).
+with. Only a try that changes state is an event: a wrong code against a live code (it counts
+toward the §6.4 limits). A refusal that changes nothing (claimed, expired, no code, a voided
+or expired code) writes nothing, so a stranger with a claim token cannot grow the log; the
+command logs and counts it instead. A registration's stream is capped (STREAM_LIMIT): the
+steps that can repeat (E5 attempts, E7 codes) stop at GROWTH_LIMIT, which leaves room for
+every miss up to the lock, the claim, the expiry and the erasure.
 Spec references: §6.1 state machine, §6.2 attempt states, §6.4 limits, §9 check order.
 """
 
@@ -40,6 +45,19 @@ AttemptStatus = Literal[
 # Not terminal (§6.2). In `link_expired` the link mints no more codes but the last code still
 # completes, and a new attempt, expiry or lock still ends the attempt.
 LIVE: tuple[AttemptStatus, ...] = ("initiated", "challenged", "link_expired")
+
+
+STREAM_LIMIT = 256  # events a registration's stream can ever hold
+# E5 and E7 stop here: 20 misses, the lock and its expiry, a claim, an erasure fit after it.
+GROWTH_LIMIT = STREAM_LIMIT - 40
+
+
+def _room_for(state: Registration, events: int) -> None:
+    """Refuse a step that would take the stream past GROWTH_LIMIT (security issue 12.1)."""
+    if state.version + events > GROWTH_LIMIT:
+        raise ProtocolError(
+            "rate_limited", "this registration has taken all the claim tries it may; register again"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +111,12 @@ class Registration:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Events to append, and the refusal to answer with once they are recorded."""
+    """Events to append, and the refusal to answer with once they are recorded; `refused`
+    names why a try was refused without an event (for the log line and the counter)."""
 
     events: tuple[Event, ...] = ()
     error: ProtocolError | None = None
+    refused: OtpFailure | None = None
 
 
 def evolve(state: Registration | None, event: RegistrationEvent) -> Registration:
@@ -261,6 +281,7 @@ def decide_start_claim(
             link_expires_at=now + link_ttl,
         )
     )
+    _room_for(state, len(events))
     return Decision(tuple(events))
 
 
@@ -287,6 +308,7 @@ def decide_issue_otp(
         raise ProtocolError("claim_expired", "this link expired; ask the agent for a new one")
     if attempt.mints >= limits.max_mints:
         raise ProtocolError("rate_limited", "too many codes for this link")
+    _room_for(state, 1)
     issued = OtpIssued(attempt_id=attempt.attempt_id, otp_hash=otp_hash, expires_at=now + otp_ttl)
     return Decision((issued,))
 
@@ -339,6 +361,5 @@ def _refuse(
     code: Literal["previously_claimed", "claim_expired", "otp_not_generated", "otp_expired"],
     message: str,
 ) -> Decision:
-    return Decision(
-        (OtpFailed(attempt_id=attempt_id, reason=reason),), ProtocolError(code, message)
-    )
+    """A try that changes nothing: no event (the command logs it with `refused`)."""
+    return Decision((), ProtocolError(code, message), refused=reason)

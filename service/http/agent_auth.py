@@ -106,9 +106,13 @@ async def claim(
 
 @post(COMPLETE_PATH, summary="E8: complete a claim with the user's code",
       request_max_body_size=BODY_LIMIT, operation_class=COMPLETE_DOC)  # fmt: skip
-async def complete(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
+async def complete(
+    request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
+) -> Response[bytes]:
     body = await read_json(request, CompleteBody)
-    completed = await complete_claim(ctx, body.claim_token, body.otp, caller(request))
+    who = caller(request)
+    await resources.limiter.completion(ctx.tenant.tenant_id, body.claim_token, who.client_ip)
+    completed = await complete_claim(ctx, body.claim_token, body.otp, who)
     answer: dict[str, Any] = {"registration_id": completed.registration_id, "status": "claimed"}
     credential = completed.credential
     if credential is not None:

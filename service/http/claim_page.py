@@ -38,6 +38,7 @@ from service.http.page_templates import (
 )
 from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
 from service.metrics import note_refusal
+from service.resources import Resources
 from service.tenant import CLAIM_PATH
 
 VIEW_PATH = CLAIM_PATH + "/view"
@@ -58,7 +59,8 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "claim_completed": ("Already claimed", "This agent is already linked. Nothing to do."),
     "rate_limited": (
         "Too many codes",
-        "This link made too many codes. Ask the agent for a new claim.",
+        "This link made too many codes, or too many were asked for from here. Wait a while, "
+        "or ask the agent for a new claim.",
     ),
     "invalid_request": ("This request is malformed", "Open the link from the e-mail again."),
 }
@@ -107,21 +109,27 @@ async def view(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[s
 
 @post(CHALLENGE_PATH, summary="E7: mint the one-time code (the claim page's button)",
       request_max_body_size=BODY_LIMIT, operation_class=CHALLENGE_DOC)  # fmt: skip
-async def challenge(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[Any]:
+async def challenge(
+    request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
+) -> Response[Any]:
     if media_type(request) == FORM:
-        return await _challenge_page(request, ctx)
+        return await _challenge_page(request, ctx, resources)
     body = await read_json(request, ChallengeBody)
-    issued = await issue_otp(ctx, body.claim_attempt_token, caller(request))
+    who = caller(request)
+    await resources.limiter.code(ctx.tenant.tenant_id, body.claim_attempt_token, who.client_ip)
+    issued = await issue_otp(ctx, body.claim_attempt_token, who)
     return json_reply(
         {"type": "otp", "challenge": issued.otp, "expires_at": timestamp(issued.expires_at)}
     )
 
 
-async def _challenge_page(request: AnyRequest, ctx: Context) -> Response[str]:
+async def _challenge_page(request: AnyRequest, ctx: Context, resources: Resources) -> Response[str]:
     """The form's POST: the page with the code, or why there is none."""
     try:
         token = await read_form_token(request, TOKEN_FIELD)
-        issued = await issue_otp(ctx, token, caller(request))
+        who = caller(request)
+        await resources.limiter.code(ctx.tenant.tenant_id, token, who.client_ip)
+        issued = await issue_otp(ctx, token, who)
     except ProtocolError as exc:
         return refusal_page(exc)
     return html_reply(

@@ -56,6 +56,10 @@ _REFUSED: dict[LimitName, str] = {
     "identity_per_tenant": "too many identity_assertion registrations at this service",
     "claim_per_registration": "too many claims for this registration",
     "claim_per_email": "too many claims for this email address",
+    "code_per_ip": "too many codes asked for from this address",
+    "code_per_registration": "too many codes asked for this registration",
+    "complete_per_ip": "too many claim completions from this address",
+    "complete_per_registration": "too many claim completions for this registration",
     "revoke_per_issuer": "too many logout tokens from this issuer",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
@@ -142,6 +146,45 @@ class RateLimiter:
                 ("claim_per_email", "email", normalise_email(email)),
             ],
         )
+
+    async def code(self, tenant_id: str, link_token: str, client_ip: str | None) -> None:
+        """E7: per client network, then per registration (when the link is one of ours)."""
+        await self._by_token(
+            tenant_id, "by_attempt_token", link_token, client_ip,
+            ("code_per_ip", "code_per_registration"),
+        )  # fmt: skip
+
+    async def completion(self, tenant_id: str, claim_token: str, client_ip: str | None) -> None:
+        """E8: per client network, then per registration (when the token is one of ours).
+        Made-up tokens spend the address's budget only, so guessing is bounded per address
+        and a real registration's budget is not spent by strangers who do not hold it."""
+        await self._by_token(
+            tenant_id, "by_claim_token", claim_token, client_ip,
+            ("complete_per_ip", "complete_per_registration"),
+        )  # fmt: skip
+
+    async def _by_token(
+        self,
+        tenant_id: str,
+        query: str,
+        token: str,
+        client_ip: str | None,
+        names: tuple[LimitName, LimitName],
+    ) -> None:
+        if not self.enabled or self._store is None:
+            return
+        per_ip, per_registration = names
+        network = client_network(client_ip)
+        checks: list[Check] = [] if network is None else [(per_ip, "ip", network)]
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                row = await self._store.pool.fetchrow(REG_Q[query], token_hash(token))
+        except STORE_ERRORS as exc:
+            self._failed(list(names), exc)
+            return
+        if row is not None and row["tenant_id"] == tenant_id:
+            checks.append((per_registration, "registration", row["registration_id"]))
+        await self.check(tenant_id, checks)
 
     async def revocation(self, tenant_id: str, issuer: str) -> None:
         """E9: per issuer, called only once the logout token is verified (a forged token

@@ -35,6 +35,10 @@ LimitName = Literal[
     "identity_per_tenant",
     "claim_per_registration",  # E5, per registration
     "claim_per_email",  # E5, per target address
+    "code_per_ip",  # E7, per client IP
+    "code_per_registration",  # E7, per registration
+    "complete_per_ip",  # E8, per client IP
+    "complete_per_registration",  # E8, per registration
     "revoke_per_issuer",  # E9, per verified issuer
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
@@ -72,6 +76,11 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "identity_per_tenant": Rate(1_000, 3_600),
     "claim_per_registration": Rate(3, 3_600),
     "claim_per_email": Rate(3, 3_600),
+    # Ours (security issue 12.1): a person mints a few codes, an agent completes a few times.
+    "code_per_ip": Rate(30, 3_600),
+    "code_per_registration": Rate(15, 3_600),
+    "complete_per_ip": Rate(60, 3_600),
+    "complete_per_registration": Rate(30, 3_600),
     "revoke_per_issuer": Rate(300, 60),
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off

@@ -4,8 +4,9 @@
 the request that caused it as its correlation id, and every answer carries that id in
 `X-Request-ID`, so after a 4xx the check looks for events with its id: exact with concurrent
 workers, and whatever else schemathesis's own checks send in between. The one exception is
-the protocol's: a wrong code at E8 is recorded (`claim.otp_failed`, and at the limits
-`claim.attempt_locked` and `registration.expired`, spec §6.4).
+the protocol's: a wrong code against a live code at E8 is recorded (`claim.otp_failed`, and at
+the limits `claim.attempt_locked` and `registration.expired`, spec §6.4); every other refused
+try writes nothing (docs/security.md, finding 1).
 """
 
 from __future__ import annotations

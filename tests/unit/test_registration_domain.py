@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,8 @@ from events.registration import (
 )
 from service.domain.errors import ProtocolError
 from service.domain.registration import (
+    GROWTH_LIMIT,
+    STREAM_LIMIT,
     Decision,
     NewAttempt,
     OtpLimits,
@@ -196,7 +199,7 @@ def test_right_code_claims_once() -> None:
     again = complete(apply(state, decision), right=True)
     assert again.error is not None
     assert again.error.code == "previously_claimed"
-    assert again.events == (OtpFailed(attempt_id="cla_1", reason="claimed"),)
+    assert (again.events, again.refused) == ((), "claimed")  # changes nothing: no event
 
 
 def test_five_misses_void_the_code_then_the_right_code_fails() -> None:
@@ -249,11 +252,68 @@ def test_code_past_its_lifetime_is_expired_even_inside_the_registration() -> Non
 
 
 def test_no_code_yet() -> None:
-    """E8 before any E7 answers 400 otp_not_generated, and the try is recorded."""
+    """E8 before any E7 answers 400 otp_not_generated and writes nothing (issue 12.1)."""
     decision = complete(given_(created(), started(1)), right=True)
     assert decision.error is not None
     assert (decision.error.code, decision.error.status) == ("otp_not_generated", 400)
-    assert decision.events == (OtpFailed(attempt_id="cla_1", reason="not_generated"),)
+    assert (decision.events, decision.refused) == ((), "not_generated")
+
+
+def test_refusals_that_change_nothing_write_nothing() -> None:
+    """Issue 12.1: a claimed, expired, code-less, voided or stale code try is answered with
+    its error and no event; only a miss against a live code is an event."""
+    claimed = given_(created(), started(1), issued(1))
+    claimed = apply(claimed, complete(claimed, right=True))
+    expired = given_(created(), started(1), issued(1), RegistrationExpired(reason="ttl"))
+    voided = given_(created(), started(1), issued(1))
+    for _ in range(LIMITS.max_code_misses):
+        voided = apply(voided, complete(voided, right=False))
+    cases = [
+        (claimed, T0, "previously_claimed"),
+        (expired, T0, "claim_expired"),
+        (given_(created(), started(1)), T0, "otp_not_generated"),
+        (voided, T0, "otp_expired"),
+        (given_(created(), started(1), issued(1)), T0 + OTP, "otp_expired"),
+    ]
+    for state, at, code in cases:
+        for right in (True, False):
+            decision = complete(state, right=right, at=at)
+            assert decision.error is not None
+            assert (decision.error.code, decision.events) == (code, ())
+    live = given_(created(), started(1), issued(1))
+    miss = complete(live, right=False)
+    assert miss.events == (OtpFailed(attempt_id="cla_1", reason="mismatch", code_voided=False),)
+
+
+def test_a_registration_stream_stops_growing_before_its_limit() -> None:
+    """Issue 12.1: E5 and E7 refuse (429 rate_limited) once the stream is at GROWTH_LIMIT;
+    what E8 may still add (every miss up to the lock) fits under STREAM_LIMIT."""
+    state = replace(given_(created(), started(1), issued(1)), version=GROWTH_LIMIT)
+    with pytest.raises(ProtocolError) as e5:
+        decide_start_claim(state, new_attempt(2, "bea"), now=T0, link_ttl=LINK)
+    assert (e5.value.code, e5.value.status) == ("rate_limited", 429)
+    assert state.attempt is not None
+    with pytest.raises(ProtocolError) as e7:
+        decide_issue_otp(
+            state,
+            token_hash=state.attempt.token_hash,
+            otp_hash="h",
+            now=T0,
+            otp_ttl=OTP,
+            limits=LIMITS,
+        )
+    assert e7.value.code == "rate_limited"
+    below = replace(state, version=GROWTH_LIMIT - 1)
+    assert decide_issue_otp(
+        below,
+        token_hash=state.attempt.token_hash,
+        otp_hash="h",
+        now=T0,
+        otp_ttl=OTP,
+        limits=LIMITS,
+    ).events
+    worst = LIMITS.max_registration_misses + 2 + 1 + 1 + 1  # misses, lock + expiry, claim...
+    assert GROWTH_LIMIT + worst <= STREAM_LIMIT
 
 
 def test_expiry_voids_the_live_attempt() -> None:
@@ -314,6 +374,8 @@ def test_only_the_right_fresh_code_claims_and_replay_equals_live(commands: list[
                     and now < attempt.otp_expires_at
                 )
                 assert claimed == may_claim
+                if decision.error is not None and decision.error.code != "otp_invalid":
+                    assert decision.events == ()  # a refusal that changes nothing
             elif command == "wait":
                 now += timedelta(minutes=7)
         except ProtocolError:
