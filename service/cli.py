@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from service.settings import ConfigError, Settings
+from service.settings import ConfigError, Settings, unknown_variables
 
 
 def _port(raw: str) -> int:
@@ -86,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.audit.cli import run_check
 
         return run_check(args)
+    unknown = unknown_variables(os.environ)  # a misspelling is named, never fatal
     try:
         settings = Settings.from_env(os.environ, args.command)
     except ConfigError as exc:
+        for variable in unknown:  # the hint may explain the error (a required name misspelt)
+            print(variable.line(), file=sys.stderr)
         print(exc, file=sys.stderr)
         return 2
 
@@ -96,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.logging import configure_logging
 
     configure_logging(settings)
+    log = structlog.get_logger("service.settings")
+    for variable in unknown:
+        log.warning("settings.unknown_variable", variable=variable.name, closest=variable.closest)
     commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
         "dev": _dev,
         "serve": _serve,

@@ -6,9 +6,10 @@ the CLI prints it and exits. Nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -151,6 +152,41 @@ class Settings:
             names = ", ".join(n.removeprefix(PREFIX).lower() for n in unknown)
             raise ConfigError(f"{PREFIX}CONFIG: unknown setting(s) in the file: {names}")
         return settings
+
+
+# Families the tests, benchmarks and fuzzer read (never the service): any name in them is known.
+_OTHER_FAMILIES = ("TEST_", "BENCH_", "FUZZ_")
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """An `AUTHLEDGER_*` variable nothing reads (ignored), and the known name closest to it."""
+
+    name: str
+    closest: str | None
+
+    def line(self) -> str:
+        hint = f"did you mean {self.closest}?" if self.closest else "no known variable is close"
+        return f"{self.name}: unknown variable, ignored ({hint})"
+
+
+def known_variables() -> frozenset[str]:
+    """Every variable Settings reads (one per field), and AUTHLEDGER_CONFIG."""
+    own = (f.name for f in fields(Settings) if f.name not in ("source", "mode"))
+    return frozenset({PREFIX + "CONFIG", *(PREFIX + name.upper() for name in own)})
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[UnknownVariable]:
+    """The `AUTHLEDGER_*` names in `env` that no part of authledger reads, sorted."""
+    known = known_variables()
+    others = tuple(PREFIX + family for family in _OTHER_FAMILIES)
+    bare = sorted(name.removeprefix(PREFIX) for name in known)  # the shared prefix is no likeness
+    out = []
+    for name in sorted(env):
+        if name.startswith(PREFIX) and name not in known and not name.startswith(others):
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), bare, n=1)
+            out.append(UnknownVariable(name, PREFIX + close[0] if close else None))
+    return out
 
 
 def _config_file(path: str | None) -> dict[str, str]:

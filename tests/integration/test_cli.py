@@ -86,6 +86,24 @@ async def test_bad_variable_exits_2_with_one_stderr_line(
     assert "Traceback" not in err
 
 
+async def test_a_misspelt_variable_warns_once_and_start_up_goes_on(database_url: str) -> None:
+    """An unknown AUTHLEDGER_ variable is one warning naming the closest one; migrate succeeds."""
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url,
+        AUTHLEDGER_REGISTRATON_TTL="5",
+        AUTHLEDGER_TEST_BACKEND="env",  # the tests' own variables are known
+    )
+    status, out, err = await _run(["migrate"], env)
+    assert status == 0, err
+    assert out.startswith("nothing to apply")
+    [line] = err.splitlines()
+    warning = json.loads(line)
+    assert warning["event"] == "settings.unknown_variable"
+    assert warning["level"] == "warning"
+    assert warning["variable"] == "AUTHLEDGER_REGISTRATON_TTL"
+    assert warning["closest"] == "AUTHLEDGER_REGISTRATION_TTL"
+
+
 async def test_unreachable_database_exits_1_with_one_line(backend: Backend) -> None:
     """`migrate` against a database that does not exist fails in one line, status 1."""
     missing = with_database(backend.database_url, f"authledger_missing_{uuid.uuid4().hex[:8]}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.settings import ConfigError, Settings
+from service.settings import ConfigError, Settings, known_variables, unknown_variables
 
 GOOD = {
     "AUTHLEDGER_DATABASE_URL": "postgresql://app@db.internal:5432/authledger",
@@ -227,3 +227,58 @@ def test_a_missing_config_file_is_named() -> None:
         ConfigError, match=re.escape("AUTHLEDGER_CONFIG: cannot read /no/such.toml")
     ):
         Settings.from_env({**GOOD, "AUTHLEDGER_CONFIG": "/no/such.toml"})
+
+
+def test_unknown_variables_name_the_closest_known_one() -> None:
+    """A misspelt AUTHLEDGER_ name is reported with the variable it most likely meant."""
+    env = {
+        **GOOD,
+        "AUTHLEDGER_REGISTRATON_TTL": "5",
+        "AUTHLEDGER_DATABSE_URL": "postgresql://db/x",
+        "AUTHLEDGER_WHATEVER": "1",
+        "AUTHLEDGER_CONFIG": "/etc/authledger.toml",
+        "AUTHLEDGER_DATA_DIR": "/var/lib/authledger",
+        "AUTHLEDGER_TEST_BACKEND": "embedded",
+        "AUTHLEDGER_TEST_DATABASE_URL": "postgresql://db/t",
+        "AUTHLEDGER_BENCH_DATABASE_URL": "postgresql://db/b",
+        "AUTHLEDGER_FUZZ_ADMIN_TOKEN": "x",
+        "REGISTRATON_TTL": "5",
+    }
+    found = {(v.name, v.closest) for v in unknown_variables(env)}
+    assert found == {
+        ("AUTHLEDGER_DATABSE_URL", "AUTHLEDGER_DATABASE_URL"),
+        ("AUTHLEDGER_REGISTRATON_TTL", "AUTHLEDGER_REGISTRATION_TTL"),
+        ("AUTHLEDGER_WHATEVER", None),
+    }
+    [line] = [v.line() for v in unknown_variables({"AUTHLEDGER_OTP_TLL": "60"})]
+    assert line == (
+        "AUTHLEDGER_OTP_TLL: unknown variable, ignored (did you mean AUTHLEDGER_OTP_TTL?)"
+    )
+
+
+def test_every_setting_of_a_config_file_is_a_known_variable(tmp_path: Path) -> None:
+    """Each known name but CONFIG is one Settings reads: a file naming them all has no unknown."""
+    settable = sorted(known_variables() - {"AUTHLEDGER_CONFIG"})
+    config = tmp_path / "authledger.toml"
+    config.write_text("".join(f"{n.removeprefix('AUTHLEDGER_').lower()} = '?'\n" for n in settable))
+    with pytest.raises(ConfigError) as caught:  # a value is bad, but no name is unknown
+        Settings.from_env({**GOOD, "AUTHLEDGER_CONFIG": str(config)})
+    assert "unknown setting" not in str(caught.value)
+    config.write_text("registraton_ttl = 60\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Settings.from_env({**GOOD, "AUTHLEDGER_CONFIG": str(config)})
+
+
+def test_cli_names_a_misspelling_before_the_error_it_causes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt required variable: the hint line, then the one-line error, exit status 2."""
+    for key, good in GOOD.items():
+        monkeypatch.setenv(key, good)
+    monkeypatch.delenv("AUTHLEDGER_DATABASE_URL")
+    monkeypatch.setenv("AUTHLEDGER_DATABSE_URL", GOOD["AUTHLEDGER_DATABASE_URL"])
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "AUTHLEDGER_DATABSE_URL: unknown variable, ignored (did you mean AUTHLEDGER_DATABASE_URL?)",
+        "AUTHLEDGER_DATABASE_URL: required but not set",
+    ]
