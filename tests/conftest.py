@@ -12,13 +12,41 @@ import pytest
 
 from events.store import EventStore
 from service.schema import migrate
-from tests.support.backends import Backend, choose_backend, with_database
+from tests.support.backends import (
+    Backend,
+    describe_backend,
+    describe_started,
+    select_backend,
+    start_backend,
+    with_database,
+)
 from tests.support.nats import NatsNames
+
+_KIND = pytest.StashKey[str]()  # the backend the header named, so the probes run once
+_STARTED = pytest.StashKey[Backend]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which backend the suite uses and where; containers and embedded are not started here."""
+    try:
+        config.stash[_KIND] = select_backend()
+        return describe_backend(config.stash[_KIND])
+    except RuntimeError as exc:  # the `backend` fixture raises it again, for the tests that use it
+        return f"authledger backend: none ({exc})"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    started = config.stash.get(_STARTED, None)
+    if started is not None and started.kind in ("containers", "embedded"):
+        terminalreporter.write_line(describe_started(started))
 
 
 @pytest.fixture(scope="session")
-def backend() -> Iterator[Backend]:
-    chosen = choose_backend()
+def backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
+    kind = pytestconfig.stash.get(_KIND, None) or select_backend()
+    chosen = pytestconfig.stash[_STARTED] = start_backend(kind)
     try:
         yield chosen
     finally:

