@@ -23,7 +23,7 @@ WHERE registration_id = $1
 -- name: attempt_link_expired
 -- claim.attempt_expired: the link mints no more codes, but keeps its lookup, so E6/E7 still
 -- answer "expired" (410) rather than "unknown" (404), and the last code still completes
--- (spec §6.2, §6.3). Supersession, claim, lock or the registration's expiry clears it.
+-- (spec §6.2, §6.3). Supersession, lock, the registration's expiry or erasure clears it.
 UPDATE registrations
 SET attempt_status = 'link_expired', version = $2, updated_at = $3
 WHERE registration_id = $1
@@ -32,9 +32,11 @@ WHERE registration_id = $1
 UPDATE registrations SET version = $2, updated_at = $3 WHERE registration_id = $1
 
 -- name: claimed
+-- The completed attempt keeps its link's hash (never the link), so reopening the used link
+-- answers "already claimed" rather than "not valid" (migration 0015).
 UPDATE registrations
 SET status = 'claimed', user_id = $2, credential_id = $3, attempt_status = 'completed',
-    attempt_token_hash = NULL, version = $4, updated_at = $5
+    version = $4, updated_at = $5
 WHERE registration_id = $1
 
 -- name: expired

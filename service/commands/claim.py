@@ -135,6 +135,8 @@ async def claim_page(ctx: Context, link_token: str) -> ClaimPage:
     """E6: what the link claims, without minting anything (spec §6.3, W12)."""
     state = await _load(ctx, "by_attempt_token", link_token)
     attempt = state.attempt if state is not None else None
+    if state is not None and state.status == "claimed":  # the link that claimed it, reopened
+        raise ProtocolError("claim_completed", "this registration is already claimed")
     if state is None or attempt is None or not attempt.live:
         raise ProtocolError("claim_superseded", "this link is not valid")
     now = ctx.clock.now()

@@ -171,7 +171,7 @@ START_CLAIM_DOC = documented(
 )
 VIEW_DOC = documented(
     answers={200: ok({HTML: PAGE}, "The person's page: what the link claims; mints nothing")},
-    refusals=(400, 404, 410),
+    refusals=(400, 404, 409, 410),
     refusal_media=(HTML,),
     parameters=[query("token", Token, "the claim attempt token from the mail's link")],
     operation_id="viewClaim",

@@ -120,6 +120,31 @@ async def test_the_page_refuses_missing_unknown_and_expired_links(svc: Service) 
         assert "default-src 'none'" in page.headers["content-security-policy"]
 
 
+async def test_the_used_link_says_already_claimed(svc: Service) -> None:
+    """After the claim, E6 and E7 on the link that claimed answer 409 "Already claimed", not
+    "not valid"; an older, replaced link of the same registration stays "not valid"."""
+    registered, replaced = await claimed_anonymous(svc)
+    assert (await start(svc, registered["claim_token"], OTHER)).status_code == 200
+    link_token = link_token_of(await svc.mail(2))
+    otp = otp_of((await mint(svc, link_token)).text)
+    assert (await complete(svc, registered["claim_token"], otp)).status_code == 200
+    for page in (
+        await svc.client.get(VIEW, params={"token": link_token}),
+        await mint(svc, link_token),
+    ):
+        assert page.status_code == 409
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "Already claimed" in page.text
+        assert "This agent is already linked" in page.text
+        assert "not valid" not in page.text
+    as_json = await svc.client.post(CHALLENGE, json={"claim_attempt_token": link_token})
+    assert refused(as_json) == (409, "claim_completed")
+    old = await svc.client.get(VIEW, params={"token": replaced})
+    assert old.status_code == 404
+    assert "This link is not valid" in old.text
+    assert await svc.count("claim.otp_issued") == 1
+
+
 async def test_challenge_answers_json_and_each_code_replaces_the_last(svc: Service) -> None:
     """E7 with JSON: {type: otp, challenge: 6 digits, expires_at}, no-store; a new code makes
     the previous one wrong, and the newest one claims."""

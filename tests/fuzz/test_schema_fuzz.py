@@ -74,6 +74,7 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     assert set(challenge["200"]["content"]) == {"application/json", "text/html"}
     view = operations[("GET", "/agent/auth/claim/view")]["responses"]
     assert set(view["404"]["content"]) == {"text/html"}
+    assert set(view["409"]["content"]) == {"text/html"}  # the link that claimed, reopened
     assert set(operations[("GET", "/auth.md")]["responses"]["200"]["content"]) == {"text/markdown"}
     assert operations[("GET", "/api/me")]["security"] == [{"agentCredential": []}]
     register = operations[("POST", "/agent/auth")]["requestBody"]["content"]["application/json"]

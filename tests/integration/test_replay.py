@@ -11,9 +11,14 @@ import pytest
 from events.store import EventStore
 from projections.replay import SHADOW, _create_shadow, _fold, replay, verify
 from projections.runner import TABLES
+from service.commands.claim import complete_claim, issue_otp
 from service.commands.context import Caller, Context
+from service.commands.erasure import erase_person
 from service.commands.registration import register_anonymous, register_verified_email
-from tests.support.commands import command_context
+from service.crypto import token_hash
+from service.schema import available
+from tests.support.commands import SECRET, command_context
+from workers.mailer import open_link_token
 
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.7")
 
@@ -135,4 +140,37 @@ async def test_an_interrupted_build_resumes_without_applying_twice(
     assert first == head // 2
     report = await replay(database_url)
     assert report.applied == head - first
+    assert (await verify(database_url)).differences == []
+
+
+async def _claimed(ctx: Context, email: str) -> tuple[str, str]:
+    """An e-mail registration claimed through its link: (registration id, link token)."""
+    reg = await register_verified_email(ctx, email, "access_token", AGENT)
+    row = await ctx.pool.fetchrow(
+        "SELECT o.attempt_id, o.link_token_sealed FROM registrations r "
+        "JOIN mail_outbox o ON o.attempt_id = r.attempt_id WHERE r.registration_id = $1",
+        reg.registration_id,
+    )
+    assert row is not None
+    link = open_link_token(SECRET, row["attempt_id"], row["link_token_sealed"])
+    code = (await issue_otp(ctx, link, AGENT)).otp
+    await complete_claim(ctx, reg.claim_token, code, AGENT)
+    return reg.registration_id, link
+
+
+async def test_0015_gives_earlier_claims_their_link_hash_back(
+    ctx: Context, database_url: str
+) -> None:
+    """Rows claimed before 0015 (hash cleared) get their link's hash back, erased ones do not,
+    and verify then finds the live table equal to the log's fold."""
+    kept, link = await _claimed(ctx, "kept@example.net")
+    erased, _ = await _claimed(ctx, "gone@example.net")
+    await erase_person(ctx, AGENT, email="gone@example.net")
+    await ctx.pool.execute("UPDATE registrations SET attempt_token_hash = NULL")  # as before
+    assert [d.key for d in (await verify(database_url)).differences] == [(kept,)]
+    [migration] = [m for m in available() if m.version == 15]
+    await ctx.pool.execute(migration.sql)
+    rows = await ctx.pool.fetch("SELECT registration_id, attempt_token_hash FROM registrations")
+    hashes = {r["registration_id"]: r["attempt_token_hash"] for r in rows}
+    assert hashes == {kept: token_hash(link), erased: None}
     assert (await verify(database_url)).differences == []
