@@ -39,8 +39,9 @@ from service.http.errors import (
     protocol_error,
 )
 from service.http.health import HealthController
+from service.http.index import index_route
 from service.http.metrics import metrics_router
-from service.http.openapi import SECURITY
+from service.http.openapi import SCHEMA_PATH, SECURITY
 from service.http.resource import resource_router
 from service.http.revocations import list_revocations
 from service.http.subscriptions import subscriptions_router
@@ -108,11 +109,12 @@ def create_app(
         },
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
-            title="authledger", version="0.1.0", path="/schema", components=SECURITY
+            title="authledger", version="0.1.0", path=SCHEMA_PATH, components=SECURITY
         ),
         logging_config=None,
         debug=False,
     )
+    app.register(index_route({route.path for route in app.routes}))  # links to what is served
     # Around routing and error handling too, so 404s, 405s and 500s carry the id.
     handler = app.asgi_handler
     if resources.tenants is not None:

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.tenant import ID_JAG, TenantConfig
+from service.tenant import ID_JAG, ME_PATH, TenantConfig
 
 EXAMPLE_NOW = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)
 METHODS = {"id_jag": "agent provider (ID-JAG)", "verified_email": "verified email",
@@ -278,6 +278,9 @@ def _use_and_errors(t: TenantConfig) -> str:
     provider = "" if not t.offers("id_jag") else (
         f"Credentials from an ID-JAG end when your provider sends a logout token to "
         f"`{t.revocation_uri}`; you never call it. ")  # fmt: skip
+    sample = "" if "api.read" not in t.scopes_supported else (
+        f"To try it, call the sample resource `GET {t.issuer}{ME_PATH}` (scope `api.read`):\n"
+        "it answers which credential you hold, its scopes and its claim state.\n\n")  # fmt: skip
     return f"""## Step 5: Use
 
 Send the credential on every call to `{t.resource}`:
@@ -286,7 +289,7 @@ Send the credential on every call to `{t.resource}`:
 Authorization: Bearer <credential>
 ```
 
-{listed}
+{sample}{listed}
 Any `401` means the credential is gone (expired, revoked or unknown): drop it and restart at
 Step 1. Never retry with the same credential.
 

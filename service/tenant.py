@@ -26,6 +26,7 @@ CLAIM_PATH = "/agent/auth/claim"
 REVOKE_PATH = "/agent/auth/revoke"
 JWKS_PATH = "/.well-known/jwks.json"
 INTROSPECT_PATH = "/oauth2/introspect"
+ME_PATH = "/api/me"  # the sample protected resource (E10)
 _ASSERTION_TYPES: tuple[tuple[Flow, str], ...] = (
     ("id_jag", ID_JAG),
     ("verified_email", "verified_email"),

@@ -258,6 +258,19 @@ class Subscriptions(Doc, frozen=True):
     subscriptions: list[Subscription]
 
 
+class IndexLink(Doc, frozen=True):
+    rel: str
+    title: str
+    href: str
+
+
+class Index(Doc, frozen=True):
+    """`GET /` as JSON: where to start."""
+
+    service: str
+    links: list[IndexLink]
+
+
 PAGE: dict[str, Any] = {"type": "string", "description": "an HTML page (no scripts)"}
 MARKDOWN_TEXT: dict[str, Any] = {"type": "string", "description": "Markdown"}
 PROMETHEUS_TEXT: dict[str, Any] = {

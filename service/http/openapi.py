@@ -38,6 +38,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from service.http.answers import PAGE, ErrorBody, Unready
 
+SCHEMA_PATH = "/schema"  # the OpenAPI document and its viewers
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML = "text/html"

@@ -1,4 +1,5 @@
-"""The claim pages a person sees (spec §6.3): the link's page, the code, and refusals.
+"""The pages a person sees: the claim's (spec §6.3: the link's page, the code, refusals) and
+the service's index (`GET /`).
 
 No script at all: the link's page (E6) holds a plain form whose button POSTs to E7, and the
 answer to that POST is the page with the code. One inline stylesheet, allowed by its hash in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 
@@ -106,3 +108,18 @@ working):</p>
 def problem_view(title: str, message: str) -> str:
     """A refusal: the link is unknown, replaced, used or expired, or the request is malformed."""
     return _page(title, f"<p>{escape(message)}</p>")
+
+
+def index_view(service_name: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
+    """`GET /`: each section's links, as (title, href)."""
+    parts = [
+        "<p>An event-sourced credential service for AI agents. An agent starts at "
+        "<code>auth.md</code>; a person reads the API docs.</p>"
+    ]
+    for heading, links in sections:
+        items = "".join(
+            f'<li><a href="{escape(href, quote=True)}">{escape(title)}</a></li>\n'
+            for title, href in links
+        )
+        parts.append(f"<h2>{escape(heading)}</h2>\n<ul>\n{items}</ul>")
+    return _page(service_name, "\n".join(parts))

@@ -32,11 +32,10 @@ from service.http.tenancy import TENANT_STATE
 from service.metrics import note_refusal
 from service.principal import Principal
 from service.resources import Resources
-from service.tenant import INTROSPECT_PATH, JWKS_PATH, TenantConfig
+from service.tenant import INTROSPECT_PATH, JWKS_PATH, ME_PATH, TenantConfig
 
 BEARER_AUTH = "bearer_auth"  # router opt key of the BearerAuth
 PRINCIPAL = "principal"  # connection state key of the authenticated Principal
-ME_PATH = "/api/me"
 JWKS_CACHE = {"Cache-Control": "public, max-age=300"}
 REFUSED: dict[Refusal | None, str] = {
     None: "a bearer credential is required",

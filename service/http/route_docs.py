@@ -21,6 +21,7 @@ from service.http.answers import (
     Delegated,
     EmailRegistered,
     Health,
+    Index,
     Introspection,
     KeySet,
     Me,
@@ -51,6 +52,16 @@ METRICS_DOC = documented(
     answers={200: ok({"text/plain": PROMETHEUS_TEXT}, "The metrics (service.metrics)")},
     refusals=(401,),
     security=ADMIN,
+)
+INDEX_DOC = documented(
+    answers={
+        200: ok(
+            {HTML: PAGE, JSON: Index},
+            "Links to auth.md, discovery, the API docs and the sample resource: the page, or "
+            "JSON when the client asks for application/json",
+        )
+    },
+    database=False,
 )
 HEALTH_DOC = documented(answers={200: ok(Health, "The process answers")}, database=False)
 READY_DOC = documented(

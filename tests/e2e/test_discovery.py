@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from litestar.types import ControllerRouterHandler
 
 from service.app import create_app
 from service.authmd import render_auth_md
+from service.dev_mail import DevMailbox, dev_mailbox_router
 from service.resources import Resources
 from service.settings import Settings
 from service.tenant import ID_JAG, REVOKED_EVENT, TenantConfig
@@ -26,7 +29,11 @@ CACHE = "public, max-age=300"
 
 @asynccontextmanager
 async def agent_client(
-    backend: Backend, database_url: str, **variables: str
+    backend: Backend,
+    database_url: str,
+    *,
+    dev_routes: Sequence[ControllerRouterHandler] = (),
+    **variables: str,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, TenantConfig]]:
     """The app on real resources, configured by AUTHLEDGER_* `variables`, and a client."""
     env: Mapping[str, str] = {
@@ -40,7 +47,7 @@ async def agent_client(
     settings = Settings.from_env(env, "serve")
     resources = await Resources.open(settings, pool_size=2)
     try:
-        app = create_app(settings, resources=resources)
+        app = create_app(settings, resources=resources, dev_routes=dev_routes)
         async with AsyncTestClient(app, base_url=PUBLIC_URL) as client:
             yield client, TenantConfig.from_settings(settings)
     finally:
@@ -173,3 +180,66 @@ async def test_own_resource_url_moves_the_path_inserted_metadata(
     assert inserted.json()["resource"] == resource
     assert inserted.json()["resource_name"] == "Acme Files"
     assert root.json() == inserted.json()
+
+
+INDEXED = {
+    "/auth.md",
+    PRM,
+    AS_METADATA,
+    "/.well-known/jwks.json",
+    "/api/me",
+    "/schema",
+    "/schema/swagger",
+    "/schema/redoc",
+    "/schema/elements",
+    "/schema/rapidoc",
+    "/schema/openapi.json",
+    "/schema/openapi.yaml",
+}
+
+
+async def test_root_is_a_page_linking_to_where_to_start(
+    default_agent: tuple[httpx.AsyncClient, TenantConfig],
+) -> None:
+    """GET / is an HTML page whose links are auth.md, discovery, the API docs and /api/me (no
+    mailbox outside `dev`), and every link answers: 200, or 401 from /api/me without a key."""
+    client, _ = default_agent
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["vary"] == "Accept"
+    hrefs = re.findall(r'<a href="([^"]+)">', page.text)
+    assert sorted(hrefs) == sorted(PUBLIC_URL + path for path in INDEXED)
+    for href in hrefs:
+        answer = await client.get(href.removeprefix(PUBLIC_URL))
+        assert answer.status_code == (401 if href.endswith("/api/me") else 200), href
+
+
+async def test_root_answers_json_when_asked(
+    default_agent: tuple[httpx.AsyncClient, TenantConfig],
+) -> None:
+    """With Accept: application/json, GET / lists the same links as JSON, with their rel."""
+    client, _ = default_agent
+    answer = await client.get("/", headers={"Accept": "application/json"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["service"] == "authledger"
+    assert {link["href"] for link in body["links"]} == {PUBLIC_URL + path for path in INDEXED}
+    rels = {link["href"].removeprefix(PUBLIC_URL): link["rel"] for link in body["links"]}
+    assert rels["/auth.md"] == "auth-md"
+    assert rels["/api/me"] == "sample-resource"
+    assert rels["/schema/openapi.json"] == "service-desc"
+    html = await client.get("/", headers={"Accept": "text/html,application/json;q=0.9"})
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+
+
+async def test_root_links_the_mailbox_under_dev(backend: Backend, database_url: str) -> None:
+    """With the dev mailbox mounted (only `authledger dev` mounts it), the index links to it."""
+    mailbox = dev_mailbox_router(DevMailbox(), loopback_only=False)
+    async with agent_client(backend, database_url, dev_routes=[mailbox]) as (client, _):
+        body = (await client.get("/", headers={"Accept": "application/json"})).json()
+        page = (await client.get("/")).text
+    hrefs = {link["href"] for link in body["links"]}
+    assert hrefs == {PUBLIC_URL + path for path in {*INDEXED, "/dev/mailbox"}}
+    assert f'<a href="{PUBLIC_URL}/dev/mailbox">' in page

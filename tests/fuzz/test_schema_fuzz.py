@@ -76,6 +76,8 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     assert set(view["404"]["content"]) == {"text/html"}
     assert set(view["409"]["content"]) == {"text/html"}  # the link that claimed, reopened
     assert set(operations[("GET", "/auth.md")]["responses"]["200"]["content"]) == {"text/markdown"}
+    index = operations[("GET", "/")]["responses"]["200"]["content"]
+    assert set(index) == {"text/html", "application/json"}
     assert operations[("GET", "/api/me")]["security"] == [{"agentCredential": []}]
     register = operations[("POST", "/agent/auth")]["requestBody"]["content"]["application/json"]
     assert len(register["schema"]["oneOf"]) == 3  # anonymous, verified_email, ID-JAG

@@ -237,3 +237,16 @@ def test_output_is_deterministic() -> None:
     assert first == second
     assert first.endswith("\n")
     assert not first.endswith("\n\n")
+
+
+def test_step_5_names_the_sample_resource() -> None:
+    """Where it says to call the API, auth.md names /api/me to try a credential on; a tenant
+    without `api.read` (the scope /api/me needs) is not sent there."""
+    use = section(render_auth_md(tenant()), "## Step 5", "## Errors")
+    assert "`GET https://auth.example.com/api/me` (scope `api.read`)" in use
+    other = tenant(
+        scopes_supported=("files:read",),
+        pre_claim_scopes=("files:read",),
+        post_claim_scopes=("files:read",),
+    )
+    assert "/api/me" not in render_auth_md(other)
