@@ -16,13 +16,13 @@ import structlog
 
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRescoped, CredentialRevoked
-from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import ClaimAttemptStarted, RegistrationEvent, RegistrationExpired
+from events.registration import ClaimAttemptStarted, RegistrationExpired
 from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
 from events.user import UserCreated
+from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
 from service.commands.mail import MailRequest, enqueue_mail
@@ -44,7 +44,6 @@ from service.domain.registration import (
     decide_complete,
     decide_issue_otp,
     decide_start_claim,
-    fold,
 )
 
 REG_Q = load_queries("projections", "registrations.sql")
@@ -88,9 +87,7 @@ async def _load(ctx: Context, query: str, token: str) -> Registration | None:
     row = await ctx.pool.fetchrow(REG_Q[query], token_hash(token))
     if row is None or row["tenant_id"] != ctx.tenant.tenant_id:
         return None
-    recorded = await ctx.store.read_stream(ctx.stream(REGISTRATION, row["registration_id"]))
-    events: list[RegistrationEvent] = [LEDGER.decode(r) for r in recorded]  # type: ignore[misc]
-    return fold(events)
+    return await registration_state.load(ctx, row["registration_id"])
 
 
 async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller) -> ClaimStarted:
@@ -126,6 +123,7 @@ async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller
             now=now,
             also=enqueue_mail(ctx, mail, now),
         )
+        await registration_state.remember(ctx, state, events)
         return ClaimStarted(rid, new.attempt_id, link_expires_at)
 
     return await retrying(attempt)
@@ -169,6 +167,7 @@ async def issue_otp(ctx: Context, link_token: str, caller: Caller) -> Challenge:
             metadata=await ctx.metadata(Caller(caller.request_id, caller.client_ip, "user"), rid),
             now=now,
         )
+        await registration_state.remember(ctx, state, decision.events)
         return Challenge(otp, now + timedelta(seconds=ctx.tenant.otp_ttl))
 
     return await retrying(attempt)
@@ -230,6 +229,7 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
                 changes.append(Change(ctx.stream(CREDENTIAL, credential_id), ANY_VERSION,
                                       [rescoped]))  # fmt: skip
         await ctx.record(changes, metadata=await ctx.metadata(caller, rid), now=now)
+        await registration_state.remember(ctx, state, decision.events)
         if decision.error is not None:
             raise decision.error
         return Completed(rid, credential)

@@ -34,6 +34,7 @@ from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
 from events.user import UserErased
+from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
 
 USER_Q = load_queries("projections", "users.sql")
@@ -105,6 +106,7 @@ async def erase_person(
             now = ctx.clock.now()
             for subject in subjects:
                 await ctx.sealer.erase(conn, subject, now=now)
+            await registration_state.forget(conn, list(registrations))
 
         await ctx.record(
             changes,

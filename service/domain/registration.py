@@ -202,8 +202,8 @@ def _void(attempt: Attempt | None) -> Attempt | None:
     return replace(attempt, status="void", otp_hash=None, otp_expires_at=None)
 
 
-def fold(events: list[RegistrationEvent]) -> Registration | None:
-    state: Registration | None = None
+def fold(events: list[RegistrationEvent], state: Registration | None = None) -> Registration | None:
+    """`state` (None: nothing yet) with `events` applied in order."""
     for event in events:
         state = evolve(state, event)
     return state
