@@ -38,7 +38,8 @@ class DelegationUsed(Event, frozen=True, kw_only=True, tag="delegation.used"):
 
 class DelegationRevoked(Event, frozen=True, kw_only=True, tag="delegation.revoked"):
     """Every credential issued through it was revoked (one `credential.revoked` each, in the
-    same transaction). The delegation itself stays: a later ID-JAG is accepted again (O9)."""
+    same transaction); for a logout, every one issued before the token's `iat`. The delegation
+    itself stays: a later ID-JAG is accepted again (O9)."""
 
     reason: str
     jti: str | None = None  # the logout token's, when the provider asked

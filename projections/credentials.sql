@@ -19,8 +19,9 @@ SELECT credential_id, tenant_id, kind, scopes, registration_id, user_id, status,
 FROM credentials WHERE token_hash = $1
 
 -- name: active_of_delegation
+-- $3: a logout ends only what was issued before it was signed (security finding 8)
 SELECT credential_id, version FROM credentials
-WHERE tenant_id = $1 AND delegation_id = $2 AND status = 'active'
+WHERE tenant_id = $1 AND delegation_id = $2 AND status = 'active' AND issued_at < $3
 ORDER BY issued_at, credential_id
 
 -- name: active_of_registration

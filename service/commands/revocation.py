@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal, cast
 
 import asyncpg
@@ -87,6 +88,13 @@ async def revoke(
             return Revoked(tuple(done))
 
 
+def issued_before(iat: datetime) -> datetime:
+    """The cutoff a logout signed at `iat` revokes below: the end of `iat`'s second, since
+    `iat` is usually whole seconds; a credential of that same second counts as earlier
+    (when in doubt, revoke: the agent mints a fresh ID-JAG)."""
+    return iat.replace(microsecond=0) + timedelta(seconds=1)
+
+
 async def logout(
     ctx: Context,
     token: str,
@@ -94,9 +102,10 @@ async def logout(
     admit: Callable[[str], Awaitable[None]] | None = None,
 ) -> Revoked:
     """E9: verify the provider's logout token, then revoke every active credential issued
-    for its `(iss, sub, aud)` and mark the delegation revoked — in one transaction with the
-    burned `jti`, so a replayed token revokes nothing (and credentials issued later survive
-    it, W10). `admit` (the rate limit per issuer) is given the verified issuer before
+    for its `(iss, sub, aud)` before the token's `iat` and mark the delegation revoked — in
+    one transaction with the burned `jti`, so a replayed token revokes nothing, and a
+    credential issued after the provider signed the logout survives it (W10, security
+    finding 8). `admit` (the rate limit per issuer) is given the verified issuer before
     anything happens; if it raises, nothing is written and the `jti` stays unburned."""
     now = ctx.clock.now()
     verified = await verify_logout_token(
@@ -114,6 +123,7 @@ async def logout(
         ctx.tenant.tenant_id, verified.issuer, verified.jti, verified.remember_until, now
     )
     metadata = Metadata(correlation_id=caller.request_id, actor=f"provider:{verified.issuer}")
+    signed_before = issued_before(verified.issued_at)
 
     async def attempt() -> Revoked:
         stream = ctx.stream(DELEGATION, delegation_id)
@@ -125,7 +135,9 @@ async def logout(
             async with ctx.pool.acquire() as conn, conn.transaction():
                 await remember(cast(asyncpg.Connection, conn))
             return Revoked(())
-        rows = await ctx.pool.fetch(Q["active_of_delegation"], ctx.tenant.tenant_id, delegation_id)
+        rows = await ctx.pool.fetch(
+            Q["active_of_delegation"], ctx.tenant.tenant_id, delegation_id, signed_before
+        )
         ended = tuple(row["credential_id"] for row in rows)
         revoked = DelegationRevoked(reason="logout", jti=verified.jti, credential_ids=ended)
         await ctx.record(

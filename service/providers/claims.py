@@ -20,8 +20,10 @@ Choices where the spec leaves one:
   null counts as absent (so a null `exp` is a missing one). Times must be NumericDates in
   [1970, 3000), else `invalid_request`.
 - Logout tokens: a wrong `aud` is `invalid_signature` (as [REF], where it is a library failure);
-  every time failure (no `iat`, `iat` in the future, `exp` passed, or older than 300 s without
-  `exp`) is `invalid_request`, since `expired` belongs to E4 only (§9).
+  every time failure (no `iat`, `iat` or `nbf` in the future, `exp` passed, `iat` older than
+  300 s with or without `exp`, or `exp - iat` > 600 s) is `invalid_request`, since `expired`
+  belongs to E4 only (§9). So a logout token is taken at most 300 s after its `iat` whatever
+  its `exp` says (security finding 8), and its jti is remembered until then + 60 s.
 - Strings we hand on (iss, kid, sub, jti, ...) must be valid UTF-8 text without NUL, as they end
   up in Postgres and in logs.
 
@@ -55,7 +57,8 @@ MAX_TOKEN_BYTES = 8 * 1024
 ID_JAG_TYPE = "oauth-id-jag+jwt"
 LOGOUT_TYPE = "logout+jwt"
 MAX_ID_JAG_LIFETIME = 600  # seconds between iat and exp
-LOGOUT_MAX_AGE = 300  # seconds a logout token without exp is accepted after its iat
+LOGOUT_MAX_AGE = 300  # seconds a logout token is accepted after its iat, with or without exp
+MAX_LOGOUT_LIFETIME = MAX_ID_JAG_LIFETIME  # seconds between iat and exp, when exp is present
 LATEST_NUMERIC_DATE = 32_503_680_000  # 3000-01-01T00:00:00Z
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
@@ -295,7 +298,7 @@ def check_id_jag(
 
 
 def _logout_times(payload: dict[str, Any], now: datetime) -> tuple[datetime, datetime]:
-    """(iat, remember_until) of a logout token, per §8 [OURS]."""
+    """(iat, remember_until) of a logout token, per §8 [OURS] and security finding 8."""
     current = now.timestamp()
     iat, exp, nbf = (_numeric_date(payload, n) for n in ("iat", "exp", "nbf"))
     if iat is None:
@@ -304,9 +307,13 @@ def _logout_times(payload: dict[str, Any], now: datetime) -> tuple[datetime, dat
         raise ProtocolError("invalid_request", "the logout token is issued in the future")
     if exp is not None and exp <= current - SKEW_SECONDS:
         raise ProtocolError("invalid_request", "the logout token has expired")
-    if exp is None and current - iat > LOGOUT_MAX_AGE:
+    if exp is not None and exp - iat > MAX_LOGOUT_LIFETIME:
+        raise ProtocolError(
+            "invalid_request", f"the logout token lives longer than {MAX_LOGOUT_LIFETIME} s"
+        )
+    if current - iat > LOGOUT_MAX_AGE:
         raise ProtocolError("invalid_request", f"the logout token is older than {LOGOUT_MAX_AGE} s")
-    last_valid = exp if exp is not None else iat + LOGOUT_MAX_AGE
+    last_valid = iat + LOGOUT_MAX_AGE if exp is None else min(exp, iat + LOGOUT_MAX_AGE)
     return _instant(iat), _instant(last_valid) + timedelta(seconds=SKEW_SECONDS)
 
 

@@ -69,5 +69,5 @@ class VerifiedLogout:
     audience: str
     jti: str
     issued_at: datetime
-    remember_until: datetime  # (exp, or iat + 300 s) + skew
+    remember_until: datetime  # min(exp, iat + 300 s) + skew
     event: str  # the revocation event URI it carried

@@ -653,17 +653,44 @@ def test_logout_without_exp_older_than_300_s_is_invalid_request() -> None:
     assert ok.remember_until == NOW + timedelta(seconds=60)
 
 
-def test_logout_with_exp_is_judged_by_exp() -> None:
-    """With exp, an older iat is fine until exp + 60 s, and the jti is kept until then."""
+def test_logout_with_exp_is_judged_by_exp_and_iat() -> None:
+    """With exp, the token is taken until exp + 60 s or iat + 300 s, whichever comes first,
+    and the jti is kept until then (security finding 8)."""
     result = check_logout(
-        logout_claims(iat=T - 400, exp=T + 100),
+        logout_claims(iat=T - 200, exp=T + 100),
         issuer=ISSUER,
         audience=AUD,
         events_supported=[REVOKED_EVENT],
         now=NOW,
     )
     assert result.remember_until == NOW + timedelta(seconds=160)
-    assert logout_refusal(logout_claims(iat=T - 400, exp=T - 60)) == "invalid_request"
+    late_exp = check_logout(
+        logout_claims(iat=T - 200, exp=T + 400),
+        issuer=ISSUER,
+        audience=AUD,
+        events_supported=[REVOKED_EVENT],
+        now=NOW,
+    )
+    assert late_exp.remember_until == NOW + timedelta(seconds=160)
+    assert logout_refusal(logout_claims(iat=T - 200, exp=T - 60)) == "invalid_request"
+
+
+def test_logout_older_than_300_s_is_invalid_request_even_with_a_live_exp() -> None:
+    """An exp in the future does not stretch a logout token's age past 300 s."""
+    assert logout_refusal(logout_claims(iat=T - 301, exp=T + 299)) == "invalid_request"
+
+
+def test_logout_living_longer_than_600_s_is_invalid_request() -> None:
+    """exp - iat is at most 600 s, as for ID-JAGs; exactly 600 s is accepted."""
+    assert logout_refusal(logout_claims(iat=T, exp=T + 601)) == "invalid_request"
+    ok = check_logout(
+        logout_claims(iat=T, exp=T + 600),
+        issuer=ISSUER,
+        audience=AUD,
+        events_supported=[REVOKED_EVENT],
+        now=NOW,
+    )
+    assert ok.remember_until == NOW + timedelta(seconds=360)
 
 
 @pytest.mark.parametrize("changes", [{"iat": T + 61}, {"nbf": T + 61}, {"iat": "now"}])
