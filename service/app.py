@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from litestar import Litestar, MediaType, Request, Response
-from litestar.datastructures import MutableScopeHeaders
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
@@ -31,6 +31,7 @@ from service.http.agent_auth import agent_auth_router
 from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
+from service.http.client_address import TRUSTED_PROXIES, networks
 from service.http.discovery import discovery_router
 from service.http.errors import (
     body_too_large,
@@ -108,6 +109,7 @@ def create_app(
             Exception: internal_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
+        state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies)}),
         openapi_config=OpenAPIConfig(
             title="authledger", version="0.1.0", path=SCHEMA_PATH, components=SECURITY
         ),

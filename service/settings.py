@@ -7,6 +7,7 @@ the CLI prints it and exits. Nothing reads the environment at import time.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -63,6 +64,10 @@ class Settings:
     log_level: str = "info"
     checkpoint_every: int = 1_000  # events between signed chain checkpoints
     checkpoint_minutes: int = 5  # longest an event waits for a signed checkpoint
+    # CIDRs of the proxies whose X-Forwarded-For names the client (service.http.client_address),
+    # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
+    # objects, so that Litestar's signature model can hold Settings.
+    trusted_proxies: tuple[str, ...] = ()
     # What the settings were read from (environment over file), to derive a tenant's own
     # settings from the same base (service/tenants.py). Holds secrets: never printed.
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -134,6 +139,7 @@ class Settings:
             or cls.checkpoint_every,
             checkpoint_minutes=r.get("CHECKPOINT_MINUTES", _count(1, 1_440), False)
             or cls.checkpoint_minutes,
+            trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (
@@ -346,6 +352,21 @@ def _rate_limits(raw: str) -> str:
     if not Path(raw).is_file():
         raise ValueError(f"'on', 'off' or a readable file of limits, got {raw!r}")
     return raw
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    """Comma- or space-separated CIDRs (a bare address is its /32 or /128), normalised, with
+    duplicates dropped."""
+    networks: list[str] = []
+    for item in raw.replace(",", " ").split():
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not a network (a CIDR such as 10.0.0.0/8 or fd00::/8, "
+                "without host bits)"
+            ) from None
+    return tuple(dict.fromkeys(networks))
 
 
 def _choice(*options: str) -> Callable[[str], str]:

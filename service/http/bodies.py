@@ -20,6 +20,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from service.commands.context import Caller
 from service.domain.errors import ProtocolError
+from service.http.client_address import FORWARDED_FOR, TRUSTED_PROXIES, Network, client_address
 
 T = TypeVar("T", bound=msgspec.Struct)
 BODY_LIMIT = 16 * 1024  # every body of this dialect fits in a few hundred bytes
@@ -181,12 +182,18 @@ def _check_utf8(raw: bytes) -> None:
 
 
 def caller(request: Request[Any, Any, Any]) -> Caller:
-    """The request id bound by the app's middleware and the client's address, if known."""
+    """The request id bound by the app's middleware and the client's address, if known: the
+    peer's, or the forwarded one when the peer is a trusted proxy (service.http.client_address)."""
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     client = request.client
+    proxies: tuple[Network, ...] = request.app.state.get(TRUSTED_PROXIES, ())
     return Caller(
         request_id=request_id if isinstance(request_id, str) else None,
-        client_ip=client.host if client is not None and client.host else None,
+        client_ip=client_address(
+            client.host if client is not None else None,
+            request.headers.getall(FORWARDED_FOR, []),
+            proxies,
+        ),
     )
 
 

@@ -4,9 +4,10 @@ Keys: `<limit>:<period>:<tenant>:<hmac>`, the HMAC (SHA-256, truncated to 128 bi
 key derived from the server secret over `<kind>:<value>` — the client's network, the
 normalised email address, the registration id, the issuer, or the tenant for the tenant-wide
 tier — so the counters hold no personal data and cannot be tested against a guessed address
-without the secret. An IPv6 client counts by its /64 (one host usually holds the whole
-prefix); an IPv4-mapped address counts as the IPv4 one; an unknown or unparsable client
-address skips the IP tier (spec §10).
+without the secret. The client is the socket peer, or the address a trusted proxy forwarded
+(`AUTHLEDGER_TRUSTED_PROXIES`, service.http.client_address). An IPv6 client counts by its /64
+(one host usually holds the whole prefix); an IPv4-mapped address counts as the IPv4 one; an
+unknown or unparsable client address skips the IP tier (spec §10).
 
 A store failure (Postgres down, the table missing, a check slower than STORE_TIMEOUT) is
 logged as `ratelimit.store_failed` (limit names and the error's type only) and counted; then

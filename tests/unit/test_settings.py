@@ -38,6 +38,7 @@ BAD_VALUES = [
     ("RATE_LIMITS", "/no/such/limits.toml"),
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "loud"),
+    ("TRUSTED_PROXIES", "10.0.0.0/8 10.0.0.1/8"),
 ]
 
 
