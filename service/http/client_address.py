@@ -6,9 +6,12 @@ client). `X-Forwarded-For` is read only when the peer itself is in one of them; 
 line counts, in order, as one comma-separated list (RFC 9110 §5.3). Each trusted proxy appends
 the address it saw, so the list is walked from the right: the first entry outside the trusted
 networks is the client, and anything to its left, which the client wrote, is never read. An
-entry that is no address is skipped; ports (`203.0.113.5:4711`, `[2001:db8::1]:443`) and
-brackets are dropped; an IPv4-mapped IPv6 address counts as its IPv4 address. When every entry
-is a trusted proxy, the leftmost is the client; with no usable entry, the peer is.
+entry that is no address (`unknown`, garbage) stops the walk: the nearest trusted hop wrote it,
+so nothing further left can be trusted, and the last trusted address seen stands for the
+client (clients behind such a proxy share its budget; none can choose another). Empty items
+are ignored; ports (`203.0.113.5:4711`, `[2001:db8::1]:443`) and brackets are dropped; an
+IPv4-mapped IPv6 address counts as its IPv4 address. When every entry is a trusted proxy, the
+leftmost is the client.
 
 The address found here keys the rate limits (service.ratelimit.limiter) and is the one sealed
 into the events' metadata (service.commands.context).
@@ -72,9 +75,11 @@ def client_address(
         return peer
     farthest: Address = peer_address
     for entry in reversed(forwarded_entries(forwarded_for)):
+        if not entry.strip():
+            continue
         address = address_of(entry)
         if address is None:
-            continue
+            return str(farthest)  # a trusted hop wrote something else: read no further left
         if not _trusted(address, proxies):
             return str(address)
         farthest = address
