@@ -24,6 +24,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
+from service import access_log
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
 from service.http.admin import admin_router
@@ -187,13 +188,23 @@ def request_id_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIA
                 await app(scope, receive, send_with_id)
             finally:
                 seconds = time.perf_counter() - started
-                log.info(
-                    "http.request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(seconds * 1000, 2),
-                )
+                fast = access_log.installed()
+                if fast is not None:
+                    fast.line(
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 2),
+                        request_id=request_id,
+                    )
+                else:
+                    log.info(
+                        "http.request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 2),
+                    )
                 if metrics is not None:
                     route = scope.get("path_template") if "route_handler" in scope else None
                     metrics.observe_request(scope["method"], route, status, seconds, done)

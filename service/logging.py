@@ -18,6 +18,7 @@ import structlog
 import structlog.tracebacks
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from service import access_log
 from service.settings import Settings
 
 REDACTED = "[redacted]"
@@ -135,6 +136,8 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    json_lines = isinstance(renderer, structlog.processors.JSONRenderer)
+    access_log.install(out if json_lines and level <= logging.INFO else None)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
