@@ -349,6 +349,17 @@ async def run(args: argparse.Namespace) -> int:
         smtp.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        await _drop_stream(f"BENCH_WRITE_{name[-12:]}")
+
+
+async def _drop_stream(stream: str) -> None:
+    """The run's JetStream stream goes with its database (the machine's NATS is shared)."""
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(NATS_URL)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
 
 
 def main() -> int:
