@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +15,7 @@ import msgspec
 
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
-from events.hashchain import event_hash, framed_after_position
+from events.hashchain import frame, framed_after_position, link
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
 NOTIFY_CHANNEL = "authledger_events"
@@ -121,37 +122,11 @@ def record(
     *,
     recorded_at: datetime,
 ) -> RecordedEvent:
-    metadata = _encode(event.metadata)
-    digest = event_hash(
-        prev_hash,
-        position=position,
-        event_id=event.event_id,
-        tenant_id=stream.tenant_id,
-        stream_type=stream.stream_type,
-        stream_id=stream.stream_id,
-        stream_version=version,
-        type=event.type,
-        schema_version=event.schema_version,
-        occurred_at=event.occurred_at,
-        recorded_at=recorded_at,
-        payload=event.payload,
-        metadata=metadata,
-    )
-    return RecordedEvent(
-        position=position,
-        event_id=event.event_id,
-        tenant_id=stream.tenant_id,
-        stream_type=stream.stream_type,
-        stream_id=stream.stream_id,
-        stream_version=version,
-        type=event.type,
-        schema_version=event.schema_version,
-        occurred_at=event.occurred_at,
-        recorded_at=recorded_at,
-        payload=event.payload,
-        metadata=metadata,
-        hash=digest,
-    )
+    """The record at `position` after `prev_hash`, hashed here (the long way): the same
+    framing `events_append` completes in the database (one function frames both)."""
+    rec, rest = pending(stream, version, event, recorded_at=recorded_at)
+    digest = link(prev_hash, hashlib.sha256(frame((str(position).encode(),)) + rest).digest())
+    return msgspec.structs.replace(rec, position=position, hash=digest)
 
 
 def pending(

@@ -10,7 +10,8 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.envelope import RecordedEvent
+from events.appends import record
+from events.envelope import RecordedEvent, StreamRef
 from events.hashchain import (
     GENESIS,
     check_chain,
@@ -21,6 +22,7 @@ from events.hashchain import (
     framed_content,
     link,
 )
+from tests.support.builders import NOW, SAMPLE, ThingOpened
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -168,3 +170,36 @@ def _framed(event: RecordedEvent) -> bytes:
         payload=event.payload,
         metadata=event.metadata,
     )
+
+
+@given(
+    position=st.integers(1, 10**12),
+    version=st.integers(1, 10**6),
+    name=st.text(max_size=40),
+    prev=st.binary(min_size=32, max_size=32),
+)
+def test_the_writer_frames_as_the_chain_hashes(
+    position: int, version: int, name: str, prev: bytes
+) -> None:
+    """The writer's record (framing less the position, completed as `events_append` does in
+    the database) hashes to exactly what events.hashchain computes from every field."""
+    stream = StreamRef("acme", "thing", "thg_1")
+    new = SAMPLE.new(ThingOpened(name=name), occurred_at=NOW)
+    at = datetime(2026, 12, 6, 3, 0, 0, 123456, tzinfo=UTC)
+    rec = record(prev, position, stream, version, new, recorded_at=at)
+    expected = event_hash(
+        prev,
+        position=position,
+        event_id=new.event_id,
+        tenant_id="acme",
+        stream_type="thing",
+        stream_id="thg_1",
+        stream_version=version,
+        type=new.type,
+        schema_version=new.schema_version,
+        occurred_at=NOW,
+        recorded_at=at,
+        payload=new.payload,
+        metadata=rec.metadata,
+    )
+    assert (rec.position, rec.hash) == (position, expected)

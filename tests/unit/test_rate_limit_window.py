@@ -10,6 +10,13 @@ from hypothesis import strategies as st
 from service.ratelimit.window import US, Window, admits, retry_after
 
 HOUR = 3_600
+STATES = {  # a limiter's state for one bucket: its limit, period and two windows' hits
+    "limit": st.integers(1, 50),
+    "period": st.sampled_from([1, 60, 900, HOUR, 86_400]),
+    "current": st.integers(0, 60),
+    "previous": st.integers(0, 60),
+    "elapsed_us": st.integers(0, 86_400 * US - 1),
+}
 
 
 def test_a_window_is_a_fixed_slice_of_epoch_time() -> None:
@@ -97,13 +104,7 @@ def test_the_two_cases_the_float_version_got_wrong() -> None:
     assert not admits(2, 0, 9, two.later(799))
 
 
-@given(
-    limit=st.integers(1, 50),
-    period=st.sampled_from([1, 60, 900, HOUR, 86_400]),
-    current=st.integers(0, 60),
-    previous=st.integers(0, 60),
-    elapsed_us=st.integers(0, 86_400 * US - 1),
-)
+@given(**STATES)
 @example(limit=4, period=60, current=0, previous=9, elapsed_us=0)
 @example(limit=2, period=900, current=0, previous=9, elapsed_us=0)
 def test_retry_after_is_the_first_whole_second_that_admits(
@@ -120,13 +121,7 @@ def test_retry_after_is_the_first_whole_second_that_admits(
         assert not _admitted_after(limit, current, previous, window, wait - 1)
 
 
-@given(
-    limit=st.integers(1, 50),
-    period=st.sampled_from([1, 60, 900, HOUR, 86_400]),
-    current=st.integers(0, 60),
-    previous=st.integers(0, 60),
-    elapsed_us=st.integers(0, 86_400 * US - 1),
-)
+@given(**STATES)
 def test_admission_only_grows_as_time_passes(
     limit: int, period: int, current: int, previous: int, elapsed_us: int
 ) -> None:
