@@ -97,8 +97,8 @@ class Settings:
             nats_url=nats_url or "",
             public_url=r.get("PUBLIC_URL", _public_url, False) or cls.public_url,
             smtp_url=r.get("SMTP_URL", _url("smtp", "smtps"), False),
-            admin_token=r.get("ADMIN_TOKEN", _min_length(16), needs_secrets),
-            secret_key=r.get("SECRET_KEY", _min_length(32), needs_secrets),
+            admin_token=r.get("ADMIN_TOKEN", _secret(16), needs_secrets),
+            secret_key=r.get("SECRET_KEY", _secret(32), needs_secrets),
             data_dir=Path(r.get("DATA_DIR", _non_empty, False) or cls.data_dir),
             nats_stream=r.get("NATS_STREAM", _token, False) or cls.nats_stream,
             nats_subject_prefix=r.get("NATS_SUBJECT_PREFIX", _token, False)
@@ -278,6 +278,25 @@ def _min_length(n: int) -> Callable[[str], str]:
         if len(raw) < n:
             raise ValueError(f"must be at least {n} characters")
         return raw
+
+    return parse
+
+
+# The examples' placeholders (compose.yaml): a deployment that kept one has a secret anybody
+# can read in the repository (security issue 12, finding 9).
+_PLACEHOLDER_PREFIXES = ("change-me", "changeme")
+
+
+def _secret(n: int) -> Callable[[str], str]:
+    long_enough = _min_length(n)
+
+    def parse(raw: str) -> str:
+        if raw.strip().lower().startswith(_PLACEHOLDER_PREFIXES):
+            raise ValueError(
+                "is the example's placeholder; set a secret of your own, e.g. the output of "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return long_enough(raw)
 
     return parse
 
