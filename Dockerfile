@@ -7,6 +7,7 @@ COPY projections projections
 COPY service service
 COPY workers workers
 COPY migrations migrations
+COPY subscriber subscriber
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

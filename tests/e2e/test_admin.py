@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_id_jag import ADMIN, jag, me, registered, trust
 from tests.support.app_client import Service, running_service
 from tests.support.backends import Backend
+from tests.support.id_jag import ADMIN, jag, me, registered, trust
 from tests.support.idp import IdentityProvider
 
 ISSUERS = "/admin/trusted-issuers"

@@ -12,11 +12,11 @@ import pytest
 from events.hashchain import verify_log
 from projections.replay import verify
 from service.pii import Sealer
-from tests.e2e.test_id_jag import ADMIN, jag, me, registered, trust
 from tests.e2e.test_no_plaintext import _ceremony
 from tests.e2e.test_protected_resource import eventually
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
+from tests.support.id_jag import ADMIN, jag, me, registered, trust
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import authledger_env, serving
 

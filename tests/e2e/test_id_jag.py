@@ -6,18 +6,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
-import httpx
 import pytest
 
-from service.tenant import ID_JAG
-from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service, running_service
+from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
+from tests.support.id_jag import (
+    LOGOUT,
+    jag,
+    me,
+    present,
+    registered,
+    trust,
+    trusting_service,
+)
 from tests.support.idp import IdentityProvider
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-LOGOUT = {"Content-Type": "application/logout+jwt"}
 
 
 @pytest.fixture
@@ -28,38 +31,8 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 
 @pytest.fixture
 async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> AsyncIterator[Service]:
-    async with running_service(backend, database_url, JWKS_ALLOW_LOOPBACK_HTTP="true") as s:
-        await trust(s, idp)
-        yield s
-
-
-async def trust(svc: Service, idp: IdentityProvider, **terms: Any) -> None:
-    body = {"issuer": idp.issuer, "jwks_uri": idp.jwks_url, **terms}
-    response = await svc.client.post("/admin/trusted-issuers", json=body, headers=ADMIN)
-    assert response.status_code in (200, 201), response.text
-
-
-async def present(svc: Service, assertion: str, kind: str = "access_token") -> Any:
-    return await svc.client.post(
-        "/agent/auth",
-        json={"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": assertion,
-              "requested_credential_type": kind},
-    )  # fmt: skip
-
-
-async def registered(svc: Service, assertion: str, kind: str = "access_token") -> dict[str, Any]:
-    response = await present(svc, assertion, kind)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def me(svc: Service, credential: str) -> httpx.Response:
-    return await svc.client.get("/api/me", headers={"Authorization": f"Bearer {credential}"})
-
-
-def jag(svc: Service, idp: IdentityProvider, **kwargs: Any) -> str:
-    return idp.mint_id_jag(aud=kwargs.pop("aud", PUBLIC_URL), now=svc.clock.now(), **kwargs)
+    async with trusting_service(backend, database_url, idp) as running:
+        yield running
 
 
 async def test_id_jag_registers_and_the_access_token_works(

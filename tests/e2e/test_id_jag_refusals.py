@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 
 from service.tenant import ID_JAG
-from tests.e2e.test_id_jag import ADMIN, LOGOUT, jag, me, present, registered, trust
 from tests.e2e.test_protected_resource import eventually
-from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service, running_service
+from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service
 from tests.support.backends import Backend
+from tests.support.id_jag import (
+    ADMIN,
+    LOGOUT,
+    jag,
+    me,
+    present,
+    registered,
+    trusting_service,
+)
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import authledger_env, serving
 
@@ -28,9 +36,8 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 
 @pytest.fixture
 async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> AsyncIterator[Service]:
-    async with running_service(backend, database_url, JWKS_ALLOW_LOOPBACK_HTTP="true") as s:
-        await trust(s, idp)
-        yield s
+    async with trusting_service(backend, database_url, idp) as running:
+        yield running
 
 
 def _claims(svc: Service, idp: IdentityProvider, **kwargs: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import pytest
 
 from service.app import create_app
 from service.tenant import ID_JAG
-from tests.e2e.test_id_jag import LOGOUT, jag, trust
 from tests.support.app_client import (
     PUBLIC_URL,
     Service,
@@ -23,6 +22,7 @@ from tests.support.app_client import (
     settings_for,
 )
 from tests.support.backends import Backend
+from tests.support.id_jag import LOGOUT, jag, trust
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import SECRETS, authledger_env, serving
 

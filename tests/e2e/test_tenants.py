@@ -12,9 +12,9 @@ import pytest
 
 from service.commands.context import Caller
 from service.commands.tenants import create_tenant, set_tenant_active
-from tests.e2e.test_id_jag import ADMIN, LOGOUT, jag, trust
 from tests.support.app_client import PUBLIC_URL, Service, link_of, otp_of, running_service
 from tests.support.backends import Backend
+from tests.support.id_jag import ADMIN, LOGOUT, jag, trust
 from tests.support.idp import IdentityProvider
 
 ACME_URL = "https://auth.acme.example"

@@ -17,9 +17,9 @@ import pytest
 
 from service.commands.revocation import issued_before
 from service.providers.claims import LOGOUT_MAX_AGE, MAX_LOGOUT_LIFETIME
-from tests.e2e.test_id_jag import LOGOUT, jag, me, registered, trust
-from tests.support.app_client import PUBLIC_URL, Service, running_service
+from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
+from tests.support.id_jag import LOGOUT, jag, me, registered, trusting_service
 from tests.support.idp import IdentityProvider
 
 REVOKE = "/agent/auth/revoke"
@@ -33,9 +33,8 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 
 @pytest.fixture
 async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> AsyncIterator[Service]:
-    async with running_service(backend, database_url, JWKS_ALLOW_LOOPBACK_HTTP="true") as s:
-        await trust(s, idp)
-        yield s
+    async with trusting_service(backend, database_url, idp) as running:
+        yield running
 
 
 def _logout(svc: Service, idp: IdentityProvider, lifetime: timedelta) -> str:
