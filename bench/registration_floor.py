@@ -75,9 +75,9 @@ def _sha(value: str) -> str:
 class Registration:
     """One registration's unavoidable work before the database."""
 
-    __slots__ = ("done", "events", "key_row", "rows")
+    __slots__ = ("api_key", "claim", "done", "events", "expires", "key_row", "rows")
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, correlation_id: str | None = None) -> None:
         rid, cid = "reg_" + secrets.token_hex(12), "cred_" + secrets.token_hex(12)
         claim, api_key = secrets.token_urlsafe(32), "sk_" + secrets.token_urlsafe(32)
         data_key = AESGCM.generate_key(bit_length=256)
@@ -87,7 +87,7 @@ class Registration:
         sealed_ip = AESGCM(data_key).encrypt(nonce, b"127.0.0.1", rid.encode())
         metadata = _encode(
             {
-                "correlation_id": uuid.uuid4().hex,
+                "correlation_id": correlation_id or uuid.uuid4().hex,
                 "actor": "agent",
                 "client_ip": "pii1." + rid + "." + (nonce + sealed_ip).hex(),
             }
@@ -121,9 +121,28 @@ class Registration:
             ("registration", rid, "registration.created", 2, created, metadata, now),
             ("credential", cid, "credential.issued", 2, issued, metadata, now),
         ]
+        self.claim, self.api_key, self.expires = claim, api_key, expires
         self.key_row = (rid, wrapped)
         self.rows = ((rid, _sha(claim), expires, cid, now), (cid, _sha(api_key), SCOPES, rid, now))
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def answer(self) -> bytes:
+        """The 200 body `serve` answers (§5.1), for bench/floor_server.py."""
+        rid = self.key_row[0]
+        return _encode(
+            {
+                "registration_id": rid,
+                "registration_type": "anonymous",
+                "credential_type": "api_key",
+                "credential": self.api_key,
+                "credential_expires": None,
+                "scopes": SCOPES,
+                "claim_url": "http://127.0.0.1/agent/auth/claim",
+                "claim_token": self.claim,
+                "claim_token_expires": self.expires,
+                "post_claim_scopes": SCOPES,
+            }
+        )
 
 
 async def commit(conn: Conn, batch: list[Registration]) -> None:

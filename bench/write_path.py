@@ -19,7 +19,11 @@ c. the relay: how long after the last registration until every event of the log 
 d. GET /api/me with one API key, at 16 connections.
 
 Prints each run, the CPU per registration of the HTTP processes, the worker and Postgres,
-the resident memory of every process, and the issue's targets. With --profile DIR, py-spy
+the resident memory of every process, and the issue's targets.
+
+With --floor, then (e): the same registrations and relay check against bench/floor_server.py
+(the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
+each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
 records each HTTP child and the worker during the 16-connection registration run into DIR
 (collapsed stacks, one file per process).
 """
@@ -104,6 +108,7 @@ class Figures:
     me: WrkRun | None = None
     relay_lag_s: float = float("nan")
     published: bool = False
+    memory: str = ""
 
 
 class Bench:
@@ -111,6 +116,17 @@ class Bench:
         self.stack, self.wrk, self.events, self.seconds = stack, wrk, events, seconds
         self.profile: Path | None = None
         self.figures = Figures()
+
+    async def measure(self) -> None:
+        log("(a) static")
+        await self.static()
+        log("(b) anonymous registrations")
+        await self.registrations()
+        log("(c) the relay")
+        await self.relay()
+        log("(d) /api/me")
+        await self.me()
+        self.note_memory()
 
     async def static(self) -> None:
         await self.wrk.run("warm-up", "get.lua", STATIC, connections=64, seconds=2)
@@ -172,6 +188,13 @@ class Bench:
             for pid in pids
         ]
 
+    def note_memory(self) -> None:
+        serve, worker = memory_of(self.stack.server.pid), memory_of(self.stack.worker.pid)
+        self.figures.memory = (
+            f"\nmemory: serve {serve.line()}\n        worker {worker.line()}\n"
+            f"        in all: {serve.rss_mb + worker.rss_mb:.0f} MB RSS"
+        )
+
     async def relay(self) -> None:
         """How long after the last registration until every event is on JetStream."""
         ended = time.monotonic()
@@ -211,7 +234,54 @@ class Bench:
         log(self.figures.me.line())
 
 
-def report(f: Figures, stack: Stack) -> bool:
+class FloorServer(Server):
+    """bench/floor_server.py in place of `authledger serve`, with as many processes."""
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "floor_server.py"),
+            "--database-url",
+            self.env["AUTHLEDGER_DATABASE_URL"],
+            "--port",
+            str(self.port),
+            "--processes",
+            str(self.workers),
+        ]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own command line
+                argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+
+def report_floor(ours: Figures, floor: Figures) -> bool:
+    static = ours.static[16]
+    print("\n| anonymous registration | connections | req/s | p99 ms | x static | ours / floor |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for c, r in floor.register.items():
+        mine = ours.register[c]
+        for label, run in (("authledger serve", mine), ("floor with HTTP", r)):
+            print(
+                f"| {label} | {c} | {run.rate:,.0f} | {run.p99_ms:.2f} "
+                f"| {run.rate / static.rate:.3f}x | {mine.rate / r.rate:.2f} |"
+            )
+    print("\nCPU per registration (ms) of the floor: HTTP processes; worker; Postgres; wrk")
+    for c, r in floor.register.items():
+        if r.cpu is not None:
+            http, pg, wrk = r.cpu.per_request_ms(r.requests)
+            print(
+                f"  c={c}: HTTP {http:.3f}, worker {floor.worker_ms[c]:.3f}, Postgres {pg:.3f}, "
+                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy"
+            )
+    committed = all(c.holds for c in floor.committed.values())
+    print(
+        f"  floor: every 200 committed: {'yes' if committed else 'NO'}; on JetStream within "
+        f"{floor.relay_lag_s:.2f} s"
+    )
+    return committed and floor.published
+
+
+def report(f: Figures) -> bool:
     static = f.static[16]
     verdicts: list[bool] = []
 
@@ -237,9 +307,7 @@ def report(f: Figures, stack: Stack) -> bool:
                 f"  c={c}: HTTP {http:.3f}, worker {f.worker_ms[c]:.3f}, Postgres {pg:.3f}, "
                 f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy"
             )
-    serve, worker = memory_of(stack.server.pid), memory_of(stack.worker.pid)
-    print(f"\nmemory: serve {serve.line()}\n        worker {worker.line()}")
-    print(f"        in all: {serve.rss_mb + worker.rss_mb:.0f} MB RSS")
+    print(f.memory)
     print("\ntargets (issue 11):")
     r16, r64 = f.register[16], f.register[64]
     target(
@@ -302,6 +370,25 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+async def measure_floor(ours: Stack, workdir: Path, events: Log, args: argparse.Namespace) -> Bench:
+    """bench/floor_server.py on the same database with the same worker: registrations, relay."""
+    server = FloorServer(ours.env, free_port(), workdir / "floor.log", 2)
+    server.start()
+    try:
+        await server.wait_ready()
+        floor = Bench(
+            Stack(server, ours.worker, ours.env),
+            Wrk(server, workdir, args.threads),
+            events,
+            args.seconds,
+        )
+        await floor.registrations()
+        await floor.relay()
+    finally:
+        server.stop()
+    return floor
+
+
 async def run(args: argparse.Namespace) -> int:
     name = f"authledger_bench_write_{secrets.token_hex(6)}"
     url = with_database(args.database_url, name)
@@ -326,21 +413,22 @@ async def run(args: argparse.Namespace) -> int:
             if args.profile is not None:
                 bench.profile = args.profile
                 await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
-            log("(a) static")
-            await bench.static()
-            log("(b) anonymous registrations")
-            await bench.registrations()
-            log("(c) the relay")
-            await bench.relay()
-            log("(d) /api/me")
-            await bench.me()
+            await bench.measure()
+            floor: Bench | None = None
+            if args.floor:
+                log("(e) the floor with its HTTP")
+                server.stop()
+                floor = await measure_floor(stack, workdir, Log(conn), args)
         finally:
             await conn.close()
         print(
             f"load average {load_average()}; other client sessions {await other_sessions(admin)}"
             f"; wrk -t{args.threads}, {args.seconds:g} s a run; logs in {workdir}"
         )
-        return 0 if report(bench.figures, stack) else 1
+        ok = report(bench.figures)
+        if floor is not None:
+            ok = report_floor(bench.figures, floor.figures) and ok
+        return 0 if ok else 1
     finally:
         if server is not None:
             server.stop()
@@ -372,6 +460,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured run")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")
+    parser.add_argument(
+        "--floor", action="store_true", help="then the same against bench/floor_server.py"
+    )
     return asyncio.run(run(parser.parse_args()))
 
 
