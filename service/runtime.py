@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Generator, Sequence
@@ -111,8 +112,19 @@ def http_job(
     sock: socket.socket,
     dev_routes: Sequence[ControllerRouterHandler] = (),
 ) -> Job:
+    app = create_app(settings, resources=resources, dev_routes=dev_routes)
+    if settings.http_server == "granian":
+        from service.granian_host import HostedGranian
+
+        granian = HostedGranian(app, sock)
+
+        async def serve_granian() -> None:
+            log.info("http.serving", server="granian", pid=os.getpid())
+            await granian.serve()
+
+        return Job("http", serve_granian(), granian.request_stop)
     config = uvicorn.Config(
-        create_app(settings, resources=resources, dev_routes=dev_routes),
+        app,
         lifespan="on",
         ws="none",
         log_config=None,
@@ -123,6 +135,7 @@ def http_job(
     server = _HostedServer(config)
 
     async def run() -> None:
+        log.info("http.serving", server="uvicorn", pid=os.getpid())
         try:
             await server.serve(sockets=[sock])
         except SystemExit as exc:  # uvicorn exits on start-up failures; keep it in the loop

@@ -68,6 +68,7 @@ class Settings:
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
+    http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.http_job
     # What the settings were read from (environment over file), to derive a tenant's own
     # settings from the same base (service/tenants.py). Holds secrets: never printed.
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -140,6 +141,8 @@ class Settings:
             checkpoint_minutes=r.get("CHECKPOINT_MINUTES", _count(1, 1_440), False)
             or cls.checkpoint_minutes,
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
+            http_server=r.get("HTTP_SERVER", _choice("granian", "uvicorn"), False)  # type: ignore[arg-type]
+            or cls.http_server,
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (

@@ -70,8 +70,10 @@ def client_address(
     X-Forwarded-For header lines) names the client beyond the trusted ones."""
     if not peer:
         return None
+    if not proxies:  # the usual case: no address to parse
+        return peer
     peer_address = address_of(peer)
-    if not proxies or peer_address is None or not _trusted(peer_address, proxies):
+    if peer_address is None or not _trusted(peer_address, proxies):
         return peer
     farthest: Address = peer_address
     for entry in reversed(forwarded_entries(forwarded_for)):

@@ -160,20 +160,31 @@ async def test_serve_is_not_ready_on_an_unmigrated_database(
     assert status == 0, err
 
 
+@pytest.mark.parametrize("http_server", ["granian", "uvicorn"])
 async def test_serve_with_several_processes_shares_the_port(
-    backend: Backend, database_url: str
+    backend: Backend, database_url: str, http_server: str
 ) -> None:
-    """`serve --workers 2` answers on one port from two processes and stops cleanly."""
+    """`serve --workers 2` answers on one port from two processes and stops cleanly, with
+    either HTTP server (AUTHLEDGER_HTTP_SERVER)."""
     env = authledger_env(
-        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+        AUTHLEDGER_DATABASE_URL=database_url,
+        AUTHLEDGER_NATS_URL=backend.nats_url,
+        AUTHLEDGER_HTTP_SERVER=http_server,
+        **SECRETS,
     )
+    serving_line = f'"server": "{http_server}"'
     async with serving(["--workers", "2"], env) as server:
-        await server.wait_for_log('"event": "Application startup complete.', count=2)
+        await server.wait_for_log(serving_line, count=2)
         responses = [await server.http.get("/readyz") for _ in range(5)]
         assert [r.status_code for r in responses] == [200] * 5
+        assert len({r.headers["x-request-id"] for r in responses}) == 5
+        posted = await server.http.post("/agent/auth", content=b"{not json")
+        assert (posted.status_code, posted.json()["error"]) == (400, "invalid_request")
         status, err = await server.stop()
     assert status == 0, err
-    assert err.count('"event": "Started server process') == 2
+    assert err.count(serving_line) == 2
+    pids = {json.loads(line)["pid"] for line in err.splitlines() if serving_line in line}
+    assert len(pids) == 2
 
 
 async def test_trust_and_revoke_commands_record_events_as_the_cli(database_url: str) -> None:

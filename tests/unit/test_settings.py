@@ -236,7 +236,7 @@ def test_unknown_variables_name_the_closest_known_one() -> None:
         **GOOD,
         "AUTHLEDGER_REGISTRATON_TTL": "5",
         "AUTHLEDGER_DATABSE_URL": "postgresql://db/x",
-        "AUTHLEDGER_WHATEVER": "1",
+        "AUTHLEDGER_QQQ": "1",
         "AUTHLEDGER_CONFIG": "/etc/authledger.toml",
         "AUTHLEDGER_DATA_DIR": "/var/lib/authledger",
         "AUTHLEDGER_TEST_BACKEND": "embedded",
@@ -249,7 +249,7 @@ def test_unknown_variables_name_the_closest_known_one() -> None:
     assert found == {
         ("AUTHLEDGER_DATABSE_URL", "AUTHLEDGER_DATABASE_URL"),
         ("AUTHLEDGER_REGISTRATON_TTL", "AUTHLEDGER_REGISTRATION_TTL"),
-        ("AUTHLEDGER_WHATEVER", None),
+        ("AUTHLEDGER_QQQ", None),
     }
     [line] = [v.line() for v in unknown_variables({"AUTHLEDGER_OTP_TLL": "60"})]
     assert line == (
