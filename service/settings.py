@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from service.outbound.policy import LOOPBACK, parse_allow
+
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
 Mode = Literal[
@@ -68,6 +70,9 @@ class Settings:
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
+    # What webhook and JWKS requests may reach besides public addresses (service.outbound):
+    # CIDRs and host names, normalised; empty: public only. `dev`: loopback unless set.
+    outbound_allow: tuple[str, ...] = ()
     # What the settings were read from (environment over file), to derive a tenant's own
     # settings from the same base (service/tenants.py). Holds secrets: never printed.
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -140,6 +145,9 @@ class Settings:
             checkpoint_minutes=r.get("CHECKPOINT_MINUTES", _count(1, 1_440), False)
             or cls.checkpoint_minutes,
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
+            outbound_allow=_default(
+                r.get("OUTBOUND_ALLOW", parse_allow, False), LOOPBACK if mode == "dev" else ()
+            ),
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (
