@@ -6,10 +6,10 @@ Creates a fresh database on the server behind the admin URL (default
 postgresql://postgres@127.0.0.1:5432/postgres, or AUTHLEDGER_BENCH_DATABASE_URL), runs
 `authledger migrate`, and starts `authledger serve --workers 2` on a free loopback port as
 bench/http_load.py does (its own NATS stream, rate limits off, JSON logs at warning level into
-a file), with AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP=true so that it may fetch a provider's JWKS
-over plain http on 127.0.0.1, and without AUTHLEDGER_PUBLIC_URL, so that its issuer (the
-ID-JAGs' `aud`) is http://127.0.0.1:<port>. Then, with `wrk -t1 -c32 --latency`, 10 s per run
-(5 s with --quick) after a 2 s warm-up (1 s):
+a file), with AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP=true and AUTHLEDGER_OUTBOUND_ALLOW set to
+loopback so that it may fetch a provider's JWKS over plain http on 127.0.0.1, and without
+AUTHLEDGER_PUBLIC_URL, so that its issuer (the ID-JAGs' `aud`) is http://127.0.0.1:<port>.
+Then, with `wrk -t1 -c32 --latency`, 10 s per run (5 s with --quick) after a 2 s warm-up (1 s):
 
 a. GET /healthz, a static JSON answer of the same server: the baseline;
 b. for ES256, then EdDSA: a test agent provider (tests/support/idp.py) in this script's own
@@ -613,7 +613,10 @@ async def run(admin_url: str, plan: Plan) -> int:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
             env = server_env(url, name[-12:])
-            env["AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP"] = "true"
+            env |= {  # the provider's JWKS is on http://127.0.0.1
+                "AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP": "true",
+                "AUTHLEDGER_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",
+            }
             await migrate(env)
             server = Server(env, free_port(), workdir / "serve.log", plan.workers)
             log(f"authledger serve --workers {plan.workers} on {server.url}")

@@ -3,7 +3,10 @@
 Embedded Postgres and NATS start under the data folder unless AUTHLEDGER_DATABASE_URL /
 AUTHLEDGER_NATS_URL name other ones; then migrations, HTTP and every worker. An admin token
 and a secret key are generated once and kept in the data folder (mode 0600) when the
-environment gives none. Ctrl-C or SIGTERM stops it all, embedded servers included.
+environment gives none. Webhook pushes and agent providers' JWKS may reach loopback
+(AUTHLEDGER_OUTBOUND_ALLOW defaults to 127.0.0.0/8 and ::1 here, so that a subscriber and an
+identity provider on this machine work; `serve` and `worker` allow public addresses only);
+the banner says what is allowed. Ctrl-C or SIGTERM stops it all, embedded servers included.
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ def with_dev_secrets(settings: Settings, data_dir: Path) -> Settings:
     return replace(settings, admin_token=admin_token, secret_key=secret_key)
 
 
+def _outbound(settings: Settings) -> str:
+    """The banner's line on where webhooks and JWKS fetches may go (security finding 7)."""
+    if not settings.outbound_allow:
+        return "public addresses only (AUTHLEDGER_OUTBOUND_ALLOW)"
+    allowed = " ".join(settings.outbound_allow)
+    return f"public addresses and {allowed}  (AUTHLEDGER_OUTBOUND_ALLOW; for webhooks, JWKS)"
+
+
 async def run_dev(
     settings: Settings, *, host: str, port: int, public_url_set: bool = False
 ) -> None:
@@ -112,6 +123,7 @@ async def run_dev(
             f"{'  (embedded)' if stack.postgres else ''}\n"
             f"  nats        {settings.nats_url}{'  (embedded)' if stack.nats else ''}\n"
             f"  admin token {admin}\n"
+            f"  outbound    {_outbound(settings)}\n"
             f"  {mail}\n"
             f"  data        {data_dir}",
             flush=True,

@@ -14,6 +14,10 @@ Counted by the serving process (prometheus-client objects, in this object's own 
   (through `Context.on_recorded`); workers' appends show in the figures read from Postgres;
 - `authledger_rate_limit_checks_total{result}` (service.ratelimit): `admitted`,
   `refused.<limit>` (e.g. `refused.anonymous_per_ip`) or `store_failed`;
+- `authledger_outbound_refused_total{purpose, reason}` (service.outbound): connections to
+  an agent provider's JWKS (`purpose="jwks"`) refused because the host resolved to an
+  address that is not public (`reason`: `loopback`, `private`, `metadata`, ...); webhook
+  refusals, made by the worker, count as failed deliveries (below);
 - `authledger_credential_cache_lookups_total{result}` (`hit`, `negative_hit`, `miss`),
   `authledger_credential_cache_hit_ratio`, `authledger_credential_cache_entries`, and
   `authledger_projection_lag_events{projection="credential_cache"}`: the log's head minus the
@@ -218,6 +222,12 @@ class Metrics:
             "authledger_rate_limit_checks",
             "Rate-limit checks: admitted, refused.<limit>, or store_failed (then fail policy)",
             ["result"],
+            registry=own,
+        )
+        self.outbound_refused = Counter(
+            "authledger_outbound_refused",
+            "Outbound connections refused (security finding 7), by purpose and address class",
+            ["purpose", "reason"],
             registry=own,
         )
         self.appended = Counter(

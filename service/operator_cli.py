@@ -28,6 +28,7 @@ from service.commands.tenants import (
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
 from service.domain.providers import NotTrusted
 from service.domain.tenants import TenantRefused
+from service.outbound.policy import policy_of
 from service.pii import Sealer
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 from service.settings import Settings
@@ -139,7 +140,11 @@ async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
             required_amr=tuple(args.require_amr),
         )
         try:
-            check_entry(entry, allow_loopback_http=settings.jwks_allow_loopback_http)
+            check_entry(
+                entry,
+                allow_loopback_http=settings.jwks_allow_loopback_http,
+                outbound=policy_of(settings.outbound_allow),
+            )
         except BadEntry as exc:
             raise OperatorError(str(exc)) from None
         change = await trust(ctx, entry, _caller())

@@ -24,6 +24,7 @@ from service.commands.context import Context
 from service.commands.erasure import ERASURES, erased_subjects
 from service.credential_cache import CredentialCache
 from service.metrics import Metrics, multiprocess_dir
+from service.outbound.policy import policy_of
 from service.pii import Sealer
 from service.providers.jwks import JwksCache
 from service.ratelimit import RateLimiter, WindowStore, load_limits
@@ -201,7 +202,12 @@ class Resources:
                 keyring=KeyRing(settings.secret_key),
                 on_recorded=recorded,
                 provider_keys=JwksCache(
-                    clock=clock, allow_loopback_http=settings.jwks_allow_loopback_http
+                    clock=clock,
+                    allow_loopback_http=settings.jwks_allow_loopback_http,
+                    outbound=policy_of(settings.outbound_allow),
+                    observe_refused=lambda reason: metrics.outbound_refused.labels(
+                        "jwks", reason
+                    ).inc(),
                 ),
             )
             opened.limiter = RateLimiter(

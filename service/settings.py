@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from service.outbound.policy import LOOPBACK, parse_allow
+
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
 Mode = Literal[
@@ -69,6 +71,9 @@ class Settings:
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
     http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.http_job
+    # What webhook and JWKS requests may reach besides public addresses (service.outbound):
+    # CIDRs and host names, normalised; empty: public only. `dev`: loopback unless set.
+    outbound_allow: tuple[str, ...] = ()
     # What the settings were read from (environment over file), to derive a tenant's own
     # settings from the same base (service/tenants.py). Holds secrets: never printed.
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -143,6 +148,9 @@ class Settings:
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
             http_server=r.get("HTTP_SERVER", _choice("granian", "uvicorn"), False)  # type: ignore[arg-type]
             or cls.http_server,
+            outbound_allow=_default(
+                r.get("OUTBOUND_ALLOW", parse_allow, False), LOOPBACK if mode == "dev" else ()
+            ),
         )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (

@@ -31,6 +31,10 @@ Waking: LISTEN `authledger_events` (any append may be a revocation, a new subscr
 replay); otherwise the worker sleeps until the next due try or lease end on the injectable
 clock (a ManualClock wakes it when a test moves it), at most `idle_timeout` real seconds.
 
+Where it sends: the client (`webhook_client`) connects only to public addresses, or to those
+`outbound_allow` (AUTHLEDGER_OUTBOUND_ALLOW) admits, checked on the resolved address at
+connect time; a refused connection is a failed try like any other (security finding 7).
+
 Secrets: the subscriber's bearer secret is opened in memory just before the POST; neither
 it nor the SET is ever logged or recorded (logs name the subscription, position, attempt,
 status and a short error).
@@ -70,7 +74,7 @@ from service.domain.subscriptions import (
     RetryPolicy,
     decide_delivery,
 )
-from service.push.delivery import post_set
+from service.push.delivery import post_set, webhook_client
 from service.push.secrets import SecretUnreadable, open_secret
 from service.push.sets import CredentialEnded, credential_ended, set_claims, sign_set
 from service.settings import ConfigError
@@ -131,6 +135,7 @@ class PushWorker:
         config: PushConfig | None = None,
         client: httpx.AsyncClient | None = None,
         jitter: Callable[[], float] | None = None,
+        outbound_allow: tuple[str, ...] = (),
     ) -> None:
         self._pool = pool
         self._secret_key = secret_key
@@ -140,7 +145,7 @@ class PushWorker:
         self._clock = clock or SystemClock()
         self.config = config or PushConfig()
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(follow_redirects=False)
+        self._client = client or webhook_client(outbound_allow)
         self._jitter = jitter or _random.random
         self._ring = KeyRing(secret_key, tenant.tenant_id)  # the tenant's own signing keys
         self._keys_loaded = float("-inf")
@@ -384,6 +389,8 @@ def revocation_push_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[
         await directory.load(pool)
         async with asyncio.TaskGroup() as group:
             for tenant in directory.configs():
-                group.create_task(PushWorker(pool, secret_key=secret_key, tenant=tenant).run())
+                worker = PushWorker(pool, secret_key=secret_key, tenant=tenant,
+                                    outbound_allow=settings.outbound_allow)  # fmt: skip
+                group.create_task(worker.run())
 
     return run()

@@ -10,7 +10,10 @@ stream, so a command racing a delivery result is decided again on the new state
 Checks made before anything is written (`check_terms`): the URL is absolute https (plain
 http only to a loopback host, and only when `AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP` allows it,
 as for agent providers), without user info, query or fragment: a URL goes into the log in
-plain text, so a secret belongs in `secret`, which is sealed. The secret must be an RFC 6750
+plain text, so a secret belongs in `secret`, which is sealed. Its host is no address literal
+(or `localhost`) that `outbound` (AUTHLEDGER_OUTBOUND_ALLOW) does not admit: pushes go to
+public addresses only, checked again on the resolved address at every connection
+(service.push.delivery; security finding 7). The secret must be an RFC 6750
 token of 16 to 512 characters; event types are `credential.revoked` / `credential.expired`;
 reasons are short codes.
 """
@@ -41,6 +44,7 @@ from service.domain.subscriptions import (
     decide_replay,
     decide_update,
 )
+from service.outbound.policy import OutboundPolicy
 from service.push.secrets import BEARER_SECRET, seal_secret
 
 Q = load_queries("projections", "subscriptions.sql")
@@ -88,10 +92,11 @@ def check_terms(
     reasons: tuple[str, ...],
     *,
     allow_loopback_http: bool,
+    outbound: OutboundPolicy | None = None,
 ) -> tuple[EventType, ...]:
     """Refuse what would make the subscription unsafe or unusable (see the module
-    docstring). Returns the event types, typed."""
-    _check_url(url, allow_loopback_http)
+    docstring; `outbound` None: public addresses only). Returns the event types, typed."""
+    _check_url(url, allow_loopback_http, outbound or OutboundPolicy())
     if not 0 < len(audience) <= 2048:
         raise BadSubscription("audience: 1 to 2048 characters")
     if secret is not None and not (
@@ -110,7 +115,7 @@ def check_terms(
     return tuple(t for t in EVENT_TYPES if t in event_types)
 
 
-def _check_url(url: str, allow_loopback_http: bool) -> None:
+def _check_url(url: str, allow_loopback_http: bool, outbound: OutboundPolicy) -> None:
     if len(url) > 2048:
         raise BadSubscription("url: longer than 2048 characters")
     try:
@@ -120,6 +125,10 @@ def _check_url(url: str, allow_loopback_http: bool) -> None:
         raise BadSubscription("url: not a valid URL") from None
     if not parts.hostname or parts.query or parts.fragment or parts.username or "?" in url:
         raise BadSubscription("url: an absolute URL without user, query or fragment")
+    refused = outbound.host_refusal(parts.hostname)
+    if refused is not None:
+        raise BadSubscription(f"url: {refused}; pushes go to public addresses only "
+                              "(AUTHLEDGER_OUTBOUND_ALLOW lists exceptions)")  # fmt: skip
     if parts.scheme == "https":
         return
     if parts.scheme == "http" and allow_loopback_http and parts.hostname in LOOPBACK:
@@ -134,13 +143,14 @@ async def create(
     *,
     from_position: int | None,
     allow_loopback_http: bool,
+    outbound: OutboundPolicy | None = None,
 ) -> asyncpg.Record:
     """A new subscription, sent what the log records after `from_position` (default: its
     head now, i.e. only what comes next). Returns its read-model row."""
     audience = request.audience or request.url
     types = check_terms(
         request.url, audience, request.secret, request.event_types, request.reasons,
-        allow_loopback_http=allow_loopback_http,
+        allow_loopback_http=allow_loopback_http, outbound=outbound,
     )  # fmt: skip
     subscription_id = new_subscription_id()
     sealed = (
@@ -159,7 +169,13 @@ async def create(
 
 
 async def update(
-    ctx: Context, subscription_id: str, patch: Patch, caller: Caller, *, allow_loopback_http: bool
+    ctx: Context,
+    subscription_id: str,
+    patch: Patch,
+    caller: Caller,
+    *,
+    allow_loopback_http: bool,
+    outbound: OutboundPolicy | None = None,
 ) -> asyncpg.Record:
     """Change some terms; the cursor and the delivery state stay as they are."""
 
@@ -176,8 +192,9 @@ async def update(
         )
         reasons = current.reasons if isinstance(patch.reasons, UnsetType) else patch.reasons
         typed = check_terms(
-            url, audience, secret, types, reasons, allow_loopback_http=allow_loopback_http
-        )
+            url, audience, secret, types, reasons,
+            allow_loopback_http=allow_loopback_http, outbound=outbound,
+        )  # fmt: skip
         if isinstance(patch.secret, UnsetType):
             sealed = current.secret_sealed
         elif patch.secret is None:

@@ -24,6 +24,7 @@ from service.domain.providers import (
     fold_issuer,
     issuer_stream_id,
 )
+from service.outbound.policy import OutboundPolicy
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 
 Q = load_queries("projections", "issuers.sql")
@@ -42,11 +43,24 @@ class TrustChange:
     version: int
 
 
-def check_entry(entry: TrustedIssuer, *, allow_loopback_http: bool) -> TrustedIssuer:
-    """Refuse what would make the entry unsafe or unusable, before any event is written."""
+def check_entry(
+    entry: TrustedIssuer, *, allow_loopback_http: bool, outbound: OutboundPolicy | None = None
+) -> TrustedIssuer:
+    """Refuse what would make the entry unsafe or unusable, before any event is written.
+
+    The keys URL (the pinned `jwks_uri`, else the one derived from `issuer`) is what the
+    service will fetch: a literal address or `localhost` there that `outbound`
+    (AUTHLEDGER_OUTBOUND_ALLOW; default: public addresses only) does not admit is refused
+    now. Names are checked on what they resolve to, when the keys are fetched."""
     _check_url("issuer", entry.issuer, allow_loopback_http)
     if entry.jwks_uri is not None:
         _check_url("jwks_uri", entry.jwks_uri, allow_loopback_http)
+    keys_field = "issuer" if entry.jwks_uri is None else "jwks_uri"
+    host = urlsplit(entry.keys_url).hostname or ""
+    refused = (outbound or OutboundPolicy()).host_refusal(host)
+    if refused is not None:
+        raise BadEntry(f"{keys_field}: {refused}; the keys are fetched from public addresses "
+                       "only (AUTHLEDGER_OUTBOUND_ALLOW lists exceptions)")  # fmt: skip
     for client_id in entry.client_ids:
         _check_url("client_ids", client_id, allow_loopback_http)
     if not entry.algorithms:

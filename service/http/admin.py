@@ -49,6 +49,7 @@ from service.http.openapi import (
 )
 from service.http.resource import bearer_token
 from service.metrics import note_refusal
+from service.outbound.policy import policy_of
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 from service.settings import Settings
 
@@ -162,7 +163,11 @@ async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Resp
         required_amr=tuple(body.required_amr),
     )
     try:
-        check_entry(entry, allow_loopback_http=settings.jwks_allow_loopback_http)
+        check_entry(
+            entry,
+            allow_loopback_http=settings.jwks_allow_loopback_http,
+            outbound=policy_of(settings.outbound_allow),
+        )
     except BadEntry as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
     change = await trust(ctx, entry, _operator(request))

@@ -60,6 +60,7 @@ from service.http.openapi import (
     ok,
     refined,
 )
+from service.outbound.policy import OutboundPolicy, policy_of
 from service.settings import Settings
 
 AnyRequest = Request[Any, Any, Any]
@@ -146,6 +147,11 @@ def _loopback_ok(request: AnyRequest) -> bool:
     return settings.jwks_allow_loopback_http
 
 
+def _outbound(request: AnyRequest) -> OutboundPolicy:
+    settings: Settings = request.route_handler.opt["settings"]
+    return policy_of(settings.outbound_allow)
+
+
 def _checked_id(subscription_id: str) -> str:
     if not _ID.fullmatch(subscription_id):
         raise AdminRefused(404, "not_found", "no such subscription")
@@ -166,7 +172,7 @@ async def add_subscription(request: AnyRequest, ctx: NamedDependency[Context]) -
     try:
         row = await create(
             ctx, wanted, _operator(request), from_position=body.from_position,
-            allow_loopback_http=_loopback_ok(request),
+            allow_loopback_http=_loopback_ok(request), outbound=_outbound(request),
         )  # fmt: skip
     except (BadSubscription, BadPosition) as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
@@ -205,8 +211,9 @@ async def change_subscription(
     )
     try:
         row = await update(
-            ctx, sid, changes, _operator(request), allow_loopback_http=_loopback_ok(request)
-        )
+            ctx, sid, changes, _operator(request),
+            allow_loopback_http=_loopback_ok(request), outbound=_outbound(request),
+        )  # fmt: skip
     except BadSubscription as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
     except SubscriptionNotFound:

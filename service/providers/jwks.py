@@ -19,6 +19,12 @@ When to fetch:
 Bodies are read as a stream and given up on past `max_bytes`; the whole fetch (connect, headers
 and body) has one deadline, `timeout`; redirects are not followed. Keys that are not for
 signatures, carry private members, or do not fit an algorithm of `ALGORITHMS` are skipped.
+
+Where a fetch may go (security finding 7): the client connects only to public addresses, or
+to those `outbound` (AUTHLEDGER_OUTBOUND_ALLOW) admits, checked on the resolved address when
+connecting (service.outbound.transport). A refused fetch is a failed fetch like any other:
+logged, counted, retried at most once per `refetch_interval`, and the assertion waiting for
+it is refused (`invalid_signature`, spec §7.4).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import base64
 import binascii
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -43,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from events.clock import Clock
+from service.outbound.policy import OutboundPolicy
+from service.outbound.transport import Guard, guarded_client, refused_by
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 
 log = structlog.get_logger("service.providers.jwks")
@@ -210,6 +219,8 @@ class JwksCache:
         clock: Clock,
         client: httpx.AsyncClient | None = None,
         allow_loopback_http: bool = False,
+        outbound: OutboundPolicy | None = None,
+        observe_refused: Callable[[str], None] | None = None,
         timeout: timedelta = timedelta(seconds=5),
         max_bytes: int = 64 * 1024,
         min_age: timedelta = timedelta(minutes=10),
@@ -223,7 +234,8 @@ class JwksCache:
         self.min_age = min_age
         self.max_age = max_age
         self.refetch_interval = refetch_interval
-        self.fetches: Counter[str] = Counter()  # HTTP requests sent, per keys URL
+        self.guard = Guard(outbound or OutboundPolicy(), "jwks", observe_refused)
+        self.fetches: Counter[str] = Counter()  # HTTP requests tried, per keys URL
         self.failures: Counter[str] = Counter()  # of which failed, per keys URL
         self._client = client
         self._owns_client = client is None
@@ -289,7 +301,7 @@ class JwksCache:
 
     async def _fetch(self, url: str) -> tuple[dict[str, VerificationKey], timedelta]:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False)
+            self._client = guarded_client(self.guard)
         self.fetches[url] += 1
         headers = {"Accept": "application/jwk-set+json, application/json"}
         try:
@@ -309,6 +321,9 @@ class JwksCache:
         except TimeoutError:
             raise KeyUnavailable(f"no JWKS within {self.timeout.total_seconds():g} s") from None
         except httpx.HTTPError as exc:
+            refused = refused_by(exc)
+            if refused is not None:
+                raise KeyUnavailable(f"refused: {refused}") from None
             raise KeyUnavailable(f"{type(exc).__name__}: {exc}") from None
         try:
             document = json.loads(body)

@@ -17,6 +17,13 @@ What an answer means (`classify`):
 - anything else (408, 429, 5xx, other 4xx), a timeout, a refused or broken connection:
   retried with back-off. `Retry-After` (delay in seconds) is honoured as a floor.
 
+Where a push may go (security finding 7): `webhook_client` connects only to public
+addresses, or to those AUTHLEDGER_OUTBOUND_ALLOW admits, checked on the resolved address
+when connecting (service.outbound.transport); redirects are not followed. A refused
+connection sends nothing and is a failed try (`address refused: <reason>`), retried with
+back-off like a receiver that is down, then dead-lettered: a subscription whose host later
+resolves to a public address again resumes, and none is hammered meanwhile.
+
 The error text recorded in the log and the logs is short and never holds the SET, the
 secret or the receiver's free-text description; only its `err` code, when it is a plain
 token, is kept.
@@ -32,11 +39,19 @@ import time
 import httpx
 
 from service.domain.subscriptions import Outcome
+from service.outbound.policy import policy_from
+from service.outbound.transport import Guard, guarded_client, refused_by
 
 SET_MEDIA_TYPE = "application/secevent+jwt"
 MAX_ANSWER_BYTES = 4096
 PERMANENT = frozenset({400, 401, 403, 410, 413, 415})
 _ERR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def webhook_client(allow: tuple[str, ...] = ()) -> httpx.AsyncClient:
+    """The push worker's HTTP client: public addresses, plus what `allow` (the entries of
+    AUTHLEDGER_OUTBOUND_ALLOW) admits."""
+    return guarded_client(Guard(policy_from(allow), "webhook"))
 
 
 def classify(status: int, body: bytes, retry_after: str | None, duration_ms: int = 0) -> Outcome:
@@ -72,8 +87,10 @@ async def post_set(
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
         return Outcome(None, "timeout", duration_ms=_since(started))
-    except httpx.ConnectError:
-        return Outcome(None, "connection failed", duration_ms=_since(started))
+    except httpx.ConnectError as exc:
+        refused = refused_by(exc)
+        error = "connection failed" if refused is None else f"address refused: {refused.reason}"
+        return Outcome(None, error, duration_ms=_since(started))
     except httpx.HTTPError as exc:
         return Outcome(None, f"transport error {type(exc).__name__}", duration_ms=_since(started))
     return classify(

@@ -18,6 +18,7 @@ from service.domain.subscriptions import RetryPolicy
 from service.push.sets import CREDENTIAL_CHANGE, set_jti
 from tests.support.app_client import ADMIN_TOKEN, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
+from tests.support.outbound import LOOPBACK_ALLOWED
 from tests.support.set_receiver import SetReceiver
 from workers.revocation_push import PushConfig, PushStats, PushWorker
 
@@ -43,7 +44,7 @@ async def pushing(svc: Service) -> AsyncIterator[PushWorker]:
     """The push worker on the app's database and clock, as `authledger worker` runs it."""
     worker = PushWorker(
         svc.resources.pool, secret_key=SECRET_KEY, tenant=svc.tenant, clock=svc.clock,
-        config=CONFIG, jitter=lambda: 0.5,
+        config=CONFIG, jitter=lambda: 0.5, outbound_allow=LOOPBACK_ALLOWED,
     )  # fmt: skip
     task = asyncio.create_task(worker.run())
     try:
@@ -184,7 +185,8 @@ async def test_a_receiver_down_for_good_is_dead_lettered_visibly_and_replayable(
             await receiver.come_back()
             svc.clock.advance(timedelta(days=3))
             fresh = PushWorker(svc.resources.pool, secret_key=SECRET_KEY, tenant=svc.tenant,
-                               clock=svc.clock, config=CONFIG)  # fmt: skip
+                               clock=svc.clock, config=CONFIG,
+                               outbound_allow=LOOPBACK_ALLOWED)  # fmt: skip
             try:
                 assert await fresh.run_once() == 0  # a dead letter waits for the operator
             finally:

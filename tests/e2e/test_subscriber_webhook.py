@@ -19,6 +19,7 @@ from service.domain.subscriptions import RetryPolicy
 from subscriber.webhook import RevocationWebhook, WebhookConfig
 from tests.support.app_client import ADMIN_TOKEN, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
+from tests.support.outbound import LOOPBACK_ALLOWED
 from workers.revocation_push import PushConfig, PushStats, PushWorker
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -69,7 +70,8 @@ async def served(app: RevocationWebhook) -> AsyncIterator[str]:
 async def pushing(svc: Service) -> AsyncIterator[PushWorker]:
     """The push worker on the app's database and clock, as `authledger worker` runs it."""
     worker = PushWorker(svc.resources.pool, secret_key=SECRET_KEY, tenant=svc.tenant,
-                        clock=svc.clock, config=CONFIG, jitter=lambda: 0.5)  # fmt: skip
+                        clock=svc.clock, config=CONFIG, jitter=lambda: 0.5,
+                        outbound_allow=LOOPBACK_ALLOWED)  # fmt: skip
     task = asyncio.create_task(worker.run())
     try:
         yield worker

@@ -34,6 +34,7 @@ from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
 from tests.support.idp import IdentityProvider
+from tests.support.outbound import LOOPBACK_POLICY
 from workers.mailer import open_link_token
 
 SECRET = "s" * 40
@@ -55,7 +56,7 @@ async def ctx(pool: asyncpg.Pool) -> AsyncIterator[Context]:
     store = EventStore(pool, clock=clock)  # recorded-at follows the manual clock too
     ring = KeyRing(SECRET)
     await ring.ensure_active(pool, clock.now())
-    keys = JwksCache(clock=clock, allow_loopback_http=True)
+    keys = JwksCache(clock=clock, allow_loopback_http=True, outbound=LOOPBACK_POLICY)
     settings = Settings(database_url="", nats_url="", secret_key=SECRET)
     try:
         yield Context(

@@ -18,6 +18,7 @@ from service.providers.assertions import verify_id_jag, verify_logout_token
 from service.providers.jwks import JwksCache, KeyUnavailable
 from service.providers.trust import TrustedIssuer, VerifiedAssertion
 from tests.support.idp import REVOKED_EVENT, IdentityProvider, ProviderKey, TrustList
+from tests.support.outbound import LOOPBACK_POLICY
 
 AUD = "https://auth.example.com"
 RESOURCE = "https://api.example.com/api"
@@ -37,7 +38,10 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 
 @pytest.fixture
 async def cache(clock: ManualClock) -> AsyncIterator[JwksCache]:
-    created = JwksCache(clock=clock, allow_loopback_http=True, timeout=timedelta(seconds=1))
+    created = JwksCache(
+        clock=clock, allow_loopback_http=True, outbound=LOOPBACK_POLICY,
+        timeout=timedelta(seconds=1),
+    )  # fmt: skip
     try:
         yield created
     finally:

@@ -15,8 +15,10 @@ from service.commands.trust import BadEntry, check_entry, distrust, listed, look
 from service.crypto import token_hash
 from service.domain.providers import NotTrusted
 from service.operator_cli import SCOPES
+from service.outbound.policy import policy_of
 from service.providers.trust import TrustedIssuer
 from tests.support.commands import command_context
+from tests.support.outbound import LOOPBACK_ALLOWED
 
 OPERATOR = Caller(request_id="req-op", actor="admin")
 AGENT = Caller(request_id="req-agent", client_ip="203.0.113.9")
@@ -98,9 +100,13 @@ def test_unsafe_entries_are_refused_naming_the_field(entry: TrustedIssuer, field
 
 def test_loopback_http_is_allowed_only_when_asked() -> None:
     entry = TrustedIssuer(issuer="http://127.0.0.1:8123")
-    assert check_entry(entry, allow_loopback_http=True) == entry
+    loopback = policy_of(LOOPBACK_ALLOWED)
+    assert check_entry(entry, allow_loopback_http=True, outbound=loopback) == entry
     with pytest.raises(BadEntry):
-        check_entry(TrustedIssuer(issuer="http://192.0.2.1:8123"), allow_loopback_http=True)
+        check_entry(
+            TrustedIssuer(issuer="http://192.0.2.1:8123"), allow_loopback_http=True,
+            outbound=loopback,
+        )  # fmt: skip
 
 
 async def test_operator_revokes_one_credential_with_a_note(ctx: Context) -> None:

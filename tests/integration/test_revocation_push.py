@@ -41,6 +41,7 @@ from service.domain.subscriptions import RetryPolicy, fold
 from service.push.delivery import post_set
 from service.push.sets import set_jti
 from tests.support.commands import command_context
+from tests.support.outbound import LOOPBACK_ALLOWED, LOOPBACK_POLICY
 from tests.support.set_receiver import SetReceiver
 from workers.revocation_push import PushConfig, PushStats, PushWorker
 
@@ -77,8 +78,9 @@ def push_worker(
     pool: asyncpg.Pool, ctx: Context, clock: ManualClock, config: PushConfig = CONFIG
 ) -> PushWorker:
     return PushWorker(
-        pool, secret_key=SECRET, tenant=ctx.tenant, clock=clock, config=config, jitter=lambda: 0.5
-    )
+        pool, secret_key=SECRET, tenant=ctx.tenant, clock=clock, config=config,
+        jitter=lambda: 0.5, outbound_allow=LOOPBACK_ALLOWED,
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -171,7 +173,12 @@ async def ended(ctx: Context, credential_id: str, event_type: str) -> Ended:
 
 async def subscribe(ctx: Context, url: str, **terms: Any) -> str:
     row = await create(
-        ctx, Request(url=url, **terms), CALLER, from_position=None, allow_loopback_http=True
+        ctx,
+        Request(url=url, **terms),
+        CALLER,
+        from_position=None,
+        allow_loopback_http=True,
+        outbound=LOOPBACK_POLICY,
     )
     return str(row["subscription_id"])
 
@@ -257,7 +264,14 @@ async def test_a_rejected_set_is_dead_lettered_at_once_and_a_replay_resumes_it(
             clock.advance(timedelta(days=2))  # a dead letter waits for an operator, not time
             assert await tries_due_now(pool, ctx, clock) == 0
             assert len(receiver.received) == 1
-            await update(ctx, sid, Patch(audience=receiver.url), CALLER, allow_loopback_http=True)
+            await update(
+                ctx,
+                sid,
+                Patch(audience=receiver.url),
+                CALLER,
+                allow_loopback_http=True,
+                outbound=LOOPBACK_POLICY,
+            )
             await replay(ctx, sid, CALLER, None)
             await until(worker, lambda s: s.delivered == 2)
     assert [r.txn for r in receiver.received] == [
@@ -422,7 +436,14 @@ async def test_rebuilding_from_the_log_gives_the_live_subscription_rows(
             # delivered before the update below: its filter would leave nothing to deliver
             await until(worker, lambda s: s.delivered >= 1)
             await remove(ctx, dropped, CALLER, "offboarded")
-            await update(ctx, kept, Patch(reasons=("incident",)), CALLER, allow_loopback_http=True)
+            await update(
+                ctx,
+                kept,
+                Patch(reasons=("incident",)),
+                CALLER,
+                allow_loopback_http=True,
+                outbound=LOOPBACK_POLICY,
+            )
             await until(worker, lambda s: s.sleeping)
     live = await snapshot(pool)
     assert len(live["subscriptions"]) == 2

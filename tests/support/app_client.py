@@ -27,6 +27,7 @@ from service.resources import Resources
 from service.settings import Settings
 from service.tenant import TenantConfig
 from tests.support.backends import Backend
+from tests.support.outbound import OUTBOUND_ALLOW
 from tests.support.smtp_sink import Received, SmtpSink
 from workers.mailer import Mailer, MailerConfig
 
@@ -125,6 +126,7 @@ def settings_for(backend: Backend, database_url: str, **variables: str) -> Setti
         "AUTHLEDGER_SECRET_KEY": SECRET_KEY,
         "AUTHLEDGER_PUBLIC_URL": PUBLIC_URL,
         "AUTHLEDGER_RATE_LIMITS": "off",  # tests register many times from CLIENT_IP; on if asked
+        "AUTHLEDGER_OUTBOUND_ALLOW": OUTBOUND_ALLOW,  # the IdP and receivers are on 127.0.0.1
         **{f"AUTHLEDGER_{name}": value for name, value in variables.items()},
     }
     return Settings.from_env(env, "serve")

@@ -174,6 +174,7 @@ class IdentityProvider:
         self.chunked = False  # send the body chunked, without Content-Length
         self.delay = timedelta(0)  # wait this long before each answer
         self.jwks_requests = 0
+        self.connections = 0  # TCP connections accepted, whatever came over them
         self._issuer = issuer
         self._server: asyncio.Server | None = None
         self._released = asyncio.Event()
@@ -400,6 +401,7 @@ class IdentityProvider:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections += 1
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")

@@ -15,15 +15,19 @@ import httpx
 import pytest
 
 from service.embedded import free_port
+from tests.support.outbound import OUTBOUND_ALLOW
 
 AUTHLEDGER = Path(sys.executable).with_name("authledger")
 SECRETS = {"AUTHLEDGER_ADMIN_TOKEN": "t" * 32, "AUTHLEDGER_SECRET_KEY": "k" * 48}
 
 
 def authledger_env(**values: str) -> dict[str, str]:
-    """The test's environment without any AUTHLEDGER_* of its own, plus `values`."""
+    """The test's environment without any AUTHLEDGER_* of its own, plus `values` (outbound
+    requests may reach loopback, where the suite's IdP and receivers listen, unless they say
+    otherwise)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHLEDGER_")}
-    return {**env, "AUTHLEDGER_LOG_FORMAT": "json", **values}
+    defaults = {"AUTHLEDGER_LOG_FORMAT": "json", "AUTHLEDGER_OUTBOUND_ALLOW": OUTBOUND_ALLOW}
+    return {**env, **defaults, **values}
 
 
 @asynccontextmanager
