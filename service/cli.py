@@ -105,12 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = structlog.get_logger("service.settings")
     for variable in unknown:
         log.warning("settings.unknown_variable", variable=variable.name, closest=variable.closest)
-    if args.command in ("serve", "worker") and settings.admin_token:
-        log.warning(
-            "settings.admin_token_deprecated",
-            message="AUTHLEDGER_ADMIN_TOKEN is deprecated: it still acts as an operator "
-            "credential; grant scoped ones (`authledger access grant`) and unset it",
-        )
     commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
         "dev": _dev,
         "serve": _serve,

@@ -70,7 +70,7 @@ class RevokedCredential(Doc, frozen=True):
     outcome: Literal["revoked", "unchanged"]
 
 
-_REVOKE_LINK = link_parameters("revokeCredential", **{"path.credential_id": "credential_id"})
+_REVOKE_LINK = link_parameters("revokeCredential", credential_id="credential_id")
 GRANT_DOC = documented(
     body=json_body(GrantBody),
     answers={
@@ -80,7 +80,9 @@ GRANT_DOC = documented(
     security=OPERATOR,
 )
 LIST_DOC = documented(
-    answers={200: ok(Credentials, "Every credential (without tokens)")}, security=OPERATOR
+    answers={200: ok(Credentials, "Every credential (without tokens)")},
+    refusals=(400,),
+    security=OPERATOR,
 )
 REVOKE_DOC = documented(
     answers={200: ok(RevokedCredential, "Revoked now, or revoked already")},
