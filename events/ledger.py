@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from events.access import ACCESS_EVENTS
 from events.catalogue import Catalogue
 from events.credential import CREDENTIAL_EVENTS
 from events.delegation import DELEGATION_EVENTS
@@ -20,5 +21,6 @@ LEDGER = Catalogue(
     *DELEGATION_EVENTS,
     *SUBSCRIPTION_EVENTS,
     *TENANT_EVENTS,
+    *ACCESS_EVENTS,
     upcasters=UPCASTERS,
 )

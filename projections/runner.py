@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from events.access import ACCESS_EVENTS
 from events.credential import CREDENTIAL_EVENTS
 from events.delegation import DELEGATION_EVENTS
 from events.envelope import RecordedEvent
@@ -20,6 +21,7 @@ from events.subscription import SUBSCRIPTION_EVENTS
 from events.tenant import TENANT_EVENTS
 from events.user import USER_EVENTS
 from projections import (
+    access,
     credentials,
     delegations,
     issuers,
@@ -38,6 +40,7 @@ TABLES = (
     "delegations",
     "subscriptions",
     "tenants",
+    "access_credentials",
 )
 READ_ALL = load_queries("events", "store.sql")["read_all"]
 
@@ -60,6 +63,8 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
             out.append(subscriptions.statement(event, recorded))  # type: ignore[arg-type]
         elif isinstance(event, TENANT_EVENTS):
             out.append(tenants.statement(event, recorded))  # type: ignore[arg-type]
+        elif isinstance(event, ACCESS_EVENTS):
+            out.append(access.statement(event, recorded))  # type: ignore[arg-type]
     return out
 
 

@@ -25,14 +25,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
 from service import access_log
+from service.access_cache import AccessCache
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
+from service.http.access import AccessGate
 from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
 from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
 from service.http.client_address import TRUSTED_PROXIES, networks
+from service.http.credentials import HANDLERS as CREDENTIALS
 from service.http.discovery import discovery_router
 from service.http.errors import (
     body_too_large,
@@ -84,17 +87,19 @@ def create_app(
     ) -> Context:
         return await resources.context_for(request_tenant(request))
 
-    operations = [] if resources.metrics is None else [metrics_router(settings, resources.metrics)]
+    access = resources.access or AccessCache(resources.pool)
+    gate = AccessGate(settings.admin_token, access, tenant)
+    operations = [] if resources.metrics is None else [metrics_router(gate, resources.metrics)]
     app = Litestar(
         route_handlers=[
             HealthController,
             discovery_router(tenant),  # its path-inserted PRM; the documents are per tenant
             agent_auth_router(),
-            admin_router(settings, list_revocations),
-            audit_router(settings),
-            subscriptions_router(settings),
+            admin_router(settings, gate, list_revocations, *CREDENTIALS),
+            audit_router(settings, gate),
+            subscriptions_router(settings, gate),
             claim_page_router(),
-            resource_router(tenant, resources),
+            resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,
         ],

@@ -65,6 +65,9 @@ def build_parser(*, only_own: bool = False) -> argparse.ArgumentParser:
     from service.operator_cli import add_parsers
 
     add_parsers(commands)
+    from service.access_cli import add_parser as add_access
+
+    add_access(commands)
     from subscriber.cli import add_parser as add_subscribe
 
     add_subscribe(commands)
@@ -112,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "revoke": _operator,
         "erase": _operator,
         "tenant": _operator,
+        "access": _operator,
         "audit": _audit,
     }
     try:
@@ -216,10 +220,12 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:
+    from service.access_cli import run_access
     from service.operator_cli import OperatorError, run_erase, run_revoke, run_tenant, run_trust
 
     lines: list[str] = []
-    jobs = {"trust": run_trust, "revoke": run_revoke, "erase": run_erase, "tenant": run_tenant}
+    jobs = {"trust": run_trust, "revoke": run_revoke, "erase": run_erase, "tenant": run_tenant,
+            "access": run_access}  # fmt: skip
 
     async def run() -> None:
         lines.extend(await jobs[args.command](settings, args))

@@ -119,6 +119,10 @@ class CredentialCache:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._live.wait(), wait)
 
+    def follow(self) -> None:
+        """Start following the log if not yet (without waiting for it to be live)."""
+        self._spawn()
+
     def _spawn(self) -> None:
         if self._task is None and not self._closed:
             loop = asyncio.get_running_loop()  # in a context of its own, not a request's

@@ -30,6 +30,7 @@ PUSH_SECRET_KEY = b"authledger push secret v1"  # webhook subscribers' bearer se
 RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails) by HMAC
 
 API_KEY_PREFIX = "sk_live_"
+ACCESS_TOKEN_PREFIX = "ala_"  # noqa: S105 - a prefix, not a secret
 OTP_DIGITS = 6
 _OTP_RANGE = 10**OTP_DIGITS
 
@@ -82,6 +83,17 @@ def new_api_key(prefix: str = API_KEY_PREFIX) -> str:
 def new_credential_id() -> str:
     """`cred_` + 22 base64url characters (16 random bytes)."""
     return random_token("cred_", 16)
+
+
+def new_access_credential_id() -> str:
+    """`acc_` + 22 base64url characters (16 random bytes): a scoped operator credential."""
+    return random_token("acc_", 16)
+
+
+def new_access_token() -> str:
+    """`ala_` + 43 base64url characters (32 random bytes, 256 bits): a scoped operator
+    credential's secret, recognisable by its prefix in a leaked file or a secret scanner."""
+    return random_token(ACCESS_TOKEN_PREFIX, 32)
 
 
 def new_user_id() -> str:

@@ -1,6 +1,6 @@
-"""`authledger trust add|list|remove` and `authledger revoke`: the admin API's changes, made
-straight against the database (so they work while no service process runs), recorded as the
-same events with the actor `cli:<login>`.
+"""`authledger trust add|list|remove`, `revoke`, `erase`, `tenant …` and `access
+grant|list|revoke`: the admin API's changes, made straight against the database (so they work
+while no service process runs), recorded as the same events with the actor `cli:<login>`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,14 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add.add_argument("--jwks-uri", help="pin the JWKS URL (default <issuer>/.well-known/jwks.json)")
     add.add_argument("--alg", action="append", choices=ALGORITHMS, help="allowed algorithm")
     add.add_argument("--display-name")
-    add.add_argument("--no-link-by-email", action="store_true",
-                     help="never link its subjects to existing users by email")  # fmt: skip
+    link = add.add_mutually_exclusive_group()
+    link.add_argument(
+        "--link-by-email",
+        action="store_true",
+        help="link its subjects to existing users by verified email (opt-in)",
+    )
+    link.add_argument("--no-link-by-email", action="store_true",
+                      help="never link by email (the default; kept for scripts)")  # fmt: skip
     add.add_argument("--client-id", action="append", default=[], help="accepted CIMD URL")
     add.add_argument("--require-amr", action="append", default=[], help="required amr value")
     actions.add_parser("list", help="print the trust list as JSON lines")
@@ -92,7 +98,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 @asynccontextmanager
-async def _context(settings: Settings) -> AsyncIterator[Context]:
+async def operator_context(settings: Settings) -> AsyncIterator[Context]:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     store = EventStore(pool)
     # Trust and revocation write no personal data and sign nothing, so without the server's
@@ -112,13 +118,13 @@ async def _context(settings: Settings) -> AsyncIterator[Context]:
         await pool.close()
 
 
-def _caller() -> Caller:
+def cli_caller() -> Caller:
     return Caller(actor=f"cli:{getpass.getuser()}")
 
 
 async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
     """The lines to print."""
-    async with _context(settings) as ctx:
+    async with operator_context(settings) as ctx:
         if args.action == "list":
             return [
                 json.dumps({**as_json(entry), "version": version, "updated_at": at.isoformat()})
@@ -126,7 +132,7 @@ async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
             ]
         if args.action == "remove":
             try:
-                await distrust(ctx, args.issuer, _caller(), args.reason)
+                await distrust(ctx, args.issuer, cli_caller(), args.reason)
             except NotTrusted:
                 raise OperatorError(f"{args.issuer} is not on the trust list") from None
             return [f"removed {args.issuer}"]
@@ -135,7 +141,7 @@ async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
             jwks_uri=args.jwks_uri,
             algorithms=tuple(args.alg) if args.alg else ALGORITHMS,
             display_name=args.display_name,
-            link_by_verified_email=not args.no_link_by_email,
+            link_by_verified_email=args.link_by_email,
             client_ids=tuple(args.client_id),
             required_amr=tuple(args.require_amr),
         )
@@ -147,24 +153,24 @@ async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
             )
         except BadEntry as exc:
             raise OperatorError(str(exc)) from None
-        change = await trust(ctx, entry, _caller())
+        change = await trust(ctx, entry, cli_caller())
         return [f"{change.outcome} {args.issuer}"]
 
 
 async def run_revoke(settings: Settings, args: argparse.Namespace) -> list[str]:
     scope, target = next((s, getattr(args, s)) for s in SCOPES if getattr(args, s) is not None)
-    async with _context(settings) as ctx:
-        revoked = await revoke(ctx, scope, target, _caller(), args.reason)
+    async with operator_context(settings) as ctx:
+        revoked = await revoke(ctx, scope, target, cli_caller(), args.reason)
     return [*revoked.credential_ids, f"revoked {revoked.count} credential(s) of {scope} {target}"]
 
 
 async def run_erase(settings: Settings, args: argparse.Namespace) -> list[str]:
     if args.email is not None and settings.secret_key is None:
         raise OperatorError("erasing by email needs AUTHLEDGER_SECRET_KEY (to find the address)")
-    async with _context(settings) as ctx:
+    async with operator_context(settings) as ctx:
         try:
             erased = await erase_person(
-                ctx, _caller(), user_id=args.user, email=args.email, reason=args.reason
+                ctx, cli_caller(), user_id=args.user, email=args.email, reason=args.reason
             )
         except NobodyToErase as exc:
             raise OperatorError(str(exc)) from None
@@ -185,7 +191,7 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
 
 
 async def run_tenant(settings: Settings, args: argparse.Namespace) -> list[str]:
-    async with _context(settings) as ctx:
+    async with operator_context(settings) as ctx:
         try:
             return await _tenant_action(ctx, settings, args)
         except TenantRefused as exc:
@@ -201,7 +207,7 @@ async def _tenant_action(ctx: Context, settings: Settings, args: argparse.Namesp
         ]  # fmt: skip
     if args.action == "add":
         await create_tenant(ctx, settings, args.tenant_id, hosts=args.host or [],
-                            settings=_pairs(args.set), caller=_caller())  # fmt: skip
+                            settings=_pairs(args.set), caller=cli_caller())  # fmt: skip
         return [f"created {args.tenant_id}"]
     if args.action == "configure":
         current = {t.tenant_id: t for t in await list_tenants(ctx)}.get(args.tenant_id)
@@ -210,9 +216,9 @@ async def _tenant_action(ctx: Context, settings: Settings, args: argparse.Namesp
             merged = {**(dict(current.settings) if current else {}), **_pairs(args.set)}
             for name in args.unset:
                 merged.pop(name.lower(), None)
-        changed = await configure_tenant(ctx, settings, args.tenant_id, _caller(),
+        changed = await configure_tenant(ctx, settings, args.tenant_id, cli_caller(),
                                          hosts=args.host, settings=merged)  # fmt: skip
         return [f"{'configured' if changed else 'unchanged'} {args.tenant_id}"]
     active = args.action == "enable"
-    changed = await set_tenant_active(ctx, args.tenant_id, active, _caller(), args.reason)
+    changed = await set_tenant_active(ctx, args.tenant_id, active, cli_caller(), args.reason)
     return [f"{f'{args.action}d' if changed else 'unchanged'} {args.tenant_id}"]

@@ -28,7 +28,7 @@ log = structlog.get_logger("service.processes")
 STOP_GRACE = 15.0
 
 
-def _child(settings: Settings, sock: socket.socket) -> None:
+def _child(settings: Settings, sock: socket.socket, announce: bool) -> None:
     # Ctrl-C reaches the whole process group; only the parent acts on it, with one SIGTERM
     # to each child, so no child sees two signals and takes the second as "force".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -36,7 +36,7 @@ def _child(settings: Settings, sock: socket.socket) -> None:
 
     configure_logging(settings)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(settings, sock, signals=(signal.SIGTERM,)))
+        runner.run(serve(settings, sock, signals=(signal.SIGTERM,), announce=announce))
 
 
 def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
@@ -63,7 +63,7 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
     os.environ[MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_child, args=(settings, sock), name=f"authledger-http-{i}")
+        context.Process(target=_child, args=(settings, sock, i == 0), name=f"authledger-http-{i}")
         for i in range(count)
     ]
     try:

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
 from events.store import EventStore
+from service.access_cache import AccessCache
 from service.commands.context import Context
 from service.commands.erasure import ERASURES, erased_subjects
 from service.credential_cache import CredentialCache
@@ -139,6 +140,7 @@ class Resources:
     limiter: RateLimiter = field(default_factory=RateLimiter)  # spec §10; off without a secret
     metrics: Metrics | None = None  # /metrics (service.metrics)
     tenants: TenantDirectory | None = None  # which tenant a Host is; kept current by the feed
+    access: AccessCache | None = None  # scoped operator credentials; emptied by the feed
     _contexts: dict[str, Context] = field(default_factory=dict)  # per tenant but the default
 
     @classmethod
@@ -169,6 +171,7 @@ class Resources:
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
         opened.tenants = TenantDirectory(settings)
         opened.credentials.add_hook(TENANT_EVENT_TYPES, opened.tenants.apply)
+        opened.access = AccessCache(pool, opened.credentials)
         try:
             await opened.tenants.load(pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -160,6 +160,17 @@ def workers_job(settings: Settings, pool: asyncpg.Pool) -> Job:
     return Job("workers", run_workers(settings, pool, workers_stop), workers_stop.set)
 
 
+def warn_of_bootstrap_token(settings: Settings) -> None:
+    """One line while AUTHLEDGER_ADMIN_TOKEN is set (security finding 2): it still counts as
+    an operator credential, and scoped credentials replace it."""
+    if settings.admin_token:
+        log.warning(
+            "settings.admin_token_deprecated",
+            message="AUTHLEDGER_ADMIN_TOKEN is deprecated: it still acts as an operator "
+            "credential; grant scoped ones (`authledger access grant`) and unset it",
+        )
+
+
 async def run_services(
     settings: Settings,
     stop: asyncio.Event,
@@ -167,9 +178,13 @@ async def run_services(
     sock: socket.socket | None,
     workers: bool,
     dev_routes: Sequence[ControllerRouterHandler] = (),
+    announce: bool = False,
 ) -> None:
-    """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set."""
+    """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set.
+    `announce`: warn of a bootstrap token once start-up's checks passed (`serve`, `worker`)."""
     resources = await Resources.open(settings, http_only=not workers)
+    if announce:
+        warn_of_bootstrap_token(settings)
     try:
         jobs = []
         if sock is not None:
@@ -189,16 +204,18 @@ async def serve(
     sock: socket.socket,
     *,
     signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    announce: bool = True,
 ) -> None:
-    """`authledger serve` in one process: HTTP against external Postgres and NATS."""
+    """`authledger serve` in one process: HTTP against external Postgres and NATS. Under
+    `--workers N` only the first child `announce`s the deprecated token."""
     stop = stop_on_signals(signals)
-    await run_services(settings, stop, sock=sock, workers=False)
+    await run_services(settings, stop, sock=sock, workers=False, announce=announce)
 
 
 async def worker(settings: Settings) -> None:
     """`authledger worker`: every worker, against external Postgres and NATS."""
     stop = stop_on_signals()
-    await run_services(settings, stop, sock=None, workers=True)
+    await run_services(settings, stop, sock=None, workers=True, announce=True)
 
 
 async def migrate_database(database_url: str) -> list[Migration]:

@@ -20,7 +20,17 @@ from service.outbound.policy import LOOPBACK, parse_allow
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
 Mode = Literal[
-    "dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase", "audit", "tenant"
+    "dev",
+    "serve",
+    "worker",
+    "migrate",
+    "trust",
+    "revoke",
+    "replay",
+    "erase",
+    "audit",
+    "tenant",
+    "access",
 ]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -36,7 +46,7 @@ class Settings:
     nats_url: str
     public_url: str = "http://127.0.0.1:8000"
     smtp_url: str | None = None
-    admin_token: str | None = None
+    admin_token: str | None = None  # deprecated bootstrap operator credential (finding 2)
     secret_key: str | None = None
     data_dir: Path = Path(".authledger")
     nats_stream: str = "AUTHLEDGER"
@@ -103,7 +113,7 @@ class Settings:
             nats_url=nats_url or "",
             public_url=r.get("PUBLIC_URL", _public_url, False) or cls.public_url,
             smtp_url=r.get("SMTP_URL", _url("smtp", "smtps"), False),
-            admin_token=r.get("ADMIN_TOKEN", _secret(16), needs_secrets),
+            admin_token=r.get("ADMIN_TOKEN", _secret(16), False),
             secret_key=r.get("SECRET_KEY", _secret(32), needs_secrets),
             data_dir=Path(r.get("DATA_DIR", _non_empty, False) or cls.data_dir),
             nats_stream=r.get("NATS_STREAM", _token, False) or cls.nats_stream,

@@ -1,11 +1,13 @@
-"""The operator's API under /admin, behind `Authorization: Bearer $AUTHLEDGER_ADMIN_TOKEN`.
+"""The operator's API under /admin, behind scoped credentials (service/http/access.py): an
+operator credential, or a tenant admin credential on its own tenant's hosts.
 
 - `POST /admin/trusted-issuers` trusts an agent provider (or changes its terms), `GET` lists
   the trust list, `DELETE /admin/trusted-issuers?issuer=…` removes one (spec §7, issue 4);
 - `POST /admin/revocations` revokes one credential, or every credential of a registration, a
   user or a provider, with a note recorded in each event (O10, incident response).
 
-Every change is an event whose metadata names the actor `admin` and the request id. Bodies are
+Every change is an event whose metadata names the actor (`admin:<credential id>`, or
+`admin:bootstrap` for the deprecated AUTHLEDGER_ADMIN_TOKEN) and the request id. Bodies are
 strict JSON; refusals are `{"error", "message"}` with a 4xx, never a 500.
 """
 
@@ -15,24 +17,29 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
-from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from service.commands.context import Caller, Context
+from service.commands.context import Context
 from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
 from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
-from service.crypto import tokens_equal
+from service.domain.access import ADMIN as ADMIN_SCOPES
 from service.domain.providers import NotTrusted
+from service.http.access import (
+    ACCEPTS,
+    ACCESS_GATE,
+    AccessGate,
+    AdminRefused,
+    access_guard,
+    admin_refused,
+    operator_caller,
+)
 from service.http.answers import Distrusted, Erased, OperatorRevoked, TrustChange, TrustList
 from service.http.bodies import (
     BODY_LIMIT,
     Strict,
-    caller,
     json_reply,
     plain_text,
     read_json,
@@ -47,8 +54,6 @@ from service.http.openapi import (
     ok,
     refined,
 )
-from service.http.resource import bearer_token
-from service.metrics import note_refusal
 from service.outbound.policy import policy_of
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 from service.settings import Settings
@@ -64,24 +69,12 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class AdminRefused(HTTPException):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(detail=message, status_code=status)
-        self.error = error
-        self.headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-
-
-def admin_refused(_: AnyRequest, exc: AdminRefused) -> Response[bytes]:
-    note_refusal(exc.error)
-    return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
-
-
 class IssuerBody(Strict, frozen=True):
     issuer: Url
     jwks_uri: Url | None = None
     algorithms: Annotated[list[Short], msgspec.Meta(min_length=1, max_length=8)] | None = None
     display_name: Name | None = None
-    link_by_verified_email: bool = True
+    link_by_verified_email: bool = False  # opt-in (security issue 12, finding 2)
     client_ids: Annotated[list[Url], msgspec.Meta(max_length=16)] = []  # noqa: RUF012
     required_amr: Annotated[list[Short], msgspec.Meta(max_length=16)] = []  # noqa: RUF012
 
@@ -136,18 +129,6 @@ REVOKE_DOC = documented(
 )
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    settings: Settings = handler.opt["settings"]
-    presented = bearer_token(connection.headers.get("authorization"))
-    expected = settings.admin_token
-    if not (presented and expected and tokens_equal(presented, expected)):
-        raise AdminRefused(401, "unauthorized", "the admin API needs the admin bearer token")
-
-
-def _operator(request: AnyRequest) -> Caller:
-    return Caller(request_id=caller(request).request_id, actor="admin")
-
-
 @post(ISSUERS_PATH, summary="Trust an agent provider, or change its terms",
       request_max_body_size=BODY_LIMIT, operation_class=TRUST_DOC)  # fmt: skip
 async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
@@ -170,7 +151,7 @@ async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Resp
         )
     except BadEntry as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
-    change = await trust(ctx, entry, _operator(request))
+    change = await trust(ctx, entry, operator_caller(request))
     status = 201 if change.outcome == "trusted" else 200
     return json_reply({**as_json(change.entry), "outcome": change.outcome}, status)
 
@@ -196,7 +177,7 @@ async def remove_issuer(
         raise AdminRefused(400, "invalid_request", "issuer (and reason) too long or empty")
     plain_text(issuer + (reason or ""), "issuer or reason")
     try:
-        await distrust(ctx, issuer, _operator(request), reason)
+        await distrust(ctx, issuer, operator_caller(request), reason)
     except NotTrusted:
         raise AdminRefused(404, "not_found", "that issuer is not on the trust list") from None
     return json_reply({"issuer": issuer, "outcome": "removed"})
@@ -220,7 +201,7 @@ async def revoke_credentials(request: AnyRequest, ctx: NamedDependency[Context])
             "name exactly one of credential_id, registration_id, user_id, issuer",
         )
     scope, target = targets[0]
-    revoked = await revoke(ctx, scope, target, _operator(request), body.reason)
+    revoked = await revoke(ctx, scope, target, operator_caller(request), body.reason)
     return json_reply(
         {scope: target, "revoked": revoked.count, "credential_ids": list(revoked.credential_ids)}
     )
@@ -250,7 +231,11 @@ async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
         raise AdminRefused(400, "invalid_request", "name exactly one of user_id and email")
     try:
         erased = await erase_person(
-            ctx, _operator(request), user_id=body.user_id, email=body.email, reason=body.reason
+            ctx,
+            operator_caller(request),
+            user_id=body.user_id,
+            email=body.email,
+            reason=body.reason,
         )
     except NobodyToErase as exc:
         raise AdminRefused(404, "not_found", str(exc)) from None
@@ -263,14 +248,14 @@ async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
     )
 
 
-def admin_router(settings: Settings, *more: HTTPRouteHandler) -> Router:
+def admin_router(settings: Settings, gate: AccessGate, *more: HTTPRouteHandler) -> Router:
     """Every /admin route; `more` are handlers other modules define on the same paths (one
     router per path, or Litestar would register its OPTIONS handler twice)."""
     return Router(
         "/",
         route_handlers=[add_issuer, list_issuers, remove_issuer, revoke_credentials, erase, *more],
-        guards=[admin_guard],
+        guards=[access_guard],
         exception_handlers={AdminRefused: admin_refused},
         tags=["admin"],
-        opt={"settings": settings},
+        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
     )

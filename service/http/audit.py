@@ -1,4 +1,5 @@
-"""The audit API under /admin/audit, behind the admin bearer token (service/audit/):
+"""The audit API under /admin/audit, behind an operator credential or a tenant admin one on
+its tenant's hosts (service/audit/; the whole chain's verification is the operator's):
 
 - `GET /admin/audit/{kind}/{id}/timeline?after=&limit=&at=&position=`: every event of the
   subject, with time, actor, client IP, reason and correlation (a page; `next_after`);
@@ -29,7 +30,16 @@ from service.audit.subjects import Bound, Subject, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
 from service.audit.verify import verify
 from service.commands.context import Context
-from service.http.admin import AdminRefused, admin_guard, admin_refused
+from service.domain.access import ADMIN as ADMIN_SCOPES
+from service.domain.access import OPERATOR_ONLY
+from service.http.access import (
+    ACCEPTS,
+    ACCESS_GATE,
+    AccessGate,
+    AdminRefused,
+    access_guard,
+    admin_refused,
+)
 from service.http.bodies import POSITION_MAX, json_reply
 from service.http.route_docs import (
     AUDIT_EXPORT_DOC,
@@ -175,14 +185,14 @@ async def issuer_export(
 
 
 @get(AUDIT + "/verify", summary="Walk the hash chain and its signed checkpoints",
-     operation_class=AUDIT_VERIFY_DOC)  # fmt: skip
+     operation_class=AUDIT_VERIFY_DOC, opt={ACCEPTS: OPERATOR_ONLY})  # fmt: skip
 async def verify_chain(ctx: NamedDependency[Context]) -> Response[bytes]:
     report = await verify(ctx.pool)
     body: dict[str, Any] = report.as_json()
     return json_reply(body)
 
 
-def audit_router(settings: Settings) -> Router:
+def audit_router(settings: Settings, gate: AccessGate) -> Router:
     return Router(
         "/",
         route_handlers=[
@@ -194,8 +204,8 @@ def audit_router(settings: Settings) -> Router:
             issuer_export,
             verify_chain,
         ],
-        guards=[admin_guard],
+        guards=[access_guard],
         exception_handlers={AdminRefused: admin_refused},
         tags=["audit"],
-        opt={"settings": settings},
+        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
     )

@@ -1,7 +1,9 @@
-"""`GET /metrics`: the Prometheus exposition (service.metrics), behind the admin bearer token.
+"""`GET /metrics`: the Prometheus exposition (service.metrics), behind a metrics credential
+(or an operator one).
 
 Counts and lags are not secrets, but they tell an outsider how the service is used and how
-it fails; Prometheus sends the token with `authorization: {credentials_file: …}`.
+it fails; Prometheus sends its `metrics` credential with `authorization: {credentials_file: …}`,
+and that credential can read nothing else.
 """
 
 from __future__ import annotations
@@ -9,16 +11,23 @@ from __future__ import annotations
 from litestar import Response, Router, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.http.admin import AdminRefused, admin_guard, admin_refused
+from service.domain.access import METRICS
+from service.http.access import (
+    ACCEPTS,
+    ACCESS_GATE,
+    AccessGate,
+    AdminRefused,
+    access_guard,
+    admin_refused,
+)
 from service.http.route_docs import METRICS_DOC
 from service.metrics import Metrics
-from service.settings import Settings
 
 PATH = "/metrics"
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split("; charset=")[0]  # Litestar adds the charset to text/*
 
 
-def metrics_router(settings: Settings, metrics: Metrics) -> Router:
+def metrics_router(gate: AccessGate, metrics: Metrics) -> Router:
     @get(PATH, summary="Prometheus metrics", cache=False, operation_class=METRICS_DOC)
     async def scrape() -> Response[bytes]:
         return Response(
@@ -30,8 +39,8 @@ def metrics_router(settings: Settings, metrics: Metrics) -> Router:
     return Router(
         "/",
         route_handlers=[scrape],
-        guards=[admin_guard],
+        guards=[access_guard],
         exception_handlers={AdminRefused: admin_refused},
         tags=["operations"],
-        opt={"settings": settings},
+        opt={ACCESS_GATE: gate, ACCEPTS: METRICS},
     )

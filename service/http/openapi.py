@@ -43,15 +43,40 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML = "text/html"
 LOGOUT_JWT = "application/logout+jwt"
-ADMIN = "adminToken"
+ADMIN_SCHEME = "adminToken"
 AGENT = "agentCredential"
+
+
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """A route behind the operators' bearer scheme, and the credential scopes it accepts
+    (OpenAPI 3.1 lets a non-OAuth requirement list role names: these are ours)."""
+
+    scheme: str
+    roles: tuple[str, ...]
+
+
+ADMIN = Access(ADMIN_SCHEME, ("operator", "tenant_admin"))  # the admin API of a tenant
+FEED = Access(ADMIN_SCHEME, ("operator", "tenant_admin", "revocation_feed"))
+OPERATOR = Access(ADMIN_SCHEME, ("operator",))
+INTROSPECTION = Access(ADMIN_SCHEME, ("operator", "introspection"))
+METRICS = Access(ADMIN_SCHEME, ("operator", "metrics"))
 SECURITY = Components(
     security_schemes={
-        ADMIN: SecurityScheme(
+        ADMIN_SCHEME: SecurityScheme(
             type="http",
             scheme="bearer",
-            description="`Authorization: Bearer $AUTHLEDGER_ADMIN_TOKEN` (operators, resource "
-            "servers' introspection, Prometheus)",
+            bearer_format="scoped credential `ala_…`",
+            description="A scoped credential (`Authorization: Bearer ala_…`), granted by "
+            "`POST /admin/credentials` or `authledger access grant`, stored only as its "
+            "SHA-256. Each operation lists the scopes it accepts: `operator` passes everywhere "
+            "(every tenant); `tenant_admin` only on its own tenant's hosts; `introspection` "
+            "only at `/oauth2/introspect` of its tenant, where RFC 7662 §2.1 HTTP Basic "
+            "(`client_id:token`) works too; `metrics` only at `/metrics`; `revocation_feed` "
+            "only at `GET /admin/revocations` of its tenant. No, unknown or revoked credential: "
+            "401 with `WWW-Authenticate`; another scope: 403 `insufficient_scope`; another "
+            "tenant: 403 `wrong_tenant`. The deprecated `$AUTHLEDGER_ADMIN_TOKEN` still counts "
+            "as an operator credential.",
         ),
         AGENT: SecurityScheme(
             type="http",
@@ -100,7 +125,7 @@ def query(name: str, kind: Source, description: str, *, required: bool = True) -
 _REFUSED = {
     400: "Refused: a malformed request (`invalid_request`) or another of the route's §9 codes",
     401: "Refused: no acceptable credential, token or code",
-    403: "Refused: the credential lacks the scope",
+    403: "Refused: the credential lacks the scope (or acts in another tenant)",
     404: "Refused: no such thing",
     409: "Refused: the state does not allow it (already claimed, in flight)",
     410: "Refused: expired or replaced",
@@ -150,7 +175,7 @@ def documented(
     refusal_media: Sequence[str] = (JSON,),
     body: Content | None = None,
     body_required: bool = True,
-    security: str | None = None,
+    security: str | Access | None = None,
     parameters: Sequence[Parameter] = (),
     operation_id: str | None = None,
     database: bool = True,
@@ -164,6 +189,8 @@ def documented(
     responses: dict[str, OpenAPIResponse] = {}
     for status, answer in answers.items():
         responses[str(status)] = _response(status, answer.description, answer.content, answer.links)
+    if isinstance(security, Access):  # a credential of another scope or tenant: 403
+        refusals = sorted({*refusals, 401, 403})
     for status in refusals:
         content: dict[str, Source] = {m: PAGE if m == HTML else ErrorBody for m in refusal_media}
         if status == 503:
@@ -179,14 +206,19 @@ def documented(
             _HEADERS[429],  # the same Retry-After
         )
     extra = list(parameters)
+    requirement = None
+    if isinstance(security, Access):
+        requirement = {security.scheme: list(security.roles)}
+    elif security is not None:
+        requirement = {security: []}
 
     @dataclasses.dataclass
     class Documented(Operation):
         def __post_init__(self) -> None:
             self.request_body = request_body
             self.responses = dict(responses)
-            if security is not None:
-                self.security = [{security: []}]
+            if requirement is not None:
+                self.security = [dict(requirement)]
             if extra:
                 self.parameters = [*(self.parameters or []), *extra]
             if operation_id is not None:

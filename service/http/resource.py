@@ -25,7 +25,8 @@ from litestar.types import Guard
 
 from events.clock import Clock, SystemClock
 from service.credential_cache import CredentialCache, Refusal
-from service.crypto import tokens_equal
+from service.domain.access import INTROSPECTION
+from service.http.access import AccessGate, AdminRefused, admin_refused, bearer_token
 from service.http.bodies import FORM, json_reply, media_type, read_raw, timestamp
 from service.http.route_docs import INTROSPECT_DOC, JWKS_DOC, ME_DOC
 from service.http.tenancy import TENANT_STATE
@@ -43,7 +44,6 @@ REFUSED: dict[Refusal | None, str] = {
     "revoked": "the credential has been revoked",
     "expired": "the credential has expired",
 }
-RESOURCE_SERVER_ONLY = "introspection needs the resource servers' bearer token"
 AnyRequest = Request[Any, Any, Any]
 AnyConnection = ASGIConnection[Any, Any, Any, Any]
 
@@ -66,16 +66,6 @@ def tenant_of(connection: AnyConnection) -> TenantConfig | None:
 def bearer_refused(_: AnyRequest, exc: BearerRefused) -> Response[bytes]:
     note_refusal(exc.error)
     return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The credential of an `Authorization: Bearer <credential>` header (scheme in any case);
-    "" for a Bearer header without one, None when no bearer credential was sent at all."""
-    scheme, _, credential = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    credential = credential.strip()
-    return credential if credential and " " not in credential else ""
 
 
 @dataclass(frozen=True)
@@ -155,16 +145,14 @@ async def me(request: AnyRequest) -> Response[bytes]:
     )
 
 
-def introspection(auth: BearerAuth, admin_token: str | None) -> HTTPRouteHandler:
-    """RFC 7662 for resource servers holding the admin token; no-store answers."""
+def introspection(auth: BearerAuth, gate: AccessGate) -> HTTPRouteHandler:
+    """RFC 7662 for resource servers holding an introspection credential of the tenant (Bearer,
+    or HTTP Basic `client_id:token` as §2.1 has it), or an operator one; no-store answers."""
 
     @post(INTROSPECT_PATH, status_code=200, summary="Token introspection (RFC 7662)",
           operation_class=INTROSPECT_DOC)  # fmt: skip
     async def introspect(request: AnyRequest) -> Response[bytes]:
-        presented = bearer_token(request.headers.get("authorization"))
-        if not (presented and admin_token and tokens_equal(presented, admin_token)):
-            challenge = 'Bearer error="invalid_token"' if presented is not None else "Bearer"
-            raise BearerRefused(401, "unauthorized", RESOURCE_SERVER_ONLY, challenge)
+        await gate.admit(request, INTROSPECTION, basic=True)
         tenant = tenant_of(request) or auth.tenant
         verdict = await auth.cache.verdict(await _form_token(request), auth.clock.now())
         if not isinstance(verdict, Principal) or verdict.tenant_id != tenant.tenant_id:
@@ -215,7 +203,7 @@ def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
     return jwks
 
 
-def resource_router(tenant: TenantConfig, resources: Resources) -> Router:
+def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate) -> Router:
     """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
     if resources.credentials is None:
         raise RuntimeError("the resource routes need the process's CredentialCache")
@@ -228,13 +216,13 @@ def resource_router(tenant: TenantConfig, resources: Resources) -> Router:
             summary="Who the credential is",
             operation_class=ME_DOC,
         )(me),
-        introspection(auth, resources.settings.admin_token),
+        introspection(auth, gate),
         key_set(resources, auth),
     ]
     return Router(
         "/",
         route_handlers=handlers,
         opt={BEARER_AUTH: auth},
-        exception_handlers={BearerRefused: bearer_refused},
+        exception_handlers={BearerRefused: bearer_refused, AdminRefused: admin_refused},
         tags=["resource server"],
     )

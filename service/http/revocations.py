@@ -8,8 +8,9 @@ verifies these exactly like the NATS messages, and a message whose key left the 
 comes back signed by a current one). The page is complete up to `through`: every ending event
 of the tenant at or below it is listed (or lies at or below `after`); `head` is the log's head
 when it was read, and `more` says whether to ask again with `after=<through>`.
-Behind the admin token: `service/app.py` mounts the handler on the admin router (one router
-per path: `POST /admin/revocations` lives there too).
+Behind an operator, tenant admin or revocation-feed credential of the tenant: `service/app.py`
+mounts the handler on the admin router (one router per path: `POST /admin/revocations` lives
+there too), and the handler's `opt` widens what the router accepts.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 
 from service.commands.context import Context
-from service.http.admin import AdminRefused
+from service.domain.access import FEED as FEED_SCOPES
+from service.http.access import ACCEPTS, AdminRefused
 from service.http.answers import RevocationPage
 from service.http.bodies import POSITION_MAX, json_reply
-from service.http.openapi import ADMIN, documented, ok
+from service.http.openapi import FEED, documented, ok
 from subscriber.wire import sign, to_json
 from workers.revocation_log import Chain, ending_after, revocations
 
@@ -33,12 +35,12 @@ MAX_LIMIT = 1000
 PAGE_DOC = documented(
     answers={200: ok(RevocationPage, "Ended credentials, each as the feed carries it")},
     refusals=(400, 401),
-    security=ADMIN,
+    security=FEED,
 )
 
 
 @get(PATH, summary="Ended credentials after a log position (the feed's authoritative state)",
-     operation_class=PAGE_DOC)  # fmt: skip
+     operation_class=PAGE_DOC, opt={ACCEPTS: FEED_SCOPES})  # fmt: skip
 async def list_revocations(
     ctx: NamedDependency[Context], after: FromQuery[int] = 0, limit: FromQuery[int] = 500
 ) -> Response[bytes]:

@@ -35,8 +35,11 @@ from service.http.openapi import (
     AGENT,
     FORM,
     HTML,
+    INTROSPECTION,
     JSON,
     LOGOUT_JWT,
+    METRICS,
+    OPERATOR,
     documented,
     form_body,
     json_body,
@@ -51,7 +54,7 @@ from service.tenant import ID_JAG
 METRICS_DOC = documented(
     answers={200: ok({"text/plain": PROMETHEUS_TEXT}, "The metrics (service.metrics)")},
     refusals=(401,),
-    security=ADMIN,
+    security=METRICS,
 )
 INDEX_DOC = documented(
     answers={
@@ -101,7 +104,7 @@ INTROSPECT_DOC = documented(
     },
     answers={200: ok(Introspection, "RFC 7662: `active` and, when active, the claims")},
     refusals=(400, 401, 413),
-    security=ADMIN,
+    security=INTROSPECTION,
 )
 REVOKE_DOC = documented(
     body={
@@ -231,5 +234,5 @@ AUDIT_EXPORT_DOC = documented(
 AUDIT_VERIFY_DOC = documented(
     answers={200: ok(ChainReport, "The chain and its checkpoints, and the first break")},
     refusals=(401,),
-    security=ADMIN,
+    security=OPERATOR,
 )

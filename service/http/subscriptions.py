@@ -25,7 +25,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
-from service.commands.context import Caller, Context
+from service.commands.context import Context
 from service.commands.subscriptions import (
     BadSubscription,
     Patch,
@@ -37,14 +37,22 @@ from service.commands.subscriptions import (
     update,
 )
 from service.commands.subscriptions import Request as NewSubscription
+from service.domain.access import ADMIN as ADMIN_SCOPES
 from service.domain.subscriptions import EVENT_TYPES, BadPosition, SubscriptionNotFound
-from service.http.admin import AdminRefused, admin_guard, admin_refused
+from service.http.access import (
+    ACCEPTS,
+    ACCESS_GATE,
+    AccessGate,
+    AdminRefused,
+    access_guard,
+    admin_refused,
+    operator_caller,
+)
 from service.http.answers import Subscription, Subscriptions
 from service.http.bodies import (
     BODY_LIMIT,
     POSITION_MAX,
     Strict,
-    caller,
     json_reply,
     plain_text,
     read_json,
@@ -138,10 +146,6 @@ REPLAY_DOC = documented(
 )
 
 
-def _operator(request: AnyRequest) -> Caller:
-    return Caller(request_id=caller(request).request_id, actor="admin")
-
-
 def _loopback_ok(request: AnyRequest) -> bool:
     settings: Settings = request.route_handler.opt["settings"]
     return settings.jwks_allow_loopback_http
@@ -171,7 +175,7 @@ async def add_subscription(request: AnyRequest, ctx: NamedDependency[Context]) -
     )
     try:
         row = await create(
-            ctx, wanted, _operator(request), from_position=body.from_position,
+            ctx, wanted, operator_caller(request), from_position=body.from_position,
             allow_loopback_http=_loopback_ok(request), outbound=_outbound(request),
         )  # fmt: skip
     except (BadSubscription, BadPosition) as exc:
@@ -211,7 +215,7 @@ async def change_subscription(
     )
     try:
         row = await update(
-            ctx, sid, changes, _operator(request),
+            ctx, sid, changes, operator_caller(request),
             allow_loopback_http=_loopback_ok(request), outbound=_outbound(request),
         )  # fmt: skip
     except BadSubscription as exc:
@@ -234,7 +238,7 @@ async def remove_subscription(
         raise AdminRefused(400, "invalid_request", "reason: 1 to 500 characters")
     plain_text(reason or "", "reason")
     try:
-        row = await remove(ctx, sid, _operator(request), reason)
+        row = await remove(ctx, sid, operator_caller(request), reason)
     except SubscriptionNotFound:
         raise AdminRefused(404, "not_found", "no such subscription") from None
     return json_reply(as_json(row))
@@ -249,7 +253,7 @@ async def replay_subscription(
     empty = not (await read_raw(request)).strip()
     body = ReplayBody() if empty else await read_json(request, ReplayBody)
     try:
-        row = await replay(ctx, sid, _operator(request), body.from_position)
+        row = await replay(ctx, sid, operator_caller(request), body.from_position)
     except BadPosition as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
     except SubscriptionNotFound:
@@ -305,7 +309,7 @@ def _when(instant: datetime | None) -> str | None:
     return None if instant is None else timestamp(instant)
 
 
-def subscriptions_router(settings: Settings) -> Router:
+def subscriptions_router(settings: Settings, gate: AccessGate) -> Router:
     return Router(
         "/",
         route_handlers=[
@@ -316,8 +320,8 @@ def subscriptions_router(settings: Settings) -> Router:
             remove_subscription,
             replay_subscription,
         ],
-        guards=[admin_guard],
+        guards=[access_guard],
         exception_handlers={AdminRefused: admin_refused},
         tags=["admin"],
-        opt={"settings": settings},
+        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
     )

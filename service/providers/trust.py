@@ -21,7 +21,7 @@ class TrustedIssuer:
     jwks_uri: str | None = None  # pinned; else `<issuer>/.well-known/jwks.json`
     algorithms: tuple[str, ...] = ALGORITHMS  # a subset of ALGORITHMS
     display_name: str | None = None
-    link_by_verified_email: bool = True  # §7.5 step 2 (O18)
+    link_by_verified_email: bool = False  # §7.5 step 2 (O18); opt-in (issue 12, finding 2)
     client_ids: tuple[str, ...] = ()  # pinned CIMD URLs accepted as `client_id` besides `iss`
     required_amr: tuple[str, ...] = ()  # every one must be in the ID-JAG's `amr`
 

@@ -66,7 +66,7 @@ async def test_timeline_and_state_before_and_after_a_revocation(svc: Service) ->
     assert kinds == [
         ("registration.created", "agent", CLIENT_IP),
         ("credential.issued", "agent", CLIENT_IP),
-        ("credential.revoked", "admin", None),
+        ("credential.revoked", "admin:bootstrap", None),  # the AUTHLEDGER_ADMIN_TOKEN
     ]
     last = timeline["entries"][-1]
     assert (last["reason"], last["note"], last["correlation_id"]) == (

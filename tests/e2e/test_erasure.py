@@ -66,7 +66,7 @@ async def test_erasing_a_person_by_email(svc: Service) -> None:
     )
     assert started.status_code == 200
     async with IdentityProvider() as idp:
-        await trust(svc, idp)
+        await trust(svc, idp, link_by_verified_email=True)  # opt-in since finding 2
         linked = await registered(svc, jag(svc, idp, overrides={"email": EMAIL}))
     user_id = (await me(svc, key)).json()["user_id"]
     assert (await me(svc, linked["credential"])).json()["user_id"] == user_id

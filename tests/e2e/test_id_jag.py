@@ -109,6 +109,7 @@ async def test_key_rotation_works_after_exactly_one_refetch(
 async def test_email_links_an_existing_user_unless_the_issuer_may_not(
     svc: Service, idp: IdentityProvider
 ) -> None:
+    await trust(svc, idp, link_by_verified_email=True)  # opt-in since security finding 2
     first = await registered(svc, jag(svc, idp, sub="s1", overrides={"email": "Ana@Example.net"}))
     user = (await me(svc, first["credential"])).json()["user_id"]
     linked = await registered(svc, jag(svc, idp, sub="s2", overrides={"email": "ana@example.net"}))

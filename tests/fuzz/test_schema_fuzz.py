@@ -37,6 +37,19 @@ async def test_schema_fuzz_run_is_clean(
     assert result.total >= 20 * EXAMPLES, result.summary()
 
 
+def scopes_of(method: str, path: str) -> list[str]:
+    """The scoped credentials each operator route accepts (security finding 2)."""
+    if path in ("/admin/credentials", "/admin/credentials/{credential_id}", "/admin/audit/verify"):
+        return ["operator"]
+    if path == "/metrics":
+        return ["operator", "metrics"]
+    if path == "/oauth2/introspect":
+        return ["operator", "introspection"]
+    if (method, path) == ("GET", "/admin/revocations"):
+        return ["operator", "tenant_admin", "revocation_feed"]
+    return ["operator", "tenant_admin"]
+
+
 async def test_every_operation_is_documented(backend: Backend, database_url: str) -> None:
     """Each route of /schema declares its answers (with X-Request-ID) and refusals, its body
     and content types, and the bearer token it needs: a route added without a declaration
@@ -59,8 +72,10 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
             assert answer.get("content"), (where, status)
         secured = path.startswith("/admin/") or path in {"/metrics", "/oauth2/introspect"}
         if secured:
-            assert operation["security"] == [{"adminToken": []}], where
+            [requirement] = operation["security"]
+            assert requirement == {"adminToken": scopes_of(method, path)}, where
             assert "WWW-Authenticate" in answers["401"]["headers"], where
+            assert "403" in answers, where
         if method in {"POST", "PATCH"}:
             assert operation["requestBody"]["content"], where
     media = {

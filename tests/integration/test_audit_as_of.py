@@ -112,7 +112,7 @@ async def _script(ctx: Context, idp: IdentityProvider) -> Story:
         "SELECT user_id FROM registrations WHERE registration_id = $1", reg.registration_id
     )
     await _step(ctx, story, "claimed")
-    await trust(ctx, idp.trusted(), OPERATOR)
+    await trust(ctx, idp.trusted(link_by_verified_email=True), OPERATOR)  # opt-in (finding 2)
     kinds: tuple[tuple[str, CredentialKind], ...] = (
         ("provider_token", "access_token"),
         ("provider_key", "api_key"),

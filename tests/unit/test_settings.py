@@ -61,7 +61,6 @@ def test_each_bad_value_stops_with_one_line_naming_the_variable(name: str, value
     [
         ("serve", "DATABASE_URL"),
         ("serve", "NATS_URL"),
-        ("serve", "ADMIN_TOKEN"),
         ("serve", "SECRET_KEY"),
         ("worker", "DATABASE_URL"),
         ("worker", "NATS_URL"),
@@ -75,6 +74,12 @@ def test_missing_required_variable_is_named(mode: str, missing: str) -> None:
         Settings.from_env(env, mode)  # type: ignore[arg-type]
     _one_line_naming(caught.value, missing)
     assert "required" in str(caught.value)
+
+
+def test_serve_needs_no_admin_token() -> None:
+    """AUTHLEDGER_ADMIN_TOKEN is a deprecated bootstrap (security finding 2): optional."""
+    env = {k: v for k, v in GOOD.items() if k != "AUTHLEDGER_ADMIN_TOKEN"}
+    assert Settings.from_env(env, "serve").admin_token is None
 
 
 def test_blank_value_counts_as_missing() -> None:
