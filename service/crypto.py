@@ -30,6 +30,7 @@ PUSH_SECRET_KEY = b"authledger push secret v1"  # webhook subscribers' bearer se
 RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails) by HMAC
 
 API_KEY_PREFIX = "sk_live_"
+TEST_API_KEY_PREFIX = "sk_test_"  # keys minted by `authledger dev`, as auth.md's examples are
 OTP_DIGITS = 6
 _OTP_RANGE = 10**OTP_DIGITS
 
