@@ -54,7 +54,9 @@ def line(claims: Revocation, source: Source) -> str:
 def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> SubscriberConfig:
     nats_url = args.nats_url or env.get("AUTHLEDGER_NATS_URL", "").strip()
     if not nats_url:
-        raise ValueError("AUTHLEDGER_NATS_URL: required (or --nats-url)")
+        raise ValueError(
+            "AUTHLEDGER_NATS_URL: required (or --nats-url, or run it next to `authledger dev`)"
+        )
     service = args.service_url or env.get("AUTHLEDGER_PUBLIC_URL", "").strip()
     return SubscriberConfig(
         nats_url=nats_url,
