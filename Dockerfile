@@ -18,7 +18,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER authledger
 ENV AUTHLEDGER_LOG_FORMAT=json
 EXPOSE 8000
+# `serve` answers /healthz; a `worker` (or `migrate`) container has no HTTP port and is
+# healthy while its process runs (a worker that fails exits, and the container with it).
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+    CMD python -c "import sys, urllib.request; cmd = open('/proc/1/cmdline', 'rb').read().split(b'\0'); sys.exit(b'serve' in cmd and urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
 ENTRYPOINT ["authledger"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

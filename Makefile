@@ -11,9 +11,11 @@ BIN := $(VENV)/bin
 # schemathesis, Playwright, ...) comes with the targets that use it. One stamp per install.
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+# `make run`'s data folder, as `authledger dev` finds it.
+DATA_DIR := $(or $(AUTHLEDGER_DATA_DIR),.authledger)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-embedded faults fuzz lint format bench clean
+.PHONY: help install run reset test test-embedded faults fuzz lint format bench clean
 FUZZ_EXAMPLES ?= 400
 
 help: ## list the targets
@@ -36,6 +38,18 @@ install: $(DEV_STAMP) ## create .venv and install authledger with its dev tools
 
 run: $(RUN_STAMP) ## run everything locally: embedded Postgres + NATS, HTTP on 127.0.0.1:8000, workers
 	$(BIN)/authledger dev
+
+reset: ## delete the data folder (.authledger) after asking; FORCE=1 to skip the question
+	@test -e "$(DATA_DIR)" || { echo "nothing to reset: $(DATA_DIR) does not exist"; exit 0; }; \
+	if python3 -c 'import json, os, sys; os.kill(json.load(open(sys.argv[1]))["pid"], 0)' \
+		"$(DATA_DIR)/stack.json" 2>/dev/null; then \
+		echo "authledger dev is running on $(DATA_DIR): stop it first (Ctrl-C)"; exit 1; fi; \
+	if [ "$(FORCE)" != 1 ]; then \
+		if [ ! -t 0 ]; then echo "make reset asks before deleting $(DATA_DIR), and there is no terminal to ask: run make reset FORCE=1"; exit 1; fi; \
+		read -r -p "Delete $(DATA_DIR): the dev database, NATS streams, admin token and secret key? [y/N] " answer; \
+		case "$$answer" in [yY]|[yY][eE][sS]) ;; *) echo "kept $(DATA_DIR)"; exit 0;; esac; \
+	fi; \
+	rm -rf -- "$(DATA_DIR)" && echo "deleted $(DATA_DIR); the next make run starts afresh"
 
 test: $(DEV_STAMP) ## the suite (all but tests/faults) against real Postgres and NATS (env, local, containers or embedded)
 	$(BIN)/pytest -m "not faults"

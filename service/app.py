@@ -31,6 +31,7 @@ from service.domain.errors import ProtocolError
 from service.http.access import AccessGate
 from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
+from service.http.api_docs import assets_router, render_plugins
 from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
@@ -102,6 +103,7 @@ def create_app(
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,
+            assets_router(),
         ],
         dependencies={
             "settings": Provide(provide_settings, use_cache=True),
@@ -117,7 +119,11 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies)}),
         openapi_config=OpenAPIConfig(
-            title="authledger", version="0.1.0", path=SCHEMA_PATH, components=SECURITY
+            title="authledger",
+            version="0.1.0",
+            path=SCHEMA_PATH,
+            components=SECURITY,
+            render_plugins=render_plugins(),
         ),
         logging_config=None,
         debug=False,

@@ -81,17 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     own = bool(given) and given[0] in _OWN_COMMANDS and not {"-h", "--help"} & set(given)
     args = build_parser(only_own=own).parse_args(given)
-    if args.command == "subscribe":  # a resource server's view: no database, no secrets
-        from subscriber.cli import run as subscribe
-
-        return subscribe(args, os.environ)
     if args.command == "audit" and args.action == "check":  # the file alone: no settings
         from service.audit.cli import run_check
 
         return run_check(args)
+    stack = _dev_stack(args)
+    if args.command == "subscribe":  # a resource server's view: no database, no secrets
+        from service.dev_stack import live_nats_url
+        from subscriber.cli import run as subscribe
+
+        follow = "AUTHLEDGER_NATS_URL" in stack  # the dev stack's NATS, wherever it moves
+        return subscribe(
+            args,
+            {**stack, **os.environ},
+            nats_url=lambda: live_nats_url(os.environ) if follow else None,
+        )
     unknown = unknown_variables(os.environ)  # a misspelling is named, never fatal
     try:
-        settings = Settings.from_env(os.environ, args.command)
+        settings = Settings.from_env(os.environ, args.command, fallback=stack)
     except ConfigError as exc:
         for variable in unknown:  # the hint may explain the error (a required name misspelt)
             print(variable.line(), file=sys.stderr)
@@ -131,6 +138,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         structlog.get_logger("service.cli").exception(f"{args.command}.crashed")
         return 1
+
+
+# What each command may take from a running `authledger dev` (service/dev_stack.py) when the
+# environment leaves it unset; `dev`, `serve` and `worker` take nothing from it.
+_FROM_DEV_STACK = ("AUTHLEDGER_DATABASE_URL", "AUTHLEDGER_SECRET_KEY", "AUTHLEDGER_PUBLIC_URL")
+_SUBSCRIBE_FROM_DEV_STACK = (
+    "AUTHLEDGER_NATS_URL",
+    "AUTHLEDGER_PUBLIC_URL",
+    "AUTHLEDGER_ADMIN_TOKEN",
+)
+
+
+def _dev_stack(args: argparse.Namespace) -> dict[str, str]:
+    """The variables the data folder's live dev stack gives this command, said on stderr."""
+    if args.command in ("dev", "serve", "worker"):
+        return {}
+    from service.dev_stack import from_data_dir
+
+    wanted: tuple[str, ...] = _FROM_DEV_STACK
+    if args.command == "subscribe":
+        flags = {"AUTHLEDGER_NATS_URL": args.nats_url, "AUTHLEDGER_PUBLIC_URL": args.service_url}
+        wanted = tuple(name for name in _SUBSCRIBE_FROM_DEV_STACK if not flags.get(name))
+    found = from_data_dir(os.environ, wanted)
+    if found.line is not None:
+        print(found.line, file=sys.stderr, flush=True)
+    return found.variables
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

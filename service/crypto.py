@@ -31,6 +31,7 @@ RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails)
 
 API_KEY_PREFIX = "sk_live_"
 ACCESS_TOKEN_PREFIX = "ala_"  # noqa: S105 - a prefix, not a secret
+TEST_API_KEY_PREFIX = "sk_test_"  # keys minted by `authledger dev`, as auth.md's examples are
 OTP_DIGITS = 6
 _OTP_RANGE = 10**OTP_DIGITS
 

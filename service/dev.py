@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
+from service.dev_stack import DevStack, remove_stack, shareable, write_stack
 from service.embedded import EmbeddedError, EmbeddedStack
 from service.listening import StartupError, bind_socket, http_url
 from service.logging import redact_url
@@ -83,6 +84,7 @@ async def run_dev(
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     given_admin_token = settings.admin_token is not None
+    given_secret_key = settings.secret_key is not None
     settings = with_dev_secrets(settings, data_dir)
     if not public_url_set:
         settings = replace(settings, public_url=url)
@@ -128,10 +130,20 @@ async def run_dev(
             f"  data        {data_dir}",
             flush=True,
         )
+        card = DevStack(  # for the operator CLI next to this process (service/dev_stack.py)
+            pid=os.getpid(),
+            http_url=url,
+            database_url=shareable(settings.database_url),
+            nats_url=shareable(settings.nats_url),
+            admin_token_file=None if given_admin_token else str(data_dir / ADMIN_TOKEN_FILE),
+            secret_key_file=None if given_secret_key else str(data_dir / SECRET_KEY_FILE),
+        )
+        write_stack(data_dir, card)
         if not stop.is_set():
             routes = [dev_mailbox_router(catcher.mailbox)] if catcher else []
             await run_services(settings, stop, sock=sock, workers=True, dev_routes=routes)
     finally:
+        remove_stack(data_dir, os.getpid())
         sock.close()
         if catcher is not None:
             await catcher.stop()

@@ -2,8 +2,9 @@
 
 The catcher (aiosmtpd, in the running loop) listens on 127.0.0.1 or another loopback address,
 on a free port, never on a public one, and keeps the last `limit` messages in memory. The
-mailbox router shows them: `GET /dev/mailbox` lists them (JSON, newest first) and
-`GET /dev/mailbox/{n}` shows message `n`'s HTML so a person can click the claim link.
+mailbox router shows them: `GET /dev/mailbox` lists them, newest first (JSON, or a page
+linking to each when the client prefers text/html, as a browser does) and `GET
+/dev/mailbox/{n}` shows message `n`'s HTML so a person can click the claim link.
 
 Spec §10 W13: a mailbox that shows claim links must not exist in a real deployment, since
 whoever reads it (the agent too) could claim alone. So nothing here is wired by `serve`; under
@@ -25,7 +26,7 @@ from email.message import EmailMessage
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP
-from litestar import MediaType, Response, Router, get
+from litestar import MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
@@ -177,13 +178,41 @@ def _loopback_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
         raise NotFoundException()
 
 
+def mailbox_page(messages: list[CaughtMessage]) -> str:
+    """The mailbox for a browser: one row per message, newest first, each a link to it."""
+    rows = "".join(
+        f"<tr><td>{m.received_at:%H:%M:%S}</td><td>{html.escape(', '.join(m.rcpt_tos))}</td>"
+        f'<td><a href="{MAILBOX_PATH}/{m.n}">{html.escape(m.subject or "(no subject)")}</a>'
+        "</td></tr>"
+        for m in messages
+    )
+    body = (
+        f"<table><tr><th>received (UTC)</th><th>to</th><th>subject</th></tr>{rows}</table>"
+        if messages
+        else "<p>No mail yet. A claim e-mail lands here as soon as the mailer sends it.</p>"
+    )
+    return (
+        "<!DOCTYPE html><html lang=en><meta charset=utf-8><title>authledger dev mailbox</title>"
+        "<style>body{font:15px system-ui,sans-serif;margin:2em}td,th{padding:.3em 1em;"
+        "text-align:left}</style><h1>Dev mailbox</h1>"
+        f"<p>The last {len(messages)} message(s) the dev SMTP catcher took; reload for new "
+        f"ones. As JSON: <code>curl {MAILBOX_PATH}</code>.</p>{body}</html>"
+    )
+
+
 def dev_mailbox_router(box: DevMailbox, *, loopback_only: bool = True) -> Router:
     """`GET /dev/mailbox` and `GET /dev/mailbox/{n}`; mount it under `authledger dev` only."""
 
     @get("/", sync_to_thread=False)
-    def mailbox() -> Response[list[dict[str, object]]]:
+    def mailbox(request: Request[Any, Any, Any]) -> Response[Any]:
+        headers = {**_PAGE_HEADERS, "Vary": "Accept"}
+        wanted = request.accept.best_match([MediaType.JSON, MediaType.HTML], MediaType.JSON)
+        if wanted == MediaType.HTML:
+            return Response(
+                mailbox_page(box.messages()), media_type=MediaType.HTML, headers=headers
+            )
         summaries = [m.summary() for m in box.messages()]
-        return Response(summaries, media_type=MediaType.JSON, headers=_PAGE_HEADERS)
+        return Response(summaries, media_type=MediaType.JSON, headers=headers)
 
     @get("/{n:int}", sync_to_thread=False)
     def message(n: FromPath[int]) -> Response[str]:

@@ -2,7 +2,8 @@
 
 Used by `authledger dev` and by the test suite on a machine without its own services.
 Postgres listens on a Unix socket only; NATS on a free loopback port remembered in the data
-folder, so a restart finds its data (and, when the port is still free, its URL) again. Neither
+folder, so a restart finds its data and its URL again (unless another program took the port
+meanwhile). Neither
 ever binds 5432 or 4222, which the machine's own servers may hold.
 """
 
@@ -43,7 +44,11 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether nats-server could listen on `port`. Like it (Go sets SO_REUSEADDR on listeners),
+    the probe binds with SO_REUSEADDR: the TIME_WAIT sockets a previous run's connections
+    leave behind do not make the port look taken, a listener still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

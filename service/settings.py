@@ -93,14 +93,22 @@ class Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], mode: Mode = "serve") -> Settings:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        mode: Mode = "serve",
+        *,
+        fallback: Mapping[str, str] | None = None,
+    ) -> Settings:
         """Read and check every variable; `dev` may leave the services to the embedded ones.
 
         `AUTHLEDGER_CONFIG` may name a TOML file of the same settings (names without the
-        prefix, any case); a variable set in the environment wins over the file.
+        prefix, any case); a variable set in the environment wins over the file, and both
+        over `fallback` (the running dev stack's, service/dev_stack.py).
         """
         from_file = _config_file(env.get(PREFIX + "CONFIG"))
-        source = {k: v for k, v in {**from_file, **env}.items() if k.startswith(PREFIX)}
+        merged = {**(fallback or {}), **from_file, **env}
+        source = {k: v for k, v in merged.items() if k.startswith(PREFIX)}
         r = _Reader(source)
         needs_services = mode != "dev"
         database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from service.crypto import API_KEY_PREFIX, TEST_API_KEY_PREFIX
 from service.settings import Settings
 
 Flow = Literal["anonymous", "verified_email", "id_jag"]
@@ -57,6 +58,7 @@ class TenantConfig(msgspec.Struct, frozen=True, kw_only=True):
     contact_url: str | None = None
     terms_url: str | None = None
     privacy_url: str | None = None
+    api_key_prefix: str = API_KEY_PREFIX  # `sk_test_` under `authledger dev`
 
     @classmethod
     def from_settings(cls, settings: Settings, tenant_id: str = "default") -> TenantConfig:
@@ -91,6 +93,7 @@ class TenantConfig(msgspec.Struct, frozen=True, kw_only=True):
             contact_url=settings.contact_url,
             terms_url=settings.terms_url,
             privacy_url=settings.privacy_url,
+            api_key_prefix=TEST_API_KEY_PREFIX if settings.mode == "dev" else API_KEY_PREFIX,
         )
 
     def offers(self, flow: Flow) -> bool:

@@ -11,7 +11,9 @@ the last run stopped. Gaps and rejected messages are reported on stderr.
 
 Reads AUTHLEDGER_NATS_URL, AUTHLEDGER_PUBLIC_URL (the service, for its JWKS),
 AUTHLEDGER_ADMIN_TOKEN (optional: repairs gaps), AUTHLEDGER_NATS_STREAM and
-AUTHLEDGER_NATS_SUBJECT_PREFIX; no database, no secret key.
+AUTHLEDGER_NATS_SUBJECT_PREFIX; no database, no secret key. Next to `authledger dev`, those
+the environment leaves unset come from the dev stack (service/dev_stack.py), and a restarted
+dev's new NATS URL is followed. Losing NATS and finding it again are said on stderr.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import sys
 from collections.abc import Mapping
 
-from subscriber.client import RevocationSubscriber, Source, SubscriberConfig
+from subscriber.client import RevocationSubscriber, Source, SubscriberConfig, WhereNats
 from subscriber.state import WrongFeed
 from subscriber.wire import Revocation, to_json
 
@@ -52,7 +54,9 @@ def line(claims: Revocation, source: Source) -> str:
 def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> SubscriberConfig:
     nats_url = args.nats_url or env.get("AUTHLEDGER_NATS_URL", "").strip()
     if not nats_url:
-        raise ValueError("AUTHLEDGER_NATS_URL: required (or --nats-url)")
+        raise ValueError(
+            "AUTHLEDGER_NATS_URL: required (or --nats-url, or run it next to `authledger dev`)"
+        )
     service = args.service_url or env.get("AUTHLEDGER_PUBLIC_URL", "").strip()
     return SubscriberConfig(
         nats_url=nats_url,
@@ -66,8 +70,11 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> SubscriberC
     )
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Print the feed until interrupted; 2 on a bad setting, 1 on a wrong state file."""
+def run(args: argparse.Namespace, env: Mapping[str, str], nats_url: WhereNats | None = None) -> int:
+    """Print the feed until interrupted; 2 on a bad setting, 1 on a wrong state file.
+
+    `nats_url`, when given, says where NATS is after a disconnect (the dev stack's card).
+    """
     try:
         config = config_from(args, env)
     except ValueError as exc:
@@ -82,9 +89,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(text, flush=True)
 
     async def follow() -> None:
-        subscriber = RevocationSubscriber(config, on_revocation=show)
+        subscriber = RevocationSubscriber(config, on_revocation=show, nats_url=nats_url)
         mode = "from the start" if config.start == "resume" else "from now on"
-        print(f"following {config.subject} on {config.stream} {mode}", file=sys.stderr, flush=True)
+        print(
+            f"following {config.subject} on {config.stream} at {config.nats_url} {mode}",
+            file=sys.stderr,
+            flush=True,
+        )
         task = asyncio.create_task(subscriber.run())
         caught_up = asyncio.create_task(subscriber.caught_up.wait())
         await asyncio.wait([task, caught_up], return_when=asyncio.FIRST_COMPLETED)

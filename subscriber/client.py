@@ -22,6 +22,11 @@ verified the same way), then goes on reading, when:
 Without an admin token a gap cannot be repaired: it is logged as an error (with the positions
 missed), counted in `stats.unresolved`, and `in_sync` turns False; the feed goes on.
 
+Losing NATS and finding it again are logged as warnings (nats-py reconnects by itself). Given
+`nats_url`, a function saying where NATS is now (`authledger subscribe` next to `authledger
+dev` reads the data folder's stack.json), a subscriber cut off from NATS asks it every
+`moved_check` seconds and, when it names another URL, connects there instead.
+
 `start="resume"` (the default) resumes from the checkpoint, which for a new state means from
 the beginning of the stream. `start="live"` (for `authledger subscribe` without
 `--from-start`) begins after the tenant's last message in the stream, keeping the chain.
@@ -54,6 +59,7 @@ from subscriber.wire import BadMessage, Revocation, hash_prefix, subject, token_
 log = logging.getLogger("authledger.subscriber")
 Source = Literal["feed", "resync"]
 Listener = Callable[[Revocation, Source], None]
+WhereNats = Callable[[], str | None]  # where NATS is now (None: no news)
 RESYNC_PATH = "/admin/revocations"
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -78,6 +84,7 @@ class SubscriberConfig:
     reconnect_wait: float = 0.5
     backoff_initial: float = 0.2
     backoff_max: float = 5.0
+    moved_check: float = 1.0  # while cut off, how often to ask whether NATS moved
 
     @property
     def subject(self) -> str:
@@ -107,8 +114,11 @@ class RevocationSubscriber:
         config: SubscriberConfig,
         *,
         on_revocation: Listener | None = None,
+        nats_url: WhereNats | None = None,
     ) -> None:
         self.config = config
+        self._where = nats_url
+        self._closing = False
         self.stats = SubscriberStats()
         self.in_sync = True
         self.caught_up = asyncio.Event()  # everything the stream held at subscribe time is read
@@ -151,34 +161,103 @@ class RevocationSubscriber:
         """Follow the feed until cancelled; outages are retried with back-off."""
         cfg = self.config
         headers = {"Authorization": f"Bearer {cfg.admin_token}"} if cfg.admin_token else {}
-        nc = NATS()
         self._delay = cfg.backoff_initial
+        self._closing = False
+        url = cfg.nats_url
         try:
             async with httpx.AsyncClient(
                 base_url=cfg.service_url.rstrip("/"), timeout=cfg.http_timeout, headers=headers
             ) as http:
                 self._http, self._keys = http, KeySet(http)
-                while not nc.is_connected:
+                while True:  # one connection per NATS URL
+                    nc = NATS()
                     try:
-                        await nc.connect(
-                            cfg.nats_url,
-                            name=f"authledger-subscriber-{cfg.tenant}",
-                            max_reconnect_attempts=-1,
-                            reconnect_time_wait=cfg.reconnect_wait,  # type: ignore[arg-type]
-                            error_cb=self._nats_error,
-                        )
-                    except (nats.errors.Error, OSError, TimeoutError) as exc:
-                        await self._pause("NATS unreachable", exc)
-                js = nc.jetstream()
-                while True:
-                    try:
-                        await self._follow(js)
-                    except (nats.errors.Error, TimeoutError, httpx.HTTPError, ResyncFailed) as exc:
-                        await self._pause("feed interrupted", exc)
+                        url = await self._connect(nc, url)
+                        url = await self._follow_until_moved(nc, url)
+                    finally:
+                        self._closing = True
+                        with contextlib.suppress(Exception):
+                            await nc.close()
+                        self._closing = False
         finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
             self._state.close()
+
+    async def _connect(self, nc: NATS, url: str) -> str:
+        """Connect to `url` (or to where NATS moved meanwhile); the URL connected to."""
+        cfg = self.config
+
+        async def disconnected() -> None:
+            if not self._closing:
+                log.warning("NATS connection lost (%s); reconnecting", url)
+
+        async def reconnected() -> None:
+            log.warning(
+                "NATS reconnected (%s)", nc.connected_url.geturl() if nc.connected_url else url
+            )
+
+        moved = url != cfg.nats_url
+        while True:
+            try:
+                await nc.connect(
+                    url,
+                    name=f"authledger-subscriber-{cfg.tenant}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=cfg.reconnect_wait,  # type: ignore[arg-type]
+                    error_cb=self._nats_error,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                await self._pause(f"NATS unreachable at {url}", exc)
+                new = self._moved(url)
+                moved, url = moved or new is not None, new or url
+            else:
+                if moved:
+                    log.warning("NATS connected (%s)", url)
+                return url
+
+    async def _follow_until_moved(self, nc: NATS, url: str) -> str:
+        """Follow the feed on `nc` until NATS is found at another URL; that URL."""
+        follow = asyncio.create_task(self._follow_forever(nc.jetstream()))
+        moved = asyncio.create_task(self._watch_moves(nc, url))
+        try:
+            await asyncio.wait([follow, moved], return_when=asyncio.FIRST_COMPLETED)
+            if follow.done():
+                follow.result()  # a failure the retries do not cover (e.g. a wrong feed)
+            return moved.result()
+        finally:
+            for task in (follow, moved):
+                task.cancel()
+            await asyncio.gather(follow, moved, return_exceptions=True)
+
+    async def _follow_forever(self, js: JetStreamContext) -> None:
+        while True:
+            try:
+                await self._follow(js)
+            except (nats.errors.Error, TimeoutError, httpx.HTTPError, ResyncFailed) as exc:
+                await self._pause("feed interrupted", exc)
+
+    async def _watch_moves(self, nc: NATS, url: str) -> str:
+        """Return the new URL once NATS, while `nc` is cut off, is said to be elsewhere."""
+        while True:
+            await asyncio.sleep(self.config.moved_check)
+            if nc.is_connected:
+                continue
+            new = self._moved(url)
+            if new is not None:
+                log.warning("NATS moved: %s now; connecting there (was %s)", new, url)
+                return new
+
+    def _moved(self, url: str) -> str | None:
+        """Where NATS is said to be now, when that is not `url`."""
+        if self._where is None:
+            return None
+        try:
+            new = self._where()
+        except Exception as exc:  # a source that fails says nothing new
+            log.debug("asking where NATS is failed: %r", exc)
+            return None
+        return new if new and new != url else None
 
     async def _pause(self, what: str, exc: BaseException) -> None:
         log.warning("%s, retrying in %.1fs: %r", what, self._delay, exc)

@@ -37,7 +37,7 @@ def mint(
     """An API key (opaque, no expiry unless given) or an RFC 9068 access token."""
     credential_id = new_credential_id()
     if kind == "api_key":
-        plain = new_api_key()
+        plain = new_api_key(ctx.tenant.api_key_prefix)
     else:
         ttl = timedelta(seconds=ctx.tenant.access_token_ttl)
         expires_at = now + ttl

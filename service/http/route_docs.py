@@ -157,7 +157,8 @@ REGISTER_BODY: dict[str, Any] = {
         _registration(
             "identity_assertion",
             assertion_type={"const": ID_JAG},
-            assertion=COMPACT_JWT | {"maxLength": 8192},
+            assertion=COMPACT_JWT
+            | {"maxLength": 8192, "description": "an ID-JAG (compact JWS, spec §5.3)"},
         ),
     ],
 }

@@ -190,9 +190,6 @@ INDEXED = {
     "/api/me",
     "/schema",
     "/schema/swagger",
-    "/schema/redoc",
-    "/schema/elements",
-    "/schema/rapidoc",
     "/schema/openapi.json",
     "/schema/openapi.yaml",
 }
@@ -243,3 +240,47 @@ async def test_root_links_the_mailbox_under_dev(backend: Backend, database_url: 
     hrefs = {link["href"] for link in body["links"]}
     assert hrefs == {PUBLIC_URL + path for path in {*INDEXED, "/dev/mailbox"}}
     assert f'<a href="{PUBLIC_URL}/dev/mailbox">' in page
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_mailbox_is_a_page_for_a_browser_and_json_for_api_clients(
+    backend: Backend, database_url: str
+) -> None:
+    """GET /dev/mailbox: a page linking each message for a browser's Accept; JSON for */*."""
+    box = DevMailbox()
+    box.add(
+        b"Subject: Claim <your> agent\r\nTo: ana@example.net\r\n\r\nOpen the link.\r\n",
+        "authledger@example.test",
+        ["ana@example.net"],
+    )
+    mailbox = dev_mailbox_router(box, loopback_only=False)
+    async with agent_client(backend, database_url, dev_routes=[mailbox]) as (client, _):
+        page = await client.get("/dev/mailbox", headers={"Accept": BROWSER_ACCEPT})
+        listed = await client.get("/dev/mailbox", headers={"Accept": "*/*"})
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["vary"] == "Accept"
+    assert '<a href="/dev/mailbox/1">Claim &lt;your&gt; agent</a>' in page.text
+    assert "<script" not in page.text
+    assert "sandbox" in page.headers["content-security-policy"]
+    assert listed.headers["content-type"] == "application/json"
+    assert [m["subject"] for m in listed.json()] == ["Claim <your> agent"]
+
+
+async def test_api_docs_load_nothing_from_another_host(
+    default_agent: tuple[httpx.AsyncClient, TenantConfig],
+) -> None:
+    """/schema and /schema/swagger are Swagger UI whose every script and style this app serves."""
+    client, _ = default_agent
+    for path in ("/schema", "/schema/swagger"):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert "SwaggerUIBundle" in page.text
+        sources = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+        assert sources, page.text[:500]
+        assert all(source.startswith("/schema-assets/") for source in sources), sources
+        for source in sources:
+            asset = await client.get(source)
+            assert asset.status_code == 200, source
+            assert len(asset.content) > 10_000, source

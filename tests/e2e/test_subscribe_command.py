@@ -119,14 +119,18 @@ async def test_subscribe_replays_from_the_start_then_prints_live(
             assert replay.returncode == 0
 
 
-async def test_subscribe_needs_a_nats_url() -> None:
-    """No AUTHLEDGER_NATS_URL: one line naming it, exit status 2."""
+async def test_subscribe_needs_a_nats_url(tmp_path: Path) -> None:
+    """No AUTHLEDGER_NATS_URL (and no dev running on the data folder): one line naming it,
+    exit status 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHLEDGER_")}
+    env["AUTHLEDGER_DATA_DIR"] = str(tmp_path / "data")
     proc = await asyncio.create_subprocess_exec(
         AUTHLEDGER, "subscribe", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
-    assert err.decode().strip() == "AUTHLEDGER_NATS_URL: required (or --nats-url)"
+    assert err.decode().strip() == (
+        "AUTHLEDGER_NATS_URL: required (or --nats-url, or run it next to `authledger dev`)"
+    )
     assert out == b""
