@@ -19,7 +19,9 @@ logged and retried at the next round; the database's checkpoints wait for them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import enum
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 import nats.errors
 import structlog
@@ -30,10 +32,18 @@ from events.sql import Conn, load_queries
 from service.audit.published import CheckpointStream, UnsafeStream, connect
 from service.audit.signed import BadCheckpoint, Checkpoint, Jwk, verify
 
+T = TypeVar("T")
 Q = load_queries("workers", "checkpoints.sql")
 log = structlog.get_logger("workers.checkpoints")
 CONNECT_TIMEOUT = 5.0
 ACK_TIMEOUT = 5.0
+
+
+class Outcome(enum.Enum):
+    """What stood in a step's way."""
+
+    CONTRADICTED = "the log disagrees with what was published"
+    BLOCKED = "NATS or the stream stands in the way"
 
 
 class Contradicted(Exception):
@@ -57,6 +67,39 @@ class Publisher:
         self._js: JetStreamContext | None = None
         self.published = 0  # checkpoints this publisher stored in the stream
         self.position = 0  # the newest published position it saw or wrote
+        self.contradicted = 0  # times it found the log disagreeing with what was published
+
+    async def ready(self) -> None:
+        """Connect and create or check the stream, logging what stands in the way."""
+        await self._logged(self._jetstream())
+
+    async def agrees(self, conn: Conn, keys: Mapping[str, Jwk]) -> bool:
+        """False (logged) when the log contradicts the newest published checkpoint; True when
+        it agrees or NATS cannot say (what is published later is checked again then)."""
+        return await self._logged(self.newest(conn, keys)) is not Outcome.CONTRADICTED
+
+    async def publish(self, conn: Conn, keys: Mapping[str, Jwk]) -> list[int]:
+        """`publish_pending`, its failures logged; the positions published."""
+        done = await self._logged(self.publish_pending(conn, keys))
+        if isinstance(done, list) and done:
+            log.info("checkpoints.published", positions=done, stream=self.where.stream)
+            return done
+        return []
+
+    async def _logged(self, step: Awaitable[T]) -> T | Outcome:
+        """The step's result, or what stood in its way (logged)."""
+        try:
+            return await step
+        except Contradicted as exc:
+            self.contradicted += 1
+            event, reason, outcome = "published_contradicted", str(exc), Outcome.CONTRADICTED
+        except Unsafe as exc:
+            event, reason, outcome = "stream_unsafe", str(exc), Outcome.BLOCKED
+        except Unavailable as exc:
+            log.warning("checkpoints.publish_unavailable", error=str(exc))
+            return Outcome.BLOCKED
+        log.error(f"checkpoints.{event}", reason=reason)
+        return outcome
 
     async def close(self) -> None:
         client, self._client, self._js = self._client, None, None

@@ -44,7 +44,7 @@ from service.audit.signed import Checkpoint, Jwk, sign
 from service.audit.verify import walk
 from service.settings import ConfigError
 from service.signing import KeyRing
-from workers.checkpoint_publisher import Contradicted, Publisher, Unavailable, Unsafe
+from workers.checkpoint_publisher import Publisher
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -99,6 +99,8 @@ class CheckpointWorker:
     async def run(self) -> None:
         """Sign as checkpoints fall due, forever; outages restart the loop after a pause."""
         delay = 0.5
+        if self._publisher is not None:
+            await self._publisher.ready()  # a bad stream is named before it is needed
         try:
             while True:
                 try:
@@ -239,49 +241,23 @@ class CheckpointWorker:
         return {key.kid: key.public_jwk for key in self._keyring.keys}
 
     async def _agrees(self, conn: Conn, publisher: Publisher) -> bool:
-        """False when the log contradicts the newest published checkpoint (NATS down: True,
-        the publisher checks again before it publishes anything)."""
-        try:
-            newest = await publisher.newest(conn, self._public_keys())
-        except Contradicted as exc:
-            self._contradicted(exc)
-            return False
-        except Unavailable as exc:
-            log.warning("checkpoints.publish_unavailable", error=str(exc))
-            return True
-        if newest is not None:
-            self.stats.published_position = max(self.stats.published_position, newest.position)
-        return True
+        agrees = await publisher.agrees(conn, self._public_keys())
+        self._count(publisher)
+        return agrees
 
     async def _publish(self, conn: Conn, publisher: Publisher) -> None:
         """The database's checkpoints above the newest published one, published in order."""
         await self._keyring.load(self._pool)
         async with conn.transaction():
             await conn.execute(Q["lock"], LOCK)
-            unsafe = None
-            try:
-                done = await publisher.publish_pending(conn, self._public_keys())
-            except Contradicted as exc:
-                self._contradicted(exc)
-                return
-            except Unsafe as exc:
-                unsafe = str(exc)
-            except Unavailable as exc:
-                log.warning("checkpoints.publish_unavailable", error=str(exc))
-                return
-        if unsafe is not None:
-            log.error("checkpoints.stream_unsafe", error=unsafe)
-            return
-        self.stats.published_position = publisher.position
-        if done:
-            self.stats.published += len(done)
-            log.info("checkpoints.published", positions=done, stream=publisher.where.stream)
-        self.stats.changed.set()
+            await publisher.publish(conn, self._public_keys())
+        self._count(publisher)
 
-    def _contradicted(self, exc: Contradicted) -> None:
-        self.stats.contradicted += 1
-        self.stats.changed.set()
-        log.error("checkpoints.published_contradicted", reason=str(exc))
+    def _count(self, publisher: Publisher) -> None:
+        stats = self.stats
+        stats.published, stats.contradicted = publisher.published, publisher.contradicted
+        stats.published_position = publisher.position
+        stats.changed.set()
 
 
 async def sign_now(
