@@ -76,6 +76,13 @@ class Settings:
     log_level: str = "info"
     checkpoint_every: int = 1_000  # events between signed chain checkpoints
     checkpoint_minutes: int = 5  # longest an event waits for a signed checkpoint
+    # Where signed checkpoints are published off the database (service/audit/published.py);
+    # from_env derives them from nats_stream and nats_subject_prefix when unset.
+    checkpoint_stream: str = "AUTHLEDGER_CHECKPOINTS"
+    checkpoint_subject: str = "authledger-checkpoints"
+    # The checkpoint keys `audit verify` trusts (a JWKS file or http(s) URL), pinned by the
+    # auditor; None: it checks the chain but vouches for no signature.
+    audit_keys: str | None = None
     # CIDRs of the proxies whose X-Forwarded-For names the client (service.http.client_address),
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
@@ -114,6 +121,10 @@ class Settings:
         database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
         nats_url = r.get("NATS_URL", _url("nats", "tls"), mode in ("serve", "worker"))
         needs_secrets = mode in ("serve",)
+        nats_stream = r.get("NATS_STREAM", _token, False) or cls.nats_stream
+        nats_subject_prefix = r.get("NATS_SUBJECT_PREFIX", _token, False) or (
+            cls.nats_subject_prefix
+        )
         settings = cls(
             source=source,
             mode=mode,
@@ -124,9 +135,8 @@ class Settings:
             admin_token=r.get("ADMIN_TOKEN", _secret(16), False),
             secret_key=r.get("SECRET_KEY", _secret(32), needs_secrets),
             data_dir=Path(r.get("DATA_DIR", _non_empty, False) or cls.data_dir),
-            nats_stream=r.get("NATS_STREAM", _token, False) or cls.nats_stream,
-            nats_subject_prefix=r.get("NATS_SUBJECT_PREFIX", _token, False)
-            or cls.nats_subject_prefix,
+            nats_stream=nats_stream,
+            nats_subject_prefix=nats_subject_prefix,
             registration_ttl=r.get("REGISTRATION_TTL", _seconds(60, 30 * 86_400), False)
             or cls.registration_ttl,
             otp_ttl=r.get("OTP_TTL", _seconds(30, 3_600), False) or cls.otp_ttl,
@@ -169,7 +179,17 @@ class Settings:
             outbound_allow=_default(
                 r.get("OUTBOUND_ALLOW", parse_allow, False), LOOPBACK if mode == "dev" else ()
             ),
+            checkpoint_stream=r.get("CHECKPOINT_STREAM", _token, False)
+            or f"{nats_stream}_CHECKPOINTS",
+            checkpoint_subject=r.get("CHECKPOINT_SUBJECT", _token, False)
+            or f"{nats_subject_prefix}-checkpoints",
+            audit_keys=r.get("AUDIT_KEYS", _jwks_source, False),
         )
+        if settings.checkpoint_stream == settings.nats_stream:
+            raise ConfigError(
+                f"{PREFIX}CHECKPOINT_STREAM: must differ from {PREFIX}NATS_STREAM "
+                "(checkpoints have a stream of their own, which refuses deletes and purges)"
+            )
         for name in ("PRE_CLAIM_SCOPES", "POST_CLAIM_SCOPES"):
             stage = (
                 settings.pre_claim_scopes if name.startswith("PRE") else settings.post_claim_scopes
@@ -392,6 +412,15 @@ def _contact(raw: str) -> str:
         return _link(raw)
     except ValueError:
         raise ValueError(f"expected an http(s):// or mailto: URL, got {raw!r}") from None
+
+
+def _jwks_source(raw: str) -> str:
+    """A JWKS to pin: an http(s) URL, or a readable file."""
+    if raw.startswith(("http://", "https://")):
+        return _link(raw)
+    if not Path(raw).is_file():
+        raise ValueError(f"a JWKS file or an http(s):// URL, got {raw!r}")
+    return raw
 
 
 def _rate_limits(raw: str) -> str:

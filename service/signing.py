@@ -8,6 +8,12 @@ tokens offline never meet an unknown `kid` for a live token. Private keys are st
 
 Each process holds the ring in memory: after another process rotates, `load` (or a verify that
 raised UnknownSigningKey followed by `load`) picks the new key up.
+
+Public keys are derived from the private keys at load, never taken from the stored
+`public_jwk` column: a row whose stored public part or kid disagrees with its private key
+(someone with the database password swapped in a key of theirs, so that tokens they sign
+would check against our JWKS) is refused loudly (`signing.public_key_mismatch`) and neither
+published nor used.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 import asyncpg
 import jwt
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,6 +41,7 @@ LEEWAY = timedelta(seconds=60)
 SIGNING_LOCK = 0x6175_7468_7369_676E  # "authsign"
 NONCE_BYTES = 12
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "jti", "iat", "exp")
+log = structlog.get_logger("service.signing")
 
 _SELECT_KEYS = """
 SELECT kid, alg, private_key, public_jwk::text AS public_jwk, created_at, activated_at, retired_at
@@ -124,7 +132,8 @@ class KeyRing:
     async def load(self, pool: asyncpg.Pool) -> None:
         """Replace the in-memory ring with what the database holds."""
         rows = await pool.fetch(_SELECT_KEYS, self.tenant_id)
-        self._keys = {row["kid"]: self._from_row(row) for row in rows}
+        keys = (self._from_row(row) for row in rows)
+        self._keys = {key.kid: key for key in keys if key is not None}
 
     async def ensure_active(self, pool: asyncpg.Pool, now: datetime) -> SigningKey:
         """The active key, creating one first if there is none (safe from many processes)."""
@@ -235,17 +244,41 @@ class KeyRing:
             raise NoActiveKey("no active signing key after creating one")
         return key
 
-    def _from_row(self, row: asyncpg.Record) -> SigningKey:
+    def _from_row(self, row: asyncpg.Record) -> SigningKey | None:
+        """The row's key with its public JWK derived from the private key; None (logged) when
+        the stored public part or kid is not that key's."""
         kid: str = row["kid"]
+        private_key = _unwrap(self._kek, kid, row["private_key"])
+        derived = public_jwk(private_key)
+        stored = _stored_jwk(row["public_jwk"])
+        if derived["kid"] != kid or any(stored.get(k) != derived[k] for k in PUBLIC_MEMBERS):
+            log.error(
+                "signing.public_key_mismatch",
+                kid=kid,
+                tenant=self.tenant_id,
+                reason="the stored public key or kid is not the private key's: key refused",
+            )
+            return None
         return SigningKey(
             kid=kid,
             alg=row["alg"],
-            private_key=_unwrap(self._kek, kid, row["private_key"]),
-            public_jwk=json.loads(row["public_jwk"]),
+            private_key=private_key,
+            public_jwk=derived,
             created_at=row["created_at"],
             activated_at=row["activated_at"],
             retired_at=row["retired_at"],
         )
+
+
+PUBLIC_MEMBERS = ("kty", "crv", "x", "kid")
+
+
+def _stored_jwk(raw: str | None) -> dict[str, Any]:
+    try:
+        stored = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
 def _check_times(claims: dict[str, Any], now: datetime) -> None:

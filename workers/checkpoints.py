@@ -9,6 +9,11 @@ every `every` events after the last checkpoint, and the head once its oldest uns
 has waited `minutes` (so every event is anchored within N events or M minutes of being
 recorded). A broken chain is logged (`checkpoints.chain_broken`) and nothing is signed.
 
+Off the database (workers/checkpoint_publisher.py): each checkpoint is also published to a
+JetStream stream that refuses deletes and purges, and a round signs nothing while the log
+disagrees with the newest published checkpoint (`checkpoints.published_contradicted`: its
+tail was cut or rewritten after it was anchored).
+
 Waking: LISTEN on the append channel (a batch of appends may complete N events) and the
 injectable clock for the M-minute deadline (a ManualClock wakes it when a test moves it).
 Rounds run under a transaction-level advisory lock, so several workers never sign twice;
@@ -34,10 +39,12 @@ from events.clock import Clock, SystemClock, sleep_until
 from events.hashchain import GENESIS
 from events.sql import Conn, load_queries
 from events.store import Wakeups
-from service.audit.signed import Checkpoint, sign
+from service.audit.published import CheckpointStream
+from service.audit.signed import Checkpoint, Jwk, sign
 from service.audit.verify import walk
 from service.settings import ConfigError
 from service.signing import KeyRing
+from workers.checkpoint_publisher import Publisher
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -65,6 +72,9 @@ class CheckpointStats:
     signed: int = 0  # checkpoints this worker wrote
     last_position: int = 0  # the last one it wrote
     broken: int = 0  # rounds that found the chain broken
+    contradicted: int = 0  # rounds that found the log disagreeing with what was published
+    published: int = 0  # checkpoints this worker published off the database
+    published_position: int = 0  # the newest published position it knows of
     asleep_until: datetime | None = None  # the deadline it sleeps toward (None: none, awake)
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -77,9 +87,11 @@ class CheckpointWorker:
         *,
         config: CheckpointConfig | None = None,
         clock: Clock | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self._pool = pool
         self._keyring = keyring
+        self._publisher = publisher
         self._config = config or CheckpointConfig()
         self._clock = clock or SystemClock()
         self.stats = CheckpointStats()
@@ -87,22 +99,37 @@ class CheckpointWorker:
     async def run(self) -> None:
         """Sign as checkpoints fall due, forever; outages restart the loop after a pause."""
         delay = 0.5
-        while True:
-            try:
-                await self._session()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("checkpoints.restart", error=type(exc).__name__, delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._config.restart_max)
+        if self._publisher is not None:
+            await self._publisher.ready()  # a bad stream is named before it is needed
+        try:
+            while True:
+                try:
+                    await self._session()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("checkpoints.restart", error=type(exc).__name__, delay=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._config.restart_max)
+        finally:
+            if self._publisher is not None:
+                await self._publisher.close()
 
     async def run_once(self, *, force: bool = False) -> list[Checkpoint]:
-        """One round: the checkpoints now due (with `force`, the head's too), signed."""
+        """One round: the checkpoints now due (with `force`, the head's too), signed; then
+        those not yet published, published."""
         async with self._pool.acquire() as conn:
-            if not force and not await self._due(conn):
-                return []
-            async with conn.transaction():
-                await conn.execute(Q["lock"], LOCK)
-                return await self._round(conn, force)
+            signed: list[Checkpoint] = []
+            refused = self.stats.contradicted
+            if force or await self._due(conn):
+                async with conn.transaction():
+                    await conn.execute(Q["lock"], LOCK)
+                    signed = await self._round(conn, force)
+            if (
+                self._publisher is not None
+                and self.stats.contradicted == refused  # this round said it already
+                and (signed or (await self._last(conn))[0] > self._publisher.position)
+            ):
+                await self._publish(conn, self._publisher)
+            return signed
 
     async def wait_for(self, predicate: Callable[[CheckpointStats], bool]) -> CheckpointStats:
         """Return once `predicate(stats)` holds (callers bound it with a timeout)."""
@@ -180,6 +207,8 @@ class CheckpointWorker:
             return []
         hashes = {r["position"]: r["hash"] for r in await conn.fetch(Q["hashes"], targets)}
         await self._keyring.load(self._pool)  # another process may have rotated the key
+        if self._publisher is not None and not await self._agrees(conn, self._publisher):
+            return []
         key = self._keyring.active
         if key is None:
             key = await self._keyring.ensure_active(self._pool, now)
@@ -208,10 +237,37 @@ class CheckpointWorker:
         log.info("checkpoints.signed", positions=[c.position for c in signed], kid=key.kid)
         return signed
 
+    def _public_keys(self) -> dict[str, Jwk]:
+        return {key.kid: key.public_jwk for key in self._keyring.keys}
 
-async def sign_now(pool: asyncpg.Pool, keyring: KeyRing, clock: Clock) -> list[Checkpoint]:
-    """Sign the head now (and whatever else is due), e.g. before an export."""
-    return await CheckpointWorker(pool, keyring, clock=clock).run_once(force=True)
+    async def _agrees(self, conn: Conn, publisher: Publisher) -> bool:
+        agrees = await publisher.agrees(conn, self._public_keys())
+        self._count(publisher)
+        return agrees
+
+    async def _publish(self, conn: Conn, publisher: Publisher) -> None:
+        """The database's checkpoints above the newest published one, published in order."""
+        await self._keyring.load(self._pool)
+        async with conn.transaction():
+            await conn.execute(Q["lock"], LOCK)
+            await publisher.publish(conn, self._public_keys())
+        self._count(publisher)
+
+    def _count(self, publisher: Publisher) -> None:
+        stats = self.stats
+        stats.published, stats.contradicted = publisher.published, publisher.contradicted
+        stats.published_position = publisher.position
+        stats.changed.set()
+
+
+async def sign_now(
+    pool: asyncpg.Pool, keyring: KeyRing, clock: Clock, publisher: Publisher | None = None
+) -> list[Checkpoint]:
+    """Sign the head now (and whatever else is due), e.g. before an export; with a publisher,
+    publish what is not published yet too."""
+    return await CheckpointWorker(pool, keyring, clock=clock, publisher=publisher).run_once(
+        force=True
+    )
 
 
 def checkpoint_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any, None]:
@@ -219,4 +275,8 @@ def checkpoint_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, 
     if not settings.secret_key:
         raise ConfigError("AUTHLEDGER_SECRET_KEY: required by the checkpoint worker (signing)")
     config = CheckpointConfig(every=settings.checkpoint_every, minutes=settings.checkpoint_minutes)
-    return CheckpointWorker(pool, KeyRing(settings.secret_key), config=config).run()
+    publisher = Publisher(settings.nats_url, CheckpointStream.from_settings(settings))
+    worker = CheckpointWorker(
+        pool, KeyRing(settings.secret_key), config=config, publisher=publisher
+    )
+    return worker.run()

@@ -24,3 +24,14 @@ ON CONFLICT (position) DO NOTHING
 INSERT INTO chain_checkpoint_keys (kid, public_jwk, first_used)
 VALUES ($1, $2::text::json, $3)
 ON CONFLICT (kid) DO NOTHING
+
+-- name: hash_at
+SELECT hash FROM events WHERE position = $1
+
+-- name: signed_after
+-- The checkpoints above the newest published one, with the hash the log holds there now
+-- (NULL: the position is gone), to publish in order (workers/checkpoint_publisher.py).
+SELECT c.position, c.jws, e.hash
+FROM chain_checkpoints c LEFT JOIN events e ON e.position = c.position
+WHERE c.position > $1
+ORDER BY c.position

@@ -1,10 +1,16 @@
-"""`authledger audit timeline|state|export|verify|check`: the audit API's answers, straight
-from the database (so they work while no service process runs); `check` needs not even that,
-only the export file (and, optionally, a JWKS the auditor trusts).
+"""`authledger audit timeline|state|export|verify|keys|check`: the audit API's answers,
+straight from the database (so they work while no service process runs); `check` needs not
+even that, only the export file (and, optionally, a JWKS the auditor trusts).
 
 Client IPs open only with `AUTHLEDGER_SECRET_KEY` (else they show as `sealed`); with it,
 `export` also signs a checkpoint at the head when none follows the slice yet (`--no-anchor`:
-never). Exit status 1 when `verify` finds a break or `check` does not verify and anchor.
+never), and publishes it off the database when `AUTHLEDGER_NATS_URL` is set.
+
+`verify` exits 0 when it vouches for the log (verified against pinned keys and the newest
+published checkpoint), 1 when it finds a break, 3 when the chain holds but it cannot vouch
+(keys not pinned, or no published checkpoint to compare), 2 when the pinned keys cannot be
+read. `keys` prints the JWKS to pin (public keys derived from the sealed private keys).
+`check` exits 1 when the file does not verify and anchor.
 """
 
 from __future__ import annotations
@@ -24,15 +30,20 @@ from events.clock import SystemClock
 from service.audit.as_of import state
 from service.audit.check import check
 from service.audit.export import export
-from service.audit.signed import BadCheckpoint, key_set
+from service.audit.pinned import PinnedKeysError, load_pinned
+from service.audit.published import CheckpointStream, read_published
+from service.audit.signed import Jwk
 from service.audit.subjects import KINDS, Bound, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
-from service.audit.verify import verify
+from service.audit.verify import VerifyReport, load_keys, verify
 from service.pii import Sealer
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
+from workers.checkpoint_publisher import Publisher
 from workers.checkpoints import sign_now
+
+VERIFIED, BROKEN, KEYS_UNREADABLE, UNVOUCHED = 0, 1, 2, 3
 
 
 class AuditError(Exception):
@@ -66,8 +77,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 action="store_true",
                 help="do not sign a checkpoint now when none follows the slice",
             )
-    verify_cmd = actions.add_parser("verify", help="walk the hash chain and signed checkpoints")
-    verify_cmd.add_argument("--jwks", type=Path, help="trust only these checkpoint keys")
+    verify_cmd = actions.add_parser(
+        "verify",
+        help="walk the hash chain and signed checkpoints; vouch only with pinned keys "
+        "(exit 0 verified, 1 broken, 2 keys unreadable, 3 holds but not vouched for)",
+    )
+    verify_cmd.add_argument(
+        "--keys",
+        "--jwks",
+        dest="keys",
+        metavar="FILE_OR_URL",
+        help="the checkpoint keys to trust, a JWKS file or URL (default AUTHLEDGER_AUDIT_KEYS)",
+    )
+    keys_cmd = actions.add_parser(
+        "keys", help="print the checkpoint keys' JWKS to pin (needs AUTHLEDGER_SECRET_KEY)"
+    )
+    keys_cmd.add_argument("-o", "--output", type=Path, help="file to write (default stdout)")
     check_cmd = actions.add_parser("check", help="check an export offline (no database)")
     check_cmd.add_argument("file", type=Path)
     check_cmd.add_argument("--jwks", type=Path, help="the checkpoint keys the auditor trusts")
@@ -121,11 +146,11 @@ async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     """Every action but `check`; what it prints goes to `out`. Returns the exit status."""
+    if args.action == "verify":
+        return await _verify(settings, args.keys or settings.audit_keys, out)
     async with _pool(settings) as pool:
-        if args.action == "verify":
-            report = await verify(pool, trusted_keys=_keys(args.jwks))
-            _print_verify(report.as_json(), out)
-            return 0 if report.ok else 1
+        if args.action == "keys":
+            return await _print_keys(settings, pool, args.output, out)
         tenant = args.tenant or TenantConfig.from_settings(settings).tenant_id
         bound = Bound(position=args.position, at=args.at)
         clock = SystemClock()
@@ -153,7 +178,15 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
                 ring = KeyRing(settings.secret_key)
 
                 async def signer() -> object:
-                    return await sign_now(pool, ring, clock)
+                    if not settings.nats_url:
+                        return await sign_now(pool, ring, clock)
+                    publisher = Publisher(
+                        settings.nats_url, CheckpointStream.from_settings(settings)
+                    )
+                    try:
+                        return await sign_now(pool, ring, clock, publisher)
+                    finally:
+                        await publisher.close()
 
             target = out if args.output is None else args.output.open("w", encoding="utf-8")
             try:
@@ -165,23 +198,70 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
             return 0
 
 
-def _keys(path: Path | None) -> dict[str, Any] | None:
-    jwks = _jwks(path)
+async def _verify(settings: Settings, source: str | None, out: TextIO) -> int:
+    """The log against the pinned keys (from `source`) and the newest published checkpoint."""
     try:
-        return None if jwks is None else dict(key_set(jwks))
-    except BadCheckpoint as exc:
-        raise AuditError(f"{path}: {exc}") from None
+        pinned = None if source is None else await load_pinned(source)
+    except PinnedKeysError as exc:
+        print(f"authledger audit verify: {exc}", file=sys.stderr)
+        return KEYS_UNREADABLE
+    published = await read_published(settings.nats_url, CheckpointStream.from_settings(settings))
+    async with _pool(settings) as pool:
+        report = await verify(pool, trusted_keys=pinned, published=published)
+    _print_verify(report, out)
+    return {"verified": VERIFIED, "broken": BROKEN}.get(report.verdict, UNVOUCHED)
 
 
-def _print_verify(report: dict[str, Any], out: TextIO) -> None:
-    first = report["first_break"]
-    verdict = "verified" if first is None else f"BROKEN at position {first['position']}"
+async def _print_keys(
+    settings: Settings, pool: asyncpg.Pool, output: Path | None, out: TextIO
+) -> int:
+    """The JWKS of every checkpoint-signing key, derived from the sealed private keys."""
+    if not settings.secret_key:
+        raise AuditError(
+            "AUTHLEDGER_SECRET_KEY is needed: the keys are derived from the sealed ones"
+        )
+    ring = KeyRing(settings.secret_key)
+    await ring.load(pool)
+    derived: dict[str, Jwk] = {key.kid: key.public_jwk for key in ring.keys}
+    for kid in sorted(set(await load_keys(pool)) - set(derived)):
+        print(
+            f"authledger audit keys: key {kid} signed checkpoints but has no private key here "
+            "(or its row was refused): not printed",
+            file=sys.stderr,
+        )
+    text = json.dumps({"keys": list(derived.values())}, indent=2) + "\n"
+    target = out if output is None else output.open("w", encoding="utf-8")
+    try:
+        target.write(text)
+    finally:
+        if target is not out:
+            target.close()
+    return 0
+
+
+def _print_verify(report: VerifyReport, out: TextIO) -> None:
+    first = report.first_break
+    verdict = report.verdict if first is None else f"BROKEN at position {first.position}"
     print(
-        f"{verdict}: {report['checked']:,} events checked up to position {report['head']:,} in "
-        f"{report['seconds']:.1f} s ({report['events_per_second']:,} events/s); "
-        f"{report['checkpoints_verified']} signed checkpoint(s) hold (keys: {report['keys']}), "
-        f"anchored up to position {report['anchored_up_to']:,}",
+        f"{verdict}: {report.checked:,} events checked up to position {report.head:,} in "
+        f"{report.seconds:.1f} s ({round(report.rate):,} events/s); "
+        f"{report.checkpoints} signed checkpoint(s) hold (keys: {report.keys}), "
+        f"anchored up to position {report.anchored:,}; published: {_published(report)}",
         file=out,
     )
-    for problem in report["problems"]:
-        print(f"  position {problem['position']}: {problem['reason']}", file=out)
+    for problem in report.problems:
+        print(f"  position {problem.position}: {problem.reason}", file=out)
+    for reason in report.unvouched:
+        print(f"  not vouched: {reason}", file=out)
+
+
+def _published(report: VerifyReport) -> str:
+    anchor = report.published
+    if anchor is None:
+        return "not compared"
+    if anchor.refused is not None:
+        return f"does not verify (stream {anchor.stream})"
+    if anchor.position is None:
+        return f"none (stream {anchor.stream})"
+    state = "holds" if anchor.held else "NOT held"
+    return f"position {anchor.position:,} {state} (stream {anchor.stream})"

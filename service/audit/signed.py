@@ -30,6 +30,14 @@ class BadCheckpoint(Exception):
     """A checkpoint that does not verify; the message says why."""
 
 
+class UnknownKey(BadCheckpoint):
+    """Signed by a key that is not among those given: not checkable (rather than false)."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(f"signed by key {kid}, which is not among the keys given")
+        self.kid = kid
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     position: int
@@ -68,7 +76,7 @@ def verify(token: str, keys: Mapping[str, Jwk]) -> Checkpoint:
         raise BadCheckpoint("not an authledger checkpoint (alg, typ or kid)")
     jwk = keys.get(kid)
     if jwk is None:
-        raise BadCheckpoint(f"signed by key {kid}, which is not among the keys given")
+        raise UnknownKey(kid)
     try:
         key = jwt.PyJWK(dict(jwk), algorithm=ALG).key
         if not isinstance(key, Ed25519PublicKey):
@@ -93,3 +101,16 @@ def key_set(jwks: Mapping[str, Any]) -> dict[str, Jwk]:
     if not isinstance(keys, list):
         raise BadCheckpoint('a JWKS is an object with a "keys" list')
     return {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
+
+
+def claimed_position(token: str) -> int:
+    """The position a checkpoint JWS claims, unverified (0 if it names none): only to say
+    where a checkpoint that does not verify would have anchored the log."""
+    try:
+        claims = json.loads(
+            _jws.decode_complete(token, options={"verify_signature": False})["payload"]
+        )
+        position = claims["position"]
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
+        return 0
+    return position if isinstance(position, int) and position > 0 else 0

@@ -4,6 +4,12 @@ a row that holds at another position (reordered), a chain that no longer reaches
 checkpoint signed (rewritten, every later hash recomputed), a checkpoint past the head
 (the log's tail deleted), or a checkpoint whose signature does not verify.
 
+It vouches only with anchors the database cannot rewrite (service/audit/vouch.py): keys the
+auditor pinned, and the newest checkpoint published off the database, which the log must reach
+and agree with (a tail cut together with its checkpoint rows shows there). Without them the
+verdict is `unvouched`: the chain holds, but nothing outside the database says it is the one
+the service wrote.
+
 Speed: Postgres frames each row's fields with built-in functions (verify.sql `framed`) on its
 own core while this process hashes the previous batch (events.hashchain.check_framed); two
 connections take turns so a batch is always on its way. Work is sliced so the loop reads the
@@ -26,8 +32,10 @@ import asyncpg
 from events.hashchain import GENESIS, Framed, check_framed, diagnose
 from events.sql import Conn, load_queries
 from events.store import row_to_event
-from service.audit.signed import BadCheckpoint, Checkpoint, Jwk
+from service.audit.published import Published
+from service.audit.signed import BadCheckpoint, Checkpoint, Jwk, UnknownKey
 from service.audit.signed import verify as verify_checkpoint
+from service.audit.vouch import Anchor, compare_published, key_reasons
 
 Q = load_queries("service.audit", "verify.sql")
 BATCH = 5000
@@ -62,10 +70,21 @@ class VerifyReport:
     anchored: int = 0  # the highest position a held checkpoint vouches for
     keys: str = "database"  # where the checkpoint keys came from
     problems: list[Problem] = field(default_factory=list)
+    unvouched: list[str] = field(default_factory=list)  # why it cannot vouch (none: it does)
+    published: Anchor | None = None  # the newest checkpoint published off the database
 
     @property
     def ok(self) -> bool:
+        """No break found (the chain and every checkable signature hold)."""
         return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        """`broken`, `unvouched` (holds, but not against pinned keys and the published
+        checkpoint), or `verified`."""
+        if self.problems:
+            return "broken"
+        return "unvouched" if self.unvouched else "verified"
 
     @property
     def first_break(self) -> Problem | None:
@@ -79,6 +98,7 @@ class VerifyReport:
         first = self.first_break
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
             "head": self.head,
             "checked": self.checked,
             "seconds": round(self.seconds, 3),
@@ -87,8 +107,10 @@ class VerifyReport:
             "anchored_up_to": self.anchored,
             "unanchored_events": max(0, self.head - self.anchored),
             "keys": self.keys,
+            "published": None if self.published is None else self.published.as_json(),
             "first_break": None if first is None else _problem(first),
             "problems": [_problem(p) for p in self.problems],
+            "not_vouched": list(self.unvouched),
         }
 
 
@@ -192,15 +214,25 @@ async def load_keys(conn: Conn | asyncpg.Pool) -> dict[str, Jwk]:
 
 
 def check_rows(
-    rows: Sequence[asyncpg.Record], keys: Mapping[str, Jwk]
+    rows: Sequence[asyncpg.Record],
+    keys: Mapping[str, Jwk],
+    unknown: dict[str, list[int]] | None = None,
 ) -> tuple[list[Checkpoint], list[Problem]]:
-    """Checkpoint rows whose signature holds and matches the row; problems for the rest."""
+    """Checkpoint rows whose signature holds and matches the row; problems for the rest.
+    With `unknown`, a row signed by a key not among `keys` is noted there (kid: positions)
+    instead: unchecked rather than false (pinned keys that predate a rotation)."""
     good: list[Checkpoint] = []
     problems: list[Problem] = []
     for row in rows:
         position = row["position"]
         try:
             checkpoint = verify_checkpoint(row["jws"], keys)
+        except UnknownKey as exc:
+            if unknown is None:
+                problems.append(Problem(position, f"checkpoint at position {position}: {exc}"))
+            else:
+                unknown.setdefault(exc.kid, []).append(position)
+            continue
         except BadCheckpoint as exc:
             problems.append(Problem(position, f"checkpoint at position {position}: {exc}"))
             continue
@@ -220,31 +252,59 @@ async def checkpoints(
 
 
 async def verify(
-    pool: asyncpg.Pool, *, trusted_keys: Mapping[str, Jwk] | None = None, batch: int = BATCH
+    pool: asyncpg.Pool,
+    *,
+    trusted_keys: Mapping[str, Jwk] | None = None,
+    published: Published | None = None,
+    batch: int = BATCH,
 ) -> VerifyReport:
-    """The whole log and every checkpoint; see the module docstring."""
+    """The whole log and every checkpoint, the newest published checkpoint with them; see the
+    module docstring. `trusted_keys`: the keys the auditor pinned (None: the database's)."""
     started = time.perf_counter()
+    pinned = trusted_keys is not None
     async with pool.acquire() as first, pool.acquire() as second, pool.acquire() as third:
         keys = dict(trusted_keys) if trusted_keys is not None else await load_keys(first)
-        good, problems = await checkpoints(first, keys)
+        rows = await first.fetch(Q["checkpoints"])
+        unknown: dict[str, list[int]] = {}
+        good, problems = check_rows(rows, keys, unknown if pinned else None)
         head = int(await first.fetchval(Q["head"]))
         report = VerifyReport(head=head, problems=problems)
-        report.keys = "trusted JWKS" if trusted_keys is not None else "database"
-        past = [c for c in good if c.position > head]
-        for checkpoint in past[:1]:
+        report.keys = "pinned" if pinned else "database"
+        report.unvouched.extend(key_reasons(pinned, unknown))
+        anchor = compare_published(published, keys, stored=len(rows), report=report.unvouched)
+        report.published = anchor
+        if anchor is not None and anchor.refused is not None:
+            report.problems.append(Problem(anchor.claimed, anchor.refused))
+        signed = {c.position: c.chain_hash for c in good}
+        if anchor is not None and anchor.checkpoint is not None:
+            published_at = anchor.checkpoint
+            if signed.get(published_at.position, published_at.chain_hash) != (
+                published_at.chain_hash
+            ):
+                reason = (
+                    f"the checkpoint published at position {published_at.position} "
+                    "differs from the one the database holds there"
+                )
+                report.problems.append(Problem(published_at.position, reason))
+            signed.setdefault(published_at.position, published_at.chain_hash)
+        past = sorted(p for p in signed if p > head)
+        for position in past[:1]:
+            source = "published " if anchor is not None and anchor.position == position else ""
             reason = (
-                f"checkpoint at position {checkpoint.position} is past the head {head}: "
-                f"events {head + 1}..{checkpoint.position} were deleted"
+                f"{source}checkpoint at position {position} is past the head {head}: "
+                f"events {head + 1}..{position} were deleted"
             )
             report.problems.append(Problem(head + 1, reason))
-        expect = {c.position: c.chain_hash for c in good if c.position <= head}
+        expect = {p: h for p, h in signed.items() if p <= head}
         result = await walk((first, second, third), until=head, expect=expect, batch=batch)
     report.checked = result.checked
     if result.problem is not None:
         report.problems.append(result.problem)
     reached = result.checked if result.problem is None else result.problem.position - 1
     held = [p for p in expect if p <= reached]
-    report.checkpoints = len(held)
+    report.checkpoints = len([c for c in good if c.position in held])
     report.anchored = max(held, default=0)
+    if anchor is not None and anchor.position is not None:
+        anchor.held = anchor.position in held
     report.seconds = time.perf_counter() - started
     return report

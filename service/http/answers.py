@@ -292,8 +292,11 @@ class AuditTimeline(Doc, frozen=True):
 
 
 class ChainReport(Doc, frozen=True):
-    ok: bool
+    ok: bool  # no break found
+    verdict: str  # verified | unvouched (holds, but not against pinned, published anchors) | broken
     head: int
     checked: int
     first_break: dict[str, Any] | None
     problems: list[dict[str, Any]]
+    published: dict[str, Any] | None  # the newest checkpoint published off the database
+    not_vouched: list[str]  # why it cannot vouch (empty when verified)

@@ -7,7 +7,9 @@ its tenant's hosts (service/audit/; the whole chain's verification is the operat
   then, and which credentials could act (`could_act`);
 - `GET /admin/audit/{kind}/{id}/export?at=&position=`: the slice as JSON Lines with its proof
   (`application/jsonl`), anchored by a checkpoint signed on the spot if none follows it yet;
-- `GET /admin/audit/verify`: the whole chain and every signed checkpoint, the first break.
+- `GET /admin/audit/verify`: the whole chain and every signed checkpoint, the first break,
+  and whether it vouches: only against keys pinned outside the database
+  (`AUTHLEDGER_AUDIT_KEYS`) and the newest checkpoint published off it (JetStream).
 
 `kind` is registration, credential, user, delegation or issuer. A provider's id is its
 `iss_…` stream id in the path, or its URL as `?issuer=` on `/admin/audit/issuer/{what}`.
@@ -19,13 +21,16 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from litestar import Response, Router, get
+from litestar import Request, Response, Router, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from service.audit.as_of import state
 from service.audit.export import MEDIA_TYPE, export
+from service.audit.pinned import PinnedKeysError, load_pinned
+from service.audit.published import CheckpointStream, Published, read_newest
+from service.audit.signed import Jwk
 from service.audit.subjects import Bound, Subject, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
 from service.audit.verify import verify
@@ -47,6 +52,7 @@ from service.http.route_docs import (
     AUDIT_TIMELINE_DOC,
     AUDIT_VERIFY_DOC,
 )
+from service.resources import Resources
 from service.settings import Settings
 from workers.checkpoints import sign_now
 
@@ -186,8 +192,27 @@ async def issuer_export(
 
 @get(AUDIT + "/verify", summary="Walk the hash chain and its signed checkpoints",
      operation_class=AUDIT_VERIFY_DOC, opt={ACCEPTS: OPERATOR_ONLY})  # fmt: skip
-async def verify_chain(ctx: NamedDependency[Context]) -> Response[bytes]:
-    report = await verify(ctx.pool)
+async def verify_chain(
+    request: Request[Any, Any, Any],
+    ctx: NamedDependency[Context],
+    resources: NamedDependency[Resources],
+) -> Response[bytes]:
+    settings: Settings = request.route_handler.opt["settings"]
+    pinned: dict[str, Jwk] | None = None
+    unreadable = None
+    if settings.audit_keys is not None:
+        try:
+            pinned = await load_pinned(settings.audit_keys)
+        except PinnedKeysError as exc:
+            unreadable = f"the pinned keys (AUTHLEDGER_AUDIT_KEYS) cannot be read: {exc}"
+    where = CheckpointStream.from_settings(settings)
+    if resources.nats.connected:
+        published = await read_newest(resources.nats.client.jetstream(timeout=5.0), where)
+    else:
+        published = Published.not_read(where.stream, "NATS is not connected")
+    report = await verify(ctx.pool, trusted_keys=pinned, published=published)
+    if unreadable is not None:
+        report.unvouched.insert(0, unreadable)
     body: dict[str, Any] = report.as_json()
     return json_reply(body)
 

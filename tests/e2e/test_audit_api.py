@@ -4,16 +4,24 @@ the chain's verification; all behind the admin token."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.audit.check import check
 from service.crypto import token_hash
-from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, Service, running_service
+from service.signing import KeyRing
+from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, SECRET_KEY, Service, running_service
+from tests.support.audit import checkpoint_stream, pinned_keys
 from tests.support.backends import Backend
+from tests.support.nats import NatsNames
+from tests.support.relay_support import jetstream
+from workers.checkpoint_publisher import Publisher
+from workers.checkpoints import sign_now
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 AUDIT = "/admin/audit"
@@ -105,6 +113,42 @@ async def test_verify_reports_the_chain(svc: Service) -> None:
         2,
         None,
     )
+
+
+async def test_verify_vouches_only_with_pinned_keys_and_the_published_checkpoint(
+    backend: Backend, database_url: str, nats_names: NatsNames, tmp_path: Path
+) -> None:
+    """With AUTHLEDGER_AUDIT_KEYS and nothing published yet: `unvouched`, naming the missing
+    stream; once the checkpoint worker signed and published: `verified`, the published
+    checkpoint held."""
+    pinned = tmp_path / "pinned.jwks"
+    pinned.write_text('{"keys": []}')  # the service makes its key at start; pinned below
+    names = {"NATS_STREAM": nats_names.stream, "NATS_SUBJECT_PREFIX": nats_names.subject_prefix}
+    where = checkpoint_stream(nats_names)
+    async with (
+        running_service(backend, database_url, AUDIT_KEYS=str(pinned), **names) as svc,
+        jetstream(backend.nats_url, delete=where.stream),
+    ):
+        await _key(svc)
+        pool = svc.resources.pool
+        pinned.write_text(
+            json.dumps({"keys": list((await pinned_keys(pool, SECRET_KEY)).values())})
+        )
+        report = await _get(svc, f"{AUDIT}/verify")
+        assert (report["ok"], report["verdict"]) == (True, "unvouched")
+        assert report["not_vouched"] == [f"the stream {where.stream} does not exist"]
+        publisher = Publisher(backend.nats_url, where)
+        try:
+            await sign_now(pool, KeyRing(SECRET_KEY), svc.clock, publisher)
+        finally:
+            await publisher.close()
+        report = await _get(svc, f"{AUDIT}/verify")
+        assert (report["verdict"], report["keys"], report["not_vouched"]) == (
+            "verified",
+            "pinned",
+            [],
+        )
+        assert (report["published"]["position"], report["published"]["held"]) == (2, True)
 
 
 async def test_a_provider_by_url_and_refusals(svc: Service) -> None:

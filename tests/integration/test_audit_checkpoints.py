@@ -10,13 +10,20 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from events.clock import ManualClock
 from events.store import NO_STREAM, EventStore
 from service.audit.signed import verify as verify_checkpoint
 from service.audit.verify import load_keys, verify
+from service.embedded import free_port
 from service.signing import KeyRing
+from tests.support.audit import checkpoint_stream
+from tests.support.backends import Backend
 from tests.support.builders import a_stream, opened
+from tests.support.nats import NatsNames
+from tests.support.relay_support import jetstream
+from workers.checkpoint_publisher import Publisher
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
 SECRET = "s" * 40
@@ -142,3 +149,37 @@ async def test_checkpoints_of_a_retired_key_still_verify(
     report = await verify(pool)
     assert (report.ok, report.checkpoints, report.anchored) == (True, 2, 10)
     assert set(await load_keys(pool)) == {old.kid, new.kid}
+
+
+async def test_checkpoints_signed_while_nats_is_away_are_published_later(  # noqa: PLR0917
+    timed_store: EventStore,
+    pool: asyncpg.Pool,
+    ring: KeyRing,
+    clock: ManualClock,
+    backend: Backend,
+    nats_names: NatsNames,
+) -> None:
+    """NATS unreachable: the round still signs into the database (publication is logged as
+    unavailable); a later round publishes what waits, in order, though nothing new is due."""
+    where = checkpoint_stream(nats_names)
+    away = Publisher(f"nats://127.0.0.1:{free_port()}", where)
+    await _fill(timed_store, 11)
+    with capture_logs() as logs:
+        signed = await CheckpointWorker(
+            pool, ring, config=CONFIG, clock=clock, publisher=away
+        ).run_once()
+    await away.close()
+    assert [c.position for c in signed] == [5, 10]
+    assert any(e["event"] == "checkpoints.publish_unavailable" for e in logs)
+    async with jetstream(backend.nats_url, delete=where.stream) as js:
+        back = Publisher(backend.nats_url, where)
+        try:
+            signer = CheckpointWorker(pool, ring, config=CONFIG, clock=clock, publisher=back)
+            assert await signer.run_once() == []
+            assert (signer.stats.published, signer.stats.published_position) == (2, 10)
+            newest = await where.newest(js)
+            assert newest is not None
+            assert verify_checkpoint(newest, await load_keys(pool)).position == 10
+            assert (await js.stream_info(where.stream)).state.messages == 2
+        finally:
+            await back.close()

@@ -1,33 +1,28 @@
 """`authledger audit …` as an operator and an auditor run it: the console script against a
-real Postgres; `audit check` with no database and no AUTHLEDGER_* variable at all."""
+real Postgres (and NATS, where checkpoints are published); `audit check` with no database and
+no AUTHLEDGER_* variable at all."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
 
-from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env
+from tests.support.audit import checkpoint_stream, nats_env, pin_keys
+from tests.support.audit import run_authledger as _run
+from tests.support.backends import Backend
+from tests.support.nats import NatsNames
+from tests.support.relay_support import jetstream
+from tests.support.serve_process import SECRETS, authledger_env
 
 
-async def _run(args: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        AUTHLEDGER,
-        *args,
-        env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def test_state_export_check_and_verify(
+    backend: Backend, database_url: str, nats_names: NatsNames, tmp_path: Path
+) -> None:
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url, **SECRETS, **nats_env(backend.nats_url, nats_names)
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def test_state_export_check_and_verify(database_url: str, tmp_path: Path) -> None:
-    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url, **SECRETS)
     issuer = "https://idp.example"
     assert (await _run(["trust", "add", issuer], env))[0] == 0
     assert (await _run(["trust", "remove", issuer, "--reason", "offboarded"], env))[0] == 0
@@ -52,9 +47,19 @@ async def test_state_export_check_and_verify(database_url: str, tmp_path: Path) 
         0,
         "verified: 2 events in 1 run(s), 1 signed checkpoint(s); keys: file",
     ), err
-    status, out, err = await _run(["audit", "verify"], env)
-    assert status == 0, err
-    assert out.startswith("verified: 2 events checked up to position 2")
+    stream = checkpoint_stream(nats_names).stream
+    async with jetstream(backend.nats_url, delete=stream):  # the export published its anchor
+        pinned = await pin_keys(env, tmp_path / "pinned.jwks")
+        status, out, err = await _run(["audit", "verify", "--keys", str(pinned)], env)
+        assert status == 0, err
+        assert out.startswith("verified: 2 events checked up to position 2")
+        assert out.rstrip().endswith(f"published: position 2 holds (stream {stream})")
+        status, out, err = await _run(["audit", "verify"], env)  # no pinned keys
+        assert status == 3, err
+        assert out.startswith("unvouched: 2 events checked up to position 2")
+        assert out.splitlines()[1].startswith(
+            "  not vouched: the checkpoint keys were read from the database being checked"
+        )
 
 
 async def test_verify_exits_1_naming_the_break_and_check_refuses_a_broken_file(

@@ -166,12 +166,13 @@ async def test_a_forged_or_unknown_checkpoint_is_named(
     assert [p.line() for p in report.problems] == [
         "position 10: checkpoint at position 10: its row differs from what was signed"
     ]
-    stranger = await verify(pool, trusted_keys={})
-    assert [p.position for p in stranger.problems] == [5, 10]
-    assert "not among the keys given" in stranger.problems[0].reason
+    stranger = await verify(pool, trusted_keys={})  # pinned keys that do not name the signer
+    assert (stranger.problems, stranger.verdict, stranger.checkpoints) == ([], "unvouched", 0)
+    assert "(positions 5..10) are signed by key" in stranger.unvouched[0]
+    assert "which is not pinned" in stranger.unvouched[0]
     [key] = ring.keys
     trusted = await verify(pool, trusted_keys={key.kid: key.public_jwk})
-    assert (trusted.checkpoints, trusted.keys) == (1, "trusted JWKS")
+    assert (trusted.checkpoints, trusted.keys, trusted.verdict) == (1, "pinned", "broken")
 
 
 def _fields(event: RecordedEvent) -> dict[str, Any]:
