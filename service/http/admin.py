@@ -135,11 +135,18 @@ REVOKE_DOC = documented(
 )
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    settings: Settings = handler.opt["settings"]
+def holds_operator_credential(
+    connection: ASGIConnection[Any, Any, Any, Any], settings: Settings
+) -> bool:
+    """Whether the request carries the operator's credential (today the admin bearer token,
+    compared in constant time). The one check for the admin API and `/readyz`'s details."""
     presented = bearer_token(connection.headers.get("authorization"))
     expected = settings.admin_token
-    if not (presented and expected and tokens_equal(presented, expected)):
+    return bool(presented and expected and tokens_equal(presented, expected))
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    if not holds_operator_credential(connection, handler.opt["settings"]):
         raise AdminRefused(401, "unauthorized", "the admin API needs the admin bearer token")
 
 
