@@ -18,7 +18,17 @@ from urllib.parse import urlsplit
 T = TypeVar("T")
 PREFIX = "AUTHLEDGER_"
 Mode = Literal[
-    "dev", "serve", "worker", "migrate", "trust", "revoke", "replay", "erase", "audit", "tenant"
+    "dev",
+    "serve",
+    "worker",
+    "migrate",
+    "trust",
+    "revoke",
+    "replay",
+    "erase",
+    "audit",
+    "tenant",
+    "rotate-secret",
 ]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -299,6 +309,11 @@ def _secret(n: int) -> Callable[[str], str]:
         return long_enough(raw)
 
     return parse
+
+
+def check_secret_key(raw: str) -> str:
+    """A value fit for AUTHLEDGER_SECRET_KEY (long enough, no placeholder); ValueError if not."""
+    return _secret(32)(raw.strip())
 
 
 def _non_empty(raw: str) -> str:

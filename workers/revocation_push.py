@@ -73,6 +73,7 @@ from service.domain.subscriptions import (
 from service.push.delivery import post_set
 from service.push.secrets import SecretUnreadable, open_secret
 from service.push.sets import CredentialEnded, credential_ended, set_claims, sign_set
+from service.secret_keys import ServerKeys, load_server_keys
 from service.settings import ConfigError
 from service.signing import KeyRing, SigningKey
 from service.tenant import TenantConfig
@@ -126,6 +127,7 @@ class PushWorker:
         *,
         secret_key: str,
         tenant: TenantConfig,
+        keys: ServerKeys | None = None,  # loaded, for subscribers' secrets; None: derived
         store: EventStore | None = None,
         clock: Clock | None = None,
         config: PushConfig | None = None,
@@ -134,6 +136,7 @@ class PushWorker:
     ) -> None:
         self._pool = pool
         self._secret_key = secret_key
+        self._keys = keys or ServerKeys(secret_key)
         self._tenant = tenant
         self._owns_store = store is None
         self._store = store or EventStore(pool)
@@ -293,7 +296,7 @@ class PushWorker:
         subscription_id: str = row["subscription_id"]
         try:
             secret = (
-                open_secret(self._secret_key, subscription_id, row["secret_sealed"])
+                open_secret(self._keys, subscription_id, row["secret_sealed"])
                 if row["secret_sealed"] is not None
                 else None
             )
@@ -382,8 +385,10 @@ def revocation_push_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[
         # created later is served after the next restart of the workers.
         directory = TenantDirectory(settings)
         await directory.load(pool)
+        keys = await load_server_keys(pool, secret_key)
         async with asyncio.TaskGroup() as group:
             for tenant in directory.configs():
-                group.create_task(PushWorker(pool, secret_key=secret_key, tenant=tenant).run())
+                worker = PushWorker(pool, secret_key=secret_key, tenant=tenant, keys=keys)
+                group.create_task(worker.run())
 
     return run()
