@@ -100,9 +100,8 @@ class TenantDirectory:
         self.default = TenantConfig.from_settings(base, DEFAULT_TENANT)
         self._entries: dict[str, _Entry] = {}
         self._by_host: dict[str, str] = {}
-        self.loaded: bool | None = (
-            None  # a load succeeded; False: they all failed; None: none tried
-        )
+        # True: a load succeeded; False: every load so far failed; None: none was tried
+        self.loaded: bool | None = None
         self._pool: asyncpg.Pool | None = None  # for `load_if_never_loaded`
         self._tried_at = -1e9
         self._loading = asyncio.Lock()
