@@ -342,7 +342,7 @@ def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
         "AUTHLEDGER_SECRET_KEY": secrets.token_urlsafe(48),
         "AUTHLEDGER_ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AUTHLEDGER_RATE_LIMITS": "off",
-        "AUTHLEDGER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "AUTHLEDGER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?tls=none",
     }
     for default in ("AUTHLEDGER_PUBLIC_URL", "AUTHLEDGER_LOG_LEVEL", "AUTHLEDGER_LOG_FORMAT"):
         env.pop(default, None)

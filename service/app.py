@@ -28,7 +28,7 @@ from service import access_log
 from service.access_cache import AccessCache
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
-from service.http.access import AccessGate
+from service.http.access import ACCESS_GATE, AccessGate
 from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
 from service.http.api_docs import assets_router, render_plugins
@@ -117,7 +117,7 @@ def create_app(
             Exception: internal_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
-        state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies)}),
+        state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies), ACCESS_GATE: gate}),
         openapi_config=OpenAPIConfig(
             title="authledger",
             version="0.1.0",

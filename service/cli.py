@@ -34,7 +34,7 @@ def _positive(raw: str) -> int:
 # Commands whose arguments are all defined here: for them the operator, audit and subscribe
 # parsers (whose modules import most of the service) are not built, so the `serve --workers N`
 # parent, a supervisor that lives as long as the service, stays small.
-_OWN_COMMANDS = ("dev", "serve", "worker", "migrate", "replay")
+_OWN_COMMANDS = ("dev", "serve", "worker", "migrate", "replay", "rotate-secret")
 
 
 def build_parser(*, only_own: bool = False) -> argparse.ArgumentParser:
@@ -59,6 +59,19 @@ def build_parser(*, only_own: bool = False) -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--verify", action="store_true", help="only compare a rebuild with the live tables"
+    )
+    rotate = commands.add_parser(
+        "rotate-secret",
+        help="rewrap every key under a new AUTHLEDGER_SECRET_KEY (stop serve and worker first)",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        required=True,
+        metavar="PATH",
+        help="a file holding the new secret ('-': standard input); never an argument",
+    )
+    rotate.add_argument(
+        "--force", action="store_true", help="rotate although other sessions are connected"
     )
     if only_own:
         return parser
@@ -124,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tenant": _operator,
         "access": _operator,
         "audit": _audit,
+        "rotate-secret": _rotate_secret,
     }
     try:
         return commands[args.command](settings, args)
@@ -224,6 +238,26 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
         print(f"applied {name}")
     if not applied:
         print(f"nothing to apply: the database has all {len(available())} migrations")
+    return 0
+
+
+def _rotate_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from service.rotation import Rotated, RotationError, run_rotation
+
+    done: list[Rotated] = []
+
+    async def run() -> None:
+        done.append(await run_rotation(settings, args.new_key_file, force=args.force))
+
+    try:
+        _run(run())
+    except RotationError as exc:
+        print(f"authledger rotate-secret: {exc}", file=sys.stderr)
+        return 1
+    print(done[0].line())
+    print(
+        "next: start serve and worker with the new AUTHLEDGER_SECRET_KEY (the old one is refused)"
+    )
     return 0
 
 

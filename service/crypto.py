@@ -28,6 +28,7 @@ BLIND_INDEX_KEY = b"authledger blind index v1"
 SIGNING_KEK = b"authledger signing kek v1"
 PUSH_SECRET_KEY = b"authledger push secret v1"  # webhook subscribers' bearer secrets
 RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails) by HMAC
+RETAINED_KEY_WRAP = b"authledger retained keys v1"  # wraps what a rotation keeps (secret_keys)
 
 API_KEY_PREFIX = "sk_live_"
 ACCESS_TOKEN_PREFIX = "ala_"  # noqa: S105 - a prefix, not a secret

@@ -135,7 +135,7 @@ class DevSmtpCatcher:
         if self._server is None:
             raise RuntimeError("the catcher is not started")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"smtp://{host}:{self.port}"
+        return f"smtp://{host}:{self.port}?tls=none"  # loopback, no TLS: the explicit opt-out
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -31,6 +31,7 @@ from service.domain.tenants import TenantRefused
 from service.outbound.policy import policy_of
 from service.pii import Sealer
 from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.secret_keys import ServerKeys, load_server_keys
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
@@ -105,10 +106,11 @@ async def operator_context(settings: Settings) -> AsyncIterator[Context]:
     # secret a one-off key stands in for the sealer and the key ring, which stay unused.
     secret = settings.secret_key or secrets.token_urlsafe(32)
     try:
+        keys = await load_server_keys(pool, secret) if settings.secret_key else ServerKeys(secret)
         yield Context(
             store=store,
             tenant=TenantConfig.from_settings(settings),
-            sealer=Sealer(secret),
+            sealer=Sealer(keys),
             secret_key=secret,
             clock=SystemClock(),
             keyring=KeyRing(secret),

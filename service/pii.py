@@ -9,7 +9,9 @@ and backups of either, becomes unreadable while the events and their hash chain 
 (The old row version lingers until Postgres vacuums it, and in backups until they rotate.)
 
 Lookups by e-mail or phone go through `blind_index`: an HMAC of the normalised value, equal
-for equal inputs, useless without the server secret. Nothing here logs a value.
+for equal inputs, useless without the server secret. Nothing here logs a value. Its key is
+one of those a rotation of the secret keeps (service/secret_keys.py): give the Sealer the
+loaded `ServerKeys`, not the bare secret, wherever it computes blind indexes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from service.crypto import BLIND_INDEX_KEY, PII_KEK, derive_key
+from service.crypto import BLIND_INDEX_KEY, PII_KEK
+from service.secret_keys import ServerKeys
 
 PREFIX = "pii1"
 NONCE_BYTES = 12
@@ -155,13 +158,18 @@ class Sealer:
     """
 
     def __init__(
-        self, secret_key: str | bytes, *, cache_size: int = 1024, max_age: float = 60.0
+        self, secret_key: str | bytes | ServerKeys, *, cache_size: int = 1024, max_age: float = 60.0
     ) -> None:
-        self._kek = AESGCM(derive_key(secret_key, PII_KEK))
-        self._index_key = derive_key(secret_key, BLIND_INDEX_KEY)
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._cache_size = cache_size
         self._max_age = max_age
+        self.adopt(secret_key if isinstance(secret_key, ServerKeys) else ServerKeys(secret_key))
+
+    def adopt(self, keys: ServerKeys) -> None:
+        """Use `keys` (loaded with the retained ones) from now on."""
+        self.keys = keys
+        self._kek = AESGCM(keys.key(PII_KEK))
+        self._index_key = keys.key(BLIND_INDEX_KEY)
 
     async def seal(self, conn: Db, subject_id: str, plaintext: str) -> str:
         """Encrypt `plaintext` for `subject_id`, creating the subject's data key on first use."""
@@ -240,6 +248,14 @@ class Sealer:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return data_key
+
+    def wrap_data_key(self, subject_id: str, data_key: bytes) -> bytes:
+        """A subject's data key wrapped under this sealer's key (a rotation rewraps with it)."""
+        return self._wrap_key(subject_id, data_key)
+
+    def unwrap_data_key(self, subject_id: str, wrapped: bytes) -> bytes:
+        """The data key in a `subject_keys` row; SealError if this sealer's key did not wrap it."""
+        return self._unwrap(subject_id, wrapped)
 
     def _wrap(self, subject_id: str) -> bytes:
         return self._wrap_key(subject_id, AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8))

@@ -30,7 +30,8 @@ from service.pii import Sealer
 from service.providers.jwks import JwksCache
 from service.ratelimit import RateLimiter, WindowStore, load_limits
 from service.schema import MigrationError, pending
-from service.settings import Settings
+from service.secret_keys import WrongSecret, load_server_keys
+from service.settings import ConfigError, Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
 from service.tenants import TENANT_EVENT_TYPES, TenantDirectory
@@ -142,6 +143,7 @@ class Resources:
     tenants: TenantDirectory | None = None  # which tenant a Host is; kept current by the feed
     access: AccessCache | None = None  # scoped operator credentials; emptied by the feed
     _contexts: dict[str, Context] = field(default_factory=dict)  # per tenant but the default
+    _keys_loaded: bool = False  # the sealer holds the retained keys (service.secret_keys)
 
     @classmethod
     async def open(
@@ -193,6 +195,14 @@ class Resources:
         if settings.secret_key:
             clock = clock or SystemClock()
             sealer = Sealer(settings.secret_key)
+            try:  # the retained keys: a blind index must never be made without them
+                sealer.adopt(await load_server_keys(pool, settings.secret_key))
+                opened._keys_loaded = True
+            except WrongSecret as exc:
+                await opened.close()
+                raise ConfigError(str(exc)) from None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("secret_keys.not_loaded", error=type(exc).__name__)  # on first use
             opened.credentials.add_hook(
                 ERASURES, lambda recorded: sealer.forget(*erased_subjects(recorded))
             )
@@ -232,6 +242,10 @@ class Resources:
         when the process started)."""
         if self.commands is None:
             raise RuntimeError("the commands need AUTHLEDGER_SECRET_KEY")
+        if not self._keys_loaded:  # Postgres was down at start-up
+            keys = await load_server_keys(self.pool, self.commands.secret_key)
+            self.commands.sealer.adopt(keys)
+            self._keys_loaded = True
         keyring = self.commands.keyring
         if keyring.active is None:
             await keyring.ensure_active(self.pool, self.commands.clock.now())

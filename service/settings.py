@@ -31,6 +31,7 @@ Mode = Literal[
     "audit",
     "tenant",
     "access",
+    "rotate-secret",
 ]
 FLOWS = ("anonymous", "verified_email", "id_jag")
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -348,6 +349,11 @@ def _secret(n: int) -> Callable[[str], str]:
         return long_enough(raw)
 
     return parse
+
+
+def check_secret_key(raw: str) -> str:
+    """A value fit for AUTHLEDGER_SECRET_KEY (long enough, no placeholder); ValueError if not."""
+    return _secret(32)(raw.strip())
 
 
 def _non_empty(raw: str) -> str:

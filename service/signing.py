@@ -295,6 +295,16 @@ def _check_times(claims: dict[str, Any], now: datetime) -> None:
         raise AccessTokenError("token issued in the future")
 
 
+def wrap_private_key(secret_key: str | bytes, kid: str, private_key: Ed25519PrivateKey) -> bytes:
+    """A private key as `signing_keys` stores it, under `secret_key` (a rotation's new one)."""
+    return _wrap(AESGCM(derive_key(secret_key, SIGNING_KEK)), kid, private_key)
+
+
+def unwrap_private_key(secret_key: str | bytes, kid: str, wrapped: bytes) -> Ed25519PrivateKey:
+    """The private key of a `signing_keys` row; RuntimeError if `secret_key` did not wrap it."""
+    return _unwrap(AESGCM(derive_key(secret_key, SIGNING_KEK)), kid, wrapped)
+
+
 def _wrap(kek: AESGCM, kid: str, private_key: Ed25519PrivateKey) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     return nonce + kek.encrypt(nonce, private_key.private_bytes_raw(), kid.encode())

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import asyncpg
@@ -98,21 +98,49 @@ async def enqueue_claim_mail(
     )
 
 
+# `?tls=` in AUTHLEDGER_SMTP_URL: `starttls` (the default for smtp://) or `none`, the explicit
+# opt-out for a local test sink (security issue 12, finding 9). smtps:// is implicit TLS.
+TLS_OPTIONS = ("starttls", "none")
+
+
+class TlsUnavailable(Exception):
+    """The server offered no STARTTLS, so nothing was sent (the row is retried)."""
+
+
 def smtp_options(url: str) -> dict[str, Any]:
-    """`aiosmtplib.send` options for `smtp://[user:password@]host[:port]` (STARTTLS when the
-    server offers it, required when credentials are given) or `smtps://…` (implicit TLS)."""
+    """`aiosmtplib.send` options for an SMTP URL; ValueError names what is wrong with it.
+
+    - `smtp://[user:password@]host[:port]`: STARTTLS required (port 25 by default); a server
+      that does not offer it gets no mail and no password.
+    - `smtps://[user:password@]host[:port]`: implicit TLS (port 465 by default).
+    - `smtp://host:port?tls=none`: plain text, for a local test sink only; no credentials.
+
+    Certificates are always verified (a private CA: `SSL_CERT_FILE`).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ValueError(f"expected smtp://host[:port] or smtps://…, got {redact_url(url)!r}")
-    tls = parts.scheme == "smtps"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"tls"})
+    tls_values = query.get("tls", ["starttls"])
+    if unknown or len(tls_values) != 1 or tls_values[0] not in TLS_OPTIONS:
+        raise ValueError(f"the only query option is tls={'|'.join(TLS_OPTIONS)}")
+    implicit = parts.scheme == "smtps"
+    plain = tls_values[0] == "none"
+    if implicit and plain:
+        raise ValueError("smtps:// is TLS; tls=none goes with smtp:// only")
     user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if plain and (user or password):
+        raise ValueError("tls=none sends in clear text: it takes no user or password")
     return {
         "hostname": parts.hostname,
-        "port": parts.port or (465 if tls else 25),
-        "use_tls": tls,
-        "start_tls": False if tls else (True if user else None),
+        "port": parts.port or (465 if implicit else 25),
+        "use_tls": implicit,
+        "start_tls": not (implicit or plain),  # required, never opportunistic
+        "validate_certs": True,
         "username": user,
-        "password": unquote(parts.password) if parts.password else None,
+        "password": password,
     }
 
 
@@ -267,14 +295,22 @@ class Mailer:
         )
         sender = formataddr((service_name, sender_address))
         message = build_message(mail, sender=sender, now=self._clock.now())
-        async with asyncio.timeout(self.config.send_timeout):
-            await aiosmtplib.send(
-                message,
-                sender=sender_address,
-                recipients=[recipient],
-                timeout=self.config.send_timeout,
-                **self._smtp,
-            )
+        try:
+            async with asyncio.timeout(self.config.send_timeout):
+                await aiosmtplib.send(
+                    message,
+                    sender=sender_address,
+                    recipients=[recipient],
+                    timeout=self.config.send_timeout,
+                    **self._smtp,
+                )
+        except aiosmtplib.SMTPException as exc:
+            if "STARTTLS" in str(exc) and "not supported" in str(exc):
+                raise TlsUnavailable(
+                    "the SMTP server offers no STARTTLS: nothing sent in clear text (a local "
+                    "test sink only: add ?tls=none to AUTHLEDGER_SMTP_URL)"
+                ) from None
+            raise
 
     async def _mark_sent(self, attempt_id: str) -> None:
         """Record the send at once; past a few seconds of database trouble, the mail is resent."""
@@ -300,7 +336,10 @@ class Mailer:
         delay = _jitter.uniform(ceiling / 2, ceiling)  # equal jitter: spreads retries out
         next_try = self._clock.now() + timedelta(seconds=delay)
         await self._pool.execute(Q["mark_retry"], attempt_id, tries, next_try, error)
-        log.info("mailer.retry", attempt_id=attempt_id, tries=tries, delay=round(delay, 3))
+        level = log.warning if isinstance(exc, TlsUnavailable) else log.info
+        level(
+            "mailer.retry", attempt_id=attempt_id, tries=tries, delay=round(delay, 3), error=error
+        )
 
 
 def mailer_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any, None]:
@@ -309,6 +348,10 @@ def mailer_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any,
         raise ConfigError("AUTHLEDGER_SMTP_URL: required by the mailer (claim e-mails)")
     if not settings.secret_key:
         raise ConfigError("AUTHLEDGER_SECRET_KEY: required by the mailer")
+    try:
+        smtp_options(settings.smtp_url)
+    except ValueError as exc:
+        raise ConfigError(f"AUTHLEDGER_SMTP_URL: {exc}") from None
     url, name = settings.public_url, settings.resource_name
     config = MailerConfig(settings.smtp_url, url, sender=sender_for(url), service_name=name)
     secret = settings.secret_key

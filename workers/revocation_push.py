@@ -77,6 +77,7 @@ from service.domain.subscriptions import (
 from service.push.delivery import post_set, webhook_client
 from service.push.secrets import SecretUnreadable, open_secret
 from service.push.sets import CredentialEnded, credential_ended, set_claims, sign_set
+from service.secret_keys import ServerKeys, load_server_keys
 from service.settings import ConfigError
 from service.signing import KeyRing, SigningKey
 from service.tenant import TenantConfig
@@ -130,6 +131,7 @@ class PushWorker:
         *,
         secret_key: str,
         tenant: TenantConfig,
+        keys: ServerKeys | None = None,  # loaded, for subscribers' secrets; None: derived
         store: EventStore | None = None,
         clock: Clock | None = None,
         config: PushConfig | None = None,
@@ -139,6 +141,7 @@ class PushWorker:
     ) -> None:
         self._pool = pool
         self._secret_key = secret_key
+        self._keys = keys or ServerKeys(secret_key)
         self._tenant = tenant
         self._owns_store = store is None
         self._store = store or EventStore(pool)
@@ -298,7 +301,7 @@ class PushWorker:
         subscription_id: str = row["subscription_id"]
         try:
             secret = (
-                open_secret(self._secret_key, subscription_id, row["secret_sealed"])
+                open_secret(self._keys, subscription_id, row["secret_sealed"])
                 if row["secret_sealed"] is not None
                 else None
             )
@@ -387,9 +390,10 @@ def revocation_push_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[
         # created later is served after the next restart of the workers.
         directory = TenantDirectory(settings)
         await directory.load(pool)
+        keys = await load_server_keys(pool, secret_key)
         async with asyncio.TaskGroup() as group:
             for tenant in directory.configs():
-                worker = PushWorker(pool, secret_key=secret_key, tenant=tenant,
+                worker = PushWorker(pool, secret_key=secret_key, tenant=tenant, keys=keys,
                                     outbound_allow=settings.outbound_allow)  # fmt: skip
                 group.create_task(worker.run())
 

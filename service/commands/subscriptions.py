@@ -154,7 +154,7 @@ async def create(
     )  # fmt: skip
     subscription_id = new_subscription_id()
     sealed = (
-        seal_secret(ctx.secret_key, subscription_id, request.secret)
+        seal_secret(ctx.sealer.keys, subscription_id, request.secret)
         if request.secret is not None
         else None
     )
@@ -200,7 +200,7 @@ async def update(
         elif patch.secret is None:
             sealed = None
         else:
-            sealed = seal_secret(ctx.secret_key, subscription_id, patch.secret)
+            sealed = seal_secret(ctx.sealer.keys, subscription_id, patch.secret)
         events = decide_update(state, Terms(url, audience, sealed, typed, reasons))
         await _record(ctx, state, events, caller)
         return await _row(ctx, subscription_id)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+import asyncpg
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
@@ -119,6 +120,17 @@ class AccessGate:
             raise AdminRefused(403, "wrong_tenant", "this credential acts in another tenant")
         connection.state[HOLDER] = holder
         return holder
+
+    async def holds(self, connection: AnyConnection, accepts: frozenset[str]) -> bool:
+        """Whether the request carries a credential `judge` admits here; refuses nothing (for
+        routes that answer everyone, and say more to a credential: `/readyz`)."""
+        try:
+            await self.admit(connection, accepts)
+        except AdminRefused:
+            return False
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return False  # the database cannot say (unmigrated, down): the short answer
+        return True
 
     async def _holder(self, token: str) -> Holder | None:
         if self.bootstrap and tokens_equal(token, self.bootstrap):

@@ -28,8 +28,9 @@ class Health(Doc, frozen=True):
 
 
 class Unready(Doc, frozen=True):
+    """`/readyz` when not ready; the reasons only for the operator credential."""
+
     status: Literal["unavailable"]
-    reasons: Strings
 
 
 class ResourceMetadata(Doc, frozen=True):

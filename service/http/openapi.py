@@ -131,7 +131,7 @@ _REFUSED = {
     410: "Refused: expired or replaced",
     413: "Refused: the body is larger than the route accepts",
     429: "Refused: a rate limit was hit; wait `Retry-After` seconds",
-    503: "Not ready: the reasons are listed",
+    503: "Not ready (the reasons are listed for the operator credential only)",
 }
 _UNAVAILABLE = "Unavailable: the database does not answer; retry after `Retry-After` seconds"
 _REQUEST_ID = OpenAPIHeader(

@@ -2,7 +2,10 @@
 
 Every handler, guard and dependency reads it from there (`request_tenant`), so a claim token,
 a credential, a logout token or an admin call is always judged against the tenant whose host
-it came to — never another. A disabled tenant's hosts answer 404 `tenant_disabled`.
+it came to — never another. A disabled tenant's hosts answer 404 `tenant_disabled`; the hosts
+of a tenant whose configuration did not load (service/tenants.py) answer 503
+`temporarily_unavailable` with `Retry-After`, never the default tenant's answer. The probes
+(`/healthz`, `/readyz`) answer for the process whatever the host.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
 from service.tenant import TenantConfig
-from service.tenants import Disabled, TenantDirectory
+from service.tenants import Disabled, TenantDirectory, Unavailable
 
 TENANT_STATE = "tenant"
+PROBES = frozenset({"/healthz", "/readyz"})
+UNAVAILABLE_RETRY_AFTER = 30  # seconds: an operator has to fix the tenant's configuration
 
 
 def request_tenant(connection: ASGIConnection[Any, Any, Any, Any]) -> TenantConfig:
@@ -34,27 +39,47 @@ def _host(scope: Scope) -> str | None:
     return None
 
 
+async def _refuse(
+    send: Send, status: int, body: dict[str, str], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    encoded = msgspec.json.encode(body)
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            (b"content-length", str(len(encoded)).encode()),
+            *headers,
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": encoded, "more_body": False})
+
+
 def tenant_middleware(app: ASGIApp, directory: TenantDirectory) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        tenant = directory.resolve(_host(scope))
+        host = _host(scope)
+        tenant = directory.resolve(host)
+        if isinstance(tenant, Unavailable) and tenant.tenant_id is None:
+            await directory.load_if_never_loaded()
+            tenant = directory.resolve(host)
+        if isinstance(tenant, Unavailable) and scope["path"] in PROBES:
+            tenant = directory.default  # the probes answer for the process, not a tenant
         if isinstance(tenant, Disabled):
-            body = msgspec.json.encode(
-                {"error": "tenant_disabled", "message": "this service is disabled"}
-            )
-            start: HTTPResponseStartEvent = {
-                "type": "http.response.start",
-                "status": 404,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
+            body = {"error": "tenant_disabled", "message": "this service is disabled"}
+            await _refuse(send, 404, body)
+            return
+        if isinstance(tenant, Unavailable):
+            body = {
+                "error": "temporarily_unavailable",
+                "message": "this service's configuration is unavailable; retry later",
             }
-            await send(start)
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            retry = (b"retry-after", str(UNAVAILABLE_RETRY_AFTER).encode())
+            await _refuse(send, 503, body, (retry,))
             return
         scope.setdefault("state", {})[TENANT_STATE] = tenant
         await app(scope, receive, send)

@@ -26,6 +26,7 @@ from tests.support.outages import (
 )
 from tests.support.relay_support import checkpoint, jetstream, stored_messages
 from tests.support.revocations import serve_env
+from tests.support.serve_process import SECRETS
 from workers.feed import MSG_ID_HEADER, POSITION_HEADER
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -33,7 +34,8 @@ OUTAGE = 30.0  # seconds, as issue 7 asks
 
 
 async def _readiness(client: httpx.AsyncClient) -> tuple[int, list[str]]:
-    answer = await client.get("/readyz")
+    operator = {"Authorization": f"Bearer {SECRETS['AUTHLEDGER_ADMIN_TOKEN']}"}  # the reasons
+    answer = await client.get("/readyz", headers=operator)
     return answer.status_code, list(answer.json().get("reasons", []))
 
 

@@ -26,6 +26,7 @@ from tests.support.outages import (
     serve_process,
 )
 from tests.support.revocations import serve_env
+from tests.support.serve_process import SECRETS
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 OUTAGE = 5.0  # seconds Postgres stays down
@@ -78,7 +79,8 @@ async def test_postgres_down_and_back_under_load(backend: Backend, nats_names: N
                     return sum(a.status == 503 for a in down) >= 10
 
                 await eventually(refused, within=OUTAGE, what="503s while Postgres is down")
-                reasons = (await client.get("/readyz")).json()["reasons"]
+                operator = {"Authorization": f"Bearer {SECRETS['AUTHLEDGER_ADMIN_TOKEN']}"}
+                reasons = (await client.get("/readyz", headers=operator)).json()["reasons"]
                 await _sleep_until(stopped + OUTAGE)
                 await postgres.start()
                 restarted = time.monotonic()

@@ -150,7 +150,8 @@ async def test_serve_is_not_ready_on_an_unmigrated_database(
     )
     async with serving([], env) as server:
         assert (await server.http.get("/healthz")).status_code == 200
-        ready = await server.http.get("/readyz")
+        operator = {"Authorization": f"Bearer {SECRETS['AUTHLEDGER_ADMIN_TOKEN']}"}
+        ready = await server.http.get("/readyz", headers=operator)
         assert ready.status_code == 503
         body = ready.json()
         assert body["status"] == "unavailable"

@@ -299,7 +299,7 @@ async def test_dev_catcher_collects_mail_and_the_mailbox_shows_it(pool: asyncpg.
     catcher = DevSmtpCatcher()
     await catcher.start()
     try:
-        assert catcher.url == f"smtp://127.0.0.1:{catcher.port}"
+        assert catcher.url == f"smtp://127.0.0.1:{catcher.port}?tls=none"
         attempt = Attempt()
         async with running(a_mailer(pool, catcher.url)):
             await enqueue(pool, attempt)
@@ -334,16 +334,28 @@ async def test_dev_catcher_collects_mail_and_the_mailbox_shows_it(pool: asyncpg.
 
 
 def test_smtp_urls_give_the_right_transport() -> None:
-    """smtp:// (STARTTLS required with credentials), smtps:// (implicit TLS); others refused."""
+    """smtp:// requires STARTTLS, smtps:// is implicit TLS, ?tls=none is plain and takes no
+    password; certificates are verified; anything else is refused."""
     plain = smtp_options("smtp://mail.example.org")
-    assert (plain["port"], plain["use_tls"], plain["start_tls"]) == (25, False, None)
+    assert (plain["port"], plain["use_tls"], plain["start_tls"]) == (25, False, True)
+    assert plain["validate_certs"] is True
     secure = smtp_options("smtps://us%40r:p%3Ass@mail.example.org")
     assert (secure["port"], secure["use_tls"], secure["start_tls"]) == (465, True, False)
     assert (secure["username"], secure["password"]) == ("us@r", "p:ss")
-    relay = smtp_options("smtp://user:pw@relay.example.org:587")
+    relay = smtp_options("smtp://user:pw@relay.example.org:587?tls=starttls")
     assert (relay["port"], relay["start_tls"]) == (587, True)
-    with pytest.raises(ValueError, match="smtp"):
-        smtp_options("http://mail.example.org")
+    sink = smtp_options("smtp://127.0.0.1:2525?tls=none")
+    assert (sink["use_tls"], sink["start_tls"]) == (False, False)
+    for bad in (
+        "http://mail.example.org",
+        "smtp://user:pw@127.0.0.1:2525?tls=none",  # a password in clear text
+        "smtps://mail.example.org?tls=none",
+        "smtp://mail.example.org?tls=maybe",
+        "smtp://mail.example.org?tls=none&tls=starttls",
+        "smtp://mail.example.org?verify=no",
+    ):
+        with pytest.raises(ValueError, match=r"smtp|tls"):
+            smtp_options(bad)
 
 
 def test_templates_escape_every_value() -> None:
@@ -384,5 +396,9 @@ async def test_mailer_worker_names_a_missing_variable(pool: asyncpg.Pool) -> Non
         _ = mailer_worker(bare, pool)
     with pytest.raises(ConfigError, match="AUTHLEDGER_SECRET_KEY"):
         _ = mailer_worker(replace(bare, smtp_url="smtp://127.0.0.1:2525"), pool)
+    with pytest.raises(ConfigError, match="AUTHLEDGER_SMTP_URL: tls=none"):
+        _ = mailer_worker(
+            replace(bare, smtp_url="smtp://u:p@h:25?tls=none", secret_key=SECRET), pool
+        )
     worker = mailer_worker(replace(bare, smtp_url="smtp://127.0.0.1:2525", secret_key=SECRET), pool)
     worker.close()  # built, never started

@@ -160,8 +160,8 @@ async def running_service(
             mailer = Mailer(
                 resources.pool,
                 config,
-                secret_key=SECRET_KEY,
-                sealer=Sealer(SECRET_KEY),
+                secret_key=settings.secret_key or SECRET_KEY,
+                sealer=Sealer(settings.secret_key or SECRET_KEY),
                 clock=clock,
                 tenants=resources.tenants,
             )

@@ -2,13 +2,19 @@
 
 It keeps every message it accepts, can refuse recipients with a given reply (say `451 …` or
 `550 …`) to play a failing relay, can be stopped and started again on the same port to play an
-outage, and can run a hook while it holds a message, before it answers the client.
+outage, and can run a hook while it holds a message, before it answers the client. It can
+offer STARTTLS (`tls_context`) and AUTH, in clear text if it does not (`offer_auth`), and keeps
+every byte it heard (`heard`) to show what a client sent in clear.
+
+`url` carries `?tls=none`, the explicit opt-out of STARTTLS the mailer needs to talk to a
+plain sink; `default_url` is the same server without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +22,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -51,11 +57,17 @@ class SmtpSink:
         port: int = 0,
         refuse: str | None = None,
         on_message: Callable[[Received], Awaitable[None]] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        offer_auth: bool = False,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port
         self.refuse = refuse  # e.g. "550 5.1.1 no such user"; None: accept
         self.on_message = on_message
+        self.tls_context = tls_context  # offer STARTTLS with it; None: no STARTTLS
+        self.offer_auth = offer_auth  # offer AUTH (accepting any password), even in clear text
+        self.auth_tries: list[str] = []  # the mechanisms clients tried
+        self.heard = bytearray()  # every byte received (after STARTTLS: decrypted)
         self.received: list[Received] = []
         self.refused = 0  # recipients refused
         self.patience = 10.0  # seconds `wait_for` waits at most
@@ -64,13 +76,26 @@ class SmtpSink:
 
     @property
     def url(self) -> str:
+        return f"{self.default_url}?tls=none"
+
+    @property
+    def default_url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
     async def start(self) -> SmtpSink:
         loop = asyncio.get_running_loop()
 
         def session() -> Any:
-            return SMTP(self, hostname="sink.test", ident="test sink", timeout=10, loop=loop)
+            return _ListeningSMTP(
+                self,
+                hostname="sink.test",
+                ident="test sink",
+                timeout=10,
+                loop=loop,
+                tls_context=self.tls_context,
+                authenticator=self._authenticate if self.offer_auth else None,
+                auth_require_tls=not self.offer_auth,  # a downgrade sink offers it in clear
+            )
 
         self._server = await loop.create_server(
             session, host=self.host, port=self.port, reuse_address=True
@@ -89,6 +114,12 @@ class SmtpSink:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        self.auth_tries.append(mechanism)
+        return AuthResult(success=True)
 
     # aiosmtpd handler hooks
 
@@ -126,3 +157,11 @@ class SmtpSink:
                 self._arrived.clear()
                 await self._arrived.wait()
         return list(self.received)
+
+
+class _ListeningSMTP(SMTP):
+    """aiosmtpd's server, keeping every byte a client sends in the sink's `heard`."""
+
+    def data_received(self, data: bytes) -> None:
+        self.event_handler.heard.extend(data)
+        super().data_received(data)

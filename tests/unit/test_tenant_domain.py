@@ -15,6 +15,7 @@ from service.domain.tenants import (
     fold,
 )
 from service.settings import Settings
+from service.tenant import TenantConfig
 from service.tenants import Disabled, TenantDirectory
 from tests.support.builders import NOW
 
@@ -81,7 +82,7 @@ def test_the_directory_resolves_hosts_and_falls_back_to_the_default() -> None:
     created = TenantCreated(tenant_id="acme", hosts=("auth.acme.example",), settings=ACME)
     directory.apply(_recorded(created, "acme", 1))
     acme = directory.resolve("auth.acme.example:443")
-    assert not isinstance(acme, Disabled)
+    assert isinstance(acme, TenantConfig)
     assert (acme.tenant_id, acme.issuer, acme.resource_name) == (
         "acme",
         "https://auth.acme.example",
@@ -90,7 +91,7 @@ def test_the_directory_resolves_hosts_and_falls_back_to_the_default() -> None:
     assert acme.flows == ("anonymous",)
     assert acme.resource == "https://auth.acme.example/api/"
     default = directory.resolve("auth.example.com")
-    assert not isinstance(default, Disabled)
+    assert isinstance(default, TenantConfig)
     assert default.tenant_id == "default"
     assert directory.resolve(None) is directory.default
     directory.apply(_recorded(TenantDisabled(reason="x"), "acme", 2))
@@ -101,5 +102,5 @@ def test_the_directory_resolves_hosts_and_falls_back_to_the_default() -> None:
     directory.apply(_recorded(moved, "acme", 4))
     assert directory.resolve("auth.acme.example") is directory.default
     now = directory.resolve("api.acme.example")
-    assert not isinstance(now, Disabled)
+    assert isinstance(now, TenantConfig)
     assert now.flows == ("id_jag",)

@@ -1,0 +1,2 @@
+-- name: retained
+SELECT purpose, wrapped FROM retained_keys ORDER BY purpose
