@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from service.embedded import process_alive
 from service.logging import redact_url
 
 STACK_FILE = "stack.json"
@@ -62,7 +63,7 @@ class DevStack:
 
     def stale(self) -> str | None:
         """Why this card cannot be used (its process or a server gone), or None."""
-        if not _alive(self.pid):
+        if not process_alive(self.pid):
             return f"its process {self.pid} is gone"
         for what, url in (("HTTP", self.http_url), ("NATS", self.nats_url)):
             if url and not _tcp_answers(url):
@@ -173,16 +174,6 @@ def _read_secret(path: str | None) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tcp_answers(url: str) -> bool:

@@ -90,7 +90,8 @@ class EmbeddedPostgres:
         self._server.cleanup()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,7 +113,7 @@ def _forget_dead_handles(folder: Path) -> None:
     except (OSError, ValueError):
         return
     if isinstance(pids, list):
-        alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+        alive = [p for p in pids if isinstance(p, int) and process_alive(p)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
 
@@ -131,9 +132,9 @@ def _stop_leftover_nats(folder: Path, timeout: float = 5.0) -> None:
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
