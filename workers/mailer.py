@@ -74,28 +74,27 @@ async def enqueue_claim_mail(
     conn: Db,
     *,
     secret_key: str | bytes,
-    sealer: Sealer,
     tenant_id: str,
     registration_id: str,
     attempt_id: str,
-    email: str,
+    recipient_sealed: str,
     link_token: str,
     link_expires_at: datetime,
     now: datetime,
-    subject_id: str | None = None,
 ) -> None:
     """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
 
-    The address is sealed for `subject_id` (default: the registration id): pass the subject
-    of the event's `email_sealed`, so one erase covers both and the seal costs no round trip.
+    The caller seals the address (service.pii) under the subject of the event's
+    `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
+    trip here.
     """
     if now.tzinfo is None or link_expires_at.tzinfo is None:
         raise ValueError("enqueue_claim_mail needs timezone-aware times")
-    recipient = await sealer.seal(conn, subject_id or registration_id, email)
     token = seal_link_token(secret_key, attempt_id, link_token)
     await conn.execute(
-        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient, token, link_expires_at, now
-    )
+        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
+        link_expires_at, now,
+    )  # fmt: skip
 
 
 def smtp_options(url: str) -> dict[str, Any]:

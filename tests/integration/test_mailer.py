@@ -83,11 +83,10 @@ async def enqueue(
         await enqueue_claim_mail(
             conn,
             secret_key=SECRET,
-            sealer=Sealer(SECRET),
             tenant_id="default",
             registration_id=attempt.registration_id,
             attempt_id=attempt.attempt_id,
-            email=attempt.email,
+            recipient_sealed=await Sealer(SECRET).seal(conn, attempt.attempt_id, attempt.email),
             link_token=attempt.token,
             link_expires_at=now + timedelta(seconds=expires_in),
             now=now,
