@@ -195,8 +195,12 @@ class Mailer:
                     due: datetime | None = await self._pool.fetchval(Q["next_due"])
                     idle = self.config.idle_timeout
                     wait = (due - self._clock.now()).total_seconds() if due else idle
-                    with contextlib.suppress(TimeoutError):  # until a NOTIFY or the next due row
-                        await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.01), idle))
+                    # Until a NOTIFY or the next due row. Not wait_for: on Python 3.11 it
+                    # returns normally when the wake and a cancel land in one loop turn, so a
+                    # NOTIFY arriving with the stop would swallow the cancel.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(max(wait, 0.01), idle)):
+                            await self._wake.wait()
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
             finally:  # a listener left on a released connection makes asyncpg warn
