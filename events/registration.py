@@ -84,9 +84,23 @@ class RegistrationExpired(Event, frozen=True, kw_only=True, tag="registration.ex
 
 
 class RegistrationErased(Event, frozen=True, kw_only=True, tag="registration.erased"):
-    """The registration's data key was destroyed (erasure of the person whose address or
-    address attempts it held): its sealed fields are unreadable, a live attempt is void."""
+    """The registration's data key was destroyed (erasure of the person who claimed it or
+    whom its current attempt named): its sealed fields are unreadable, a live attempt is void.
+    `attempts`: the claim attempts whose own keys went with it (those that named the person;
+    attempts started since 2026-12-06 seal their address under their own id)."""
 
+    reason: str | None = None
+    attempts: tuple[str, ...] = ()
+
+
+class ClaimAttemptsErased(Event, frozen=True, kw_only=True, tag="claim.attempts_erased"):
+    """The data keys of these claim attempts were destroyed (erasure of the person they
+    named), the registration's own key kept: their address, their mail and the client
+    addresses of the calls that started them or asked for their codes are unreadable, the
+    registration and its other attempts untouched (security issue 12, finding 4). An attempt
+    named here that is still the current one is void."""
+
+    attempt_ids: tuple[str, ...]
     reason: str | None = None
 
 
@@ -101,6 +115,7 @@ REGISTRATION_EVENTS: tuple[type[Event], ...] = (
     RegistrationClaimed,
     RegistrationExpired,
     RegistrationErased,
+    ClaimAttemptsErased,
 )
 
 RegistrationEvent = (
@@ -114,4 +129,5 @@ RegistrationEvent = (
     | RegistrationClaimed
     | RegistrationExpired
     | RegistrationErased
+    | ClaimAttemptsErased
 )

@@ -1,12 +1,13 @@
 """Applying many events' statements fast, in an order equivalent to the log's.
 
-Every projection statement touches only the row of its own event's stream (a registration's
-row, a credential's, a user's, an issuer's, a delegation's). So two statements of different
-streams commute, and only each stream's own statements must keep their order. A batch is cut
-into layers: layer k holds the k-th statement of every stream in the batch. Within a layer no
-two statements touch the same row, so its statements are grouped by SQL text and sent with
-`executemany` (one pipelined round trip per group) instead of one round trip per event; the
-layers run in order. The result is the row set the one-by-one run gives.
+Every projection statement touches only the rows of its own event's stream (a registration's
+row and its attempts' `attempt_addresses` rows, a credential's, a user's, an issuer's, a
+delegation's). So two statements of different streams commute, and only each stream's own
+statements must keep their order. A batch is cut into layers: layer k holds the k-th
+statement of every stream in the batch. Within a layer no two statements touch the same row,
+so its statements are grouped by SQL text and sent with `executemany` (one pipelined round
+trip per group) instead of one round trip per event; the layers run in order. The result is
+the row set the one-by-one run gives.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from events.envelope import RecordedEvent
 from events.registration import (
     ClaimAttemptExpired,
     ClaimAttemptLocked,
+    ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
     OtpFailed,
@@ -55,5 +56,7 @@ def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
             return Q["expired"], (rid, version, at)
         case RegistrationErased():
             return Q["erased"], (rid, version, at)
+        case ClaimAttemptsErased():
+            return Q["attempts_erased"], (rid, list(event.attempt_ids), version, at)
         case _:
             assert_never(event)

@@ -57,6 +57,20 @@ SET email_index = NULL, attempt_token_hash = NULL, erased_at = $3,
     version = $2, updated_at = $3
 WHERE registration_id = $1
 
+-- name: attempts_erased
+-- Older attempts' data lives in claim_attempt_addresses, not here; only a current attempt
+-- named by the erasure loses its lookups (and is void if it was live).
+UPDATE registrations
+SET attempt_status = CASE WHEN attempt_id = ANY($2::text[])
+                               AND attempt_status IN ('initiated', 'challenged', 'link_expired')
+                          THEN 'void'
+                          ELSE attempt_status END,
+    attempt_token_hash = CASE WHEN attempt_id = ANY($2::text[]) THEN NULL
+                              ELSE attempt_token_hash END,
+    email_index = CASE WHEN attempt_id = ANY($2::text[]) THEN NULL ELSE email_index END,
+    version = $3, updated_at = $4
+WHERE registration_id = $1
+
 -- name: by_claim_token
 SELECT registration_id, tenant_id FROM registrations WHERE claim_token_hash = $1
 

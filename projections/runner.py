@@ -1,7 +1,8 @@
 """Applying events to the read models: inline (in the append transaction) and by rebuild.
 
 Both run the same statements, so a rebuild from the log gives exactly the rows the live run
-wrote. Each event maps to one SQL statement of its aggregate's projection module.
+wrote. Each event maps to one SQL statement of its aggregate's projection module (a
+registration's claim attempts add a second one, for `attempt_addresses`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from events.tenant import TENANT_EVENTS
 from events.user import USER_EVENTS
 from projections import (
     access,
+    attempt_addresses,
     credentials,
     delegations,
     issuers,
@@ -41,6 +43,7 @@ TABLES = (
     "subscriptions",
     "tenants",
     "access_credentials",
+    "attempt_addresses",
 )
 READ_ALL = load_queries("events", "store.sql")["read_all"]
 
@@ -51,6 +54,9 @@ def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object,
         event = LEDGER.decode(recorded)
         if isinstance(event, REGISTRATION_EVENTS):
             out.append(registrations.statement(event, recorded))  # type: ignore[arg-type]
+            addresses = attempt_addresses.statement(event, recorded)  # type: ignore[arg-type]
+            if addresses is not None:
+                out.append(addresses)
         elif isinstance(event, CREDENTIAL_EVENTS):
             out.append(credentials.statement(event, recorded))  # type: ignore[arg-type]
         elif isinstance(event, USER_EVENTS):

@@ -125,6 +125,11 @@ def parse(sealed: str) -> tuple[str, bytes]:
     return subject_id, raw
 
 
+def subject_of(sealed: str) -> str:
+    """The data subject a sealed string was sealed for."""
+    return parse(sealed)[0]
+
+
 def decrypt(data_key: bytes, sealed: str) -> str:
     """Open a sealed string with its subject's data key (pure); SealError when it fails."""
     subject_id, raw = parse(sealed)

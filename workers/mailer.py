@@ -74,28 +74,27 @@ async def enqueue_claim_mail(
     conn: Db,
     *,
     secret_key: str | bytes,
-    sealer: Sealer,
     tenant_id: str,
     registration_id: str,
     attempt_id: str,
-    email: str,
+    recipient_sealed: str,
     link_token: str,
     link_expires_at: datetime,
     now: datetime,
-    subject_id: str | None = None,
 ) -> None:
     """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
 
-    The address is sealed for `subject_id` (default: the registration id): pass the subject
-    of the event's `email_sealed`, so one erase covers both and the seal costs no round trip.
+    The caller seals the address (service.pii) under the subject of the event's
+    `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
+    trip here.
     """
     if now.tzinfo is None or link_expires_at.tzinfo is None:
         raise ValueError("enqueue_claim_mail needs timezone-aware times")
-    recipient = await sealer.seal(conn, subject_id or registration_id, email)
     token = seal_link_token(secret_key, attempt_id, link_token)
     await conn.execute(
-        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient, token, link_expires_at, now
-    )
+        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
+        link_expires_at, now,
+    )  # fmt: skip
 
 
 # `?tls=` in AUTHLEDGER_SMTP_URL: `starttls` (the default for smtp://) or `none`, the explicit
@@ -224,8 +223,12 @@ class Mailer:
                     due: datetime | None = await self._pool.fetchval(Q["next_due"])
                     idle = self.config.idle_timeout
                     wait = (due - self._clock.now()).total_seconds() if due else idle
-                    with contextlib.suppress(TimeoutError):  # until a NOTIFY or the next due row
-                        await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.01), idle))
+                    # Until a NOTIFY or the next due row. Not wait_for: on Python 3.11 it
+                    # returns normally when the wake and a cancel land in one loop turn, so a
+                    # NOTIFY arriving with the stop would swallow the cancel.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(max(wait, 0.01), idle)):
+                            await self._wake.wait()
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
             finally:  # a listener left on a released connection makes asyncpg warn

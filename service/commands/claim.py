@@ -45,6 +45,7 @@ from service.domain.registration import (
     decide_issue_otp,
     decide_start_claim,
 )
+from service.pii import subject_of
 
 REG_Q = load_queries("projections", "registrations.sql")
 log = structlog.get_logger("service.commands.claim")
@@ -113,15 +114,18 @@ async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller
         *superseded, started = decision.events
         if not isinstance(started, ClaimAttemptStarted):
             raise TypeError("decide_start_claim must end a new attempt with its start")
-        sealed = await ctx.sealer.seal(ctx.pool, rid, email)
-        events = [*superseded, msgspec.structs.replace(started, email_sealed=sealed)]
+        # The address, its mail and this call's client address under the new attempt's own
+        # key: erasing the address later takes this attempt alone (security issue 12.4).
+        subject = ctx.sealer.fresh(new.attempt_id)
+        events = [*superseded, msgspec.structs.replace(started, email_sealed=subject.seal(email))]
         link_expires_at = now + link_ttl
-        mail = MailRequest(rid, new.attempt_id, email, link_token, link_expires_at)
+        mail = MailRequest(rid, new.attempt_id, subject.seal(email), link_token, link_expires_at)
         await ctx.record(
             [Change(ctx.stream(REGISTRATION, rid), state.version, events)],
-            metadata=await ctx.metadata(caller, rid),
+            metadata=ctx.fresh_metadata(caller, subject),
             now=now,
             also=enqueue_mail(ctx, mail, now),
+            fresh=[subject],
         )
         await registration_state.remember(ctx, state, events)
         return ClaimStarted(rid, new.attempt_id, link_expires_at)
@@ -162,9 +166,11 @@ async def issue_otp(ctx: Context, link_token: str, caller: Caller) -> Challenge:
             limits=_limits(ctx),
         )
         rid = state.registration_id
+        person = Caller(caller.request_id, caller.client_ip, "user")
         await ctx.record(
             [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)],
-            metadata=await ctx.metadata(Caller(caller.request_id, caller.client_ip, "user"), rid),
+            # the person's address, under the key of the attempt's own (the one its mail named)
+            metadata=await ctx.metadata(person, subject_of(state.attempt.email_sealed)),
             now=now,
         )
         await registration_state.remember(ctx, state, decision.events)

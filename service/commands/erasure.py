@@ -3,13 +3,20 @@ were sealed under, so every copy — in the log, the read models, the outbox, ba
 unreadable, while the events and the hash chain stay exactly as they were.
 
 A person is found by user id or by address (blind index). Their data subjects are their
-users and every registration that holds their data (claimed by them, or whose claim attempt
-named their address). One transaction records `user.erased` / `registration.erased` for each,
-revokes every credential still active for their users (an erased user can no longer be acted
-for; an unclaimed registration whose attempt merely named the address keeps its agent's key,
-its attempt void), and destroys the keys; if any part fails, nothing is erased. Other service
-processes forget cached keys when they read the events; every process drops cached keys after
-a minute anyway.
+users, every registration they claimed or whose current claim attempt names their address
+(erased as a whole: `registration.erased`), and every claim attempt that ever named their
+address (`attempt_addresses`, security issue 12 finding 4). An attempt seals its address, its
+mail and the client addresses of the calls that started it or asked for its codes under a key
+of its own, so an earlier attempt of someone else's registration is erased alone
+(`claim.attempts_erased`): the registration, its agent's key and its other attempts (another
+person's) stay. Attempts older than that key (sealed under the registration's) take their
+registration with them. The erased attempts' outbox rows are deleted.
+
+One transaction records the events, revokes every credential still active for their users (an
+erased user can no longer be acted for; an unclaimed registration whose attempt merely named
+the address keeps its agent's key, its attempt void), and destroys the keys; if any part
+fails, nothing is erased. Other service processes forget cached keys when they read the
+events; every process drops cached keys after a minute anyway.
 
 What stays: the events, their chain, and the blind index (an HMAC under the server secret) of
 the address in the `user.created` / `claim.attempt_started` payloads. The index cannot be
@@ -23,13 +30,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from events.catalogue import event_tag
+from events.catalogue import Event, event_tag
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRevoked
 from events.envelope import Metadata, RecordedEvent
 from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import RegistrationErased
+from events.registration import ClaimAttemptsErased, RegistrationErased
 from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
@@ -40,22 +47,57 @@ from service.commands.context import Caller, Change, Context, retrying
 USER_Q = load_queries("projections", "users.sql")
 REG_Q = load_queries("projections", "registrations.sql")
 CRED_Q = load_queries("projections", "credentials.sql")
+ADDRESS_Q = load_queries("projections", "attempt_addresses.sql")
+Q = load_queries("service.commands", "erasure.sql")
 ALL = 1_000_000  # no person has more credentials than this
 
 
 class NobodyToErase(LookupError):
-    """No user and no registration holds data of that person."""
+    """No user, registration or claim attempt holds data of that person."""
 
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
     users: tuple[str, ...]
-    registrations: tuple[str, ...]
+    registrations: tuple[str, ...]  # erased as a whole
     revoked: tuple[str, ...]
+    attempts: tuple[str, ...] = ()  # claim attempts whose own keys were destroyed
 
     @property
     def subjects(self) -> tuple[str, ...]:
-        return self.users + self.registrations
+        return self.users + self.registrations + self.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The person's data subjects, before anything is erased."""
+
+    users: tuple[str, ...]
+    registrations: tuple[str, ...]
+    attempts: dict[str, tuple[str, ...]]  # registration -> its attempts with keys of their own
+
+
+async def _find(ctx: Context, user_id: str | None, email: str | None) -> Found:
+    tenant = ctx.tenant.tenant_id
+    if email is not None:
+        indexes = [ctx.sealer.blind_index(email)]
+        rows = await ctx.pool.fetch(USER_Q["by_email_any"], tenant, indexes[0])
+    else:
+        rows = await ctx.pool.fetch(USER_Q["one"], tenant, user_id)
+        indexes = [r["email_index"] for r in rows if r["email_index"] is not None]
+    users = tuple(r["user_id"] for r in rows)
+    whole = {
+        r["registration_id"]
+        for r in await ctx.pool.fetch(REG_Q["of_person"], tenant, list(users), indexes)
+    }
+    attempts: dict[str, list[str]] = {}
+    for row in await ctx.pool.fetch(ADDRESS_Q["naming"], tenant, indexes):
+        rid = row["registration_id"]
+        if row["subject_id"] == rid:  # sealed under the registration's key (before 0017)
+            whole.add(rid)
+        else:
+            attempts.setdefault(rid, []).append(row["attempt_id"])
+    return Found(users, tuple(sorted(whole)), {r: tuple(a) for r, a in attempts.items()})
 
 
 async def erase_person(
@@ -71,32 +113,30 @@ async def erase_person(
     tenant = ctx.tenant.tenant_id
 
     async def attempt() -> Erasure:
-        if email is not None:
-            indexes = [ctx.sealer.blind_index(email)]
-            rows = await ctx.pool.fetch(USER_Q["by_email_any"], tenant, indexes[0])
-        else:
-            rows = await ctx.pool.fetch(USER_Q["one"], tenant, user_id)
-            indexes = [r["email_index"] for r in rows if r["email_index"] is not None]
-        users = tuple(r["user_id"] for r in rows)
-        registrations = tuple(
-            r["registration_id"]
-            for r in await ctx.pool.fetch(REG_Q["of_person"], tenant, list(users), indexes)
-        )
-        if not users and not registrations:
-            raise NobodyToErase("no user or registration holds that person's data")
+        found = await _find(ctx, user_id, email)
+        users, registrations = found.users, found.registrations
+        if not users and not registrations and not found.attempts:
+            raise NobodyToErase("no user, registration or claim attempt holds that person's data")
         credentials = [
             row
             for one in users
             for row in await ctx.pool.fetch(CRED_Q["active_of_user"], tenant, one, ALL)
         ]
-        subjects = users + registrations
+        attempts = tuple(a for r in sorted(found.attempts) for a in found.attempts[r])
+        subjects = users + registrations + attempts
         user_erased = UserErased(subjects=subjects, reason=reason)
-        registration_erased = RegistrationErased(reason=reason)
         ended = CredentialRevoked(reason="erased", note=reason)
+
+        def registration_erased(rid: str) -> Event:
+            if rid in registrations:
+                return RegistrationErased(reason=reason, attempts=found.attempts.get(rid, ()))
+            return ClaimAttemptsErased(attempt_ids=found.attempts[rid], reason=reason)
+
+        touched = sorted({*registrations, *found.attempts})
         changes = [
             *(Change(ctx.stream(USER, u), ANY_VERSION, [user_erased]) for u in users),
-            *(Change(ctx.stream(REGISTRATION, r), ANY_VERSION, [registration_erased])
-              for r in registrations),
+            *(Change(ctx.stream(REGISTRATION, r), ANY_VERSION, [registration_erased(r)])
+              for r in touched),
             *{row["credential_id"]: Change(
                 ctx.stream(CREDENTIAL, row["credential_id"]), row["version"], [ended]
               ) for row in credentials}.values(),
@@ -106,7 +146,8 @@ async def erase_person(
             now = ctx.clock.now()
             for subject in subjects:
                 await ctx.sealer.erase(conn, subject, now=now)
-            await registration_state.forget(conn, list(registrations))
+            await conn.execute(Q["forget_mail"], tenant, list(attempts))
+            await registration_state.forget(conn, touched)
 
         await ctx.record(
             changes,
@@ -115,16 +156,24 @@ async def erase_person(
             also=destroy_keys,
         )
         revoked = tuple(sorted({row["credential_id"] for row in credentials}))
-        return Erasure(users, registrations, revoked)
+        return Erasure(users, registrations, revoked, attempts)
 
     return await retrying(attempt)
 
 
-ERASURES = frozenset(event_tag(cls) for cls in (UserErased, RegistrationErased))
+ERASURES = frozenset(
+    event_tag(cls) for cls in (UserErased, RegistrationErased, ClaimAttemptsErased)
+)
 
 
 def erased_subjects(recorded: RecordedEvent) -> tuple[str, ...]:
     """The data subjects an erasure event destroyed the keys of (for the sealers of other
     processes, which hear of it on the event feed)."""
     event = LEDGER.decode(recorded)
-    return event.subjects if isinstance(event, UserErased) else (recorded.stream_id,)
+    if isinstance(event, UserErased):
+        return event.subjects
+    if isinstance(event, ClaimAttemptsErased):
+        return event.attempt_ids
+    if isinstance(event, RegistrationErased):
+        return (recorded.stream_id, *event.attempts)
+    return ()

@@ -15,7 +15,7 @@ from workers.mailer import enqueue_claim_mail
 class MailRequest:
     registration_id: str
     attempt_id: str
-    email: str
+    recipient_sealed: str  # under the attempt's own key, like its event's address
     link_token: str
     link_expires_at: datetime
 
@@ -27,11 +27,10 @@ def enqueue_mail(ctx: Context, mail: MailRequest, now: datetime) -> InTransactio
         await enqueue_claim_mail(
             conn,
             secret_key=ctx.secret_key,
-            sealer=ctx.sealer,
             tenant_id=ctx.tenant.tenant_id,
             registration_id=mail.registration_id,
             attempt_id=mail.attempt_id,
-            email=mail.email,
+            recipient_sealed=mail.recipient_sealed,
             link_token=mail.link_token,
             link_expires_at=mail.link_expires_at,
             now=now,

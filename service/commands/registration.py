@@ -113,20 +113,25 @@ async def register_verified_email(
         post_claim_scopes=tenant.post_claim_scopes,
     )
     subject = ctx.sealer.fresh(registration_id)
+    # The attempt's address, its mail and this call's client address under the attempt's own
+    # key, so an erasure of the address can take the attempt alone (security issue 12.4).
+    attempt = ctx.sealer.fresh(attempt_id)
     started = ClaimAttemptStarted(
         attempt_id=attempt_id,
         attempt_token_hash=token_hash(link_token),
-        email_sealed=subject.seal(email),
+        email_sealed=attempt.seal(email),
         email_index=ctx.sealer.blind_index(email),
         link_expires_at=link_expires_at,
     )
-    mail = MailRequest(registration_id, attempt_id, email, link_token, link_expires_at)
+    mail = MailRequest(
+        registration_id, attempt_id, attempt.seal(email), link_token, link_expires_at
+    )
     await ctx.record(
         [Change(ctx.stream(STREAM_TYPE, registration_id), 0, [created, started])],
-        metadata=ctx.fresh_metadata(caller, subject),
+        metadata=ctx.fresh_metadata(caller, attempt),
         now=now,
         also=enqueue_mail(ctx, mail, now),
-        fresh=[subject],
+        fresh=[subject, attempt],
     )
     return Registered(
         registration_id=registration_id,

@@ -23,6 +23,7 @@ from events.catalogue import Event
 from events.registration import (
     ClaimAttemptExpired,
     ClaimAttemptLocked,
+    ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
     CredentialKind,
@@ -189,10 +190,22 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
             )
         case RegistrationExpired():
             return _next(current, attempt=_void(current.attempt), status="expired")
-        case RegistrationErased():
-            return _next(current, attempt=_void(current.attempt))
+        case RegistrationErased() | ClaimAttemptsErased():
+            return _next(current, attempt=_erased(current.attempt, event))
         case _:
             assert_never(event)
+
+
+def _erased(
+    attempt: Attempt | None, event: RegistrationErased | ClaimAttemptsErased
+) -> Attempt | None:
+    """The whole registration's erasure voids a live attempt; an erasure of some of its
+    attempts (usually older ones) only when the current one is among them."""
+    if isinstance(event, ClaimAttemptsErased) and (
+        attempt is None or attempt.attempt_id not in event.attempt_ids
+    ):
+        return attempt
+    return _void(attempt)
 
 
 def _void(attempt: Attempt | None) -> Attempt | None:

@@ -243,6 +243,7 @@ async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
         {
             "users": list(erased.users),
             "registrations": list(erased.registrations),
+            "attempts": list(erased.attempts),
             "revoked": list(erased.revoked),
         }
     )

@@ -55,8 +55,11 @@ async def register(
 ) -> Response[bytes]:
     body = await read_json(request, RegisterBody)
 
-    async def limit(flow: Flow) -> None:  # spec §10: before anything is verified or written
-        await resources.limiter.registration(ctx.tenant.tenant_id, flow, caller(request).client_ip)
+    async def limit(flow: Flow, recipient: str | None = None) -> None:
+        """Spec §10 (+ issue 12.5): before anything is verified, written or mailed."""
+        await resources.limiter.registration(
+            ctx.tenant.tenant_id, flow, caller(request).client_ip, recipient=recipient
+        )
 
     if body.type == "anonymous":
         if body.assertion_type is not None or body.assertion is not None:
@@ -71,14 +74,14 @@ async def register(
             )
         if body.assertion_type == ID_JAG:
             kind = _credential_kind(body.requested_credential_type)
-            await limit("identity")
+            await limit("id_jag")
             delegated = await register_id_jag(ctx, body.assertion, kind, caller(request))
             return json_reply(_delegated(delegated))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
         kind = _credential_kind(body.requested_credential_type)
-        await limit("identity")
+        await limit("verified_email", email)
         registered = await register_verified_email(ctx, email, kind, caller(request))
     else:
         raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")

@@ -186,7 +186,8 @@ class OperatorRevoked(Doc, frozen=True):
 
 class Erased(Doc, frozen=True):
     users: Strings
-    registrations: Strings
+    registrations: Strings  # erased as a whole
+    attempts: Strings  # claim attempts whose own keys were destroyed (security issue 12.4)
     revoked: Strings
 
 

@@ -4,10 +4,19 @@ What is limited, and where (defaults are spec §10's; every one configurable per
 
 - `anonymous_per_ip` 5/h, `anonymous_per_tenant` 100/h: E4 `type: anonymous`, before the
   command.
-- `identity_per_ip` 60/h, `identity_per_tenant` 1000/h: E4 `identity_assertion`
-  (verified_email and ID-JAG alike), before the command, so before any JWKS fetch.
-- `claim_per_registration` 3/h, `claim_per_email` 3/h: E5, before the command, for a claim
-  token that names a registration of this tenant.
+- `identity_per_ip` 60/h: E4 `identity_assertion` (verified_email and ID-JAG alike), before
+  the command, so before any JWKS fetch. Then each flow's own tenant budget,
+  `verified_email_per_tenant` 1000/h and `id_jag_per_tenant` 1000/h (§10's identity_assertion
+  number, once per flow since security issue 12.5, so a flood of one flow cannot refuse the
+  other; `identity_per_tenant` in a limits file sets both).
+- `mail_per_recipient` 5/h: the claim mails one address may be sent, E4 verified_email (after
+  the IP tier, before the tenant's) and E5 counting into one bucket per address (security
+  issue 12.5: many agents at many addresses cannot bomb one inbox). Keyed like every bucket
+  by an HMAC of the normalised address, never the address. A 429 here tells the caller that
+  the address was mailed recently; that is the price of a per-recipient bound.
+- `claim_per_registration` 3/h, `claim_per_email` 3/h, then `mail_per_recipient`: E5, before
+  the command, for a claim token that names a registration of this tenant (an E5 that only
+  echoes the current attempt counts too: it needed a mail to exist).
 - `revoke_per_issuer` 300/min: E9, once the logout token is verified, before it takes effect.
 
 E7 (10 codes per attempt) and E8 (§6.4 misses) are the domain's own rules

@@ -41,7 +41,7 @@ from service.ratelimit.store import Hit, WindowStore
 from service.ratelimit.window import Window, retry_after
 
 FailurePolicy = Literal["open", "closed"]
-Flow = Literal["anonymous", "identity"]  # identity: verified_email and ID-JAG alike (§10)
+Flow = Literal["anonymous", "verified_email", "id_jag"]  # each with its own tenant budget
 SubjectKind = Literal["ip", "tenant", "registration", "email", "issuer"]
 Check = tuple[LimitName, SubjectKind, str]
 STORE_TIMEOUT = 2.0  # seconds; past it the check counts as a store failure
@@ -54,7 +54,9 @@ _REFUSED: dict[LimitName, str] = {
     "anonymous_per_ip": "too many anonymous registrations from this address",
     "anonymous_per_tenant": "too many anonymous registrations at this service",
     "identity_per_ip": "too many identity_assertion registrations from this address",
-    "identity_per_tenant": "too many identity_assertion registrations at this service",
+    "verified_email_per_tenant": "too many verified_email registrations at this service",
+    "id_jag_per_tenant": "too many ID-JAG registrations at this service",
+    "mail_per_recipient": "too many claim e-mails to this address",
     "claim_per_registration": "too many claims for this registration",
     "claim_per_email": "too many claims for this email address",
     "code_per_ip": "too many codes asked for from this address",
@@ -65,7 +67,8 @@ _REFUSED: dict[LimitName, str] = {
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
-    "identity": ("identity_per_ip", "identity_per_tenant"),
+    "verified_email": ("identity_per_ip", "verified_email_per_tenant"),
+    "id_jag": ("identity_per_ip", "id_jag_per_tenant"),
 }
 
 
@@ -117,17 +120,25 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.limits is not None
 
-    async def registration(self, tenant_id: str, flow: Flow, client_ip: str | None) -> None:
-        """E4: per client network, then per tenant, by flow."""
+    async def registration(
+        self, tenant_id: str, flow: Flow, client_ip: str | None, *, recipient: str | None = None
+    ) -> None:
+        """E4: per client network, then (verified_email) per recipient of the claim mail,
+        then per tenant, each flow with its own tenant budget (security issue 12.5)."""
         per_ip, per_tenant = _TIERS[flow]
         network = client_network(client_ip)
-        ip_tier: list[Check] = [] if network is None else [(per_ip, "ip", network)]
-        await self.check(tenant_id, [*ip_tier, (per_tenant, "tenant", tenant_id)])
+        checks: list[Check] = [] if network is None else [(per_ip, "ip", network)]
+        if flow == "verified_email":
+            if recipient is None:
+                raise ValueError("a verified_email registration's check needs its recipient")
+            checks.append(("mail_per_recipient", "email", normalise_email(recipient)))
+        await self.check(tenant_id, [*checks, (per_tenant, "tenant", tenant_id)])
 
     async def claim_start(self, tenant_id: str, claim_token: str, email: str) -> None:
-        """E5: per registration, then per target address. An unknown claim token counts
-        against nothing (the command answers 401), so made-up tokens cannot spend an
-        address's budget."""
+        """E5: per registration, then per target address (§10's), then the address's claim
+        mail budget, shared with E4 verified_email (security issue 12.5). An unknown claim
+        token counts against nothing (the command answers 401), so made-up tokens cannot
+        spend an address's budget."""
         if not self.enabled or self._store is None:
             return
         try:
@@ -136,15 +147,17 @@ class RateLimiter:
                     REG_Q["by_claim_token"], token_hash(claim_token)
                 )
         except STORE_ERRORS as exc:
-            self._failed(["claim_per_registration", "claim_per_email"], exc)
+            self._failed(["claim_per_registration", "claim_per_email", "mail_per_recipient"], exc)
             return
         if row is None or row["tenant_id"] != tenant_id:
             return
+        address = normalise_email(email)
         await self.check(
             tenant_id,
             [
                 ("claim_per_registration", "registration", row["registration_id"]),
-                ("claim_per_email", "email", normalise_email(email)),
+                ("claim_per_email", "email", address),
+                ("mail_per_recipient", "email", address),
             ],
         )
 

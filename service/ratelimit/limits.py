@@ -6,7 +6,8 @@ number), `"off"` turns one limit off, and a tenant's table is laid over `[defaul
 
     [default]
     anonymous_per_ip = "5/h"
-    identity_per_tenant = "2000/h"
+    verified_email_per_tenant = "2000/h"
+    mail_per_recipient = "3/h"
 
     [tenants.acme]
     anonymous_per_ip = "off"
@@ -14,7 +15,9 @@ number), `"off"` turns one limit off, and a tenant's table is laid over `[defaul
 
 A rate is `<count>/<period>` with the period `s`, `min`, `h` or `d` (or spelt out, singular
 or plural), optionally multiplied: `100/15min`. Anything else stops start-up with one line
-naming the variable, the file, the table and the key.
+naming the variable, the file, the table and the key. `identity_per_tenant`, the name of the
+tenant budget verified_email and ID-JAG shared before 2026-12-06, still reads: it sets both
+flows' own budgets (a flow's own name, in the same table, wins).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from service.settings import PREFIX, ConfigError
 
@@ -32,7 +35,9 @@ LimitName = Literal[
     "anonymous_per_ip",  # E4 anonymous, per client IP
     "anonymous_per_tenant",  # E4 anonymous, the whole tenant
     "identity_per_ip",  # E4 identity_assertion (verified_email and ID-JAG), per client IP
-    "identity_per_tenant",
+    "verified_email_per_tenant",  # E4 verified_email, the whole tenant (its own budget)
+    "id_jag_per_tenant",  # E4 ID-JAG, the whole tenant (its own budget)
+    "mail_per_recipient",  # claim mail (E4 verified_email and E5), per recipient address
     "claim_per_registration",  # E5, per registration
     "claim_per_email",  # E5, per target address
     "code_per_ip",  # E7, per client IP
@@ -73,7 +78,11 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "anonymous_per_ip": Rate(5, 3_600),
     "anonymous_per_tenant": Rate(100, 3_600),
     "identity_per_ip": Rate(60, 3_600),
-    "identity_per_tenant": Rate(1_000, 3_600),
+    # Ours (security issue 12.5): §10's identity_assertion tenant number, once per flow, so
+    # one flow's flood cannot shut the other out; and a few claim mails per address.
+    "verified_email_per_tenant": Rate(1_000, 3_600),
+    "id_jag_per_tenant": Rate(1_000, 3_600),
+    "mail_per_recipient": Rate(5, 3_600),
     "claim_per_registration": Rate(3, 3_600),
     "claim_per_email": Rate(3, 3_600),
     # Ours (security issue 12.1): a person mints a few codes, an agent completes a few times.
@@ -84,6 +93,10 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "revoke_per_issuer": Rate(300, 60),
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
+# Older names a limits file may still use, and the limits each one sets.
+ALIASES: Mapping[str, tuple[LimitName, ...]] = {
+    "identity_per_tenant": ("verified_email_per_tenant", "id_jag_per_tenant"),
+}
 
 
 @dataclass(frozen=True)
@@ -142,13 +155,17 @@ def _table(table: object, base: TenantLimits, where: str) -> TenantLimits:
     if not isinstance(table, dict):
         raise LimitsError(f"{where} must be a table")
     limits = dict(base)
-    for key, raw in table.items():
-        if key not in LIMIT_NAMES:
+    # Aliases first, so that a flow's own name in the same table wins over the older one.
+    for key, raw in sorted(table.items(), key=lambda item: item[0] not in ALIASES):
+        if key not in LIMIT_NAMES and key not in ALIASES:
             raise LimitsError(f"{where} {key}: unknown limit; known: {', '.join(LIMIT_NAMES)}")
         try:
-            limits[key] = parse_rate(raw)
+            rate = parse_rate(raw)
         except LimitsError as exc:
             raise LimitsError(f"{where} {key}: {exc}") from None
+        names = ALIASES[key] if key in ALIASES else (cast(LimitName, key),)
+        for name in names:
+            limits[name] = rate
     return limits
 
 

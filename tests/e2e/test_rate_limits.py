@@ -128,8 +128,9 @@ async def test_the_tenant_limit_binds_every_address(
 async def test_both_identity_assertion_kinds_share_one_budget(
     backend: Backend, database_url: str, tmp_path: Path, idp: IdentityProvider
 ) -> None:
-    """verified_email and ID-JAG count as identity_assertion (§10's numbers), apart from
-    anonymous; a refused ID-JAG writes nothing."""
+    """verified_email and ID-JAG share identity_assertion's per-IP budget (§10's numbers),
+    apart from anonymous (their tenant budgets are their own: tests/security/
+    test_mail_bombing.py); a refused ID-JAG writes nothing."""
     limits = limits_file(tmp_path, identity_per_ip="3/h")
     async with running_service(
         backend, database_url, RATE_LIMITS=limits, JWKS_ALLOW_LOOPBACK_HTTP="true"

@@ -83,11 +83,10 @@ async def enqueue(
         await enqueue_claim_mail(
             conn,
             secret_key=SECRET,
-            sealer=Sealer(SECRET),
             tenant_id="default",
             registration_id=attempt.registration_id,
             attempt_id=attempt.attempt_id,
-            email=attempt.email,
+            recipient_sealed=await Sealer(SECRET).seal(conn, attempt.attempt_id, attempt.email),
             link_token=attempt.token,
             link_expires_at=now + timedelta(seconds=expires_in),
             now=now,
@@ -244,6 +243,19 @@ async def test_server_down_then_up_delivers_once_after_retries(pool: asyncpg.Poo
             await asyncio.sleep(0.3)
     assert sink.per_message_id() == {attempt.message_id: 1}
     assert done["tries"] >= 3
+
+
+async def test_a_stop_that_lands_with_a_notify_still_stops(pool: asyncpg.Pool) -> None:
+    """An idle mailer woken (a NOTIFY's callback) in the same loop turn as its cancel stops:
+    asyncio.wait_for on Python 3.11 returned normally then, and the cancel was lost."""
+    mailer = a_mailer(pool, "smtp://127.0.0.1:1", idle_timeout=1.0)
+    task = asyncio.create_task(mailer.run())
+    await asyncio.sleep(0.3)  # started, looked, now waiting
+    mailer._notified()  # what asyncpg calls on a NOTIFY
+    task.cancel()
+    async with asyncio.timeout(3):
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
 
 
 async def test_expired_link_is_never_sent(pool: asyncpg.Pool) -> None:

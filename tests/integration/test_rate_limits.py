@@ -169,7 +169,7 @@ async def test_counters_hold_no_personal_data(pool: asyncpg.Pool, clock: ManualC
     """Buckets are `<limit>:<period>:<tenant>:<hmac>`; no address, email, registration id or
     issuer appears in the table."""
     limiter = limiter_on(pool, clock, load_limits("on"))
-    await limiter.registration("default", "identity", IP_A)
+    await limiter.registration("default", "verified_email", IP_A, recipient="Cy@Example.net")
     await limiter.revocation("default", "https://idp.example.net")
     await limiter.check(
         "default",
@@ -180,10 +180,11 @@ async def test_counters_hold_no_personal_data(pool: asyncpg.Pool, clock: ManualC
     )
     rows = await pool.fetch("SELECT bucket FROM rate_limit_windows")
     buckets = sorted(row["bucket"] for row in rows)
-    assert len(buckets) == 5
+    assert len(buckets) == 6
     assert all(re.fullmatch(r"[a-z_]+:[0-9]+:default:[0-9a-f]{32}", b) for b in buckets)
     text = " ".join(buckets)
-    for plain in (IP_A, "ana@example.net", "example.net", "reg_abcdef", "idp.example"):
+    for plain in (IP_A, "ana@example.net", "cy@example.net", "example.net", "reg_abcdef",
+                  "idp.example"):  # fmt: skip
         assert plain not in text
 
 

@@ -91,8 +91,9 @@ async def test_after_rotation_only_the_new_secret_opens_and_nothing_is_lost(
         now = datetime.now(UTC)
         async with pool.acquire() as conn, conn.transaction():  # a claim mail still queued
             await enqueue_claim_mail(
-                conn, secret_key=OLD, sealer=Sealer(OLD), tenant_id="default",
-                registration_id=new_registration_id(), attempt_id=attempt_id, email=EMAIL,
+                conn, secret_key=OLD, tenant_id="default",
+                registration_id=new_registration_id(), attempt_id=attempt_id,
+                recipient_sealed=await Sealer(OLD).seal(conn, attempt_id, EMAIL),
                 link_token=(link := new_attempt_token()), link_expires_at=now + timedelta(hours=1),
                 now=now,
             )  # fmt: skip

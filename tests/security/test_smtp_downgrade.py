@@ -40,11 +40,10 @@ async def queue_one(pool: asyncpg.Pool) -> str:
         await enqueue_claim_mail(
             conn,
             secret_key=SECRET,
-            sealer=Sealer(SECRET),
             tenant_id="default",
             registration_id=new_registration_id(),
             attempt_id=attempt_id,
-            email=EMAIL,
+            recipient_sealed=await Sealer(SECRET).seal(conn, attempt_id, EMAIL),
             link_token=new_attempt_token(),
             link_expires_at=now + timedelta(minutes=10),
             now=now,

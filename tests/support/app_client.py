@@ -140,6 +140,14 @@ def asgi_client(app: Litestar) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
 
 
+def client_at(svc: Service, backend: Backend, database_url: str, ip: str) -> httpx.AsyncClient:
+    """Another client address on the same service (same resources: limiter, store, sealer),
+    e.g. the person's browser beside the agent, or an attacker's many addresses."""
+    app = create_app(settings_for(backend, database_url), resources=svc.resources)
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
+
+
 @asynccontextmanager
 async def running_service(
     backend: Backend, database_url: str, **variables: str

@@ -53,7 +53,9 @@ def test_on_means_the_spec_numbers_and_off_means_none() -> None:
     assert dict(limits.of("default")) == dict(SPEC_LIMITS)
     assert dict(limits.of("acme")) == dict(SPEC_LIMITS)
     assert SPEC_LIMITS["anonymous_per_ip"] == Rate(5, 3_600)
-    assert SPEC_LIMITS["identity_per_tenant"] == Rate(1_000, 3_600)
+    assert SPEC_LIMITS["verified_email_per_tenant"] == Rate(1_000, 3_600)
+    assert SPEC_LIMITS["id_jag_per_tenant"] == Rate(1_000, 3_600)
+    assert SPEC_LIMITS["mail_per_recipient"] == Rate(5, 3_600)
     assert SPEC_LIMITS["revoke_per_issuer"] == Rate(300, 60)
     assert load_limits("off") is None
 
@@ -80,6 +82,28 @@ def test_a_file_overrides_some_limits_and_tenants_lay_over_default() -> None:
     assert acme["revoke_per_issuer"] == Rate(300 * 2, 60)
     assert limits.of("other") == default
     assert set(acme) == set(LIMIT_NAMES)
+
+
+def test_the_shared_identity_tenant_name_sets_both_flows_own_budgets() -> None:
+    """`identity_per_tenant` (one budget for both flows until 2026-12-06) still reads, as each
+    flow's own budget; a flow's own name in the same table wins, whatever the order."""
+    limits = parse_limits(
+        """
+        [default]
+        id_jag_per_tenant = "50/h"
+        identity_per_tenant = "200/h"
+
+        [tenants.acme]
+        identity_per_tenant = "off"
+        """
+    )
+    default, acme = limits.of("default"), limits.of("acme")
+    assert (default["verified_email_per_tenant"], default["id_jag_per_tenant"]) == (
+        Rate(200, 3_600),
+        Rate(50, 3_600),
+    )
+    assert (acme["verified_email_per_tenant"], acme["id_jag_per_tenant"]) == (None, None)
+    assert "identity_per_tenant" not in default
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from events.registration import (
     ClaimAttemptLocked,
+    ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
     OtpFailed,
@@ -322,6 +323,18 @@ def test_expiry_voids_the_live_attempt() -> None:
     assert state.status == "expired"
     assert state.attempt is not None
     assert (state.attempt.status, state.attempt.otp_hash) == ("void", None)
+
+
+def test_erasing_an_older_attempt_leaves_the_current_one_and_the_current_one_is_void() -> None:
+    """Issue 12.4: erasing a replaced attempt's data changes nothing the ceremony uses; an
+    erasure naming the current attempt voids it, like the registration's own erasure."""
+    state = given_(created(), started(1), issued(1))
+    state = apply(state, decide_start_claim(state, new_attempt(2, "bob"), now=T0, link_ttl=LINK))
+    older = evolve(state, ClaimAttemptsErased(attempt_ids=("cla_1",)))
+    assert (older.attempt, older.version) == (state.attempt, state.version + 1)
+    current = evolve(older, ClaimAttemptsErased(attempt_ids=("cla_2",)))
+    assert current.attempt is not None
+    assert (current.attempt.attempt_id, current.attempt.status) == ("cla_2", "void")
 
 
 # -- property: no sequence of commands claims without the right code --------------------------
