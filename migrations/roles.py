@@ -1,11 +1,11 @@
 """The owner/runtime split (security issue 12, finding 3): guards.sql and privileges.sql.
 
-`apply_roles` runs both after the numbered migrations (service/schema.py) and after a replay
-switches the read models (projections/replay.py), as the owner role, in the caller's
-transaction or a new one. The guards always; the grants when the runtime role exists, or
-can be created here (NOLOGIN: its members log in). Without it (an owner without CREATEROLE
-that nobody gave the role yet) the grants wait for the next `migrate`, and the outcome says
-so, for the caller to warn.
+`apply_roles` runs both after the numbered migrations (service/schema.py) and after a
+replay switches the read models (projections/replay.py), as the owner role, in the caller's
+transaction or a new one (its one query is in roles.sql). The guards always; the grants when
+the runtime role exists, or can be created here (NOLOGIN: its members log in). Without it (an
+owner without CREATEROLE that nobody gave the role yet) the grants wait for the next
+`migrate`, and the outcome says so, for the caller to warn.
 """
 
 from __future__ import annotations
@@ -15,22 +15,12 @@ from importlib import resources
 
 import asyncpg
 
-from events.sql import Conn
+from events.sql import Conn, load_queries
 
 RUNTIME_ROLE = "authledger_runtime"
 _GUARDS = resources.files("migrations").joinpath("guards.sql").read_text(encoding="utf-8")
 _PRIVILEGES = resources.files("migrations").joinpath("privileges.sql").read_text(encoding="utf-8")
-
-
-# Who runs this, and whether it is (a member of) the runtime role; a superuser counts as a
-# member of every role, and may run migrations.
-_FACTS = """
-SELECT current_user AS me,
-       EXISTS (SELECT FROM pg_roles WHERE rolname = $1) AS runtime_exists,
-       CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = $1)
-                 AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-            THEN pg_has_role(current_user, $1, 'MEMBER') ELSE false END AS runtime_member
-"""
+Q = load_queries("migrations", "roles.sql")
 
 
 class RoleError(Exception):
@@ -47,7 +37,7 @@ class RolesOutcome:
 async def apply_roles(conn: Conn) -> RolesOutcome:
     """Guards and grants, idempotently, in one transaction (a savepoint inside the caller's)."""
     async with conn.transaction():
-        facts = await conn.fetchrow(_FACTS, RUNTIME_ROLE)
+        facts = await conn.fetchrow(Q["facts"], RUNTIME_ROLE)
         if facts is None:
             raise RoleError("cannot tell which role this connection is")
         owner = str(facts["me"])
