@@ -9,7 +9,12 @@ build that stops resumes where it was and never applies an event twice. Writers 
 Switch: under the append lock (writers wait, readers don't), the last events are folded in,
 the shadow is checksummed against the live tables (the differences are reported: they are
 what the live tables had wrong), and each live table is swapped for its shadow by moving
-schemas, in one transaction. Prepared statements re-resolve the names on their next use.
+schemas, in one transaction, which also gives the new tables their write guards and the
+runtime role's grants (migrations/roles.py). Prepared statements re-resolve the names on
+their next use.
+
+Runs as the owner role (`authledger replay` connects with AUTHLEDGER_OWNER_DATABASE_URL):
+creating schemas and moving tables needs it, and so does `verify`'s throwaway shadow.
 
 Verify: in one REPEATABLE READ snapshot, the live tables are digested (md5 of each row, by
 primary key) and the head position read; a throwaway shadow is built up to that head and
@@ -27,6 +32,7 @@ import asyncpg
 from events.appends import APPEND_LOCK
 from events.sql import load_queries
 from events.store import row_to_event
+from migrations.roles import apply_roles
 from projections.layers import apply_layered
 from projections.runner import READ_ALL, TABLES, statements
 
@@ -242,6 +248,7 @@ async def replay(database_url: str, *, batch: int = BATCH) -> Report:
                 await conn.execute(f'ALTER TABLE "{SHADOW}".{table} SET SCHEMA public')
             await _drop(conn, RETIRED)
             await _drop(conn, SHADOW)
+            await apply_roles(conn)  # the new tables: their guards and the runtime's grants
         return Report(applied, head, time.perf_counter() - started, differences)
     finally:
         await conn.close()

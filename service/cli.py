@@ -53,7 +53,11 @@ def build_parser(*, only_own: bool = False) -> argparse.ArgumentParser:
         sub.add_argument("--port", type=_port, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=_positive, default=1, help="HTTP processes to run")
     commands.add_parser("worker", help="run every background worker until SIGTERM/SIGINT")
-    commands.add_parser("migrate", help="apply pending migrations to AUTHLEDGER_DATABASE_URL")
+    commands.add_parser(
+        "migrate",
+        help="apply pending migrations and the runtime role's grants, as the owner role "
+        "(AUTHLEDGER_OWNER_DATABASE_URL, else AUTHLEDGER_DATABASE_URL)",
+    )
     replay = commands.add_parser(
         "replay", help="rebuild every read model from the log and switch to it (blue/green)"
     )
@@ -230,7 +234,7 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     applied: list[str] = []
 
     async def run() -> None:
-        ran = await migrate_database(settings.database_url)
+        ran = await migrate_database(settings.owner_url, variable=settings.owner_variable)
         applied.extend(f"{m.version:04d}_{m.name}" for m in ran)
 
     _run(run())
@@ -268,7 +272,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> None:
         job = verify if args.verify else replay
-        reports.append(await job(settings.database_url))
+        reports.append(await job(settings.owner_url))
 
     _run(run())
     [report] = reports

@@ -1,7 +1,10 @@
 """`authledger dev`: everything in one process, on a data folder that survives restarts.
 
 Embedded Postgres and NATS start under the data folder unless AUTHLEDGER_DATABASE_URL /
-AUTHLEDGER_NATS_URL name other ones; then migrations, HTTP and every worker. An admin token
+AUTHLEDGER_NATS_URL name other ones; then migrations, HTTP and every worker. As in
+production, migrations run as the owner role and HTTP and the workers as the runtime role
+(docs/security.md, The database roles): on the embedded Postgres the owner is its superuser,
+and `authledger_runtime` is made able to log in (trust, over its Unix socket only). An admin token
 and a secret key are generated once and kept in the data folder (mode 0600) when the
 environment gives none. Webhook pushes and agent providers' JWKS may reach loopback
 (AUTHLEDGER_OUTBOUND_ALLOW defaults to 127.0.0.0/8 and ::1 here, so that a subscriber and an
@@ -19,8 +22,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import structlog
 
+from migrations.roles import RUNTIME_ROLE
+from service.database_role import url_as
 from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
 from service.dev_stack import DevStack, remove_stack, shareable, write_stack
 from service.embedded import EmbeddedError, EmbeddedStack
@@ -73,6 +79,16 @@ def _outbound(settings: Settings) -> str:
     return f"public addresses and {allowed}  (AUTHLEDGER_OUTBOUND_ALLOW; for webhooks, JWKS)"
 
 
+async def runtime_login(superuser_url: str) -> str:
+    """The embedded Postgres's URL as the runtime role, which `migrate` created NOLOGIN."""
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute(f"ALTER ROLE {RUNTIME_ROLE} LOGIN")
+    finally:
+        await conn.close()
+    return url_as(superuser_url, RUNTIME_ROLE)
+
+
 async def run_dev(
     settings: Settings, *, host: str, port: int, public_url_set: bool = False
 ) -> None:
@@ -105,7 +121,9 @@ async def run_dev(
             database_url=settings.database_url or (stack.postgres.url if stack.postgres else ""),
             nats_url=settings.nats_url or (stack.nats.url if stack.nats else ""),
         )
-        applied = await migrate_database(settings.database_url)
+        applied = await migrate_database(settings.owner_url, variable=settings.owner_variable)
+        if stack.postgres:
+            settings = replace(settings, database_url=await runtime_login(stack.postgres.url))
         for migration in applied:
             print(f"applied migration {migration.version:04d}_{migration.name}", flush=True)
         admin = (
@@ -122,7 +140,7 @@ async def run_dev(
             f"authledger dev: up in {time.monotonic() - started:.1f}s (Ctrl-C to stop)\n"
             f"  http        {url}  (OpenAPI at {url}/schema)\n"
             f"  database    {redact_url(settings.database_url)}"
-            f"{'  (embedded)' if stack.postgres else ''}\n"
+            f"{'  (embedded; migrated as its superuser)' if stack.postgres else ''}\n"
             f"  nats        {settings.nats_url}{'  (embedded)' if stack.nats else ''}\n"
             f"  admin token {admin}\n"
             f"  outbound    {_outbound(settings)}\n"

@@ -183,10 +183,13 @@ async def run_rotation(settings: Settings, new_key_file: str, *, force: bool) ->
         raise ConfigError("AUTHLEDGER_SECRET_KEY: required by rotate-secret (the current secret)")
     new = read_new_secret(new_key_file)
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=10)
+        # as the owner role, like migrate: it rewrites keys and locks tables the runtime may not
+        conn = await asyncpg.connect(settings.owner_url, timeout=10)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        url = redact_url(settings.database_url)
-        raise RotationError(f"cannot connect to AUTHLEDGER_DATABASE_URL ({url}): {exc}") from None
+        url = redact_url(settings.owner_url)
+        raise RotationError(
+            f"cannot connect to {settings.owner_variable} ({url}): {exc}"
+        ) from None
     try:
         others = int(await conn.fetchval(Q["other_sessions"]))
         if others and not force:

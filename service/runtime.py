@@ -23,6 +23,7 @@ import uvicorn
 from litestar.types import ControllerRouterHandler
 
 from service.app import create_app
+from service.database_role import warn_if_privileged
 from service.listening import StartupError
 from service.logging import redact_url
 from service.metrics import Metrics
@@ -186,6 +187,7 @@ async def run_services(
     if announce:
         warn_of_bootstrap_token(settings)
     try:
+        await warn_if_privileged(resources.pool)
         jobs = []
         if sock is not None:
             jobs.append(http_job(settings, resources, sock, dev_routes))
@@ -218,16 +220,23 @@ async def worker(settings: Settings) -> None:
     await run_services(settings, stop, sock=None, workers=True, announce=True)
 
 
-async def migrate_database(database_url: str) -> list[Migration]:
-    """Apply pending migrations; database failures become one-line StartupErrors."""
+async def migrate_database(
+    database_url: str, *, variable: str = "AUTHLEDGER_DATABASE_URL"
+) -> list[Migration]:
+    """Apply pending migrations (as the owner role); failures become one-line StartupErrors."""
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(
-            f"cannot connect to AUTHLEDGER_DATABASE_URL ({redact_url(database_url)}): {exc}"
+            f"cannot connect to {variable} ({redact_url(database_url)}): {exc}"
         ) from None
     try:
         return await migrate(conn)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise StartupError(
+            f"migration failed: {exc} (migrate runs as the owner role: "
+            "set AUTHLEDGER_OWNER_DATABASE_URL; docs/security.md, The database roles)"
+        ) from None
     except (asyncpg.PostgresError, MigrationError) as exc:
         raise StartupError(f"migration failed: {exc}") from None
     finally:

@@ -1,8 +1,10 @@
 """Applies the numbered SQL files of the `migrations` package, forward only.
 
 Each file runs in its own transaction and is recorded in `schema_migrations` with its
-checksum. A session-level advisory lock makes two concurrent runs take turns, so running
-twice, or from two processes at once, is safe.
+checksum. Then, every time, the owner/runtime split is applied again (migrations/roles.py:
+guards.sql and privileges.sql), so a table a migration added gets its grants at once. A
+session-level advisory lock makes two concurrent runs take turns, so running twice, or from
+two processes at once, is safe.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from importlib import resources
 
 import asyncpg
 import structlog
+
+from migrations.roles import RUNTIME_ROLE, RoleError, apply_roles
 
 MIGRATION_LOCK = 0x6175_7468_6D69_6772  # "authmigr"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -99,6 +103,20 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             # debug: `authledger migrate` and `dev` print each one; info would say it twice
             log.debug("migrate.applied", version=migration.version, name=migration.name)
             ran.append(migration)
+        try:
+            roles = await apply_roles(conn)
+        except RoleError as exc:
+            raise MigrationError(str(exc)) from None
+        if roles.created_runtime_role:
+            log.info("migrate.runtime_role_created", role=RUNTIME_ROLE)
+        if not roles.granted:
+            log.warning(
+                "migrate.runtime_role_missing",
+                role=RUNTIME_ROLE,
+                owner=roles.owner,
+                hint=f"create it (CREATE ROLE {RUNTIME_ROLE} NOLOGIN) and migrate again; "
+                "see docs/security.md, The database roles",
+            )
         return ran
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)

@@ -43,8 +43,11 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    database_url: str  # serve, worker and the operator commands: the runtime role
     nats_url: str
+    # migrate and replay: the owner role (docs/security.md, The database roles); None: they
+    # use database_url, the single-URL setup of releases before the split
+    owner_database_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     smtp_url: str | None = None
     admin_token: str | None = None  # deprecated bootstrap operator credential (finding 2)
@@ -100,6 +103,16 @@ class Settings:
     def with_services(self, *, database_url: str, nats_url: str) -> Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
 
+    @property
+    def owner_url(self) -> str:
+        """Where `migrate` and `replay` connect: the owner role's URL, else the only one."""
+        return self.owner_database_url or self.database_url
+
+    @property
+    def owner_variable(self) -> str:
+        """The variable `owner_url` came from, for messages."""
+        return PREFIX + ("OWNER_DATABASE_URL" if self.owner_database_url else "DATABASE_URL")
+
     @classmethod
     def from_env(
         cls,
@@ -119,7 +132,12 @@ class Settings:
         source = {k: v for k, v in merged.items() if k.startswith(PREFIX)}
         r = _Reader(source)
         needs_services = mode != "dev"
-        database_url = r.get("DATABASE_URL", _url("postgres", "postgresql"), needs_services)
+        owner_database_url = r.get("OWNER_DATABASE_URL", _url("postgres", "postgresql"), False)
+        owner_modes = ("migrate", "replay", "rotate-secret")
+        owner_only = mode in owner_modes and owner_database_url is not None
+        database_url = r.get(
+            "DATABASE_URL", _url("postgres", "postgresql"), needs_services and not owner_only
+        )
         nats_url = r.get("NATS_URL", _url("nats", "tls"), mode in ("serve", "worker"))
         needs_secrets = mode in ("serve",)
         nats_stream = r.get("NATS_STREAM", _token, False) or cls.nats_stream
@@ -131,6 +149,7 @@ class Settings:
             mode=mode,
             database_url=database_url or "",
             nats_url=nats_url or "",
+            owner_database_url=owner_database_url,
             public_url=r.get("PUBLIC_URL", _public_url, False) or cls.public_url,
             smtp_url=r.get("SMTP_URL", _url("smtp", "smtps"), False),
             admin_token=r.get("ADMIN_TOKEN", _secret(16), False),

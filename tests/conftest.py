@@ -1,5 +1,10 @@
 """Real-service fixtures: a Postgres database per test cloned from a migrated template, and
-NATS names (stream, subject prefix) per test, so tests never see each other's data."""
+NATS names (stream, subject prefix) per test, so tests never see each other's data.
+
+The databases belong to the owner role, which migrates the template; `database_url` (and so
+`pool`, `store`, and every serve and worker a test starts) connects as the runtime role, as
+production should (tests/support/database_roles.py). `owner_database_url` is for what only the
+owner may do: migrate, replay, and tampering with the log to test that audits catch it."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from tests.support.backends import (
     start_backend,
     with_database,
 )
+from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
 from tests.support.nats import NatsNames
 
 _KIND = pytest.StashKey[str]()  # the backend the header named, so the probes run once
@@ -56,10 +62,11 @@ def backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 async def template_database(backend: Backend) -> AsyncIterator[str]:
     name = f"authledger_tpl_{uuid.uuid4().hex[:12]}"
+    await ensure_roles(backend.database_url)
     admin = await asyncpg.connect(backend.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        conn = await asyncpg.connect(with_database(backend.database_url, name))
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
+        conn = await asyncpg.connect(as_owner(with_database(backend.database_url, name)))
         try:
             await migrate(conn)
         finally:
@@ -73,13 +80,17 @@ async def template_database(backend: Backend) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def scratch_database(backend: Backend, template: str | None = None) -> AsyncIterator[str]:
-    """A database of the caller's own (a copy of `template`, or empty), dropped afterwards."""
+async def scratch_database(
+    backend: Backend, template: str | None = None, owner: str | None = None
+) -> AsyncIterator[str]:
+    """A database of the caller's own (a copy of `template`, or empty), dropped afterwards;
+    the admin's URL to it."""
     name = f"authledger_t_{uuid.uuid4().hex[:16]}"
     copy = f' TEMPLATE "{template}"' if template else ""
+    owned = f" OWNER {owner}" if owner else ""
     admin = await asyncpg.connect(backend.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}{owned}')
         yield with_database(backend.database_url, name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -87,10 +98,16 @@ async def scratch_database(backend: Backend, template: str | None = None) -> Asy
 
 
 @pytest.fixture
-async def database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own."""
-    async with scratch_database(backend, template_database) as url:
-        yield url
+async def owner_database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own, as the owner role."""
+    async with scratch_database(backend, template_database, OWNER_ROLE) as url:
+        yield as_owner(url)
+
+
+@pytest.fixture
+def database_url(owner_database_url: str) -> str:
+    """The same database as the runtime role: what serve and worker connect as."""
+    return as_runtime(owner_database_url)
 
 
 @pytest.fixture
@@ -103,6 +120,16 @@ async def empty_database_url(backend: Backend) -> AsyncIterator[str]:
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
+async def owner_pool(owner_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The owner role's connections to the same database: for what the runtime may not do."""
+    created = await asyncpg.create_pool(owner_database_url, min_size=1, max_size=2)
     try:
         yield created
     finally:

@@ -12,8 +12,8 @@ from projections.replay import verify
 
 
 @pytest.fixture(autouse=True)
-async def read_models_equal_the_log(database_url: str) -> AsyncIterator[None]:
+async def read_models_equal_the_log(owner_database_url: str) -> AsyncIterator[None]:
     """Set up before the test's own fixtures, so it checks after they have all stopped."""
     yield
-    report = await verify(database_url)
+    report = await verify(owner_database_url)  # a shadow schema: the owner's to make
     assert report.differences == [], "\n".join(d.line() for d in report.differences)

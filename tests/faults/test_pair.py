@@ -25,6 +25,7 @@ from subscriber.wire import public_keys, verify
 from tests.conftest import scratch_database
 from tests.support.app_client import form_of, link_of, otp_of
 from tests.support.backends import Backend
+from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime
 from tests.support.idp import IdentityProvider
 from tests.support.nats import NatsNames
 from tests.support.outages import (
@@ -82,10 +83,11 @@ async def pair(
     names = NatsNames.unique()
     logs = tmp_path_factory.mktemp("pair")
     async with (
-        scratch_database(backend, template_database) as database_url,
+        scratch_database(backend, template_database, OWNER_ROLE) as admin_url,
         SmtpSink() as sink,
         IdentityProvider() as idp,
     ):
+        database_url = as_runtime(admin_url)  # serve and worker as the runtime role
         env = serve_env(
             database_url,
             backend.nats_url,
@@ -346,4 +348,6 @@ async def test_revocation_feed_and_relay_exactly_once(pair: Pair) -> None:
     assert {str(row["event_id"]) for row in logged} <= set(relayed)
     assert max(relayed.values()) == 1, "an event is on the stream twice"
     assert [w.returncode for w in pair.workers] == [None, None]
-    await assert_log_sound(pair.database_url)  # gap-free, chained, read models = a rebuild
+    await assert_log_sound(
+        as_owner(pair.database_url)
+    )  # gap-free, chained, read models = a rebuild

@@ -32,7 +32,11 @@ KILL_AFTER = 60  # registrations answered 200 before the SIGKILL
 
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_sigkill_mid_load_keeps_every_answered_registration(
-    backend: Backend, database_url: str, nats_names: NatsNames, workers: int
+    backend: Backend,
+    database_url: str,
+    owner_database_url: str,
+    nats_names: NatsNames,
+    workers: int,
 ) -> None:
     """SIGKILL to the whole process group (`serve --workers N`) with 32 registrations in
     flight; restarted, it serves again, and the log and the read models hold every 200 whole
@@ -70,5 +74,5 @@ async def test_sigkill_mid_load_keeps_every_answered_registration(
             me = await again.http.get("/api/me", headers=auth)
             assert (me.status_code, me.json()["registration_id"]) == (200, body["registration_id"])
     await assert_registrations_recorded(database_url, answered)
-    head = await assert_log_sound(database_url)
+    head = await assert_log_sound(owner_database_url)
     assert head >= 2 * len(answered)

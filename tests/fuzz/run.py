@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.embedded import free_port
 from service.schema import migrate
 from tests.support.backends import choose_backend, with_database
+from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -81,9 +82,11 @@ async def run_fuzz(
     seed: int | None = None,
     max_time: int | None = None,
     report_dir: Path | None = None,
+    owner_url: str | None = None,
 ) -> FuzzResult:
-    """Serve on `database_url` (migrated here if need be) and fuzz it; see the module doc."""
-    conn = await asyncpg.connect(database_url)
+    """Serve on `database_url` (migrated here, as `owner_url` when given, if need be) and
+    fuzz it; see the module doc."""
+    conn = await asyncpg.connect(owner_url or database_url)
     try:
         await migrate(conn)
     finally:
@@ -220,13 +223,16 @@ async def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backend = choose_backend()
     name = f"authledger_fuzz_{uuid.uuid4().hex[:12]}"
+    await ensure_roles(backend.database_url)  # serve as the runtime role, as in production
     admin = await asyncpg.connect(backend.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
         try:
+            url = with_database(backend.database_url, name)
             result = await run_fuzz(
-                with_database(backend.database_url, name),
+                as_runtime(url),
                 backend.nats_url,
+                owner_url=as_owner(url),
                 examples=args.examples,
                 phases=args.phases,
                 workers=args.workers,

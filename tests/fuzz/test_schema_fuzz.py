@@ -18,7 +18,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 
 
 async def test_schema_fuzz_run_is_clean(
-    backend: Backend, database_url: str, tmp_path: Path
+    backend: Backend, database_url: str, owner_database_url: str, tmp_path: Path
 ) -> None:
     """Every phase (coverage, fuzzing, stateful) passes every check, and the server, which
     answered every request with less than a 500, then stops cleanly on SIGTERM."""
@@ -29,6 +29,7 @@ async def test_schema_fuzz_run_is_clean(
         phases="coverage,fuzzing,stateful",
         seed=SEED,
         report_dir=tmp_path,
+        owner_url=owner_database_url,
     )
     assert result.exit_code == 0, result.output
     assert result.server_status == 0, result.server_log.read_text()

@@ -157,7 +157,7 @@ def _acting(answer: dict[str, Any]) -> list[tuple[str, tuple[str, ...], str | No
 
 
 async def test_state_at_each_steps_instant_is_the_state_of_that_instant(
-    ctx: Context, idp: IdentityProvider, database_url: str
+    ctx: Context, idp: IdentityProvider, owner_database_url: str
 ) -> None:
     story = await _script(ctx, idp)
     ids, at = story.ids, {name: instant for name, (instant, _) in story.steps.items()}
@@ -211,7 +211,7 @@ async def test_state_at_each_steps_instant_is_the_state_of_that_instant(
         return out
 
     before = await answers()
-    report = await replay(database_url)
+    report = await replay(owner_database_url)  # replay runs as the owner
     assert report.differences == []
     assert await answers() == before  # the same answers from the rebuilt read models
 

@@ -41,6 +41,7 @@ async def _sign(pool: asyncpg.Pool, ring: KeyRing, every: int = 5) -> list[int]:
 
 
 async def _tamper(pool: asyncpg.Pool, *statements: str) -> None:
+    """As the owner (`owner_pool`): the runtime may not touch the trigger (tests/security)."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         for sql in statements:
@@ -73,10 +74,12 @@ async def test_postgres_frames_rows_exactly_as_the_hashing_code(
         assert sql_bytes == framed_content(**_fields(event))
 
 
-async def test_an_edited_row_is_named(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_an_edited_row_is_named(
+    store: EventStore, pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
     await _fill(store, 12)
     await _tamper(
-        pool,
+        owner_pool,
         """UPDATE events SET payload = '{"type":"thing.opened","name":"x"}'
                  WHERE position = 7""",
     )
@@ -90,19 +93,23 @@ async def test_an_edited_row_is_named(store: EventStore, pool: asyncpg.Pool) -> 
 
 
 @pytest.mark.parametrize("batch", [4, 5000])  # 4: the hole ends a range read ahead
-async def test_a_deleted_row_is_named(store: EventStore, pool: asyncpg.Pool, batch: int) -> None:
+async def test_a_deleted_row_is_named(
+    store: EventStore, pool: asyncpg.Pool, batch: int, owner_pool: asyncpg.Pool
+) -> None:
     await _fill(store, 12)
-    await _tamper(pool, "DELETE FROM events WHERE position = 4")
+    await _tamper(owner_pool, "DELETE FROM events WHERE position = 4")
     report = await verify(pool, batch=batch)
     assert [(p.position, p.reason) for p in report.problems] == [
         (4, "position 4 is missing (the next stored is 5): rows deleted")
     ]
 
 
-async def test_reordered_rows_are_named(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_reordered_rows_are_named(
+    store: EventStore, pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
     await _fill(store, 12)
     await _tamper(
-        pool,
+        owner_pool,
         "UPDATE events SET position = -position WHERE position IN (3, 9)",
         "UPDATE events SET position = 12 + position WHERE position IN (-3, -9)",
     )
@@ -115,7 +122,7 @@ async def test_reordered_rows_are_named(store: EventStore, pool: asyncpg.Pool) -
 
 
 async def test_a_rewritten_chain_is_caught_by_the_checkpoint_after_it(
-    store: EventStore, pool: asyncpg.Pool, ring: KeyRing
+    store: EventStore, pool: asyncpg.Pool, ring: KeyRing, owner_pool: asyncpg.Pool
 ) -> None:
     """Edit a row and recompute every later hash: the chain holds on its own, but no longer
     reaches the hash signed at position 10."""
@@ -127,7 +134,7 @@ async def test_a_rewritten_chain_is_caught_by_the_checkpoint_after_it(
     for event in rows[5:]:
         prev = event_hash(prev, **_fields(event))
         updates.append((event.position, event.payload.decode(), prev))
-    async with pool.acquire() as conn, conn.transaction():
+    async with owner_pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await conn.executemany(
             "UPDATE events SET payload = $2::json, hash = $3 WHERE position = $1", updates
@@ -143,11 +150,11 @@ async def test_a_rewritten_chain_is_caught_by_the_checkpoint_after_it(
 
 
 async def test_a_cut_tail_is_caught_by_a_checkpoint_past_the_head(
-    store: EventStore, pool: asyncpg.Pool, ring: KeyRing
+    store: EventStore, pool: asyncpg.Pool, ring: KeyRing, owner_pool: asyncpg.Pool
 ) -> None:
     await _fill(store, 12)
     await _sign(pool, ring)
-    await _tamper(pool, "DELETE FROM events WHERE position > 8")
+    await _tamper(owner_pool, "DELETE FROM events WHERE position > 8")
     report = await verify(pool)
     assert report.first_break is not None
     assert report.first_break.line() == (
@@ -156,12 +163,12 @@ async def test_a_cut_tail_is_caught_by_a_checkpoint_past_the_head(
 
 
 async def test_a_forged_or_unknown_checkpoint_is_named(
-    store: EventStore, pool: asyncpg.Pool, ring: KeyRing
+    store: EventStore, pool: asyncpg.Pool, ring: KeyRing, owner_pool: asyncpg.Pool
 ) -> None:
     await _fill(store, 10)
     await _sign(pool, ring)
     first = await pool.fetchval("SELECT jws FROM chain_checkpoints WHERE position = 5")
-    await pool.execute("UPDATE chain_checkpoints SET jws = $1 WHERE position = 10", first)
+    await owner_pool.execute("UPDATE chain_checkpoints SET jws = $1 WHERE position = 10", first)
     report = await verify(pool)
     assert [p.line() for p in report.problems] == [
         "position 10: checkpoint at position 10: its row differs from what was signed"

@@ -87,10 +87,12 @@ async def test_bad_variable_exits_2_with_one_stderr_line(
     assert "Traceback" not in err
 
 
-async def test_a_misspelt_variable_warns_once_and_start_up_goes_on(database_url: str) -> None:
+async def test_a_misspelt_variable_warns_once_and_start_up_goes_on(
+    owner_database_url: str,
+) -> None:
     """An unknown AUTHLEDGER_ variable is one warning naming the closest one; migrate succeeds."""
     env = authledger_env(
-        AUTHLEDGER_DATABASE_URL=database_url,
+        AUTHLEDGER_OWNER_DATABASE_URL=owner_database_url,  # the owner's URL alone will do
         AUTHLEDGER_REGISTRATON_TTL="5",
         AUTHLEDGER_TEST_BACKEND="env",  # the tests' own variables are known
     )
@@ -227,15 +229,28 @@ async def test_trust_and_revoke_commands_record_events_as_the_cli(database_url: 
     assert all(r["actor"].startswith("cli:") for r in rows)
 
 
-async def test_replay_and_verify_commands(database_url: str) -> None:
-    """`replay` switches to a rebuild; `replay --verify` exits 1 naming a corrupted row."""
-    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url)
+async def test_migrate_as_the_runtime_role_fails_in_one_line(database_url: str) -> None:
+    """`migrate` given only the runtime role's URL cannot migrate, and says what to set."""
+    status, out, err = await _run(["migrate"], authledger_env(AUTHLEDGER_DATABASE_URL=database_url))
+    assert status == 1
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith("authledger migrate: migration failed: permission denied")
+    assert "AUTHLEDGER_OWNER_DATABASE_URL" in line
+
+
+async def test_replay_and_verify_commands(database_url: str, owner_database_url: str) -> None:
+    """`replay` (as the owner) switches to a rebuild; `replay --verify` exits 1 naming a
+    corrupted row."""
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_OWNER_DATABASE_URL=owner_database_url
+    )
     status, out, err = await _run(["trust", "add", "https://idp.example"], env)
     assert status == 0, err
     status, out, err = await _run(["replay"], env)
     assert status == 0, err
     assert out.startswith("rebuilt and switched: 1 events up to position 1")
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(owner_database_url)  # the runtime may not (guards.sql)
     try:
         await conn.execute("UPDATE trusted_issuers SET display_name = 'Evil'")
     finally:

@@ -457,7 +457,7 @@ VERBS = ["anonymous", "email", "claim", "mint", "right", "wrong", "wait", "wait_
     script=st.lists(st.tuples(st.sampled_from(VERBS), st.integers(0, 3)), min_size=3, max_size=25)
 )
 async def test_rebuilding_after_expiries_gives_the_live_rows(
-    script: list[tuple[str, int]], store: EventStore, pool: asyncpg.Pool
+    script: list[tuple[str, int]], store: EventStore, pool: asyncpg.Pool, owner_pool: asyncpg.Pool
 ) -> None:
     """Random commands with the worker's rounds in between: every expiry is recorded once,
     and a rebuild from the log gives exactly the rows the live run wrote."""
@@ -502,7 +502,7 @@ async def test_rebuilding_after_expiries_gives_the_live_rows(
     exactly_once([e for e in events if not isinstance(e.event, ClaimAttemptExpired)])
     assert await worker.lag() == timedelta(0)
     live = await snapshot(pool)
-    async with pool.acquire() as conn:
+    async with owner_pool.acquire() as conn:  # TRUNCATE: the owner's
         await rebuild(conn)
     assert await snapshot(pool) == live
 

@@ -214,12 +214,12 @@ async def test_limits_off_count_nothing(pool: asyncpg.Pool, clock: ManualClock) 
 
 @pytest.mark.parametrize("failure", ["open", "closed"])
 async def test_a_missing_table_follows_the_fail_policy(
-    pool: asyncpg.Pool, clock: ManualClock, failure: FailurePolicy
+    pool: asyncpg.Pool, owner_pool: asyncpg.Pool, clock: ManualClock, failure: FailurePolicy
 ) -> None:
     """The store really fails (its table is gone): logged without personal data, counted,
     then admitted (open) or refused with Retry-After (closed)."""
     limiter = limiter_on(pool, clock, failure=failure)
-    await pool.execute("DROP TABLE rate_limit_windows")
+    await owner_pool.execute("DROP TABLE rate_limit_windows")
     with capture_logs() as logs:
         if failure == "open":
             assert [await admitted(limiter, IP_A) for _ in range(4)] == [True] * 4

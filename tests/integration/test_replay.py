@@ -1,5 +1,7 @@
 """`authledger replay`: rebuild beside and switch under live writes; `--verify` names every
-difference between the log and the live read models."""
+difference between the log and the live read models. Both run as the owner role (shadow
+schemas), and the corruptions they are shown are made as the owner too: the runtime role may
+not write a read-model row without its event (migrations/guards.sql)."""
 
 from __future__ import annotations
 
@@ -38,9 +40,11 @@ async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
     return {t: int(await pool.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
 
 
-async def test_verify_finds_nothing_on_a_clean_log(ctx: Context, database_url: str) -> None:
+async def test_verify_finds_nothing_on_a_clean_log(
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
+) -> None:
     await _some_history(ctx)
-    report = await verify(database_url)
+    report = await verify(owner_database_url)
     assert report.differences == []
     assert report.applied == report.head == await ctx.store.head_position()
     schemas = await ctx.pool.fetchval(
@@ -49,24 +53,26 @@ async def test_verify_finds_nothing_on_a_clean_log(ctx: Context, database_url: s
     assert schemas == 0  # the throwaway shadow is gone
 
 
-async def test_verify_names_each_corrupted_row(ctx: Context, database_url: str) -> None:
+async def test_verify_names_each_corrupted_row(
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
+) -> None:
     await _some_history(ctx)
     picked = await ctx.pool.fetchrow(
         "SELECT credential_id, scopes FROM credentials WHERE kind = 'api_key' LIMIT 1"
     )
     assert picked is not None
     key, changed = picked["credential_id"], picked["scopes"]
-    await ctx.pool.execute(
+    await owner_pool.execute(
         "UPDATE credentials SET scopes = '{api.admin}', status = 'active' WHERE credential_id = $1",
         key,
     )
     gone = await ctx.pool.fetchval("SELECT registration_id FROM registrations LIMIT 1")
-    await ctx.pool.execute("DELETE FROM registrations WHERE registration_id = $1", gone)
-    await ctx.pool.execute(
+    await owner_pool.execute("DELETE FROM registrations WHERE registration_id = $1", gone)
+    await owner_pool.execute(
         "INSERT INTO users (user_id, tenant_id, email_verified, created_at) "
         "VALUES ('usr_forged', 'default', true, now())"
     )
-    report = await verify(database_url)
+    report = await verify(owner_database_url)
     lines = sorted(d.line() for d in report.differences)
     assert lines == sorted(
         [
@@ -79,10 +85,10 @@ async def test_verify_names_each_corrupted_row(ctx: Context, database_url: str) 
 
 
 async def test_replay_under_concurrent_writes_loses_nothing(
-    ctx: Context, database_url: str
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
 ) -> None:
     await _some_history(ctx, 20)
-    await ctx.pool.execute("UPDATE credentials SET scopes = '{api.admin}'")  # live is wrong
+    await owner_pool.execute("UPDATE credentials SET scopes = '{api.admin}'")  # live is wrong
     stop = asyncio.Event()
 
     async def keep_registering() -> int:
@@ -94,12 +100,12 @@ async def test_replay_under_concurrent_writes_loses_nothing(
 
     writer = asyncio.create_task(keep_registering())
     await asyncio.sleep(0)  # let the writer start before the build
-    report = await replay(database_url, batch=7)  # small batches: many transactions
+    report = await replay(owner_database_url, batch=7)  # small batches: many transactions
     stop.set()
     made = await writer
     assert made > 0
     assert any(d.table == "credentials" for d in report.differences)
-    after = await verify(database_url)
+    after = await verify(owner_database_url)
     assert after.differences == []
     counts = await _counts(ctx.pool)
     registered = await ctx.pool.fetchval(
@@ -112,35 +118,37 @@ async def test_replay_under_concurrent_writes_loses_nothing(
     )
 
 
-async def test_replay_keeps_constraint_and_index_names(ctx: Context, database_url: str) -> None:
+async def test_replay_keeps_constraint_and_index_names(
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
+) -> None:
     query = (
         "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
         "AND tablename = ANY($1::text[]) ORDER BY indexname"
     )
     before = [r["indexname"] for r in await ctx.pool.fetch(query, list(TABLES))]
     await _some_history(ctx, 2)
-    await replay(database_url)
+    await replay(owner_database_url)
     after = [r["indexname"] for r in await ctx.pool.fetch(query, list(TABLES))]
     assert after == before
     await register_anonymous(ctx, "api_key", AGENT)  # the live path writes to the new tables
-    assert (await verify(database_url)).differences == []
+    assert (await verify(owner_database_url)).differences == []
 
 
 async def test_an_interrupted_build_resumes_without_applying_twice(
-    ctx: Context, database_url: str
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
 ) -> None:
     await _some_history(ctx, 5)
     head = await ctx.store.head_position()
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(owner_database_url)
     try:
         await _create_shadow(conn, SHADOW)
         first = await _fold(conn, SHADOW, head // 2, batch=3)
     finally:
         await conn.close()
     assert first == head // 2
-    report = await replay(database_url)
+    report = await replay(owner_database_url)
     assert report.applied == head - first
-    assert (await verify(database_url)).differences == []
+    assert (await verify(owner_database_url)).differences == []
 
 
 async def _claimed(ctx: Context, email: str) -> tuple[str, str]:
@@ -159,18 +167,18 @@ async def _claimed(ctx: Context, email: str) -> tuple[str, str]:
 
 
 async def test_0015_gives_earlier_claims_their_link_hash_back(
-    ctx: Context, database_url: str
+    ctx: Context, owner_database_url: str, owner_pool: asyncpg.Pool
 ) -> None:
     """Rows claimed before 0015 (hash cleared) get their link's hash back, erased ones do not,
     and verify then finds the live table equal to the log's fold."""
     kept, link = await _claimed(ctx, "kept@example.net")
     erased, _ = await _claimed(ctx, "gone@example.net")
     await erase_person(ctx, AGENT, email="gone@example.net")
-    await ctx.pool.execute("UPDATE registrations SET attempt_token_hash = NULL")  # as before
-    assert [d.key for d in (await verify(database_url)).differences] == [(kept,)]
+    await owner_pool.execute("UPDATE registrations SET attempt_token_hash = NULL")  # as before
+    assert [d.key for d in (await verify(owner_database_url)).differences] == [(kept,)]
     [migration] = [m for m in available() if m.version == 15]
-    await ctx.pool.execute(migration.sql)
+    await owner_pool.execute(migration.sql)
     rows = await ctx.pool.fetch("SELECT registration_id, attempt_token_hash FROM registrations")
     hashes = {r["registration_id"]: r["attempt_token_hash"] for r in rows}
     assert hashes == {kept: token_hash(link), erased: None}
-    assert (await verify(database_url)).differences == []
+    assert (await verify(owner_database_url)).differences == []

@@ -417,7 +417,11 @@ async def test_filters_choose_what_a_subscriber_is_sent(
 
 
 async def test_rebuilding_from_the_log_gives_the_live_subscription_rows(
-    ctx: Context, pool: asyncpg.Pool, clock: ManualClock, database_url: str
+    ctx: Context,
+    pool: asyncpg.Pool,
+    clock: ManualClock,
+    owner_pool: asyncpg.Pool,
+    owner_database_url: str,
 ) -> None:
     """After retries, a dead letter, a replay, an update and a removal, the read model equals
     a rebuild from the log (in place, and blue/green as `authledger replay --verify` does it),
@@ -458,10 +462,10 @@ async def test_rebuilding_from_the_log_gives_the_live_subscription_rows(
         assert fold(cast(list[tuple[SubscriptionEvent, int, datetime]], history)) == state_of(
             await row_of(ctx, sid)
         )
-    report = await verify(database_url)
+    report = await verify(owner_database_url)  # replay's shadow schema: the owner's
     assert report.differences == []
     assert report.applied == await ctx.store.head_position()
-    async with pool.acquire() as conn:
+    async with owner_pool.acquire() as conn:  # TRUNCATE: the owner's
         await rebuild(conn)
     assert await snapshot(pool) == live
     assert "subscriptions" in TABLES

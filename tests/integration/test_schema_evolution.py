@@ -63,10 +63,10 @@ async def test_v1_credential_issued_reads_as_v2(store: EventStore) -> None:
 
 
 async def test_rebuild_from_v1_rows_and_the_chain_still_verifies(
-    store: EventStore, pool: asyncpg.Pool
+    store: EventStore, owner_pool: asyncpg.Pool
 ) -> None:
     await _write_v1(store)
-    async with pool.acquire() as conn:
+    async with owner_pool.acquire() as conn:  # TRUNCATE: the owner's
         assert await rebuild(conn) == 1
         row = await conn.fetchrow(
             "SELECT kind, scopes, issued_via, issuer, delegation_id, status FROM credentials "

@@ -11,6 +11,7 @@ from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
 from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend
+from migrations.roles import RUNTIME_ROLE
 from tests.support.builders import (
     NOW,
     SAMPLE,
@@ -122,10 +123,14 @@ async def test_any_version_appends_without_check(store: EventStore) -> None:
     assert recorded[0].stream_version == 2
 
 
-async def test_inline_projector_runs_in_the_append_transaction(store: EventStore) -> None:
+async def test_inline_projector_runs_in_the_append_transaction(
+    store: EventStore, owner_pool: asyncpg.Pool
+) -> None:
     """A projector's writes commit with the events, and a failing one rolls them back."""
-    async with store.pool.acquire() as conn:
-        await conn.execute("CREATE TABLE things (name text PRIMARY KEY)")
+    await owner_pool.execute(
+        "CREATE TABLE things (name text PRIMARY KEY); "
+        f"GRANT SELECT, INSERT ON things TO {RUNTIME_ROLE}"
+    )
 
     async def project(conn: asyncpg.Connection, events: object) -> None:
         for event in events:  # type: ignore[attr-defined]
@@ -172,8 +177,9 @@ async def test_update_and_delete_on_events_are_refused(store: EventStore) -> Non
     assert await store.head_position() == 1
 
 
-async def _tamper(store: EventStore, sql: str) -> None:
-    async with store.pool.acquire() as conn, conn.transaction():
+async def _tamper(owner_pool: asyncpg.Pool, sql: str) -> None:
+    """As the owner: the runtime role may not disable the trigger (tests/security)."""
+    async with owner_pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await conn.execute(sql)
         await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
@@ -184,12 +190,14 @@ async def _fill(store: EventStore, n: int) -> None:
         await store.append(a_stream(), NO_STREAM, [opened(f"n{i}")])
 
 
-async def test_verify_names_the_position_of_an_altered_row(store: EventStore) -> None:
+async def test_verify_names_the_position_of_an_altered_row(
+    store: EventStore, owner_pool: asyncpg.Pool
+) -> None:
     """An edited payload breaks the chain exactly at its position."""
     await _fill(store, 10)
     assert (await verify_log(store.read_all)).ok
     await _tamper(
-        store,
+        owner_pool,
         """UPDATE events SET payload = '{"type":"thing.opened","name":"evil"}'
                             WHERE position = 7""",
     )
@@ -198,19 +206,19 @@ async def test_verify_names_the_position_of_an_altered_row(store: EventStore) ->
     assert report.checked == 6
 
 
-async def test_verify_names_a_deleted_row(store: EventStore) -> None:
+async def test_verify_names_a_deleted_row(store: EventStore, owner_pool: asyncpg.Pool) -> None:
     """A deleted row shows as the first missing position."""
     await _fill(store, 5)
-    await _tamper(store, "DELETE FROM events WHERE position = 3")
+    await _tamper(owner_pool, "DELETE FROM events WHERE position = 3")
     report = await verify_log(store.read_all)
     assert report.first_break == 3
 
 
-async def test_verify_names_reordered_rows(store: EventStore) -> None:
+async def test_verify_names_reordered_rows(store: EventStore, owner_pool: asyncpg.Pool) -> None:
     """Swapping two rows' positions breaks the chain at the first of them."""
     await _fill(store, 5)
     await _tamper(
-        store,
+        owner_pool,
         """UPDATE events SET position = -position WHERE position IN (2, 4);
            UPDATE events SET position = 6 + position WHERE position IN (-2, -4);""",
     )
@@ -309,11 +317,15 @@ async def test_writers_in_several_processes_append_in_one_trip(database_url: str
             await p.close()
 
 
-async def test_writes_and_also_commit_with_the_events_or_not_at_all(store: EventStore) -> None:
+async def test_writes_and_also_commit_with_the_events_or_not_at_all(
+    store: EventStore, owner_pool: asyncpg.Pool
+) -> None:
     """A request's writes go in before its events and `also` after them, in the same
     transaction: a stale version rolls both back, and the winner's stay."""
-    async with store.pool.acquire() as conn:
-        await conn.execute("CREATE TABLE notes (note text PRIMARY KEY)")
+    await owner_pool.execute(
+        "CREATE TABLE notes (note text PRIMARY KEY); "
+        f"GRANT SELECT, INSERT ON notes TO {RUNTIME_ROLE}"
+    )
     insert = "INSERT INTO notes VALUES ($1)"
     stream = a_stream()
     seen_events: list[int] = []

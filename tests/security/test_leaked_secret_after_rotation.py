@@ -44,8 +44,9 @@ EMAIL = "rosa.rotated@example.net"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-async def rotate_secret(database_url: str, new_key_file: Path) -> tuple[int, str, str]:
-    env = authledger_env(AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_SECRET_KEY=OLD)
+async def rotate_secret(owner_url: str, new_key_file: Path) -> tuple[int, str, str]:
+    """`authledger rotate-secret`, as the owner role (it rewrites keys the runtime may not)."""
+    env = authledger_env(AUTHLEDGER_OWNER_DATABASE_URL=owner_url, AUTHLEDGER_SECRET_KEY=OLD)
     proc = await asyncio.create_subprocess_exec(
         AUTHLEDGER, "rotate-secret", "--new-key-file", str(new_key_file), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -76,7 +77,7 @@ async def client_ips(svc: Service, registration_id: str) -> set[str]:
 
 
 async def test_after_rotation_only_the_new_secret_opens_and_nothing_is_lost(
-    backend: Backend, database_url: str, tmp_path: Path
+    backend: Backend, database_url: str, owner_database_url: str, tmp_path: Path
 ) -> None:
     """Seal under the old secret; rotate; the old secret opens nothing and starts nothing; the
     new one serves the same person, keys and queued mail; erasure by e-mail still works."""
@@ -100,18 +101,20 @@ async def test_after_rotation_only_the_new_secret_opens_and_nothing_is_lost(
         webhook = seal_secret(await load_server_keys(pool, OLD), "sub_rot", "hook-bearer-secret")
         new_key_file = tmp_path / "new-secret"
         new_key_file.write_text(NEW + "\n")
-        status, out, err = await rotate_secret(database_url, new_key_file)
+        status, out, err = await rotate_secret(owner_database_url, new_key_file)
         assert status == 1, "rotated while a session was connected"
         assert "other session" in err
     finally:
         await pool.close()
 
-    status, out, err = await rotate_secret(database_url, new_key_file)
+    status, out, err = await rotate_secret(owner_database_url, new_key_file)
     assert status == 0, err
     assert "rewrapped" in out
     for secret in (OLD, NEW):
         assert secret not in out + err
-    again, out_again, err_again = await rotate_secret(database_url, new_key_file)  # idempotent
+    again, out_again, err_again = await rotate_secret(
+        owner_database_url, new_key_file
+    )  # idempotent
     assert again == 0, err_again
     assert "rotated: 0 subject keys, 0 signing keys, 0 queued mails" in out_again
 

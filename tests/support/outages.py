@@ -296,7 +296,7 @@ async def assert_registrations_recorded(database_url: str, registered: Sequence[
 
 async def assert_log_sound(database_url: str) -> int:
     """Positions gap-free, the hash chain intact, the read models equal to a rebuild from the
-    log; the head position."""
+    log; the head position. `database_url` is the owner's: the rebuild makes a schema."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         row = await pool.fetchrow("SELECT coalesce(max(position), 0) AS head, count(*) FROM events")

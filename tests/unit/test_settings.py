@@ -39,6 +39,7 @@ BAD_VALUES = [
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "loud"),
     ("TRUSTED_PROXIES", "10.0.0.0/8 10.0.0.1/8"),
+    ("OWNER_DATABASE_URL", "mysql://db/x"),
 ]
 
 
@@ -80,6 +81,28 @@ def test_serve_needs_no_admin_token() -> None:
     """AUTHLEDGER_ADMIN_TOKEN is a deprecated bootstrap (security finding 2): optional."""
     env = {k: v for k, v in GOOD.items() if k != "AUTHLEDGER_ADMIN_TOKEN"}
     assert Settings.from_env(env, "serve").admin_token is None
+
+
+OWNER = "postgresql://owner@db.internal:5432/authledger"
+
+
+def test_migrate_and_replay_connect_as_the_owner_when_one_is_given() -> None:
+    """migrate and replay use AUTHLEDGER_OWNER_DATABASE_URL (then need no other URL); without
+    it, the single AUTHLEDGER_DATABASE_URL of earlier releases still does for everything."""
+    for mode in ("migrate", "replay"):
+        alone = Settings.from_env({"AUTHLEDGER_OWNER_DATABASE_URL": OWNER}, mode)
+        assert (alone.owner_url, alone.owner_variable) == (OWNER, "AUTHLEDGER_OWNER_DATABASE_URL")
+    both = Settings.from_env({**GOOD, "AUTHLEDGER_OWNER_DATABASE_URL": OWNER}, "serve")
+    assert (both.database_url, both.owner_url) == (GOOD["AUTHLEDGER_DATABASE_URL"], OWNER)
+    single = Settings.from_env(GOOD, "migrate")
+    assert single.owner_url == GOOD["AUTHLEDGER_DATABASE_URL"]
+    assert single.owner_variable == "AUTHLEDGER_DATABASE_URL"
+    with pytest.raises(ConfigError) as caught:  # serve never falls back to the owner's URL
+        Settings.from_env(
+            {**{k: v for k, v in GOOD.items() if "DATABASE" not in k},
+             "AUTHLEDGER_OWNER_DATABASE_URL": OWNER}, "serve"
+        )  # fmt: skip
+    _one_line_naming(caught.value, "DATABASE_URL")
 
 
 def test_blank_value_counts_as_missing() -> None:
