@@ -2,7 +2,10 @@
 
 -- name: other_sessions
 SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+-- Another role's sessions show no backend_type to a role without pg_read_all_stats (the
+-- owner, usually): a session with a user name is a client then; background workers have none.
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND (backend_type = 'client backend' OR (backend_type IS NULL AND usename IS NOT NULL))
 
 -- name: lock
 LOCK TABLE retained_keys, subject_keys, signing_keys, mail_outbox IN EXCLUSIVE MODE

@@ -46,8 +46,9 @@ async def at(svc: Service, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def three_tenants(backend: Backend, database_url: str) -> None:
-    """acme (which will break with the base), globex (whose row will be damaged), initech."""
+async def three_tenants(backend: Backend, database_url: str, owner_database_url: str) -> None:
+    """acme (which will break with the base), globex (whose row will be damaged, by hand, as
+    the owner: the runtime role cannot write a row no event backs), initech."""
     async with running_service(backend, database_url) as svc:
         ctx = await svc.resources.command_context()
         base = svc.resources.settings
@@ -60,16 +61,20 @@ async def three_tenants(backend: Backend, database_url: str) -> None:
             settings = {"public_url": url, "resource_name": tenant_id.title(), **extra}
             await create_tenant(ctx, base, tenant_id, hosts=[host], settings=settings,
                                 caller=OPERATOR)  # fmt: skip
-        damaged = 'UPDATE tenants SET settings = \'["not", "a", "map"]\' WHERE tenant_id = $1'
-        await svc.resources.pool.execute(damaged, "globex")
+    damaged = 'UPDATE tenants SET settings = \'["not", "a", "map"]\' WHERE tenant_id = $1'
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        await owner.execute(damaged, "globex")
+    finally:
+        await owner.close()
 
 
 async def test_a_tenant_that_fails_to_load_answers_503_not_the_default(
-    backend: Backend, database_url: str
+    backend: Backend, database_url: str, owner_database_url: str
 ) -> None:
     """acme (settings the base no longer accepts) and globex (a damaged row) answer 503 on
     every path and write nothing; initech and the default tenant answer as themselves."""
-    await three_tenants(backend, database_url)
+    await three_tenants(backend, database_url, owner_database_url)
     async with running_service(backend, database_url, **NARROWER) as svc:
         head = await svc.head()
         for url in (ACME_URL, GLOBEX_URL):

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -26,7 +27,7 @@ from service.audit.signed import sign
 from service.audit.verify import verify
 from service.signing import KeyRing, public_jwk
 from tests.support.audit import checkpoint_stream, nats_env, pin_keys, pinned_keys, run_authledger
-from tests.support.backends import Backend
+from tests.support.backends import Backend, with_database
 from tests.support.builders import a_stream, opened
 from tests.support.nats import NatsNames
 from tests.support.relay_support import jetstream
@@ -79,6 +80,20 @@ async def _fill(store: EventStore, n: int) -> None:
         await store.append(a_stream(), NO_STREAM, [opened(f"event {i}")])
 
 
+@pytest.fixture
+async def superuser(backend: Backend, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The attacker: the cluster's superuser on this test's database (the service's own role
+    can do none of this, tests/security/test_runtime_role_rewrites_history.py)."""
+    name = urlsplit(database_url).path.lstrip("/")
+    created = await asyncpg.create_pool(
+        with_database(backend.database_url, name), min_size=1, max_size=2
+    )
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
 async def _as_superuser(pool: asyncpg.Pool, *statements: str) -> None:
     """What the database password allows today: every trigger off, then the damage."""
     async with pool.acquire() as conn, conn.transaction():
@@ -97,6 +112,7 @@ async def test_a_cut_tail_with_its_checkpoints_deleted_is_caught_by_the_publishe
     where: CheckpointStream,
     publisher: Publisher,
     database_url: str,
+    superuser: asyncpg.Pool,
     tmp_path: Path,
 ) -> None:
     """Events 8..12 and every checkpoint row deleted: the chain left is whole and the database
@@ -117,7 +133,7 @@ async def test_a_cut_tail_with_its_checkpoints_deleted_is_caught_by_the_publishe
     )
 
     await _as_superuser(
-        pool, "DELETE FROM events WHERE position > 7", "DELETE FROM chain_checkpoints"
+        superuser, "DELETE FROM events WHERE position > 7", "DELETE FROM chain_checkpoints"
     )
     published = await read_published(backend.nats_url, where)
     report = await verify(pool, trusted_keys=pinned, published=published)
@@ -226,6 +242,7 @@ async def test_a_forged_checkpoint_key_is_refused_by_the_pinned_keys(  # noqa: P
     nats_names: NatsNames,
     publisher: Publisher,
     database_url: str,
+    superuser: asyncpg.Pool,
     tmp_path: Path,
 ) -> None:
     """Checkpoints 5 and 10 signed and published; then event 12 (not yet anchored) deleted,
@@ -245,13 +262,13 @@ async def test_a_forged_checkpoint_key_is_refused_by_the_pinned_keys(  # noqa: P
     attacker = Ed25519PrivateKey.generate()
     forged = public_jwk(attacker)
     await _as_superuser(
-        pool, "DELETE FROM events WHERE position > 11", "DELETE FROM chain_checkpoints"
+        superuser, "DELETE FROM events WHERE position > 11", "DELETE FROM chain_checkpoints"
     )
     head_hash = await pool.fetchval("SELECT hash FROM events WHERE position = 11")
     checkpoint = sign(
         private_key=attacker, kid=forged["kid"], position=11, chain_hash=head_hash, at=clock.now()
     )
-    await _forge(pool, forged["kid"], forged, checkpoint.jws, head_hash)
+    await _forge(superuser, forged["kid"], forged, checkpoint.jws, head_hash)
 
     trusting = await verify(pool)  # the keys read from the database being checked
     assert (trusting.problems, trusting.checkpoints, trusting.anchored) == ([], 1, 11)
@@ -268,8 +285,10 @@ async def test_a_forged_checkpoint_key_is_refused_by_the_pinned_keys(  # noqa: P
     under_real_kid = sign(
         private_key=attacker, kid=real.kid, position=11, chain_hash=head_hash, at=clock.now()
     )
-    await _as_superuser(pool, "DELETE FROM chain_checkpoints", "DELETE FROM chain_checkpoint_keys")
-    await _forge(pool, real.kid, {**forged, "kid": real.kid}, under_real_kid.jws, head_hash)
+    await _as_superuser(
+        superuser, "DELETE FROM chain_checkpoints", "DELETE FROM chain_checkpoint_keys"
+    )
+    await _forge(superuser, real.kid, {**forged, "kid": real.kid}, under_real_kid.jws, head_hash)
     assert (await verify(pool)).problems == []
     status, out, _ = await run_authledger(["audit", "verify", "--keys", str(keys)], env)
     assert status == 1, out
@@ -299,7 +318,11 @@ async def _forge(
 
 
 async def test_a_public_key_column_that_is_not_the_private_keys_is_not_published(
-    pool: asyncpg.Pool, ring: KeyRing, clock: ManualClock, database_url: str
+    pool: asyncpg.Pool,
+    ring: KeyRing,
+    clock: ManualClock,
+    database_url: str,
+    superuser: asyncpg.Pool,
 ) -> None:
     """The attacker's public key written over the active key's `public_jwk` (same kid), so
     that tokens they sign would check against our JWKS: the ring derives the public key from
@@ -310,7 +333,7 @@ async def test_a_public_key_column_that_is_not_the_private_keys_is_not_published
     published = ring.jwks(clock.now(), timedelta(hours=1))["keys"]
     assert [k["x"] for k in published] == [real.public_jwk["x"]]
     await _as_superuser(
-        pool,
+        superuser,
         f"UPDATE signing_keys SET public_jwk = '{json.dumps(attacker)}'::json "
         f"WHERE kid = '{real.kid}'",
     )
