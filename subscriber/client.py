@@ -226,9 +226,7 @@ class RevocationSubscriber:
                 follow.result()  # a failure the retries do not cover (e.g. a wrong feed)
             return moved.result()
         finally:
-            for task in (follow, moved):
-                task.cancel()
-            await asyncio.gather(follow, moved, return_exceptions=True)
+            await _cancel_until_done(follow, moved)
 
     async def _follow_forever(self, js: JetStreamContext) -> None:
         while True:
@@ -431,3 +429,16 @@ def _b64decode(text: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def _cancel_until_done(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any runs on: on Python 3.11 a
+    cancel that lands in the loop turn where a `wait_for` inside (nats-py's `next_msg`)
+    completes is swallowed, and the task would go on reading, so a stop would hang."""
+    while True:
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=0.5)
+        if not pending:
+            break
+    await asyncio.gather(*tasks, return_exceptions=True)
