@@ -187,9 +187,7 @@ async def run_rotation(settings: Settings, new_key_file: str, *, force: bool) ->
         conn = await asyncpg.connect(settings.owner_url, timeout=10)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         url = redact_url(settings.owner_url)
-        raise RotationError(
-            f"cannot connect to {settings.owner_variable} ({url}): {exc}"
-        ) from None
+        raise RotationError(f"cannot connect to {settings.owner_variable} ({url}): {exc}") from None
     try:
         others = int(await conn.fetchval(Q["other_sessions"]))
         if others and not force:

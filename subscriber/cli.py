@@ -22,10 +22,17 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Mapping
 
-from subscriber.client import RevocationSubscriber, Source, SubscriberConfig, WhereNats
+from subscriber.client import (
+    RevocationSubscriber,
+    Source,
+    SubscriberConfig,
+    WhereNats,
+    cancel_until_done,
+)
 from subscriber.state import WrongFeed
 from subscriber.wire import Revocation, to_json
 
@@ -96,13 +103,25 @@ def run(args: argparse.Namespace, env: Mapping[str, str], nats_url: WhereNats | 
             file=sys.stderr,
             flush=True,
         )
+        # SIGINT/SIGTERM stop it here, not through asyncio.run's KeyboardInterrupt: a stop
+        # cancels the follower until it has ended, whatever it was waiting on.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         task = asyncio.create_task(subscriber.run())
         caught_up = asyncio.create_task(subscriber.caught_up.wait())
-        await asyncio.wait([task, caught_up], return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, caught_up, stopping], return_when=asyncio.FIRST_COMPLETED)
         if caught_up.done():
             print(f"caught up: {len(subscriber)} revoked; live", file=sys.stderr, flush=True)
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
         caught_up.cancel()
-        await task
+        if not task.done():
+            await cancel_until_done(task)
+            return
+        stopping.cancel()
+        task.result()  # the follower ended on its own: a wrong feed (or a bug) says so
 
     try:
         asyncio.run(follow())

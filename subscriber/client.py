@@ -226,7 +226,7 @@ class RevocationSubscriber:
                 follow.result()  # a failure the retries do not cover (e.g. a wrong feed)
             return moved.result()
         finally:
-            await _cancel_until_done(follow, moved)
+            await cancel_until_done(follow, moved)
 
     async def _follow_forever(self, js: JetStreamContext) -> None:
         while True:
@@ -431,7 +431,7 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-async def _cancel_until_done(*tasks: asyncio.Task[Any]) -> None:
+async def cancel_until_done(*tasks: asyncio.Task[Any]) -> None:
     """Cancel `tasks` and wait for them, cancelling again while any runs on: on Python 3.11 a
     cancel that lands in the loop turn where a `wait_for` inside (nats-py's `next_msg`)
     completes is swallowed, and the task would go on reading, so a stop would hang."""

@@ -240,7 +240,11 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             raise decision.error
         return Completed(rid, credential)
 
-    return await retrying(attempt)
+    # Every conflict here is another try that changed the registration, and only a bounded
+    # number can (a code's misses void it, the registration's misses lock it; after that a
+    # try changes nothing and writes nothing): retry as often as that bound, not five times,
+    # or a burst of wrong codes for one registration ends some tries in a 500.
+    return await retrying(attempt, tries=_limits(ctx).max_registration_misses + 2)
 
 
 async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:

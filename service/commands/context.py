@@ -112,10 +112,10 @@ class Context:
         return recorded
 
 
-async def retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+async def retrying(attempt: Callable[[], Awaitable[T]], tries: int = RETRIES) -> T:
     """Run a command again when a stream it decided on moved, or when a racing command
     created the same user (a unique index) first: the next run sees what the winner wrote."""
-    for _ in range(RETRIES - 1):
+    for _ in range(tries - 1):
         try:
             return await attempt()
         except (ConcurrencyConflict, asyncpg.UniqueViolationError):
