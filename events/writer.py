@@ -213,6 +213,7 @@ class Writer:
                     rests.append(rest)
             accepted.append((request, records))
         rows = [rec for _, records in accepted for rec in records]
+        cols = columns(rows)
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await _write(conn, batch)
@@ -222,17 +223,10 @@ class Writer:
                     check_tenants,
                     check_streams,
                     check_versions,
-                    [r.event_id for r in rows],
-                    [r.tenant_id for r in rows],
-                    [r.stream_type for r in rows],
-                    [r.stream_id for r in rows],
-                    [r.stream_version for r in rows],
-                    [r.type for r in rows],
-                    [r.schema_version for r in rows],
-                    [r.occurred_at for r in rows],
+                    *cols[1:9],  # event_id .. occurred_at: appends.columns' order
                     recorded_at,
-                    [r.payload.decode() for r in rows],
-                    [r.metadata.decode() for r in rows],
+                    cols[10],  # payloads
+                    cols[11],  # metadata
                     rests,
                 )
                 if answer is None or answer["status"] != "appended":

@@ -22,7 +22,7 @@ import pytest
 
 from events.envelope import StreamRef
 from events.store import NO_STREAM, EventStore
-from service.embedded import free_port
+from service.embedded import free_port, process_alive
 from service.schema import available
 from tests.support.builders import a_stream, opened
 
@@ -126,14 +126,6 @@ def _answers(url: str) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def _append_marker(database_url: str) -> tuple[StreamRef, bytes]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     store = EventStore(pool)
@@ -175,7 +167,7 @@ async def test_dev_starts_embedded_stops_cleanly_and_restarts_on_its_data(
         assert await first.terminate() == 0
 
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
-    assert not _alive(nats_pid)
+    assert not process_alive(nats_pid)
     assert not _answers(first.banner["nats"])
     token_file = data_dir / "admin_token"
     assert token_file.stat().st_mode & 0o777 == 0o600
