@@ -1,14 +1,15 @@
 """The write path as deployed: `serve --workers 2` plus `worker`, measured with wrk.
 
     .venv/bin/python bench/write_path.py [--seconds S] [--threads T] [--database-url URL]
-                                         [--profile DIR]
+                                         [--profile DIR] [--floor] [--as-superuser]
 
 Creates a fresh database (default postgresql://postgres@127.0.0.1:5432/postgres, or
 AUTHLEDGER_BENCH_DATABASE_URL), migrates it, and starts `authledger serve --workers 2` and
-`authledger worker` on it: NATS at 127.0.0.1:4222 with a stream of its own, an SMTP sink for
-the mailer, rate limits off, and the default log settings (info, one JSON access line per
-request, kept in a file). Then, with `wrk -t2` (--threads) on loopback, each run --seconds
-(10) after a warm-up:
+`authledger worker` on it, both connecting as a login member of the runtime role (as production
+does; --as-superuser: as the admin URL's user, whose writes the guards skip): NATS at
+127.0.0.1:4222 with a stream of its own, an SMTP sink for the mailer, rate limits off, and the
+default log settings (info, one JSON access line per request, kept in a file). Then, with `wrk
+-t2` (--threads) on loopback, each run --seconds (10) after a warm-up:
 
 a. the static endpoint, GET /.well-known/oauth-protected-resource, at 16 and 64 connections:
    the baseline every figure is divided by;
@@ -21,7 +22,11 @@ d. GET /api/me with one API key, at 16 connections.
 Prints each run, the CPU per registration of the HTTP processes, the worker and Postgres,
 the resident memory of every process, and the issue's targets.
 
-With --floor, then (e): the same registrations and relay check against bench/floor_server.py
+e. verified-email registrations (identity_assertion, verified_email, an address of its own
+   per request: a data subject and a claim mail in the outbox, in the append's transaction),
+   at 16 and 64 connections; every 200 in the log, and a mail in the outbox for each.
+
+With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
 records each HTTP child and the worker during the 16-connection registration run into DIR
@@ -68,10 +73,15 @@ from http_load import (
 )
 from machine import load_average, other_sessions
 
+from migrations.roles import RUNTIME_ROLE
+from service.database_role import url_as
+
 STATIC = "/.well-known/oauth-protected-resource"
 RELAY_TIMEOUT = 60.0
 TARGET_REGISTRATION = 0.3  # anonymous registrations/s at c=16, against static at c=16
 TARGET_ME = 0.9
+BENCH_ROLE = "authledger_bench_runtime"  # a login member of the runtime role
+TARGET_EMAIL = 0.2  # verified-email registrations/s at c=16, against static at c=16
 TARGET_P99_MS = 100.0  # registrations at c=64
 
 
@@ -106,6 +116,9 @@ class Figures:
     committed: dict[int, Committed] = field(default_factory=dict)
     worker_ms: dict[int, float] = field(default_factory=dict)  # worker CPU per registration
     me: WrkRun | None = None
+    email: dict[int, WrkRun] = field(default_factory=dict)  # verified-email registrations
+    email_committed: dict[int, Committed] = field(default_factory=dict)
+    mails: int = 0  # claim mails in the outbox at the end: one per verified-email registration
     relay_lag_s: float = float("nan")
     published: bool = False
     memory: str = ""
@@ -126,6 +139,8 @@ class Bench:
         await self.relay()
         log("(d) /api/me")
         await self.me()
+        log("(e) verified-email registrations")
+        await self.email_registrations()
         self.note_memory()
 
     async def static(self) -> None:
@@ -139,39 +154,56 @@ class Bench:
 
     async def registrations(self) -> None:
         await self.wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
-        worker = self.stack.worker.pid
         for c in (1, 16, 64):
-            await asyncio.sleep(SETTLE_SECONDS)
-            await self.events.checkpoint()
-            head, before = await self.events.head(), await self.events.registrations()
-            worker_before = _cpu_seconds(worker)
-            spies = self._spy() if c == 16 else []
-            run = await self.wrk.run(
-                "POST /agent/auth",
-                "register.lua",
-                "/agent/auth",
-                connections=c,
-                seconds=self.seconds,
-                collect_ids=True,
-            )
-            for spy in spies:
-                await asyncio.to_thread(spy.wait, 60)
-            spent = _cpu_seconds(worker) - worker_before
-            self.figures.worker_ms[c] = spent / max(run.requests, 1) * 1000
-            await asyncio.sleep(SETTLE_SECONDS)
-            recorded = set(await self.events.registration_ids_after(head))
-            ok_ids = set(run.ok_ids)
-            committed = Committed(
-                ok=run.count(200),
-                ids=len(ok_ids),
-                found=len(ok_ids & recorded),
-                new_events=await self.events.registrations() - before,
-                connections=c,
-            )
+            run, committed = await self._registration_run("register.lua", c, profile=c == 16)
             self.figures.register[c], self.figures.committed[c] = run, committed
-            log(run.line())
-            log(f"  worker CPU {self.figures.worker_ms[c]:.3f} ms per registration")
-            log("  " + committed.line())
+
+    async def email_registrations(self) -> None:
+        """E4 verified_email: a registration, a data subject and a claim mail per request."""
+        for c in (16, 64):
+            run, committed = await self._registration_run("register_email.lua", c)
+            self.figures.email[c], self.figures.email_committed[c] = run, committed
+        mails = await self.events.conn.fetchval("SELECT count(*) FROM mail_outbox")
+        self.figures.mails = int(mails)
+
+    async def _registration_run(
+        self, script: str, c: int, *, profile: bool = False
+    ) -> tuple[WrkRun, Committed]:
+        worker = self.stack.worker.pid
+        await asyncio.sleep(SETTLE_SECONDS)
+        await self.events.checkpoint()
+        head, before = await self.events.head(), await self.events.registrations()
+        worker_before = _cpu_seconds(worker)
+        spies = self._spy() if profile else []
+        run = await self.wrk.run(
+            "POST /agent/auth",
+            script,
+            "/agent/auth",
+            connections=c,
+            seconds=self.seconds,
+            collect_ids=True,
+            env={"WRK_EMAIL_RUN": secrets.token_hex(4)},
+        )
+        for spy in spies:
+            await asyncio.to_thread(spy.wait, 60)
+        spent = _cpu_seconds(worker) - worker_before
+        worker_ms = spent / max(run.requests, 1) * 1000
+        if script == "register.lua":
+            self.figures.worker_ms[c] = worker_ms
+        await asyncio.sleep(SETTLE_SECONDS)
+        recorded = set(await self.events.registration_ids_after(head))
+        ok_ids = set(run.ok_ids)
+        committed = Committed(
+            ok=run.count(200),
+            ids=len(ok_ids),
+            found=len(ok_ids & recorded),
+            new_events=await self.events.registrations() - before,
+            connections=c,
+        )
+        log(run.line())
+        log(f"  worker CPU {worker_ms:.3f} ms per registration")
+        log("  " + committed.line())
+        return run, committed
 
     def _spy(self) -> list[subprocess.Popen[bytes]]:
         if self.profile is None:
@@ -294,6 +326,7 @@ def report(f: Figures) -> bool:
     rows = [("static", r) for r in f.static.values()]
     rows += [("anonymous registration", r) for r in f.register.values()]
     rows += [("GET /api/me", f.me)] if f.me is not None else []
+    rows += [("verified-email registration", r) for r in f.email.values()]
     for label, r in rows:
         print(
             f"| {label} | {r.connections} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
@@ -327,7 +360,25 @@ def report(f: Figures) -> bool:
         f"{f.relay_lag_s:.2f} s",
         f.published and f.relay_lag_s < 1.0,
     )
-    committed = all(c.holds for c in f.committed.values())
+    if f.email:
+        e16, e64 = f.email[16], f.email[64]
+        target(
+            "verified-email registrations at c=16 >= 0.2x static",
+            f"{e16.rate / static.rate:.3f}x",
+            e16.rate >= TARGET_EMAIL * static.rate,
+        )
+        target(
+            "verified-email p99 at c=64 < 100 ms",
+            f"{e64.p99_ms:.1f} ms",
+            e64.p99_ms < TARGET_P99_MS,
+        )
+        emails = sum(c.new_events for c in f.email_committed.values())
+        target(
+            "a claim mail in the outbox for every verified-email registration",
+            f"{f.mails:,} mails, {emails:,} registrations",
+            f.mails == emails,
+        )
+    committed = all(c.holds for c in (*f.committed.values(), *f.email_committed.values()))
     target("every 200 committed", "yes" if committed else "NO", committed)
     return committed and f.published
 
@@ -347,6 +398,20 @@ def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
     for default in ("AUTHLEDGER_PUBLIC_URL", "AUTHLEDGER_LOG_LEVEL", "AUTHLEDGER_LOG_FORMAT"):
         env.pop(default, None)
     return env
+
+
+async def runtime_login(admin: asyncpg.Connection, url: str) -> str:
+    """`url` as a login member of the runtime role, as serve and worker connect in production.
+
+    The role is the cluster's (made once, left in place, like the suite's roles); migrate,
+    run as the admin URL's user, has made `authledger_runtime` and its grants. Its writes
+    pay the guards' whole check (migrations/guards.sql), which the owner's skip.
+    """
+    with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await admin.execute(f"CREATE ROLE {BENCH_ROLE} LOGIN")
+    await admin.execute(f"ALTER ROLE {BENCH_ROLE} LOGIN NOSUPERUSER PASSWORD '{BENCH_ROLE}'")
+    await admin.execute(f"GRANT {RUNTIME_ROLE} TO {BENCH_ROLE}")
+    return url_as(url, BENCH_ROLE, BENCH_ROLE)
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -402,6 +467,8 @@ async def run(args: argparse.Namespace) -> int:
         await admin.execute(f'CREATE DATABASE "{name}"')
         env = stack_env(url, name[-12:], smtp.port)
         await migrate(env)
+        if not args.as_superuser:
+            env["AUTHLEDGER_DATABASE_URL"] = await runtime_login(admin, url)
         worker = start_worker(env, workdir / "worker.log")
         server = Server(env, free_port(), workdir / "serve.log", 2)
         server.start()
@@ -416,7 +483,7 @@ async def run(args: argparse.Namespace) -> int:
             await bench.measure()
             floor: Bench | None = None
             if args.floor:
-                log("(e) the floor with its HTTP")
+                log("(f) the floor with its HTTP")
                 server.stop()
                 floor = await measure_floor(stack, workdir, Log(conn), args)
         finally:
@@ -462,6 +529,12 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")
     parser.add_argument(
         "--floor", action="store_true", help="then the same against bench/floor_server.py"
+    )
+    parser.add_argument(
+        "--as-superuser",
+        action="store_true",
+        help="serve and worker connect as the admin URL's user (the guards then skip their "
+        "check) instead of a member of the runtime role, as production does",
     )
     return asyncio.run(run(parser.parse_args()))
 
