@@ -32,9 +32,9 @@
 CREATE OR REPLACE FUNCTION ledger_row_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    fields  jsonb   := to_jsonb(NEW);
-    stream  text    := TG_ARGV[2] || (fields ->> TG_ARGV[1]);
-    version integer := (fields ->> 'version')::integer;
+    fields  jsonb;
+    stream  text;
+    version integer;
     before  jsonb;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
@@ -43,6 +43,9 @@ BEGIN
                    'MEMBER') THEN
         RETURN NULL;
     END IF;
+    fields := to_jsonb(NEW);
+    stream := TG_ARGV[2] || (fields ->> TG_ARGV[1]);
+    version := (fields ->> 'version')::integer;
     IF TG_OP = 'UPDATE' THEN
         before := to_jsonb(OLD);
         IF TG_ARGV[2] || (before ->> TG_ARGV[1]) = stream
@@ -75,7 +78,7 @@ CREATE OR REPLACE FUNCTION credentials_row_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     written record;
-    p       json;
+    p       jsonb;  -- the payload parsed once (json's operators parse the text at each use)
     scopes  text[];
     agrees  boolean;
 BEGIN
@@ -93,8 +96,8 @@ BEGIN
             NEW.credential_id, NEW.version
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    p := written.payload;
-    scopes := ARRAY(SELECT json_array_elements_text(p -> 'scopes'));
+    p := written.payload::jsonb;
+    scopes := ARRAY(SELECT jsonb_array_elements_text(p -> 'scopes'));
     IF TG_OP = 'INSERT' THEN
         agrees := written.type = 'credential.issued' AND NEW.status = 'active'
             AND NEW.token_hash = p ->> 'token_hash' AND NEW.kind = p ->> 'kind'
