@@ -8,6 +8,7 @@ dies on its own stops the rest, so an orchestrator sees the failure and restarts
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import shutil
@@ -32,6 +33,7 @@ def _child(settings: Settings, sock: socket.socket, announce: bool) -> None:
     # Ctrl-C reaches the whole process group; only the parent acts on it, with one SIGTERM
     # to each child, so no child sees two signals and takes the second as "force".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler, inherited by fork
     from service.runtime import serve
 
     configure_logging(settings)
@@ -61,7 +63,13 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
     # prometheus-client reads it when imported.
     metrics_dir = tempfile.mkdtemp(prefix="authledger-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
-    context = multiprocessing.get_context("spawn")
+    # The children are forked from a parent that has imported the whole service, its objects
+    # frozen out of the collector's reach, so the modules' pages stay shared between them
+    # (copy-on-write) instead of each child importing its own copy (issue 11, memory).
+    import service.runtime  # noqa: F401 - imported for the children to share
+
+    gc.freeze()
+    context = multiprocessing.get_context("fork")
     children = [
         context.Process(target=_child, args=(settings, sock, i == 0), name=f"authledger-http-{i}")
         for i in range(count)

@@ -9,20 +9,15 @@ store flushes what is queued, NATS drains, the pool closes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
-import uvicorn
-from litestar.types import ControllerRouterHandler
 
-from service.app import create_app
 from service.database_role import warn_if_privileged
 from service.listening import StartupError
 from service.logging import redact_url
@@ -99,55 +94,6 @@ async def supervise(stop: asyncio.Event, jobs: Sequence[Job], *, grace: float = 
         raise StartupError(f"{task.get_name()} stopped on its own")
 
 
-class _HostedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: our loop owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def http_job(
-    settings: Settings,
-    resources: Resources,
-    sock: socket.socket,
-    dev_routes: Sequence[ControllerRouterHandler] = (),
-) -> Job:
-    app = create_app(settings, resources=resources, dev_routes=dev_routes)
-    if settings.http_server == "granian":
-        from service.granian_host import HostedGranian
-
-        granian = HostedGranian(app, sock)
-
-        async def serve_granian() -> None:
-            log.info("http.serving", server="granian", pid=os.getpid())
-            await granian.serve()
-
-        return Job("http", serve_granian(), granian.request_stop)
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        ws="none",
-        log_config=None,
-        access_log=False,  # service.app logs one line per request, request id included
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _HostedServer(config)
-
-    async def run() -> None:
-        log.info("http.serving", server="uvicorn", pid=os.getpid())
-        try:
-            await server.serve(sockets=[sock])
-        except SystemExit as exc:  # uvicorn exits on start-up failures; keep it in the loop
-            raise StartupError(f"HTTP server failed to start (status {exc.code})") from None
-
-    def request_stop() -> None:
-        server.should_exit = True
-
-    return Job("http", run(), request_stop)
-
-
 def metrics_job(metrics: Metrics) -> Job:
     """Keeps this child's per-process gauges current for its siblings' scrapes."""
     stop = asyncio.Event()
@@ -178,7 +124,7 @@ async def run_services(
     *,
     sock: socket.socket | None,
     workers: bool,
-    dev_routes: Sequence[ControllerRouterHandler] = (),
+    dev_routes: Sequence[Any] = (),  # Litestar route handlers (`dev`'s mailbox)
     announce: bool = False,
 ) -> None:
     """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set.
@@ -190,6 +136,9 @@ async def run_services(
         await warn_if_privileged(resources.pool)
         jobs = []
         if sock is not None:
+            # imported here: `authledger worker` never loads the app or an HTTP server
+            from service.hosting import http_job
+
             jobs.append(http_job(settings, resources, sock, dev_routes))
             if resources.metrics is not None and resources.metrics.multiprocess_dir:
                 jobs.append(metrics_job(resources.metrics))

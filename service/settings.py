@@ -91,7 +91,7 @@ class Settings:
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
-    http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.http_job
+    http_server: Literal["granian", "uvicorn"] = "granian"  # service.hosting.http_job
     # What webhook and JWKS requests may reach besides public addresses (service.outbound):
     # CIDRs and host names, normalised; empty: public only. `dev`: loopback unless set.
     outbound_allow: tuple[str, ...] = ()
