@@ -1,7 +1,8 @@
 """The write path as deployed: `serve --workers 2` plus `worker`, measured with wrk.
 
     .venv/bin/python bench/write_path.py [--seconds S] [--threads T] [--database-url URL]
-                                         [--profile DIR] [--floor] [--as-superuser]
+                                         [--profile DIR] [--floor] [--memory]
+                                         [--as-superuser]
 
 Creates a fresh database (default postgresql://postgres@127.0.0.1:5432/postgres, or
 AUTHLEDGER_BENCH_DATABASE_URL), migrates it, and starts `authledger serve --workers 2` and
@@ -25,6 +26,11 @@ the resident memory of every process, and the issue's targets.
 e. verified-email registrations (identity_assertion, verified_email, an address of its own
    per request: a data subject and a claim mail in the outbox, in the append's transaction),
    at 16 and 64 connections; every 200 in the log, and a mail in the outbox for each.
+
+With --memory, (g): registrations at c=16 until the log holds 50,000, then 200,000, and the
+memory (RSS and PSS) of every process at each mark. The target is read on PSS: the HTTP
+children are forked from a parent that imported the service, so their module pages are shared
+and RSS would count them once per process.
 
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
@@ -60,6 +66,7 @@ from http_load import (
     SETTLE_SECONDS,
     Committed,
     Log,
+    Memory,
     Server,
     Wrk,
     WrkRun,
@@ -81,6 +88,9 @@ RELAY_TIMEOUT = 60.0
 TARGET_REGISTRATION = 0.3  # anonymous registrations/s at c=16, against static at c=16
 TARGET_ME = 0.9
 BENCH_ROLE = "authledger_bench_runtime"  # a login member of the runtime role
+MEMORY_MARKS = (50_000, 200_000)  # --memory: registrations in the log when memory is read
+TARGET_MEMORY_MB = 200.0  # every process of serve --workers 2 plus worker, PSS, at 50,000
+TARGET_MEMORY_GROWTH_MB = 5.0  # from 50,000 to 200,000 registrations
 TARGET_EMAIL = 0.2  # verified-email registrations/s at c=16, against static at c=16
 TARGET_P99_MS = 100.0  # registrations at c=64
 
@@ -118,6 +128,8 @@ class Figures:
     me: WrkRun | None = None
     email: dict[int, WrkRun] = field(default_factory=dict)  # verified-email registrations
     email_committed: dict[int, Committed] = field(default_factory=dict)
+    # registrations in the log -> (serve's processes, the worker's), with --memory
+    memory_marks: dict[int, tuple[Memory, Memory]] = field(default_factory=dict)
     mails: int = 0  # claim mails in the outbox at the end: one per verified-email registration
     relay_lag_s: float = float("nan")
     published: bool = False
@@ -165,6 +177,26 @@ class Bench:
             self.figures.email[c], self.figures.email_committed[c] = run, committed
         mails = await self.events.conn.fetchval("SELECT count(*) FROM mail_outbox")
         self.figures.mails = int(mails)
+
+    async def memory_growth(self) -> None:
+        """Registrations at c=16 until the log holds each mark; every process's memory then."""
+        for mark in MEMORY_MARKS:
+            while (count := await self.events.registrations()) < mark:
+                await self.wrk.run(
+                    f"POST /agent/auth until {mark:,}",
+                    "register.lua",
+                    "/agent/auth",
+                    connections=16,
+                    seconds=30,
+                    max_requests=(mark - count) // self.wrk.threads + 1,
+                )
+            await asyncio.sleep(SETTLE_SECONDS)
+            serve, worker = memory_of(self.stack.server.pid), memory_of(self.stack.worker.pid)
+            self.figures.memory_marks[count] = (serve, worker)
+            log(
+                f"{count:,} registrations: RSS {serve.rss_mb + worker.rss_mb:.1f} MB, "
+                f"PSS {serve.pss_mb + worker.pss_mb:.1f} MB in all"
+            )
 
     async def _registration_run(
         self, script: str, c: int, *, profile: bool = False
@@ -378,6 +410,27 @@ def report(f: Figures) -> bool:
             f"{f.mails:,} mails, {emails:,} registrations",
             f.mails == emails,
         )
+    if len(f.memory_marks) == len(MEMORY_MARKS):
+        print(
+            "\n| registrations in the log | RSS in all, MB | PSS in all, MB | per process (RSS) |"
+        )
+        print("|---:|---:|---:|---|")
+        totals = []
+        for count, (serve, worker) in f.memory_marks.items():
+            each = ", ".join(f"{n} {mb:.0f}" for _, n, mb in (*serve.processes, *worker.processes))
+            pss = serve.pss_mb + worker.pss_mb
+            totals.append(pss)
+            print(f"| {count:,} | {serve.rss_mb + worker.rss_mb:.1f} | {pss:.1f} | {each} |")
+        target(
+            f"memory after {MEMORY_MARKS[0]:,} registrations <= 200 MB (PSS, every process)",
+            f"{totals[0]:.1f} MB",
+            totals[0] <= TARGET_MEMORY_MB,
+        )
+        target(
+            f"memory growth to {MEMORY_MARKS[1]:,} registrations <= 5 MB",
+            f"{totals[1] - totals[0]:+.1f} MB",
+            totals[1] - totals[0] <= TARGET_MEMORY_GROWTH_MB,
+        )
     committed = all(c.holds for c in (*f.committed.values(), *f.email_committed.values()))
     target("every 200 committed", "yes" if committed else "NO", committed)
     return committed and f.published
@@ -454,6 +507,19 @@ async def measure_floor(ours: Stack, workdir: Path, events: Log, args: argparse.
     return floor
 
 
+async def measure_all(bench: Bench, workdir: Path, args: argparse.Namespace) -> Bench | None:
+    """(a)-(e), then (g) with --memory and (f) with --floor: the floor's Bench, if run."""
+    await bench.measure()
+    if args.memory:
+        log("(g) memory after 50,000 and 200,000 registrations")
+        await bench.memory_growth()
+    if not args.floor:
+        return None
+    log("(f) the floor with its HTTP")
+    bench.stack.server.stop()
+    return await measure_floor(bench.stack, workdir, bench.events, args)
+
+
 async def run(args: argparse.Namespace) -> int:
     name = f"authledger_bench_write_{secrets.token_hex(6)}"
     url = with_database(args.database_url, name)
@@ -480,12 +546,7 @@ async def run(args: argparse.Namespace) -> int:
             if args.profile is not None:
                 bench.profile = args.profile
                 await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
-            await bench.measure()
-            floor: Bench | None = None
-            if args.floor:
-                log("(f) the floor with its HTTP")
-                server.stop()
-                floor = await measure_floor(stack, workdir, Log(conn), args)
+            floor = await measure_all(bench, workdir, args)
         finally:
             await conn.close()
         print(
@@ -529,6 +590,12 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")
     parser.add_argument(
         "--floor", action="store_true", help="then the same against bench/floor_server.py"
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="then register until the log holds 50,000 and 200,000 registrations, reading "
+        "every process's memory at each (about 4 minutes more)",
     )
     parser.add_argument(
         "--as-superuser",
