@@ -95,7 +95,7 @@ TARGET_EMAIL = 0.2  # verified-email registrations/s at c=16, against static at 
 TARGET_P99_MS = 100.0  # registrations at c=64
 
 
-class _Discard:
+class Discard:
     """The mailer's SMTP peer: takes every message, keeps none."""
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
@@ -167,13 +167,13 @@ class Bench:
     async def registrations(self) -> None:
         await self.wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
         for c in (1, 16, 64):
-            run, committed = await self._registration_run("register.lua", c, profile=c == 16)
+            run, committed = await self.run_registrations("register.lua", c, profile=c == 16)
             self.figures.register[c], self.figures.committed[c] = run, committed
 
     async def email_registrations(self) -> None:
         """E4 verified_email: a registration, a data subject and a claim mail per request."""
         for c in (16, 64):
-            run, committed = await self._registration_run("register_email.lua", c)
+            run, committed = await self.run_registrations("register_email.lua", c)
             self.figures.email[c], self.figures.email_committed[c] = run, committed
         mails = await self.events.conn.fetchval("SELECT count(*) FROM mail_outbox")
         self.figures.mails = int(mails)
@@ -198,7 +198,7 @@ class Bench:
                 f"PSS {serve.pss_mb + worker.pss_mb:.1f} MB in all"
             )
 
-    async def _registration_run(
+    async def run_registrations(
         self, script: str, c: int, *, profile: bool = False
     ) -> tuple[WrkRun, Committed]:
         worker = self.stack.worker.pid
@@ -525,7 +525,7 @@ async def run(args: argparse.Namespace) -> int:
     url = with_database(args.database_url, name)
     workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-write-"))
     admin = await asyncpg.connect(args.database_url)
-    smtp = Controller(_Discard(), hostname="127.0.0.1", port=free_port())
+    smtp = Controller(Discard(), hostname="127.0.0.1", port=free_port())
     smtp.start()
     server: Server | None = None
     worker: subprocess.Popen[bytes] | None = None
@@ -565,10 +565,10 @@ async def run(args: argparse.Namespace) -> int:
         smtp.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-        await _drop_stream(f"BENCH_WRITE_{name[-12:]}")
+        await drop_stream(f"BENCH_WRITE_{name[-12:]}")
 
 
-async def _drop_stream(stream: str) -> None:
+async def drop_stream(stream: str) -> None:
     """The run's JetStream stream goes with its database (the machine's NATS is shared)."""
     with contextlib.suppress(Exception):
         nc = await nats.connect(NATS_URL)
