@@ -32,8 +32,9 @@ def _positive(raw: str) -> int:
 
 
 # Commands whose arguments are all defined here: for them the operator, audit and subscribe
-# parsers (whose modules import most of the service) are not built, so the `serve --workers N`
-# parent, a supervisor that lives as long as the service, stays small.
+# parsers (whose modules import most of the service) are not built, so `worker` and `migrate`
+# load only what they run (`serve --workers N` imports the service once, in the parent, for
+# its forked children to share: service.processes).
 _OWN_COMMANDS = ("dev", "serve", "worker", "migrate", "replay", "rotate-secret")
 
 

@@ -1,6 +1,6 @@
 """What a process needs before the application: the listening socket and the one-line
-start-up failure. Kept apart from service.runtime so that the `serve --workers N` parent,
-a supervisor, never imports the application (its memory stays small)."""
+start-up failure. Kept apart from service.runtime so that a command that fails to bind (or
+`authledger worker`) never imports the application."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`authledger serve --workers N`: N HTTP processes sharing one listening socket.
 
-The parent binds once and hands the socket to N spawned children, each running the same
+The parent binds once and hands the socket to N forked children, each running the same
 loop as a single-process `serve`. SIGINT/SIGTERM to the parent stop every child; a child that
 dies on its own stops the rest, so an orchestrator sees the failure and restarts the lot.
 """
