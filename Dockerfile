@@ -1,4 +1,7 @@
 # authledger service image: `authledger serve` by default; `authledger worker` for workers.
+# The build stage copies exactly what the wheel is made of: pyproject.toml, the README it
+# names, and the packages of [tool.hatch.build.targets.wheel]. tests/integration/
+# test_packages.py builds the wheel from these COPY lines and starts the app from it.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -24,6 +24,7 @@ digested too; each key whose rows differ is reported with the columns that diffe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ Q = load_queries("projections", "replay.sql")
 SHADOW = "authledger_replay"
 RETIRED = "authledger_retired"
 BATCH = 5000
+Progress = Callable[[int, int], None]  # (done, total), as the work goes (service/progress.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +120,28 @@ async def _checkpoint(conn: asyncpg.Connection, schema: str) -> int:
     return int(values.pop())
 
 
-async def _fold(conn: asyncpg.Connection, schema: str, until: int | None, batch: int) -> int:
+async def _fold(
+    conn: asyncpg.Connection,
+    schema: str,
+    until: int | None,
+    batch: int,
+    progress: Progress | None = None,
+) -> int:
     """Fold the log after the shadow's checkpoint (up to `until`) into the shadow, one
-    transaction per batch, checkpoints included. Returns how many events were applied."""
-    applied = 0
+    transaction per batch, checkpoints included. Returns how many events were applied;
+    `progress` hears (applied, to apply) after each batch, counted from the log's head."""
+    applied, total = 0, 0
+    if progress is not None:
+        end = until if until is not None else int(await conn.fetchval(Q["head"]))
+        total = max(end - await _checkpoint(conn, schema), 0)
     while True:
         async with conn.transaction():
             folded = await _fold_batch(conn, schema, until, batch)
         if not folded:
             return applied
         applied += folded
+        if progress is not None:
+            progress(applied, total)
 
 
 async def _fold_batch(conn: asyncpg.Connection, schema: str, until: int | None, batch: int) -> int:
@@ -208,9 +222,11 @@ async def _drop(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-async def verify(database_url: str, *, batch: int = BATCH) -> Report:
+async def verify(
+    database_url: str, *, batch: int = BATCH, progress: Progress | None = None
+) -> Report:
     """Rebuild from the log into a throwaway shadow and compare it with the live tables as of
-    one snapshot; the service keeps running."""
+    one snapshot; the service keeps running. `progress`: see `_fold`."""
     started, schema = time.perf_counter(), f"{SHADOW}_verify"
     live = await asyncpg.connect(database_url)
     shadow = await asyncpg.connect(database_url)
@@ -219,7 +235,7 @@ async def verify(database_url: str, *, batch: int = BATCH) -> Report:
         async with live.transaction(isolation="repeatable_read", readonly=True):
             head = int(await live.fetchval(Q["head"]))
             await _create_shadow(shadow, schema)
-            applied = await _fold(shadow, schema, head, batch)
+            applied = await _fold(shadow, schema, head, batch, progress)
             differences = await _compare(live, shadow, schema)
         return Report(applied, head, time.perf_counter() - started, differences)
     finally:
@@ -228,13 +244,16 @@ async def verify(database_url: str, *, batch: int = BATCH) -> Report:
         await live.close()
 
 
-async def replay(database_url: str, *, batch: int = BATCH) -> Report:
-    """Build beside, checksum, switch. Resumes a build an earlier run left behind."""
+async def replay(
+    database_url: str, *, batch: int = BATCH, progress: Progress | None = None
+) -> Report:
+    """Build beside, checksum, switch. Resumes a build an earlier run left behind.
+    `progress` follows the build (see `_fold`), the bulk of the work."""
     started = time.perf_counter()
     conn = await asyncpg.connect(database_url)
     try:
         await _create_shadow(conn, SHADOW)
-        applied = await _fold(conn, SHADOW, None, batch)
+        applied = await _fold(conn, SHADOW, None, batch, progress)
         await _complete_shadow(conn, SHADOW)
         applied += await _fold(conn, SHADOW, None, batch)  # what came in meanwhile
         async with conn.transaction():

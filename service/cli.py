@@ -268,12 +268,14 @@ def _rotate_secret(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from projections.replay import Report, replay, verify
+    from service.progress import ProgressReport
 
     reports: list[Report] = []
 
     async def run() -> None:
         job = verify if args.verify else replay
-        reports.append(await job(settings.owner_url))
+        with ProgressReport("replay --verify" if args.verify else "replay") as progress:
+            reports.append(await job(settings.owner_url, progress=progress))
 
     _run(run())
     [report] = reports

@@ -3,6 +3,9 @@
     authledger subscribe [--from-start] [--json] [--tenant T] [--state FILE]
                          [--nats-url URL] [--service-url URL]
 
+The same command is `authledger-subscriber` where only the subscriber is installed (its own
+distribution, subscriber/pyproject.toml).
+
 What a person watching an incident wants: when, why, which credential, whose. Every line is a
 verified message (signature checked against the service's JWKS). Without `--from-start` it
 shows what happens from now on; with it, the whole feed the stream holds first (and, given
@@ -22,9 +25,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from subscriber.client import (
     RevocationSubscriber,
@@ -38,7 +42,11 @@ from subscriber.wire import Revocation, to_json
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser("subscribe", help="print the revocation feed as it happens")
+    """`authledger subscribe`, in the service's own command line."""
+    add_arguments(commands.add_parser("subscribe", help="print the revocation feed as it happens"))
+
+
+def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--from-start", action="store_true", help="replay the whole feed first")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub.add_argument("--tenant", default="default")
@@ -131,3 +139,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str], nats_url: WhereNats | 
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`authledger-subscriber`: the same command, installed alone (authledger-subscriber's
+    script); it reads the environment only (no dev stack to follow)."""
+    parser = argparse.ArgumentParser(
+        prog="authledger-subscriber", description="Print the revocation feed as it happens."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv), os.environ)

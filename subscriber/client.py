@@ -37,14 +37,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -53,15 +51,15 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from subscriber.keys import KeySet
+from subscriber.revoked import RevokedSet
 from subscriber.state import Checkpoint, State
-from subscriber.wire import BadMessage, Revocation, hash_prefix, subject, token_prefix
+from subscriber.wire import BadMessage, Revocation, subject
 
 log = logging.getLogger("authledger.subscriber")
 Source = Literal["feed", "resync"]
 Listener = Callable[[Revocation, Source], None]
 WhereNats = Callable[[], str | None]  # where NATS is now (None: no news)
 RESYNC_PATH = "/admin/revocations"
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
 class ResyncFailed(Exception):
@@ -106,7 +104,7 @@ class SubscriberStats:
     unresolved: int = 0  # gaps that could not be repaired (no admin token)
 
 
-class RevocationSubscriber:
+class RevocationSubscriber(RevokedSet):
     """Follows the revocation feed until cancelled; ask it `is_revoked` meanwhile."""
 
     def __init__(
@@ -128,10 +126,7 @@ class RevocationSubscriber:
         self._http: httpx.AsyncClient | None = None
         self._delay = config.backoff_initial
 
-    # -- asking ----------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._state)
+    # -- asking (`RevokedSet`: len, is_revoked, is_revoked_credential) -------------------
 
     @property
     def position(self) -> int | None:
@@ -140,20 +135,6 @@ class RevocationSubscriber:
     @property
     def seq(self) -> int:
         return self._state.checkpoint.seq
-
-    def is_revoked(self, token_or_hash: str) -> bool:
-        """Whether a bearer value, its hex SHA-256 (64 digits) or the 16-digit prefix of that
-        belongs to an ended credential. A JWT's `jti` is checked too."""
-        value = token_or_hash.strip()
-        if len(value) in (16, 64) and _HEX.match(value):
-            return hash_prefix(value) in self._state.prefixes
-        if token_prefix(value) in self._state.prefixes:
-            return True
-        jti = _unverified_jti(value)
-        return jti is not None and jti in self._state.jtis
-
-    def is_revoked_credential(self, credential_id: str) -> bool:
-        return credential_id in self._state.credentials
 
     # -- following -------------------------------------------------------------------------
 
@@ -412,23 +393,6 @@ class RevocationSubscriber:
         except (BadMessage, KeyError, TypeError) as exc:
             raise ResyncFailed(f"{RESYNC_PATH} entry refused: {exc!r}") from None
         return {"items": items, "through": body["through"], "more": bool(body["more"])}
-
-
-def _unverified_jti(token: str) -> str | None:
-    """A JWT's `jti`, read without verifying (only to look it up in the revoked set)."""
-    if token.count(".") != 2:
-        return None
-    with contextlib.suppress(Exception):
-        claims = msgspec.json.decode(_b64decode(token.split(".")[1]))
-        jti = claims.get("jti") if isinstance(claims, dict) else None
-        return jti if isinstance(jti, str) else None
-    return None
-
-
-def _b64decode(text: str) -> bytes:
-    import base64
-
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 async def cancel_until_done(*tasks: asyncio.Task[Any]) -> None:

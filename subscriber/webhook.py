@@ -90,8 +90,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from subscriber.keys import KeySet
+from subscriber.revoked import RevokedSet
 from subscriber.state import PushedRevocation, State
-from subscriber.wire import BadMessage, Revocation, hash_prefix, token_prefix
+from subscriber.wire import BadMessage, Revocation
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +109,6 @@ MAX_ID = 256  # longest jti, txn or credential id taken
 _HASH_PREFIX = re.compile(r"[0-9a-f]{16}")
 log = logging.getLogger("authledger.subscriber.webhook")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
 _REVOKED = re.compile(r"^credential revoked \(([a-z0-9_.-]{1,64})\)$")
 
 
@@ -174,7 +174,7 @@ class _IssuerKeys(KeySet):
         return key, fetched
 
 
-class RevocationWebhook:
+class RevocationWebhook(RevokedSet):
     """The ASGI application; see the module docstring. Ask it `is_revoked` meanwhile."""
 
     def __init__(self, config: WebhookConfig, *, http: httpx.AsyncClient | None = None) -> None:
@@ -188,10 +188,7 @@ class RevocationWebhook:
         self._keys = _IssuerKeys(self._http, min_refresh=config.min_refresh)
         self._pulling = asyncio.Lock()
 
-    # -- asking ----------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._state)
+    # -- asking (`RevokedSet`: len, is_revoked, is_revoked_credential) -------------------
 
     @property
     def position(self) -> int | None:
@@ -203,20 +200,6 @@ class RevocationWebhook:
         """Credential ids held from a SET alone, without their token hash: an API key's
         bearer value is matched by nothing else; an access token's still by its `jti`."""
         return frozenset(self._state.incomplete)
-
-    def is_revoked(self, token_or_hash: str) -> bool:
-        """Whether a bearer value, its hex SHA-256 (64 digits) or the 16-digit prefix of that
-        belongs to an ended credential; a JWT's `jti` is checked too (as the NATS follower)."""
-        value = token_or_hash.strip()
-        if len(value) in (16, 64) and _HEX.match(value):
-            return hash_prefix(value) in self._state.prefixes
-        if token_prefix(value) in self._state.prefixes:
-            return True
-        jti = _unverified_jti(value)
-        return jti is not None and jti in self._state.jtis
-
-    def is_revoked_credential(self, credential_id: str) -> bool:
-        return credential_id in self._state.credentials
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -503,16 +486,3 @@ def _reason(reason_admin: object) -> str:
         return "expired"
     found = _REVOKED.match(text) if isinstance(text, str) else None
     return f"revoked:{found.group(1)}" if found else "revoked"
-
-
-def _unverified_jti(token: str) -> str | None:
-    """A JWT's `jti`, read without verifying (only to look it up in the revoked set)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    jti = claims.get("jti") if isinstance(claims, dict) else None
-    return jti if isinstance(jti, str) else None

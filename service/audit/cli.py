@@ -37,6 +37,7 @@ from service.audit.subjects import KINDS, Bound, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
 from service.audit.verify import VerifyReport, load_keys, verify
 from service.pii import Sealer
+from service.progress import ProgressReport
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
@@ -189,9 +190,15 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
                         await publisher.close()
 
             target = out if args.output is None else args.output.open("w", encoding="utf-8")
+            # on stderr; not while the lines themselves go to a terminal
+            shown = args.output is not None or not out.isatty()
             try:
-                async for line in export(conn, subject, bound, now=clock.now(), sign_now=signer):
-                    target.write(line)
+                with ProgressReport("audit export", enabled=shown) as progress:
+                    lines = export(
+                        conn, subject, bound, now=clock.now(), sign_now=signer, progress=progress
+                    )
+                    async for line in lines:
+                        target.write(line)
             finally:
                 if target is not out:
                     target.close()
@@ -207,7 +214,8 @@ async def _verify(settings: Settings, source: str | None, out: TextIO) -> int:
         return KEYS_UNREADABLE
     published = await read_published(settings.nats_url, CheckpointStream.from_settings(settings))
     async with _pool(settings) as pool:
-        report = await verify(pool, trusted_keys=pinned, published=published)
+        with ProgressReport("audit verify", "positions") as progress:
+            report = await verify(pool, trusted_keys=pinned, published=published, progress=progress)
     _print_verify(report, out)
     return {"verified": VERIFIED, "broken": BROKEN}.get(report.verdict, UNVOUCHED)
 

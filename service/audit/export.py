@@ -32,7 +32,7 @@ from events.envelope import RecordedEvent
 from events.sql import Conn
 from service.audit.signed import Checkpoint, Jwk
 from service.audit.subjects import Bound, Subject, read, streams
-from service.audit.verify import BATCH, Q, check_rows, checkpoints, load_keys
+from service.audit.verify import BATCH, Progress, Q, check_rows, checkpoints, load_keys
 
 FORMAT = "authledger-audit-export"
 VERSION = 1
@@ -91,9 +91,16 @@ async def _checkpoints_for(
 
 
 async def export(
-    db: Conn, subject: Subject, bound: Bound, *, now: datetime, sign_now: SignNow | None = None
+    db: Conn,
+    subject: Subject,
+    bound: Bound,
+    *,
+    now: datetime,
+    sign_now: SignNow | None = None,
+    progress: Progress | None = None,
 ) -> AsyncIterator[str]:
-    """The export's lines (each ending in a newline), produced as they are read."""
+    """The export's lines (each ending in a newline), produced as they are read; `progress`
+    hears (events written, events in the slice) as the event lines go."""
     events = await read(db, subject.tenant_id, await streams(db, subject), bound)
     positions = [e.position for e in events]
     good, keys = await _checkpoints_for(db, positions) if positions else ([], {})
@@ -124,8 +131,10 @@ async def export(
         "jwks": {"keys": [dict(keys[k]) for k in kids if k in keys]},
     }
     yield _line(header)
-    for event in events:
+    for done, event in enumerate(events, 1):
         yield _line(event_line(event))
+        if progress is not None:
+            progress(done, len(events))
     in_slice = set(positions)
     for run in runs:
         async for position, digest in _digests(db, run):

@@ -23,7 +23,7 @@ import json
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ from service.audit.vouch import Anchor, compare_published, key_reasons
 Q = load_queries("service.audit", "verify.sql")
 BATCH = 5000
 SLICE = 500
+Progress = Callable[[int, int], None]  # (positions checked, to check), as the walk goes
 NEIGHBOURS = 1000  # rows after a break searched for the place a moved row came from
 
 
@@ -126,6 +127,7 @@ async def walk(
     prev_hash: bytes = GENESIS,
     expect: Mapping[int, bytes] | None = None,
     batch: int = BATCH,
+    progress: Progress | None = None,
 ) -> Walk:
     """Recompute the chain over (after, until] from `prev_hash`, stopping at the first problem;
     `expect`: hashes signed at some positions (checkpoints) the chain must reach. Ranges of
@@ -161,6 +163,8 @@ async def walk(
                     return result
                 result.checked += checked
                 result.prev_hash, expected = prev, expected + checked
+                if progress is not None:
+                    progress(result.checked, until - after)
                 if broken is not None:
                     stored = chunk[checked][0]
                     break
@@ -257,9 +261,11 @@ async def verify(
     trusted_keys: Mapping[str, Jwk] | None = None,
     published: Published | None = None,
     batch: int = BATCH,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """The whole log and every checkpoint, the newest published checkpoint with them; see the
-    module docstring. `trusted_keys`: the keys the auditor pinned (None: the database's)."""
+    module docstring. `trusted_keys`: the keys the auditor pinned (None: the database's);
+    `progress` follows the walk over the log."""
     started = time.perf_counter()
     pinned = trusted_keys is not None
     async with pool.acquire() as first, pool.acquire() as second, pool.acquire() as third:
@@ -296,7 +302,9 @@ async def verify(
             )
             report.problems.append(Problem(head + 1, reason))
         expect = {p: h for p, h in signed.items() if p <= head}
-        result = await walk((first, second, third), until=head, expect=expect, batch=batch)
+        result = await walk(
+            (first, second, third), until=head, expect=expect, batch=batch, progress=progress
+        )
     report.checked = result.checked
     if result.problem is not None:
         report.problems.append(result.problem)

