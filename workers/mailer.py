@@ -23,7 +23,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
@@ -43,6 +43,7 @@ from service.logging import redact_url
 from service.pii import Db, Sealer
 from service.settings import ConfigError
 from service.tenants import TenantDirectory
+from workers.base.watch import Watched
 from workers.mail_templates import ClaimMail, build_message, claim_link, sender_for
 
 if TYPE_CHECKING:
@@ -170,6 +171,16 @@ def describe_error(exc: BaseException) -> str:
     return " ".join(str(p) for p in (type(exc).__name__, *codes, text) if p not in (None, ""))
 
 
+@dataclass
+class MailerStats:
+    sent: int = 0  # mails this mailer had accepted by the SMTP server
+    retried: int = 0  # sends that failed and wait for another try
+    failed: int = 0  # rows given up (tries spent, or nobody to write to)
+    expired: int = 0  # rows whose link window ended unsent
+    rounds: int = 0  # rounds done (expire, claim, send)
+    sleeping: bool = False
+
+
 class Mailer:
     """Sends the outbox's claim e-mails until cancelled; see the module docstring."""
 
@@ -192,7 +203,18 @@ class Mailer:
         self._smtp = smtp_options(config.smtp_url)
         self._wake = asyncio.Event()
         self._pause = 0.1  # before restarting after a database failure; reset by progress
-        self.sent = 0  # mails this mailer had accepted by the SMTP server
+        self._watch = Watched(MailerStats())
+        self.stats = self._watch.stats
+
+    @property
+    def sent(self) -> int:
+        """Mails this mailer had accepted by the SMTP server."""
+        return self.stats.sent
+
+    async def wait_for(self, predicate: Callable[[MailerStats], bool]) -> MailerStats:
+        """Until `predicate(stats)` holds after a round, a send or on falling asleep (bound it
+        with `asyncio.timeout`): for tests and tools, await a state instead of polling it."""
+        return await self._watch.wait_for(predicate)
 
     async def run(self) -> None:
         """Send until cancelled; database outages restart the loop after a pause."""
@@ -226,9 +248,14 @@ class Mailer:
                     # Until a NOTIFY or the next due row. Not wait_for: on Python 3.11 it
                     # returns normally when the wake and a cancel land in one loop turn, so a
                     # NOTIFY arriving with the stop would swallow the cancel.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(max(wait, 0.01), idle)):
-                            await self._wake.wait()
+                    self.stats.sleeping = True
+                    self._watch.changed()
+                    try:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(min(max(wait, 0.01), idle)):
+                                await self._wake.wait()
+                    finally:
+                        self.stats.sleeping = False
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
             finally:  # a listener left on a released connection makes asyncpg warn
@@ -239,6 +266,7 @@ class Mailer:
         """Expire, claim and send one batch; True when the batch was full."""
         now = self._clock.now()
         for row in await self._pool.fetch(Q["expire"], now):
+            self.stats.expired += 1
             log.info("mailer.expired", attempt_id=row["attempt_id"])
         lease_end = now + timedelta(seconds=self.config.lease)
         rows = await self._pool.fetch(Q["claim"], now, lease_end, self.config.batch)
@@ -249,6 +277,8 @@ class Mailer:
             if isinstance(result, BaseException):
                 raise result
         self._pause = 0.1
+        self.stats.rounds += 1
+        self._watch.changed()
         return len(rows) == self.config.batch
 
     async def _deliver(self, row: asyncpg.Record) -> None:
@@ -257,12 +287,14 @@ class Mailer:
         tries: int = row["tries"]
         if row["link_expires_at"] <= self._clock.now():
             await self._pool.execute(Q["mark_expired"], attempt_id, tries)
+            self.stats.expired += 1
             log.info("mailer.expired", attempt_id=attempt_id)
             return
         try:
             recipient = await self._sealer.open(self._pool, row["recipient_sealed"])
             if recipient is None:  # the person was erased: nobody to write to, ever
                 await self._pool.execute(Q["mark_failed"], attempt_id, tries, "recipient erased")
+                self.stats.failed += 1
                 log.warning("mailer.failed", attempt_id=attempt_id, error="recipient erased")
                 return
             token = open_link_token(self._secret_key, attempt_id, row["link_token_sealed"])
@@ -323,7 +355,8 @@ class Mailer:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await asyncio.sleep(delay)
                 continue
-            self.sent += 1
+            self.stats.sent += 1
+            self._watch.changed()
             log.info("mailer.sent", attempt_id=attempt_id)
             return
         log.error("mailer.sent_unrecorded", attempt_id=attempt_id)
@@ -333,12 +366,14 @@ class Mailer:
         cfg = self.config
         if tries >= cfg.max_tries:
             await self._pool.execute(Q["mark_failed"], attempt_id, tries, error)
+            self.stats.failed += 1
             log.warning("mailer.failed", attempt_id=attempt_id, tries=tries, error=error)
             return
         ceiling = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (tries - 1))
         delay = _jitter.uniform(ceiling / 2, ceiling)  # equal jitter: spreads retries out
         next_try = self._clock.now() + timedelta(seconds=delay)
         await self._pool.execute(Q["mark_retry"], attempt_id, tries, next_try, error)
+        self.stats.retried += 1
         level = log.warning if isinstance(exc, TlsUnavailable) else log.info
         level(
             "mailer.retry", attempt_id=attempt_id, tries=tries, delay=round(delay, 3), error=error

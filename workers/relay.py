@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -36,6 +37,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from events.envelope import RecordedEvent
 from events.sql import load_queries
 from events.store import EventStore, Wakeups
+from workers.base.watch import Watched
 from workers.feed import MSG_ID_HEADER, POSITION_HEADER, encode_event, headers_for, subject_for
 
 MAX_WINDOW = 512
@@ -78,6 +80,7 @@ class RelayStats:
     skipped: int = 0  # found in the stream by a scan, not published again
     deduplicated: int = 0  # acked as duplicates by JetStream's dedupe window
     holding_lock: bool = False
+    retries: int = 0  # failures retried (NATS, Postgres)
     scans: list[int] = field(default_factory=list)  # positions found per scan
 
 
@@ -104,7 +107,8 @@ class Relay:
         self._pool = pool
         self._nats_url = nats_url
         self.config = config or RelayConfig()
-        self.stats = RelayStats()
+        self._watch = Watched(RelayStats())
+        self.stats = self._watch.stats
         self._store = EventStore(pool)
         self._backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         self._nats_errors = 0
@@ -136,6 +140,11 @@ class Relay:
                 await nc.close()
             log.info("relay.stopped", position=self.stats.position)
 
+    async def wait_for(self, predicate: Callable[[RelayStats], bool]) -> RelayStats:
+        """Until `predicate(stats)` holds after a change (bound it with `asyncio.timeout`): for
+        tests and tools, await a state instead of polling it."""
+        return await self._watch.wait_for(predicate)
+
     async def _nats_error(self, exc: Exception) -> None:
         """nats-py retries connecting forever; report the first failure and every 100th."""
         self._nats_errors += 1
@@ -147,6 +156,8 @@ class Relay:
         self._nats_errors = 0
 
     async def _pause(self, stage: str, exc: BaseException) -> None:
+        self.stats.retries += 1
+        self._watch.changed()
         delay = self._backoff.next()
         log.warning("relay.retry", stage=stage, error=repr(exc), delay=round(delay, 3))
         await asyncio.sleep(delay)
@@ -159,11 +170,13 @@ class Relay:
                 log.info("relay.lock_waiting", checkpoint=name)
                 await conn.execute(Q["lock"], name)
                 self.stats.holding_lock = True
+                self._watch.changed()
                 log.info("relay.lock_acquired", checkpoint=name)
                 async with Wakeups(self._pool) as wakeups:
                     await self._relay(js, conn, wakeups)
             finally:
                 self.stats.holding_lock = False
+                self._watch.changed()
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute(Q["unlock"], name)
@@ -207,6 +220,7 @@ class Relay:
                 for stored in range(events[0].position, position + 1):
                     present.pop(stored, None)
                 self._backoff.reset()
+                self._watch.changed()
                 log.info("relay.published", count=done, position=position)
             if done < len(events):
                 raise PublishIncomplete(f"{len(events) - done} of {len(events)} not acked")
@@ -246,6 +260,7 @@ class Relay:
         self.stats.published += len(acks) - duplicates
         self.stats.deduplicated += duplicates
         self.stats.skipped += done - len(acks)
+        self._watch.changed()
         if failure is not None:
             error = "ack timeout" if failure.cancelled() else repr(failure.exception())
             log.warning("relay.not_acked", position=events[done].position, error=error)
@@ -288,6 +303,7 @@ class Relay:
                     seq = 0
                     break
         self.stats.scans.append(len(present))
+        self._watch.changed()
         log.info("relay.scanned", checkpoint=checkpoint, scanned=scanned, present=len(present))
         return present
 

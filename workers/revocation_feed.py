@@ -69,6 +69,7 @@ from subscriber.wire import (
     sign,
     subject,
 )
+from workers.base.watch import Watched
 from workers.relay import Backoff
 from workers.revocation_log import Chain, ending_after, revocations
 
@@ -144,7 +145,8 @@ class RevocationPublisher:
         self._tenants = tenants  # other tenants' issuers; None: every message is the default's
         self._clock = clock or SystemClock()
         self.config = config or FeedConfig()
-        self.stats = FeedStats()
+        self._watch = Watched(FeedStats())
+        self.stats = self._watch.stats
         self._backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         self._nats_errors = 0
         self._keys_loaded = -1e9
@@ -176,6 +178,11 @@ class RevocationPublisher:
                 await nc.close()
             log.info("revocation_feed.stopped", position=self.stats.position)
 
+    async def wait_for(self, predicate: Callable[[FeedStats], bool]) -> FeedStats:
+        """Until `predicate(stats)` holds after a change (bound it with `asyncio.timeout`): for
+        tests and tools, await a state instead of polling it."""
+        return await self._watch.wait_for(predicate)
+
     async def _nats_error(self, exc: Exception) -> None:
         self._nats_errors += 1
         if self._nats_errors % 100 == 1:
@@ -187,6 +194,7 @@ class RevocationPublisher:
 
     async def _pause(self, stage: str, exc: BaseException) -> None:
         self.stats.retries += 1
+        self._watch.changed()
         delay = self._backoff.next()
         log.warning("revocation_feed.retry", stage=stage, error=repr(exc), delay=round(delay, 3))
         await asyncio.sleep(delay)
@@ -198,11 +206,13 @@ class RevocationPublisher:
             try:
                 await conn.execute(LOCK["lock"], name)
                 self.stats.holding_lock = True
+                self._watch.changed()
                 log.info("revocation_feed.lock_acquired", checkpoint=name)
                 async with Wakeups(self._pool) as wakeups:
                     await self._publish_all(js, conn, wakeups)
             finally:
                 self.stats.holding_lock = False
+                self._watch.changed()
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute(LOCK["unlock"], name)
@@ -235,6 +245,7 @@ class RevocationPublisher:
                 window = await ending_after(reader, stats.position, cfg.batch)
             if not window.events:
                 stats.position = max(stats.position, window.head)
+                self._watch.changed()
                 if stats.position - self._saved >= cfg.save_every:
                     await self._save(conn, stats.position, stats.seq)
                 if not await wakeups.wait(cfg.idle_timeout, settle=cfg.settle):
@@ -268,6 +279,7 @@ class RevocationPublisher:
     ) -> None:
         await conn.execute(Q["save_checkpoint"], self.config.checkpoint_name, position, seq)
         self.stats.position, self.stats.seq, self._saved = position, seq, position
+        self._watch.changed()
 
     async def _issuers(self, events: Sequence[RecordedEvent]) -> Callable[[str], str]:
         """The `iss` of each tenant's messages: its own issuer (the default's for a tenant
@@ -344,6 +356,7 @@ class RevocationPublisher:
         self.stats.published += len(acks) - duplicates
         self.stats.deduplicated += duplicates
         self.stats.skipped += sum(1 for index in stored if index < done)
+        self._watch.changed()
         if failure is not None:
             error = "ack timeout" if failure.cancelled() else repr(failure.exception())
             log.warning("revocation_feed.not_acked", position=messages[done].position, error=error)
@@ -398,6 +411,7 @@ class RevocationPublisher:
             if position.isdigit() and int(position) > stats.position and msg_id:
                 present.setdefault(int(position), (str(msg_id), found_seq))
         stats.scans.append(len(present))
+        self._watch.changed()
         log.info("revocation_feed.scanned", position=stats.position, seq=stats.seq,
                  scanned=scanned, present=len(present))  # fmt: skip
         return present
