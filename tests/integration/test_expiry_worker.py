@@ -31,11 +31,11 @@ from service.commands.registration import register_anonymous, register_verified_
 from service.credential_cache import CredentialCache, Refusal
 from service.crypto import token_hash
 from service.domain.errors import ProtocolError
+from service.mail.outbox import open_link_token
 from service.principal import Principal
 from service.settings import Settings
 from tests.support.commands import command_context
 from workers.expiry import ACTOR, ExpiryConfig, ExpiryStats, ExpiryWorker
-from workers.mailer import open_link_token
 from workers.runner import workers
 
 SECRET = "e" * 40

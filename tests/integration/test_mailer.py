@@ -21,19 +21,12 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 import workers.mailer as mailer_module
 from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
 from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
+from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_token
 from service.pii import Sealer
 from service.settings import ConfigError, Settings
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from workers.mail_templates import ClaimMail, render_html, render_text
-from workers.mailer import (
-    Mailer,
-    MailerConfig,
-    enqueue_claim_mail,
-    mailer_worker,
-    open_link_token,
-    seal_link_token,
-    smtp_options,
-)
+from workers.mailer import Mailer, MailerConfig, mailer_worker, smtp_options
 
 SECRET = "m" * 48
 PUBLIC_URL = "https://auth.example.org"
@@ -251,7 +244,7 @@ async def test_a_stop_that_lands_with_a_notify_still_stops(pool: asyncpg.Pool) -
     mailer = a_mailer(pool, "smtp://127.0.0.1:1", idle_timeout=1.0)
     task = asyncio.create_task(mailer.run())
     await asyncio.sleep(0.3)  # started, looked, now waiting
-    mailer._notified()  # what asyncpg calls on a NOTIFY
+    mailer._wake.notified()  # what asyncpg calls on a NOTIFY
     task.cancel()
     async with asyncio.timeout(3):
         await asyncio.gather(task, return_exceptions=True)

@@ -22,6 +22,7 @@ from events.store import EventStore
 from events.tenant import TenantCreated
 from projections.runner import project
 from service.embedded import EmbeddedNats, free_port
+from service.revocations.log import ENDING
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenants import TenantDirectory
@@ -62,7 +63,6 @@ from tests.support.revocations import (
 from workers.feed import POSITION_HEADER as RELAY_POSITION_HEADER
 from workers.relay import Relay
 from workers.revocation_feed import RevocationPublisher
-from workers.revocation_log import ENDING
 
 CHECKPOINT_OF = "revocations:{}"
 
