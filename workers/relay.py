@@ -31,14 +31,8 @@ from nats.js.errors import NotFoundError
 from events.envelope import RecordedEvent
 from events.sql import load_queries
 from events.store import EventStore, Wakeups
-from workers.base.jetstream import (
-    JetStreamPublisher,
-    LockConn,
-    Outgoing,
-    PublisherConfig,
-    PublisherStats,
-    PublishIncomplete,
-)
+from workers.base import jetstream
+from workers.base.jetstream import LockConn
 from workers.feed import MSG_ID_HEADER, POSITION_HEADER, encode_event, headers_for, subject_for
 
 MAX_WINDOW = 512
@@ -47,7 +41,7 @@ Q = load_queries("workers", "relay.sql")
 
 
 @dataclass(frozen=True)
-class RelayConfig(PublisherConfig):
+class RelayConfig(jetstream.PublisherConfig):
     window: int = 256
 
     def __post_init__(self) -> None:
@@ -60,11 +54,11 @@ class RelayConfig(PublisherConfig):
 
 
 @dataclass
-class RelayStats(PublisherStats):
+class RelayStats(jetstream.PublisherStats):
     pass
 
 
-class Relay(JetStreamPublisher[RelayConfig, RelayStats, dict[int, str]]):
+class Relay(jetstream.JetStreamPublisher[RelayConfig, RelayStats, dict[int, str]]):
     """Tails the log and publishes every event to JetStream; see the module docstring."""
 
     name = "relay"
@@ -106,13 +100,15 @@ class Relay(JetStreamPublisher[RelayConfig, RelayStats, dict[int, str]]):
             if acked.failure is not None:
                 self._log.warning("relay.not_acked", position=events[acked.done].position,
                                   error=acked.failure)  # fmt: skip
-                raise PublishIncomplete(f"{len(events) - acked.done} of {len(events)} not acked")
+                raise jetstream.PublishIncomplete(
+                    f"{len(events) - acked.done} of {len(events)} not acked"
+                )
 
-    def _outgoing(self, event: RecordedEvent, present: dict[int, str]) -> Outgoing | None:
+    def _outgoing(self, event: RecordedEvent, present: dict[int, str]) -> jetstream.Outgoing | None:
         if present.get(event.position) == str(event.event_id):
             return None
         subject = subject_for(self.config.subject_prefix, event)
-        return Outgoing(subject, encode_event(event), headers_for(event))
+        return jetstream.Outgoing(subject, encode_event(event), headers_for(event))
 
     async def _scan(self, js: JetStreamContext) -> dict[int, str]:
         """Event ids by position above the checkpoint already in the stream, read from its

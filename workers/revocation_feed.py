@@ -64,14 +64,8 @@ from subscriber.wire import (
     sign,
     subject,
 )
-from workers.base.jetstream import (
-    JetStreamPublisher,
-    LockConn,
-    Outgoing,
-    PublisherConfig,
-    PublisherStats,
-    PublishIncomplete,
-)
+from workers.base import jetstream
+from workers.base.jetstream import LockConn
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -81,7 +75,7 @@ Present = dict[int, tuple[str, int]]  # position -> (msg id, stream sequence)
 
 
 @dataclass(frozen=True)
-class FeedConfig(PublisherConfig):
+class FeedConfig(jetstream.PublisherConfig):
     issuer: str = "http://127.0.0.1:8000"  # the `iss` of every message
     batch: int = 256  # ending events per window
     settle: float = 0.05  # after a NOTIFY, wait this long (s): one look per burst
@@ -98,12 +92,12 @@ class FeedConfig(PublisherConfig):
 
 
 @dataclass
-class FeedStats(PublisherStats):
+class FeedStats(jetstream.PublisherStats):
     # position is C: every ending event up to here is published
     seq: int = 0  # S: every message of a later position lies above this stream sequence
 
 
-class RevocationPublisher(JetStreamPublisher[FeedConfig, FeedStats, Present]):
+class RevocationPublisher(jetstream.JetStreamPublisher[FeedConfig, FeedStats, Present]):
     """Publishes the revocation feed until cancelled; see the module docstring."""
 
     name = "revocation_feed"
@@ -169,7 +163,9 @@ class RevocationPublisher(JetStreamPublisher[FeedConfig, FeedStats, Present]):
                 self._backoff.reset()
                 self._log.info("revocation_feed.published", count=done, position=through, seq=seq)
             if done < len(messages):
-                raise PublishIncomplete(f"{len(messages) - done} of {len(messages)} not acked")
+                raise jetstream.PublishIncomplete(
+                    f"{len(messages) - done} of {len(messages)} not acked"
+                )
 
     async def _save(self, conn: LockConn, position: int, seq: int) -> None:
         await conn.execute(Q["save_checkpoint"], self.config.checkpoint_name, position, seq)
@@ -218,7 +214,7 @@ class RevocationPublisher(JetStreamPublisher[FeedConfig, FeedStats, Present]):
         """Publish the window in order; return how many leading messages are now stored, and
         the stream sequences of those."""
         prefix = self.config.subject_prefix
-        outgoing: list[Outgoing | None] = []
+        outgoing: list[jetstream.Outgoing | None] = []
         stored: dict[int, int] = {}  # index -> seq, for the messages a scan found
         for index, claims in enumerate(messages):
             found = present.get(claims.position)
@@ -228,7 +224,9 @@ class RevocationPublisher(JetStreamPublisher[FeedConfig, FeedStats, Present]):
                 continue
             key = keys[claims.tenant]
             body = sign(claims, key.private_key, key.kid).encode()
-            outgoing.append(Outgoing(subject(prefix, claims.tenant), body, headers(claims)))
+            outgoing.append(
+                jetstream.Outgoing(subject(prefix, claims.tenant), body, headers(claims))
+            )
         acked = await self._publish(js, outgoing)
         if acked.failure is not None:
             position = messages[acked.done].position
