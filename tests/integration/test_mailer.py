@@ -26,7 +26,8 @@ from service.pii import Sealer
 from service.settings import ConfigError, Settings
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from workers.mail_templates import ClaimMail, render_html, render_text
-from workers.mailer import Mailer, MailerConfig, MailerStats, mailer_worker, smtp_options
+from workers.mailer import Mailer, MailerConfig, MailerStats, mailer_worker
+from workers.smtp_url import smtp_options
 
 SECRET = "m" * 48
 WAIT = 10.0  # seconds a test waits for the mailer to reach a state before failing

@@ -30,22 +30,19 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
 )
 
 
-def describe(exc: BaseException) -> str:
-    return repr(exc)
-
-
 async def supervise(
     name: str,
     session: Callable[[], Awaitable[None]],
     backoff: Backoff,
     *,
     retried: Callable[[BaseException], None] = lambda _: None,
-    describe: Callable[[BaseException], str] = describe,
+    describe: Callable[[BaseException], str] = repr,
 ) -> None:
     """Run `session()` again and again, after a back-off pause when it failed for an
     infrastructure reason; a session that fails otherwise raises its error (a session is
     expected to run until it fails, and one that returns is run again at once). `retried` is
-    told of each failure retried; the session resets `backoff` when it makes progress."""
+    told of each failure retried, `describe` words it for the log; the session resets
+    `backoff` when it makes progress."""
     log = structlog.get_logger(f"workers.{name}")
     while True:
         try:
