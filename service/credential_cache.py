@@ -33,6 +33,7 @@ from events.ledger import LEDGER
 from events.registration import RegistrationClaimed
 from events.sql import load_queries
 from events.store import EventStore
+from service.backoff import Backoff
 from service.crypto import token_hash
 from service.principal import CachedCredential, Principal, apply, from_row
 
@@ -246,7 +247,7 @@ class CredentialCache:
         if self._feed is None:
             self._feed_pool = await asyncpg.create_pool(self._feed_url, min_size=0, max_size=2)
             self._feed = EventStore(self._feed_pool)
-        backoff = 0.5
+        backoff = Backoff(0.5, 5.0)
         while True:
             try:
                 head = await self._feed.head_position()
@@ -254,7 +255,7 @@ class CredentialCache:
                 self._epoch += 1
                 self._live.set()
                 log.info("credential_cache.live", position=head)
-                backoff = 0.5
+                backoff.reset()
                 tail = self._feed.tail(head, idle_timeout=self._idle_timeout)
                 async with contextlib.aclosing(cast(AsyncGenerator[RecordedEvent], tail)) as events:
                     async for recorded in events:
@@ -265,8 +266,7 @@ class CredentialCache:
             except Exception as exc:
                 log.warning("credential_cache.feed_failed", error=f"{type(exc).__name__}: {exc}")
             self._reset()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     def _reset(self) -> None:
         """Stop serving from memory and forget everything: the feed may have missed events."""

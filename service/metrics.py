@@ -47,7 +47,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 import structlog
@@ -66,12 +65,12 @@ from prometheus_client.registry import Collector
 from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
 from events.sql import load_queries
+from projections.deadlines import next_deadline
 from service.credential_cache import CredentialCache
 from service.listening import MULTIPROC_ENV
 from service.tenant import CLAIM_PATH, REGISTER_PATH
 
 Q = load_queries("service", "metrics.sql")
-EXPIRY_Q = load_queries("workers", "expiry.sql")
 log = structlog.get_logger("service.metrics")
 UNMATCHED = "unmatched"
 REFRESH_EVERY = 5.0  # seconds, per child in multiprocess mode
@@ -323,7 +322,7 @@ class Metrics:
         try:
             async with asyncio.timeout(5), self._pool.acquire() as conn:
                 row = await conn.fetchrow(Q["scrape"], self._relay_checkpoint, self._tenant_id)
-                deadline: datetime | None = await conn.fetchval(EXPIRY_Q["next_deadline"])
+                deadline = await next_deadline(conn)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("metrics.database_unavailable", error=type(exc).__name__)
             s.up = False

@@ -31,11 +31,11 @@ from cryptography.exceptions import InvalidTag
 
 from events.sql import load_queries
 from service.logging import redact_url
+from service.mail.outbox import open_link_token, seal_link_token
 from service.pii import Sealer, SealError
 from service.secret_keys import RETAINED, unwrap, wrap
 from service.settings import ConfigError, Settings, check_secret_key
 from service.signing import unwrap_private_key, wrap_private_key
-from workers.mailer import open_link_token, seal_link_token
 
 Q = load_queries("service", "rotation.sql")
 PAGE = 1_000  # subject keys rewrapped per statement

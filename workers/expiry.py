@@ -23,20 +23,21 @@ append names the versions its decision was made on, so a second append for the s
 fails with ConcurrencyConflict; the worker then reads the streams again and finds nothing
 left to do.
 
-Sleeping: the next deadline is one query (the oldest of the three indexes). The worker sleeps
-until then on the injectable clock (`events.clock.sleep_until`: a ManualClock wakes it when a
-test moves it), and is woken early by LISTEN `authledger_events`, because any append may have
-written a nearer deadline. `idle_timeout` bounds a notification lost while reconnecting.
+Sleeping: the next deadline is one query (`projections.deadlines`: the oldest of the three
+indexes). The worker sleeps until then on the injectable clock (workers/base/sleeper.py: a
+ManualClock wakes it when a test moves it), and is woken early by LISTEN `authledger_events`,
+because any append may have written a nearer deadline. `idle_timeout` bounds a notification
+lost while reconnecting.
 
 Lag: now minus the oldest deadline not yet recorded (0 when none), in `stats.lag_seconds`
 after every look and from `lag()` on demand; logged with each round that records, and as a
-warning past `lag_warning`. Database outages restart the loop with capped back-off.
+warning past `lag_warning`. Database outages restart the loop with capped, jittered back-off
+(workers/base); anything else ends it, for the runner to report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import asyncpg
 import structlog
 
-from events.appends import NOTIFY_CHANNEL
-from events.clock import Clock, SystemClock, sleep_until
+from events.clock import Clock, SystemClock
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialEvent
 from events.envelope import Metadata, RecordedEvent, StreamRef
@@ -57,9 +57,14 @@ from events.registration import STREAM_TYPE as REGISTRATION
 from events.registration import RegistrationEvent
 from events.sql import Conn, load_queries
 from events.store import EventStore, StreamAppend, row_to_event
+from projections.deadlines import next_deadline
 from projections.runner import project
+from service.backoff import Backoff
 from service.domain.expiry import CredentialState, Dated, decide_expiry, fold_credential
 from service.domain.registration import Registration, fold
+from workers.base.sleeper import Listening, Sleeper
+from workers.base.supervise import supervise
+from workers.base.watch import Watched
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -111,18 +116,6 @@ class ExpiryStats:
     asleep_until: datetime | None = None  # None while sleeping: until woken
 
 
-class _Backoff:
-    def __init__(self, initial: float, cap: float) -> None:
-        self._initial, self._cap, self._next = initial, cap, initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self._cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-
 class ExpiryWorker:
     """Records deadlines as they pass; see the module docstring. `run()` until cancelled, or
     `run_once()` / `catch_up()` to record what is due now and return."""
@@ -140,25 +133,20 @@ class ExpiryWorker:
         self._store = store or EventStore(pool)
         self._clock = clock or SystemClock()
         self.config = config or ExpiryConfig()
-        self.stats = ExpiryStats()
-        self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
-        self._pause = _Backoff(self.config.pause_initial, self.config.pause_max)
-        self._restart = _Backoff(0.1, self.config.restart_max)
+        self._watch = Watched(ExpiryStats())
+        self.stats = self._watch.stats
+        self._pause = Backoff(self.config.pause_initial, self.config.pause_max)
+        self._restart = Backoff(0.1, self.config.restart_max)
+        self._sleeper = Sleeper(self._clock, self._watch, settle=self.config.settle)
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Record deadlines as they pass until cancelled; outages restart after a pause."""
+        """Record deadlines as they pass until cancelled; outages restart after a pause, and
+        anything else ends it (a bug, for the runner to report)."""
         log.info("expiry.started", batch=self.config.batch)
         try:
-            while True:
-                try:
-                    await self._session()
-                except Exception as exc:
-                    delay = self._restart.next()
-                    log.warning("expiry.restart", error=repr(exc), delay=round(delay, 3))
-                    await asyncio.sleep(delay)
+            await supervise("expiry", self._session, self._restart)
         finally:
             self.stats.sleeping, self.stats.asleep_until = False, None
             await self.close()
@@ -169,9 +157,9 @@ class ExpiryWorker:
         many events this call appended."""
         at = now or self._clock.now()
         async with self._pool.acquire() as conn:
-            await self._observe(at, await conn.fetchval(Q["next_deadline"]))
+            self._observe(at, await next_deadline(conn))
             recorded, _ = await self._catch_up(conn, at)
-            await self._observe(at, await conn.fetchval(Q["next_deadline"]))
+            self._observe(at, await next_deadline(conn))
         return recorded
 
     async def catch_up(self) -> int:
@@ -185,73 +173,44 @@ class ExpiryWorker:
 
     async def lag(self, now: datetime | None = None) -> timedelta:
         """Now minus the oldest deadline not yet recorded; zero when none is overdue."""
-        deadline: datetime | None = await self._pool.fetchval(Q["next_deadline"])
+        async with self._pool.acquire() as conn:
+            deadline = await next_deadline(conn)
         at = now or self._clock.now()
         return max(at - deadline, timedelta(0)) if deadline is not None else timedelta(0)
 
     async def wait_for(self, predicate: Callable[[ExpiryStats], bool]) -> ExpiryStats:
         """Until `predicate(stats)` holds after a look, a round or on falling asleep (bound
         it with `asyncio.timeout`). For tests and tools: await a state, never poll it."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: predicate(self.stats))
-        return self.stats
+        return await self._watch.wait_for(predicate)
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _notified(self, *_: object) -> None:
-        self._wake.set()
-
     async def _session(self) -> None:
-        """Look, record, sleep until the next deadline or an append; until something fails.
-        The LISTEN connection also runs the rounds (notifications wait for their commits)."""
-        async with self._pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            try:
-                while True:
-                    self._wake.clear()  # before looking: an append from now on wakes us
+        """Look, record, sleep until the next deadline or an append; until something fails."""
+        async with Listening(self._pool) as wakeups:
+            while True:
+                wakeups.clear()  # before looking: an append from now on wakes us
+                async with self._pool.acquire() as conn:
                     now = self._clock.now()
-                    deadline: datetime | None = await conn.fetchval(Q["next_deadline"])
-                    await self._observe(now, deadline)
+                    deadline: datetime | None = await next_deadline(conn)
+                    self._observe(now, deadline)
                     self._restart.reset()
-                    if deadline is None or deadline > now:
-                        self._pause.reset()
-                        await self._sleep(deadline, self.config.idle_timeout)
-                    elif not (await self._catch_up(conn, now))[1]:
-                        # due, yet nothing settled: held by another worker (its appends will
-                        # wake us), or refused again and again; look again after a pause
-                        await self._sleep(None, self._pause.next())
-                    if conn.is_closed():
-                        raise ConnectionError("the LISTEN connection was lost")
-            finally:  # a listener left on a released connection makes asyncpg warn
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+                    due = deadline is not None and deadline <= now
+                    settled = due and (await self._catch_up(conn, now))[1] > 0
+                if not due:
+                    self._pause.reset()
+                    await self._sleeper.sleep(wakeups, deadline, self.config.idle_timeout)
+                elif not settled:
+                    # due, yet nothing settled: held by another worker (its appends will
+                    # wake us), or refused again and again; look again after a pause
+                    await self._sleeper.sleep(wakeups, None, self._pause.next())
+                if wakeups.lost:
+                    raise ConnectionError("the LISTEN connection was lost")
 
-    async def _sleep(self, until: datetime | None, cap: float) -> None:
-        """Until the clock reads `until`, an append is notified, or `cap` real seconds."""
-        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
-        if until is not None:
-            waits.append(asyncio.ensure_future(sleep_until(self._clock, until)))
-        try:
-            await asyncio.sleep(0)  # the waits start (a clock sleeper is registered) first
-            self.stats.sleeping, self.stats.asleep_until = True, until
-            await self._announce()
-            await asyncio.wait(waits, timeout=cap, return_when=asyncio.FIRST_COMPLETED)
-            if self._wake.is_set() and self.config.settle > 0:
-                await asyncio.sleep(self.config.settle)  # let a burst of appends finish
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-            self.stats.sleeping, self.stats.asleep_until = False, None
-
-    async def _observe(self, now: datetime, deadline: datetime | None) -> None:
+    def _observe(self, now: datetime, deadline: datetime | None) -> None:
         lag = max((now - deadline).total_seconds(), 0.0) if deadline is not None else 0.0
         self.stats.next_deadline, self.stats.lag_seconds = deadline, lag
-        await self._announce()
-
-    async def _announce(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self._watch.changed()
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -271,7 +230,7 @@ class ExpiryWorker:
             log.info("expiry.recorded", events=recorded, items=settled, lag=lag)
             if lag > self.config.lag_warning:
                 log.warning("expiry.lagging", lag=lag, threshold=self.config.lag_warning)
-        await self._announce()
+        self._watch.changed()
         return recorded, settled
 
     async def _round(self, conn: Conn, now: datetime, seen: set[Case]) -> tuple[int, int, bool]:

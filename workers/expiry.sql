@@ -1,4 +1,6 @@
 -- name: due
+-- `projections/deadlines.sql` (next_deadline) finds the same deadlines with the same
+-- predicates: keep the two in step.
 -- What has passed its deadline at $1, oldest first, at most $2 per source, from the partial
 -- indexes of migrations 0005 and 0007. With $4, each row is claimed for this round with a
 -- transaction-level advisory lock (class $3) on its registration's id (a credential without
@@ -29,17 +31,6 @@ UNION ALL
             ELSE true END
  ORDER BY expires_at
  LIMIT $2)
-
--- name: next_deadline
--- The oldest deadline not yet recorded (past or future), NULL when none: one index probe per
--- source. The same predicates as `due`, so a deadline found here is found there once passed.
-SELECT least(
-    (SELECT min(expires_at) FROM registrations
-     WHERE status IN ('unclaimed', 'pending_claim')),
-    (SELECT min(link_expires_at) FROM registrations
-     WHERE attempt_status IN ('initiated', 'challenged')),
-    (SELECT min(expires_at) FROM credentials WHERE status = 'active')
-)
 
 -- name: read_streams
 -- Every event of the streams named by ($1 tenant ids, $2 stream ids), stream by stream.

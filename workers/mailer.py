@@ -1,15 +1,18 @@
 """The mailer: claim e-mails from the `mail_outbox` table, sent over SMTP outside any request.
 
-`enqueue_claim_mail` runs in the transaction that appends `claim.attempt_started`, so the row
-exists exactly when the event does (spec §10 W15). It holds the recipient sealed (service/pii)
-and the `cvt_…` token under AES-GCM (aad = attempt id); both are opened in memory just before
-the send, and the token is wiped once the row is sent, failed or expired.
+`service.mail.outbox.enqueue_claim_mail` queues a row in the transaction that appends
+`claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15). It
+holds the recipient sealed (service/pii) and the `cvt_…` token under AES-GCM (aad = attempt
+id); both are opened in memory just before the send, and the token is wiped once the row is
+sent, failed or expired.
 
 Mailers may run side by side: each round expires rows whose link window is over, claims due
 rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them and records each outcome at once.
-Failures are retried with capped exponential back-off and jitter up to `max_tries`, then the
-row is `failed`. Between rounds it sleeps until a NOTIFY on `authledger_mail` or the next due
-retry or lease end; logs name the attempt id, never the address or the token.
+Failures are retried with capped exponential back-off and jitter (service/backoff.py) up to
+`max_tries`, then the row is `failed`. Between rounds it sleeps until a NOTIFY on
+`authledger_mail` or the next due retry or lease end (workers/base/sleeper.py); logs name the
+attempt id, never the address or the token. Database outages restart the loop (workers/base);
+anything else ends it, for the runner to report.
 
 Delivery is at least once: a crash between the SMTP server's acceptance and the `sent` update
 (made right after the reply to keep that window small), or a send outliving its lease, can
@@ -20,127 +23,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import random
 import re
-import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import asyncpg
 import structlog
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.clock import Clock, SystemClock
 from events.sql import load_queries
-from service.crypto import derive_key
+from service.backoff import Backoff, jittered
 from service.domain.tenants import DEFAULT_TENANT
 from service.logging import redact_url
-from service.pii import Db, Sealer
+from service.mail.outbox import CHANNEL, open_link_token
+from service.pii import Sealer
 from service.settings import ConfigError
 from service.tenants import TenantDirectory
+from workers.base.sleeper import Notified, Sleeper
+from workers.base.supervise import supervise
+from workers.base.watch import Watched
 from workers.mail_templates import ClaimMail, build_message, claim_link, sender_for
+from workers.smtp_url import smtp_options
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
-MAIL_OUTBOX_KEY = b"authledger mail outbox v1"  # derive_key purpose of the link-token key
-CHANNEL = "authledger_mail"
-NONCE_BYTES = 12
 Q = load_queries("workers", "mailer.sql")
 log = structlog.get_logger("workers.mailer")
 _SECRETS = re.compile(r"\S*@\S*|cvt_[\w-]+")  # addresses and link tokens, for error texts
-_jitter = secrets.SystemRandom()
-
-
-def seal_link_token(secret_key: str | bytes, attempt_id: str, token: str) -> bytes:
-    """nonce || AES-GCM of the token under the outbox key, bound to its attempt id."""
-    nonce = os.urandom(NONCE_BYTES)
-    aead = AESGCM(derive_key(secret_key, MAIL_OUTBOX_KEY))
-    return nonce + aead.encrypt(nonce, token.encode(), attempt_id.encode())
-
-
-def open_link_token(secret_key: str | bytes, attempt_id: str, sealed: bytes) -> str:
-    """The plain link token; InvalidTag when it was moved, altered or sealed under another key."""
-    aead = AESGCM(derive_key(secret_key, MAIL_OUTBOX_KEY))
-    return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], attempt_id.encode()).decode()
-
-
-async def enqueue_claim_mail(
-    conn: Db,
-    *,
-    secret_key: str | bytes,
-    tenant_id: str,
-    registration_id: str,
-    attempt_id: str,
-    recipient_sealed: str,
-    link_token: str,
-    link_expires_at: datetime,
-    now: datetime,
-) -> None:
-    """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
-
-    The caller seals the address (service.pii) under the subject of the event's
-    `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
-    trip here.
-    """
-    if now.tzinfo is None or link_expires_at.tzinfo is None:
-        raise ValueError("enqueue_claim_mail needs timezone-aware times")
-    token = seal_link_token(secret_key, attempt_id, link_token)
-    await conn.execute(
-        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
-        link_expires_at, now,
-    )  # fmt: skip
-
-
-# `?tls=` in AUTHLEDGER_SMTP_URL: `starttls` (the default for smtp://) or `none`, the explicit
-# opt-out for a local test sink (security issue 12, finding 9). smtps:// is implicit TLS.
-TLS_OPTIONS = ("starttls", "none")
+_jitter = random.SystemRandom()
 
 
 class TlsUnavailable(Exception):
     """The server offered no STARTTLS, so nothing was sent (the row is retried)."""
-
-
-def smtp_options(url: str) -> dict[str, Any]:
-    """`aiosmtplib.send` options for an SMTP URL; ValueError names what is wrong with it.
-
-    - `smtp://[user:password@]host[:port]`: STARTTLS required (port 25 by default); a server
-      that does not offer it gets no mail and no password.
-    - `smtps://[user:password@]host[:port]`: implicit TLS (port 465 by default).
-    - `smtp://host:port?tls=none`: plain text, for a local test sink only; no credentials.
-
-    Certificates are always verified (a private CA: `SSL_CERT_FILE`).
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ValueError(f"expected smtp://host[:port] or smtps://…, got {redact_url(url)!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"tls"})
-    tls_values = query.get("tls", ["starttls"])
-    if unknown or len(tls_values) != 1 or tls_values[0] not in TLS_OPTIONS:
-        raise ValueError(f"the only query option is tls={'|'.join(TLS_OPTIONS)}")
-    implicit = parts.scheme == "smtps"
-    plain = tls_values[0] == "none"
-    if implicit and plain:
-        raise ValueError("smtps:// is TLS; tls=none goes with smtp:// only")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    if plain and (user or password):
-        raise ValueError("tls=none sends in clear text: it takes no user or password")
-    return {
-        "hostname": parts.hostname,
-        "port": parts.port or (465 if implicit else 25),
-        "use_tls": implicit,
-        "start_tls": not (implicit or plain),  # required, never opportunistic
-        "validate_certs": True,
-        "username": user,
-        "password": password,
-    }
 
 
 @dataclass(frozen=True)
@@ -170,6 +90,17 @@ def describe_error(exc: BaseException) -> str:
     return " ".join(str(p) for p in (type(exc).__name__, *codes, text) if p not in (None, ""))
 
 
+@dataclass
+class MailerStats:
+    sent: int = 0  # mails this mailer had accepted by the SMTP server
+    retried: int = 0  # sends that failed and wait for another try
+    failed: int = 0  # rows given up (tries spent, or nobody to write to)
+    expired: int = 0  # rows whose link window ended unsent
+    rounds: int = 0  # rounds done (expire, claim, send)
+    sleeping: bool = False
+    asleep_until: datetime | None = None  # the next due row it sleeps toward (None: none)
+
+
 class Mailer:
     """Sends the outbox's claim e-mails until cancelled; see the module docstring."""
 
@@ -190,55 +121,57 @@ class Mailer:
         self._sealer = sealer
         self._clock = clock or SystemClock()
         self._smtp = smtp_options(config.smtp_url)
-        self._wake = asyncio.Event()
-        self._pause = 0.1  # before restarting after a database failure; reset by progress
-        self.sent = 0  # mails this mailer had accepted by the SMTP server
+        self._watch = Watched(MailerStats())
+        self.stats = self._watch.stats
+        self._restart = Backoff(0.1, config.restart_max)  # after a database failure
+        self._sleeper = Sleeper(self._clock, self._watch)
+        self._wake = Notified()  # set by a NOTIFY on CHANNEL
+
+    @property
+    def sent(self) -> int:
+        """Mails this mailer had accepted by the SMTP server."""
+        return self.stats.sent
+
+    async def wait_for(self, predicate: Callable[[MailerStats], bool]) -> MailerStats:
+        """Until `predicate(stats)` holds after a round, a send or on falling asleep (bound it
+        with `asyncio.timeout`): for tests and tools, await a state instead of polling it."""
+        return await self._watch.wait_for(predicate)
 
     async def run(self) -> None:
-        """Send until cancelled; database outages restart the loop after a pause."""
+        """Send until cancelled; database outages restart the loop after a pause, and anything
+        else ends it (a bug, for the runner to report)."""
         log.info("mailer.started", smtp=redact_url(self.config.smtp_url))
         try:
-            while True:
-                try:
-                    await self._session()
-                except Exception as exc:
-                    pause, self._pause = self._pause, min(self._pause * 2, self.config.restart_max)
-                    log.warning("mailer.restart", error=describe_error(exc), delay=pause)
-                    await asyncio.sleep(pause)
+            await supervise("mailer", self._session, self._restart, describe=describe_error)
         finally:
-            log.info("mailer.stopped", sent=self.sent)
-
-    def _notified(self, *_: object) -> None:
-        self._wake.set()
+            log.info("mailer.stopped", sent=self.stats.sent)
 
     async def _session(self) -> None:
         """Rounds until something fails (or the task is cancelled)."""
+        wake = self._wake
         async with self._pool.acquire() as listener:
-            await listener.add_listener(CHANNEL, self._notified)
+            await listener.add_listener(CHANNEL, wake.notified)
             try:
                 while True:
-                    self._wake.clear()  # before looking, so a NOTIFY from now on wakes us
+                    wake.clear()  # before looking, so a NOTIFY from now on wakes us
                     if await self._round():
                         continue  # a full batch: more may be due
                     due: datetime | None = await self._pool.fetchval(Q["next_due"])
-                    idle = self.config.idle_timeout
-                    wait = (due - self._clock.now()).total_seconds() if due else idle
-                    # Until a NOTIFY or the next due row. Not wait_for: on Python 3.11 it
-                    # returns normally when the wake and a cancel land in one loop turn, so a
-                    # NOTIFY arriving with the stop would swallow the cancel.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(max(wait, 0.01), idle)):
-                            await self._wake.wait()
+                    if due is not None and due <= self._clock.now():
+                        await self._sleeper.sleep(wake, None, 0.01)  # claimable soon, not now
+                    else:  # until a NOTIFY or the next due row
+                        await self._sleeper.sleep(wake, due, self.config.idle_timeout)
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
             finally:  # a listener left on a released connection makes asyncpg warn
                 with contextlib.suppress(Exception):
-                    await listener.remove_listener(CHANNEL, self._notified)
+                    await listener.remove_listener(CHANNEL, wake.notified)
 
     async def _round(self) -> bool:
         """Expire, claim and send one batch; True when the batch was full."""
         now = self._clock.now()
         for row in await self._pool.fetch(Q["expire"], now):
+            self.stats.expired += 1
             log.info("mailer.expired", attempt_id=row["attempt_id"])
         lease_end = now + timedelta(seconds=self.config.lease)
         rows = await self._pool.fetch(Q["claim"], now, lease_end, self.config.batch)
@@ -248,7 +181,9 @@ class Mailer:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        self._pause = 0.1
+        self._restart.reset()
+        self.stats.rounds += 1
+        self._watch.changed()
         return len(rows) == self.config.batch
 
     async def _deliver(self, row: asyncpg.Record) -> None:
@@ -257,12 +192,14 @@ class Mailer:
         tries: int = row["tries"]
         if row["link_expires_at"] <= self._clock.now():
             await self._pool.execute(Q["mark_expired"], attempt_id, tries)
+            self.stats.expired += 1
             log.info("mailer.expired", attempt_id=attempt_id)
             return
         try:
             recipient = await self._sealer.open(self._pool, row["recipient_sealed"])
             if recipient is None:  # the person was erased: nobody to write to, ever
                 await self._pool.execute(Q["mark_failed"], attempt_id, tries, "recipient erased")
+                self.stats.failed += 1
                 log.warning("mailer.failed", attempt_id=attempt_id, error="recipient erased")
                 return
             token = open_link_token(self._secret_key, attempt_id, row["link_token_sealed"])
@@ -323,7 +260,8 @@ class Mailer:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await asyncio.sleep(delay)
                 continue
-            self.sent += 1
+            self.stats.sent += 1
+            self._watch.changed()
             log.info("mailer.sent", attempt_id=attempt_id)
             return
         log.error("mailer.sent_unrecorded", attempt_id=attempt_id)
@@ -333,12 +271,13 @@ class Mailer:
         cfg = self.config
         if tries >= cfg.max_tries:
             await self._pool.execute(Q["mark_failed"], attempt_id, tries, error)
+            self.stats.failed += 1
             log.warning("mailer.failed", attempt_id=attempt_id, tries=tries, error=error)
             return
-        ceiling = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (tries - 1))
-        delay = _jitter.uniform(ceiling / 2, ceiling)  # equal jitter: spreads retries out
+        delay = jittered(cfg.backoff_initial, cfg.backoff_max, tries - 1, _jitter.random)
         next_try = self._clock.now() + timedelta(seconds=delay)
         await self._pool.execute(Q["mark_retry"], attempt_id, tries, next_try, error)
+        self.stats.retried += 1
         level = log.warning if isinstance(exc, TlsUnavailable) else log.info
         level(
             "mailer.retry", attempt_id=attempt_id, tries=tries, delay=round(delay, 3), error=error

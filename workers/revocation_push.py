@@ -55,9 +55,8 @@ import asyncpg
 import httpx
 import structlog
 
-from events.appends import NOTIFY_CHANNEL
 from events.catalogue import Event
-from events.clock import Clock, SystemClock, sleep_until
+from events.clock import Clock, SystemClock
 from events.envelope import Metadata, StreamRef
 from events.errors import ConcurrencyConflict
 from events.ids import random_token
@@ -66,6 +65,7 @@ from events.sql import load_queries
 from events.store import EventStore, row_to_event
 from events.subscription import STREAM_TYPE, PushDeadLettered, PushDelivered, PushDeliveryFailed
 from projections.runner import project
+from service.backoff import Backoff
 from service.commands.subscriptions import state_of
 from service.domain.subscriptions import (
     Head,
@@ -82,6 +82,9 @@ from service.settings import ConfigError
 from service.signing import KeyRing, SigningKey
 from service.tenant import TenantConfig
 from service.tenants import TenantDirectory
+from workers.base.sleeper import Listening, Sleeper
+from workers.base.supervise import supervise
+from workers.base.watch import Watched
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -153,27 +156,19 @@ class PushWorker:
         self._ring = KeyRing(secret_key, tenant.tenant_id)  # the tenant's own signing keys
         self._keys_loaded = float("-inf")
         self.holder = random_token("push_", 9)
-        self.stats = PushStats()
-        self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
-        self._restart = 0.1
+        self._watch = Watched(PushStats())
+        self.stats = self._watch.stats
+        self._restart = Backoff(0.1, self.config.restart_max)
+        self._sleeper = Sleeper(self._clock, self._watch, settle=self.config.settle)
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Push until cancelled; database outages restart the loop after a pause."""
+        """Push until cancelled; database outages restart the loop after a pause, and anything
+        else ends it (a bug, for the runner to report)."""
         log.info("push.started", holder=self.holder)
         try:
-            while True:
-                try:
-                    await self._session()
-                except Exception as exc:
-                    delay, self._restart = (
-                        self._restart,
-                        min(self._restart * 2, self.config.restart_max),
-                    )
-                    log.warning("push.restart", error=repr(exc), delay=round(delay, 3))
-                    await asyncio.sleep(delay)
+            await supervise("push", self._session, self._restart)
         finally:
             self.stats.sleeping, self.stats.asleep_until = False, None
             await self.close()
@@ -195,56 +190,25 @@ class PushWorker:
     async def wait_for(self, predicate: Callable[[PushStats], bool]) -> PushStats:
         """Until `predicate(stats)` holds after a try or on falling asleep (bound it with
         `asyncio.timeout`): for tests and tools, await a state instead of polling it."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: predicate(self.stats))
-        return self.stats
+        return await self._watch.wait_for(predicate)
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _notified(self, *_: object) -> None:
-        self._wake.set()
-
     async def _session(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            try:
-                while True:
-                    self._wake.clear()  # before looking: an append from now on wakes us
-                    if await self._round():
-                        self._restart = 0.1
-                        continue  # tries were made: more may be due
-                    self._restart = 0.1
-                    now = self._clock.now()
-                    due: datetime | None = await conn.fetchval(
-                        Q["next_due"], self._tenant.tenant_id, now
-                    )
-                    await self._sleep(due, self.config.idle_timeout)
-                    if conn.is_closed():
-                        raise ConnectionError("the LISTEN connection was lost")
-            finally:  # a listener left on a released connection makes asyncpg warn
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
-
-    async def _sleep(self, until: datetime | None, cap: float) -> None:
-        """Until the clock reads `until`, an append is notified, or `cap` real seconds."""
-        self.stats.sleeping, self.stats.asleep_until = True, until
-        await self._announce()
-        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
-        if until is not None:
-            waits.append(asyncio.ensure_future(sleep_until(self._clock, until)))
-        try:
-            await asyncio.wait(waits, timeout=cap, return_when=asyncio.FIRST_COMPLETED)
-            if self._wake.is_set() and self.config.settle > 0:
-                await asyncio.sleep(self.config.settle)  # let a burst of appends finish
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-            self.stats.sleeping, self.stats.asleep_until = False, None
-
-    async def _announce(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        async with Listening(self._pool) as wakeups:
+            while True:
+                wakeups.clear()  # before looking: an append from now on wakes us
+                if await self._round():
+                    self._restart.reset()
+                    continue  # tries were made: more may be due
+                self._restart.reset()
+                now = self._clock.now()
+                due: datetime | None = await self._pool.fetchval(
+                    Q["next_due"], self._tenant.tenant_id, now
+                )
+                await self._sleeper.sleep(wakeups, due, self.config.idle_timeout)
+                if wakeups.lost:
+                    raise ConnectionError("the LISTEN connection was lost")
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -341,10 +305,10 @@ class PushWorker:
             self.stats.conflicts += 1
             log.info("push.outcome_dropped", subscription_id=state.subscription_id,
                      position=ended.position, reason="the subscription moved")  # fmt: skip
-            await self._announce()
+            self._watch.changed()
             return False
         self._count(state.subscription_id, ended, events)
-        await self._announce()
+        self._watch.changed()
         return True
 
     def _count(self, subscription_id: str, ended: CredentialEnded, events: list[Event]) -> None:

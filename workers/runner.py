@@ -1,8 +1,9 @@
 """Run every long-running worker of the service until asked to stop.
 
-Each worker handles its own outages (retry with back-off), so a worker that ends on its own
-has hit a bug: the others are stopped too and its error is raised, for the process supervisor
-to restart the whole set.
+Each worker retries its own outages (`workers.base.supervise`: Postgres, network, timeouts,
+NATS, with back-off) and lets anything else end it, so a worker that ends on its own has hit a
+bug: the others are stopped too and its error is raised, for the process supervisor to
+restart the whole set.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def workers(settings: Settings, pool: asyncpg.Pool) -> dict[str, Coroutine[Any, 
 
 async def run_workers(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Run every worker until `stop` is set (or until one of them fails), then stop them all."""
-    tasks = {
-        asyncio.create_task(job, name=f"worker:{name}"): name
-        for name, job in workers(settings, pool).items()
-    }
+    await run_set(workers(settings, pool), stop)
+
+
+async def run_set(jobs: dict[str, Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
+    """Run the jobs until `stop` is set, or until one of them ends on its own (its error is
+    raised, or RuntimeError when it returned), then cancel them all."""
+    tasks = {asyncio.create_task(job, name=f"worker:{name}"): name for name, job in jobs.items()}
     stopping = asyncio.create_task(stop.wait(), name="workers:stop")
     log.info("workers.started", workers=sorted(tasks.values()))
     try:

@@ -32,7 +32,9 @@ from service.audit.check import check
 from service.audit.export import export
 from service.audit.pinned import PinnedKeysError, load_pinned
 from service.audit.published import CheckpointStream, read_published
+from service.audit.publisher import Publisher
 from service.audit.signed import Jwk
+from service.audit.signing_round import sign_now
 from service.audit.subjects import KINDS, Bound, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
 from service.audit.verify import VerifyReport, load_keys, verify
@@ -41,8 +43,6 @@ from service.progress import ProgressReport
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
-from workers.checkpoint_publisher import Publisher
-from workers.checkpoints import sign_now
 
 VERIFIED, BROKEN, KEYS_UNREADABLE, UNVOUCHED = 0, 1, 2, 3
 

@@ -1,4 +1,5 @@
-"""Claim mail: queued in the outbox inside the append transaction, sent by workers/mailer."""
+"""Claim mail: queued in the outbox (service/mail/outbox.py) inside the append transaction,
+sent by workers/mailer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from service.commands.context import Context, InTransaction
-from workers.mailer import enqueue_claim_mail
+from service.mail.outbox import enqueue_claim_mail
 
 
 @dataclass(frozen=True, slots=True)

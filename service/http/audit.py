@@ -31,6 +31,7 @@ from service.audit.export import MEDIA_TYPE, export
 from service.audit.pinned import PinnedKeysError, load_pinned
 from service.audit.published import CheckpointStream, Published, read_newest
 from service.audit.signed import Jwk
+from service.audit.signing_round import sign_now
 from service.audit.subjects import Bound, Subject, UnknownSubject, resolve
 from service.audit.timeline import DEFAULT_LIMIT, timeline
 from service.audit.verify import verify
@@ -54,7 +55,6 @@ from service.http.route_docs import (
 )
 from service.resources import Resources
 from service.settings import Settings
-from workers.checkpoints import sign_now
 
 AUDIT = "/admin/audit"
 SUBJECT = AUDIT + "/{kind:str}/{subject_id:str}"

@@ -2,7 +2,7 @@
 credentials, for subscribers that found a gap in the revocation feed (`subscriber/`).
 
 Read from the log, not from a projection, by the same code as the publisher
-(`workers/revocation_log.py`), so each entry is the very message the feed carries: the
+(`service/revocations/log.py`), so each entry is the very message the feed carries: the
 verified claims plus `signed`, the compact JWS signed now with the active key (a subscriber
 verifies these exactly like the NATS messages, and a message whose key left the JWKS long ago
 comes back signed by a current one). The page is complete up to `through`: every ending event
@@ -27,8 +27,8 @@ from service.http.access import ACCEPTS, AdminRefused
 from service.http.answers import RevocationPage
 from service.http.bodies import POSITION_MAX, json_reply
 from service.http.openapi import FEED, documented, ok
+from service.revocations.log import Chain, ending_after, revocations
 from subscriber.wire import sign, to_json
-from workers.revocation_log import Chain, ending_after, revocations
 
 PATH = "/admin/revocations"
 MAX_LIMIT = 1000

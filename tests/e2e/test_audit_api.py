@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from service.audit.check import check
+from service.audit.publisher import Publisher
+from service.audit.signing_round import sign_now
 from service.crypto import token_hash
 from service.signing import KeyRing
 from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, SECRET_KEY, Service, running_service
@@ -20,8 +22,6 @@ from tests.support.audit import checkpoint_stream, pinned_keys
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
 from tests.support.relay_support import jetstream
-from workers.checkpoint_publisher import Publisher
-from workers.checkpoints import sign_now
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 AUDIT = "/admin/audit"

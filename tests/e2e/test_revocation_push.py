@@ -55,11 +55,6 @@ async def pushing(svc: Service) -> AsyncIterator[PushWorker]:
         assert task.cancelled()
 
 
-async def until(worker: PushWorker, predicate: Callable[[PushStats], bool]) -> None:
-    async with asyncio.timeout(WAIT):
-        await worker.wait_for(predicate)
-
-
 def failed_at_least(count: int) -> Callable[[PushStats], bool]:
     return lambda stats: stats.failed >= count
 
@@ -106,7 +101,7 @@ async def test_delivered_sets_verify_with_the_service_jwks(svc: Service) -> None
         assert created["cursor"] == await svc.head() - 1  # from the head when it was made
         credential_id, position, event_id = await revoke_one(svc)
         async with pushing(svc) as worker:
-            await until(worker, lambda s: s.delivered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 1), WAIT)
     [push] = receiver.received
     assert push.method == "POST"
     assert push.headers["content-type"] == "application/secevent+jwt"
@@ -169,9 +164,9 @@ async def test_a_receiver_down_for_good_is_dead_lettered_visibly_and_replayable(
         _, second, second_id = await revoke_one(svc)
         async with pushing(svc) as worker:
             for failures in (1, 2):
-                await until(worker, failed_at_least(failures))
+                await asyncio.wait_for(worker.wait_for(failed_at_least(failures)), WAIT)
                 svc.clock.advance(PAST_ANY_WAIT)
-            await until(worker, lambda s: s.dead_lettered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.dead_lettered == 1), WAIT)
             [shown] = await listed(svc)
             assert shown["status"] == "dead_letter"
             assert shown["dead_letter"]["position"] == first
@@ -195,14 +190,14 @@ async def test_a_receiver_down_for_good_is_dead_lettered_visibly_and_replayable(
             resumed = await svc.client.post(f"{PATH}/{sid}/replay", headers=ADMIN)
             assert resumed.status_code == 200, resumed.text
             assert (resumed.json()["status"], resumed.json()["dead_letter"]) == ("active", None)
-            await until(worker, lambda s: s.delivered == 2)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 2), WAIT)
             assert [r.txn for r in receiver.received] == [first_id, second_id]
             again = await svc.client.post(
                 f"{PATH}/{sid}/replay", json={"from_position": first - 1}, headers=ADMIN
             )
             assert again.status_code == 200
             assert again.json()["cursor"] == first - 1
-            await until(worker, lambda s: s.delivered == 4)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 4), WAIT)
     finally:
         await receiver.stop()
     assert [r.txn for r in receiver.received] == [first_id, second_id, first_id, second_id]

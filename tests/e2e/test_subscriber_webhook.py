@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from subscriber.webhook import RevocationWebhook, WebhookConfig
 from tests.support.app_client import ADMIN_TOKEN, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
 from tests.support.outbound import LOOPBACK_ALLOWED
-from workers.revocation_push import PushConfig, PushStats, PushWorker
+from workers.revocation_push import PushConfig, PushWorker
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 AUDIENCE = "https://rs.example/revocations"
@@ -80,11 +80,6 @@ async def pushing(svc: Service) -> AsyncIterator[PushWorker]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def until(worker: PushWorker, predicate: Callable[[PushStats], bool]) -> None:
-    async with asyncio.timeout(WAIT):
-        await worker.wait_for(predicate)
-
-
 async def api_key(svc: Service) -> tuple[str, str]:
     """A new anonymous API key and its credential id."""
     key = (await svc.anonymous())["credential"]
@@ -136,7 +131,7 @@ async def test_a_revoked_api_key_reaches_the_webhook_state_and_stays_after_a_res
         key, credential_id = await api_key(svc)
         position = await revoke(svc, credential_id)
         async with pushing(svc) as worker:
-            await until(worker, lambda s: s.delivered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 1), WAIT)
             assert hook.is_revoked(key)
             assert hook.is_revoked_credential(credential_id)
             assert not hook.is_revoked(live)
@@ -149,7 +144,7 @@ async def test_a_revoked_api_key_reaches_the_webhook_state_and_stays_after_a_res
                 f"/admin/subscriptions/{sid}/replay", json=again, headers=ADMIN
             )
             assert replay.status_code == 200, replay.text
-            await until(worker, lambda s: s.delivered == 2)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 2), WAIT)
         assert (hook.stats.accepted, hook.stats.duplicates, hook.stats.refused) == (1, 1, 0)
         assert len(hook) == 1
     assert worker.stats.failed == 0
@@ -181,7 +176,7 @@ async def test_a_webhook_with_another_secret_is_dead_lettered_not_fed(
         _, credential_id = await api_key(svc)
         await revoke(svc, credential_id)
         async with pushing(svc) as worker:
-            await until(worker, lambda s: s.dead_lettered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.dead_lettered == 1), WAIT)
         shown = await subscription(svc, made.json()["subscription_id"])
         assert shown["status"] == "dead_letter"
         assert shown["dead_letter"]["error"] == "http 400 authentication_failed"

@@ -28,6 +28,7 @@ from service.commands.identity import register_id_jag
 from service.commands.registration import register_anonymous
 from service.commands.revocation import logout
 from service.commands.trust import trust
+from service.mail.outbox import open_link_token
 from service.pii import Sealer
 from service.providers.jwks import JwksCache
 from service.settings import Settings
@@ -35,7 +36,6 @@ from service.signing import KeyRing
 from service.tenant import TenantConfig
 from tests.support.idp import IdentityProvider
 from tests.support.outbound import LOOPBACK_POLICY
-from workers.mailer import open_link_token
 
 SECRET = "s" * 40
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from events.clock import ManualClock
 from events.store import NO_STREAM, EventStore
+from service.audit.publisher import Publisher
 from service.audit.signed import verify as verify_checkpoint
 from service.audit.verify import load_keys, verify
 from service.embedded import free_port
@@ -23,7 +24,6 @@ from tests.support.backends import Backend
 from tests.support.builders import a_stream, opened
 from tests.support.nats import NatsNames
 from tests.support.relay_support import jetstream
-from workers.checkpoint_publisher import Publisher
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
 SECRET = "s" * 40

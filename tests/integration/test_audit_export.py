@@ -14,13 +14,14 @@ from events.hashchain import event_hash
 from events.store import EventStore, row_to_event
 from service.audit.check import check
 from service.audit.export import export
+from service.audit.signing_round import sign_now
 from service.audit.subjects import Bound, resolve
 from service.audit.verify import Q
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous
 from service.commands.revocation import revoke
 from tests.support.commands import command_context
-from workers.checkpoints import CheckpointConfig, CheckpointWorker, sign_now
+from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.9")
 OPERATOR = Caller(request_id="req-op", actor="admin")

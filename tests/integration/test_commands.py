@@ -16,8 +16,8 @@ from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
 from service.crypto import token_hash
 from service.domain.errors import ProtocolError
+from service.mail.outbox import open_link_token
 from tests.support.commands import SECRET, command_context
-from workers.mailer import open_link_token
 
 CALLER = Caller(request_id="req-1", client_ip="203.0.113.7")
 

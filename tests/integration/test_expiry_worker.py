@@ -7,7 +7,7 @@ import contextlib
 import types
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,11 +31,11 @@ from service.commands.registration import register_anonymous, register_verified_
 from service.credential_cache import CredentialCache, Refusal
 from service.crypto import token_hash
 from service.domain.errors import ProtocolError
+from service.mail.outbox import open_link_token
 from service.principal import Principal
 from service.settings import Settings
 from tests.support.commands import command_context
 from workers.expiry import ACTOR, ExpiryConfig, ExpiryStats, ExpiryWorker
-from workers.mailer import open_link_token
 from workers.runner import workers
 
 SECRET = "e" * 40
@@ -92,16 +92,13 @@ async def running(worker: ExpiryWorker) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def until(worker: ExpiryWorker, predicate: Callable[[ExpiryStats], bool]) -> ExpiryStats:
-    async with asyncio.timeout(WAIT):
-        return await worker.wait_for(predicate)
-
-
 async def settled(worker: ExpiryWorker, clock: ManualClock) -> ExpiryStats:
     """Until the worker sleeps with nothing due on the clock at its last look."""
-    return await until(
-        worker,
-        lambda s: s.sleeping and (s.next_deadline is None or s.next_deadline > clock.now()),
+    return await asyncio.wait_for(
+        worker.wait_for(
+            lambda s: s.sleeping and (s.next_deadline is None or s.next_deadline > clock.now())
+        ),
+        WAIT,
     )
 
 
@@ -375,17 +372,21 @@ async def test_a_nearer_deadline_written_while_asleep_wakes_the_worker(
     config = ExpiryConfig(idle_timeout=3600.0)  # only a NOTIFY or the clock can wake it
     worker = ExpiryWorker(pool, store=store, clock=clock, config=config)
     async with running(worker):
-        await until(worker, lambda s: s.asleep_until == far.claim_token_expires)
+        await asyncio.wait_for(
+            worker.wait_for(lambda s: s.asleep_until == far.claim_token_expires), WAIT
+        )
         near = await register_verified_email(ctx, "dora@example.net", "api_key", CALLER)
         link_end = await pool.fetchval(
             "SELECT link_expires_at FROM registrations WHERE registration_id = $1",
             near.registration_id,
         )
-        await until(worker, lambda s: s.asleep_until == link_end)
+        await asyncio.wait_for(worker.wait_for(lambda s: s.asleep_until == link_end), WAIT)
         assert clock.sleepers == 1
         assert await expiry_events(pool) == []
         clock.set(link_end)
-        await until(worker, lambda s: s.asleep_until == far.claim_token_expires)
+        await asyncio.wait_for(
+            worker.wait_for(lambda s: s.asleep_until == far.claim_token_expires), WAIT
+        )
     attempt_id, _ = await link_token_of(ctx, near.registration_id)
     assert await expiry_events(pool) == [
         Recorded(near.registration_id, link_end, ClaimAttemptExpired(attempt_id=attempt_id)),

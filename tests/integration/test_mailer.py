@@ -21,21 +21,16 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 import workers.mailer as mailer_module
 from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
 from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
+from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_token
 from service.pii import Sealer
 from service.settings import ConfigError, Settings
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from workers.mail_templates import ClaimMail, render_html, render_text
-from workers.mailer import (
-    Mailer,
-    MailerConfig,
-    enqueue_claim_mail,
-    mailer_worker,
-    open_link_token,
-    seal_link_token,
-    smtp_options,
-)
+from workers.mailer import Mailer, MailerConfig, MailerStats, mailer_worker
+from workers.smtp_url import smtp_options
 
 SECRET = "m" * 48
+WAIT = 10.0  # seconds a test waits for the mailer to reach a state before failing
 PUBLIC_URL = "https://auth.example.org"
 EMAIL = "Ana.Lopez+claims@Example.NET"
 
@@ -118,18 +113,10 @@ async def row(pool: asyncpg.Pool, attempt: Attempt) -> asyncpg.Record:
     return found
 
 
-async def until(
-    pool: asyncpg.Pool, attempt: Attempt, check: Callable[[asyncpg.Record], bool]
-) -> asyncpg.Record:
-    """Poll the attempt's row (nothing else to wait on) until `check` holds, for at most 10 s."""
-    async with asyncio.timeout(10):
-        while not check(found := await row(pool, attempt)):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    return found
-
-
-def status(wanted: str) -> Callable[[asyncpg.Record], bool]:
-    return lambda found: bool(found["status"] == wanted)
+async def reached(mailer: Mailer, predicate: Callable[[MailerStats], bool]) -> None:
+    """Until the mailer's stats satisfy `predicate` (each send, retry, give-up or expiry is
+    counted after its row is written), for at most WAIT seconds."""
+    await asyncio.wait_for(mailer.wait_for(predicate), WAIT)
 
 
 async def database_text(pool: asyncpg.Pool) -> str:
@@ -151,15 +138,16 @@ def assert_no_plain_secrets(text: str, attempt: Attempt) -> None:
 async def test_enqueued_mail_is_delivered_once_with_the_link(pool: asyncpg.Pool) -> None:
     """One enqueue, woken by NOTIFY: one mail to the address, with the link and Message-ID."""
     attempt = Attempt()
-    async with SmtpSink() as sink, running(a_mailer(pool, sink.url)):
-        await asyncio.sleep(0.2)  # the mailer is idle, sleeping for up to 30 s
+    async with SmtpSink() as sink, running(mailer := a_mailer(pool, sink.url)):
+        await reached(mailer, lambda s: s.sleeping)  # idle, sleeping for up to 30 s
         started = time.monotonic()
         await enqueue(pool, attempt)
         sink.patience = 3.0
         [mail] = await sink.wait_for(1)
         assert time.monotonic() - started < 2
-        done = await until(pool, attempt, status("sent"))
-        await asyncio.sleep(0.2)
+        await reached(mailer, lambda s: s.sent == 1)
+        done = await row(pool, attempt)
+        await asyncio.sleep(0.2)  # time for a second mail, were there one
     assert len(sink.received) == 1
     assert mail.rcpt_tos == (EMAIL,)
     assert mail.message["To"] == EMAIL
@@ -170,7 +158,8 @@ async def test_enqueued_mail_is_delivered_once_with_the_link(pool: asyncpg.Pool)
         assert attempt.link in part
         assert attempt.registration_id in part
         assert "not linked" in part
-    assert (done["tries"], done["link_token_sealed"], done["last_error"]) == (1, b"", None)
+    assert (done["status"], done["tries"]) == ("sent", 1)
+    assert (done["link_token_sealed"], done["last_error"]) == (b"", None)
     assert (done["sent_at"] is not None, done["lease_until"]) == (True, None)
 
 
@@ -195,9 +184,10 @@ async def test_database_and_logs_never_hold_the_token_or_address(
     assert_no_plain_secrets(await database_text(pool), attempt)
     sealed = (await row(pool, attempt))["link_token_sealed"]
     assert open_link_token(SECRET, attempt.attempt_id, sealed) == attempt.token
-    async with SmtpSink(on_message=snapshot) as sink, running(a_mailer(pool, sink.url)):
+    async with SmtpSink(on_message=snapshot) as sink, running(mailer := a_mailer(pool, sink.url)):
         await sink.wait_for(1)
-        await until(pool, attempt, status("sent"))
+        await reached(mailer, lambda s: s.sent == 1)
+    assert (await row(pool, attempt))["status"] == "sent"
     assert len(during) == 1
     assert_no_plain_secrets(during[0], attempt)
     assert_no_plain_secrets(await database_text(pool), attempt)
@@ -234,15 +224,18 @@ async def test_server_down_then_up_delivers_once_after_retries(pool: asyncpg.Poo
     """While nothing listens the mailer backs off and retries; once the server is up: one mail."""
     attempt, sink = Attempt(), SmtpSink(port=free_port())
     await enqueue(pool, attempt)
-    async with running(a_mailer(pool, sink.url, max_tries=50)):
-        failing = await until(pool, attempt, lambda r: r["tries"] >= 2 and bool(r["last_error"]))
-        assert failing["status"] == "pending"
+    async with running(mailer := a_mailer(pool, sink.url, max_tries=50)):
+        await reached(mailer, lambda s: s.retried >= 2)
+        failing = await row(pool, attempt)
+        assert (failing["status"], failing["tries"] >= 2, bool(failing["last_error"])) == (
+            "pending", True, True)  # fmt: skip
         async with sink:
             await sink.wait_for(1)
-            done = await until(pool, attempt, status("sent"))
-            await asyncio.sleep(0.3)
+            await reached(mailer, lambda s: s.sent == 1)
+            done = await row(pool, attempt)
+            await asyncio.sleep(0.3)  # time for a second mail, were there one
     assert sink.per_message_id() == {attempt.message_id: 1}
-    assert done["tries"] >= 3
+    assert (done["status"], done["tries"] >= 3) == ("sent", True)
 
 
 async def test_a_stop_that_lands_with_a_notify_still_stops(pool: asyncpg.Pool) -> None:
@@ -250,8 +243,8 @@ async def test_a_stop_that_lands_with_a_notify_still_stops(pool: asyncpg.Pool) -
     asyncio.wait_for on Python 3.11 returned normally then, and the cancel was lost."""
     mailer = a_mailer(pool, "smtp://127.0.0.1:1", idle_timeout=1.0)
     task = asyncio.create_task(mailer.run())
-    await asyncio.sleep(0.3)  # started, looked, now waiting
-    mailer._notified()  # what asyncpg calls on a NOTIFY
+    await reached(mailer, lambda s: s.sleeping)  # started, looked, now waiting
+    mailer._wake.notified()  # what asyncpg calls on a NOTIFY
     task.cancel()
     async with asyncio.timeout(3):
         await asyncio.gather(task, return_exceptions=True)
@@ -264,9 +257,8 @@ async def test_expired_link_is_never_sent(pool: asyncpg.Pool) -> None:
     await enqueue(pool, stale, expires_in=-1)
     await enqueue(pool, doomed, expires_in=0.6)
     sink = SmtpSink(port=free_port())
-    async with running(a_mailer(pool, sink.url, max_tries=50)):
-        await until(pool, stale, status("expired"))
-        await until(pool, doomed, status("expired"))
+    async with running(mailer := a_mailer(pool, sink.url, max_tries=50)):
+        await reached(mailer, lambda s: s.expired == 2)
         async with sink:
             await enqueue(pool, fresh)
             await sink.wait_for(1)
@@ -274,7 +266,7 @@ async def test_expired_link_is_never_sent(pool: asyncpg.Pool) -> None:
     assert sink.per_message_id() == {fresh.message_id: 1}
     for attempt in (stale, doomed):
         done = await row(pool, attempt)
-        assert done["link_token_sealed"] == b""
+        assert (done["status"], done["link_token_sealed"]) == ("expired", b"")
         assert done["sent_at"] is None
     assert (await row(pool, doomed))["tries"] >= 1
 
@@ -283,11 +275,14 @@ async def test_permanent_failure_ends_failed_after_max_tries(pool: asyncpg.Pool)
     """A server that always refuses: `failed` after exactly max_tries, error kept without PII."""
     attempt = Attempt()
     refusal = f"550 5.1.1 <{attempt.email}> no such user"
-    async with SmtpSink(refuse=refusal) as sink, running(a_mailer(pool, sink.url, max_tries=3)):
-        await enqueue(pool, attempt)
-        done = await until(pool, attempt, status("failed"))
-        await asyncio.sleep(0.3)
-    assert (done["tries"], sink.refused, sink.received) == (3, 3, [])
+    async with SmtpSink(refuse=refusal) as sink:
+        mailer = a_mailer(pool, sink.url, max_tries=3)
+        async with running(mailer):
+            await enqueue(pool, attempt)
+            await reached(mailer, lambda s: s.failed == 1)
+            done = await row(pool, attempt)
+            await asyncio.sleep(0.3)  # time for a fourth try, were there one
+    assert (done["status"], done["tries"], sink.refused, sink.received) == ("failed", 3, 3, [])
     assert done["link_token_sealed"] == b""
     assert "550" in done["last_error"]
     assert attempt.email.lower() not in done["last_error"].lower()
@@ -313,9 +308,10 @@ async def test_dev_catcher_collects_mail_and_the_mailbox_shows_it(pool: asyncpg.
     try:
         assert catcher.url == f"smtp://127.0.0.1:{catcher.port}?tls=none"
         attempt = Attempt()
-        async with running(a_mailer(pool, catcher.url)):
+        async with running(mailer := a_mailer(pool, catcher.url)):
             await enqueue(pool, attempt)
-            await until(pool, attempt, status("sent"))
+            await reached(mailer, lambda s: s.sent == 1)
+        assert (await row(pool, attempt))["status"] == "sent"
     finally:
         await catcher.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,16 +22,17 @@ from service.settings import Settings
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
 from tests.support.relay_support import (
+    WAIT,
     RelayProcess,
     append_events,
     checkpoint,
     fast_config,
     jetstream,
+    published_through,
     running,
     stored_messages,
     wait_for_checkpoint,
     wait_for_lock_waiters,
-    wait_until,
 )
 from workers.feed import EVENT_TYPE_HEADER, MSG_ID_HEADER, POSITION_HEADER, decode_event
 from workers.relay import Relay
@@ -68,8 +70,8 @@ async def test_relays_every_event_in_order_with_subjects_and_headers(
     await append_events(store, 300, tenants=("acme", "globex"))
     config = fast_config(nats_names)
     with capture_logs() as logs:
-        async with running(Relay(pool, backend.nats_url, config)):
-            await wait_for_checkpoint(pool, config.checkpoint_name, 300)
+        async with running(relay := Relay(pool, backend.nats_url, config)):
+            await published_through(relay, 300)
     stored = await stored_messages(js, nats_names.stream)
     info = await js.stream_info(nats_names.stream)
     assert info.config.subjects == [f"{nats_names.subject_prefix}.>"]
@@ -86,15 +88,15 @@ async def test_relays_every_event_in_order_with_subjects_and_headers(
         assert message.headers[MSG_ID_HEADER] == str(event.event_id)
         assert message.headers[POSITION_HEADER] == str(event.position)
         assert message.headers[EVENT_TYPE_HEADER] == event.type
-        assert decode_event(message.data).to_recorded() == event
+        assert decode_event(message.data) == event
     assert {m.subject.split(".")[1] for m in stored} == {"acme", "globex"}
     assert stored[0].subject == f"{nats_names.subject_prefix}.acme.thing.thing.opened"
-    report, _, _ = check_chain(decode_event(m.data).to_recorded() for m in stored)
+    report, _, _ = check_chain(decode_event(m.data) for m in stored)
     assert report.ok
     assert report.checked == 300
     body = decode_event(stored[0].data)
-    assert body.payload_object() == {"type": "thing.opened", "name": "n0"}
-    assert body.metadata_object() == {}
+    assert json.loads(body.payload) == {"type": "thing.opened", "name": "n0"}
+    assert json.loads(body.metadata) == {}
     published = [e for e in logs if e["event"] == "relay.published"]
     assert sum(e["count"] for e in published) == 300
     assert not any("n0" in repr(e) for e in logs)  # no payload in any log line
@@ -169,8 +171,8 @@ async def test_no_duplicate_after_crash_between_ack_and_checkpoint_past_dedupe_w
         )
     )
     await append_events(store, 200)
-    async with running(Relay(pool, backend.nats_url, config)):
-        await wait_for_checkpoint(pool, name, 200)
+    async with running(relay := Relay(pool, backend.nats_url, config)):
+        await published_through(relay, 200)
     for reset_to, skipped, added in ((123, 77, 50), (0, 250, 10)):
         await pool.execute("UPDATE checkpoints SET position = $1 WHERE name = $2", reset_to, name)
         await asyncio.sleep(1.2)  # past the dedupe window
@@ -178,7 +180,7 @@ async def test_no_duplicate_after_crash_between_ack_and_checkpoint_past_dedupe_w
         relay = Relay(pool, backend.nats_url, config)
         async with running(relay):
             head = await store.head_position()
-            await wait_for_checkpoint(pool, name, head)
+            await published_through(relay, head)
         await assert_exactly_once(js, nats_names.stream, store)
         assert (relay.stats.skipped, relay.stats.published) == (skipped, added)
         assert relay.stats.deduplicated == 0  # not saved by the dedupe window
@@ -199,7 +201,7 @@ async def test_nats_outage_keeps_writes_going_and_catches_up_exactly_once(
     try:
         async with running(relay) as task, jetstream(server.url) as js:
             await append_events(store, 100)
-            await wait_for_checkpoint(pool, name, 100)
+            await published_through(relay, 100)
 
             async def write() -> None:
                 for _ in range(30):
@@ -211,11 +213,12 @@ async def test_nats_outage_keeps_writes_going_and_catches_up_exactly_once(
             await asyncio.to_thread(server.stop)
             await asyncio.wait_for(writer, 10)  # the store never waits for NATS
             assert await store.head_position() == 400
-            await asyncio.sleep(1.5)  # the relay retries meanwhile
+            retried = relay.stats.retries
+            await published_through(relay, 0, retries=retried + 3)  # it retries meanwhile
             assert not task.done()
             assert await checkpoint(pool, name) < 400
             server = await asyncio.to_thread(EmbeddedNats.start, folder, port=port)
-            await wait_for_checkpoint(pool, name, 400, within=30)
+            await published_through(relay, 400, within=30)
             await assert_exactly_once(js, nats_names.stream, store)
     finally:
         await asyncio.to_thread(server.stop)
@@ -236,12 +239,12 @@ async def test_a_second_relay_waits_for_the_lock_until_the_first_stops(
     pool = pools[0]
     try:
         async with running(first) as first_task:
-            await wait_until(lambda: first.stats.holding_lock)
+            await asyncio.wait_for(first.wait_for(lambda s: s.holding_lock), WAIT)
             async with running(second) as second_task:
                 await wait_for_lock_waiters(pool, 1)
                 await append_events(store, 50)
-                await wait_for_checkpoint(pool, config.checkpoint_name, 50)
-                await asyncio.sleep(0.2)
+                await published_through(first, 50)
+                await asyncio.sleep(0.2)  # the second relay could act now, if it were wrong
                 assert not second.stats.holding_lock
                 assert (second.stats.published, second.stats.scans) == (0, [])
                 assert first.stats.published == 50
@@ -255,9 +258,9 @@ async def test_a_second_relay_waits_for_the_lock_until_the_first_stops(
                 first_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await first_task
-                await wait_until(lambda: second.stats.holding_lock)
+                await asyncio.wait_for(second.wait_for(lambda s: s.holding_lock), WAIT)
                 await append_events(store, 25)
-                await wait_for_checkpoint(pool, config.checkpoint_name, 75)
+                await published_through(second, 75)
                 assert (second.stats.published, second.stats.skipped) == (25, 0)
                 assert not second_task.done()
         await assert_exactly_once(js, nats_names.stream, store)
@@ -286,13 +289,14 @@ async def test_postgres_blip_makes_the_relay_start_over_not_crash(
         with capture_logs() as logs:
             async with running(relay) as task:
                 await append_events(store, 100)
-                await wait_for_checkpoint(store.pool, config.checkpoint_name, 100)
+                await published_through(relay, 100)
                 assert await store.pool.fetchval(terminate) >= 2  # the lock's and LISTEN's
                 await append_events(store, 100)
-                await wait_for_checkpoint(store.pool, config.checkpoint_name, 200)
+                await published_through(relay, 200)
                 assert not task.done()
         await assert_exactly_once(js, nats_names.stream, store)
-        assert [e["stage"] for e in logs if e["event"] == "relay.retry"] == ["session"]
+        retries = [e["event"] for e in logs if e["event"] in ("relay.retry", "relay.restart")]
+        assert retries == ["relay.restart"]  # the session started over; no NATS retry
         assert sum(e["event"] == "relay.lock_acquired" for e in logs) == 2
     finally:
         await relay_pool.close()

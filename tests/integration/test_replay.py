@@ -18,9 +18,9 @@ from service.commands.context import Caller, Context
 from service.commands.erasure import erase_person
 from service.commands.registration import register_anonymous, register_verified_email
 from service.crypto import token_hash
+from service.mail.outbox import open_link_token
 from service.schema import available
 from tests.support.commands import SECRET, command_context
-from workers.mailer import open_link_token
 
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.7")
 

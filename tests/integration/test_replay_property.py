@@ -22,11 +22,11 @@ from service.commands.claim import complete_claim, issue_otp, start_claim
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
 from service.domain.errors import ProtocolError
+from service.mail.outbox import open_link_token
 from service.pii import Sealer
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenant import TenantConfig
-from workers.mailer import open_link_token
 
 SECRET = "p" * 40
 CALLER = Caller(request_id="prop", client_ip="198.51.100.1")

@@ -22,6 +22,7 @@ from events.store import EventStore
 from events.tenant import TenantCreated
 from projections.runner import project
 from service.embedded import EmbeddedNats, free_port
+from service.revocations.log import ENDING
 from service.settings import Settings
 from service.signing import KeyRing
 from service.tenants import TenantDirectory
@@ -37,12 +38,13 @@ from subscriber.wire import (
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
 from tests.support.relay_support import (
+    WAIT,
     append_events,
     fast_config,
     jetstream,
+    published_through,
     running,
     wait_for_checkpoint,
-    wait_until,
 )
 from tests.support.revocations import (
     ISSUER,
@@ -62,7 +64,6 @@ from tests.support.revocations import (
 from workers.feed import POSITION_HEADER as RELAY_POSITION_HEADER
 from workers.relay import Relay
 from workers.revocation_feed import RevocationPublisher
-from workers.revocation_log import ENDING
 
 CHECKPOINT_OF = "revocations:{}"
 
@@ -255,7 +256,7 @@ async def test_nats_outage_keeps_revocations_going_and_publishes_them_once_after
             during = await issue(store, 30)
             await end(store, during)  # the log never waits for NATS
             head = int(await pool.fetchval("SELECT max(position) FROM events"))
-            await wait_until(lambda: feed.stats.retries > 0)
+            await asyncio.wait_for(feed.wait_for(lambda s: s.retries > 0), WAIT)
             assert not task.done()
             assert (await feed_checkpoint(pool, name))[0] < head
             server = await asyncio.to_thread(EmbeddedNats.start, folder, port=port)
@@ -281,16 +282,17 @@ async def test_relay_and_feed_share_the_stream_without_confusing_each_others_sca
     await append_events(store, 20)
     await end(store, items)
     name = CHECKPOINT_OF.format(nats_names.stream)
-    async with running(Relay(pool, backend.nats_url, relay_config)), publishing(
+    async with running(relay := Relay(pool, backend.nats_url, relay_config)), publishing(
         publisher(pool, backend.nats_url, nats_names)
     ):  # fmt: skip
         head = await wait_published(pool, name)
-        await wait_for_checkpoint(pool, relay_config.checkpoint_name, head)
+        await published_through(relay, head)
     await pool.execute("UPDATE checkpoints SET position = 0")
     relay, feed = Relay(pool, backend.nats_url, relay_config), publisher(pool, backend.nats_url,
                                                                          nats_names)  # fmt: skip
     async with running(relay), publishing(feed):
-        await wait_until(lambda: relay.stats.position == head and feed.stats.position == head)
+        await published_through(relay, head)
+        await published_through(feed, head)
     assert (relay.stats.skipped, relay.stats.published, relay.stats.deduplicated) == (head, 0, 0)
     assert (feed.stats.skipped, feed.stats.published, feed.stats.deduplicated) == (30, 0, 0)
     await assert_published_once(js, nats_names, pool, ring)
@@ -322,7 +324,7 @@ async def test_a_second_publisher_waits_for_the_lock(  # noqa: PLR0917
         other_pool, backend.nats_url, nats_names)  # fmt: skip
     try:
         async with publishing(first) as first_task:
-            await wait_until(lambda: first.stats.holding_lock)
+            await asyncio.wait_for(first.wait_for(lambda s: s.holding_lock), WAIT)
             async with publishing(second):
                 items = await issue(store, 10)
                 await end(store, items)
@@ -331,7 +333,7 @@ async def test_a_second_publisher_waits_for_the_lock(  # noqa: PLR0917
                 first_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await first_task
-                await wait_until(lambda: second.stats.holding_lock)
+                await asyncio.wait_for(second.wait_for(lambda s: s.holding_lock), WAIT)
                 more = await issue(store, 5)
                 await end(store, more)
                 await wait_published(pool, first.config.checkpoint_name)

@@ -96,11 +96,6 @@ async def running(*workers: PushWorker) -> AsyncIterator[None]:
             assert task.cancelled()
 
 
-async def until(worker: PushWorker, predicate: Callable[[PushStats], bool]) -> PushStats:
-    async with asyncio.timeout(WAIT):
-        return await worker.wait_for(predicate)
-
-
 async def tries_due_now(pool: asyncpg.Pool, ctx: Context, clock: ManualClock) -> int:
     """How many tries a fresh worker makes when it sends everything due at the clock's now."""
     fresh = push_worker(pool, ctx, clock)
@@ -215,13 +210,13 @@ async def test_a_failing_head_is_retried_until_accepted_and_later_events_wait_be
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
             for failures in (1, 2, 3):
-                await until(worker, failed_at_least(failures))
+                await asyncio.wait_for(worker.wait_for(failed_at_least(failures)), WAIT)
                 assert {r.txn for r in receiver.received} == {str(first.event_id)}
                 row = await row_of(ctx, sid)
                 assert (row["attempts"], row["head_position"]) == (failures, first.position)
                 assert row["next_attempt_at"] > clock.now()  # waits on the clock, not at once
                 clock.advance(PAST_ANY_WAIT)
-            await until(worker, lambda s: s.delivered >= 3)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered >= 3), WAIT)
     expected = [first.event_id] * 4 + [second.event_id, third.event_id]
     assert [r.txn for r in receiver.received] == [str(e) for e in expected]
     assert [r.answered for r in receiver.received] == [500, 500, 500, 202, 202, 202]
@@ -255,7 +250,7 @@ async def test_a_rejected_set_is_dead_lettered_at_once_and_a_replay_resumes_it(
         first, second = await revoked(ctx), await revoked(ctx)
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
-            await until(worker, lambda s: s.dead_lettered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.dead_lettered == 1), WAIT)
             row = await row_of(ctx, sid)
             assert (row["status"], row["dead_letter_cause"]) == ("dead_letter", "rejected")
             assert (row["head_position"], row["attempts"]) == (first.position, 1)
@@ -273,7 +268,7 @@ async def test_a_rejected_set_is_dead_lettered_at_once_and_a_replay_resumes_it(
                 outbound=LOOPBACK_POLICY,
             )
             await replay(ctx, sid, CALLER, None)
-            await until(worker, lambda s: s.delivered == 2)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 2), WAIT)
     assert [r.txn for r in receiver.received] == [
         str(first.event_id),
         str(first.event_id),
@@ -304,9 +299,9 @@ async def test_the_retry_budget_ends_in_a_dead_letter_that_holds_later_events(
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
             for failures in (1, 2, 3):
-                await until(worker, failed_at_least(failures))
+                await asyncio.wait_for(worker.wait_for(failed_at_least(failures)), WAIT)
                 clock.advance(PAST_ANY_WAIT)
-            await until(worker, lambda s: s.dead_lettered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.dead_lettered == 1), WAIT)
     assert [r.txn for r in receiver.received] == [str(first.event_id)] * 4
     row = await row_of(ctx, sid)
     assert (row["status"], row["dead_letter_cause"], row["attempts"]) == (
@@ -364,7 +359,9 @@ async def test_an_outcome_that_lands_after_the_subscription_moved_is_not_recorde
             await receiver.wait_for(1)
             await replay(ctx, sid, CALLER, first.position - 1)
             receiver.release()
-            await until(worker, lambda s: s.conflicts == 1 and s.delivered == 1)
+            await asyncio.wait_for(
+                worker.wait_for(lambda s: s.conflicts == 1 and s.delivered == 1), WAIT
+            )
     assert [r.txn for r in receiver.received] == [str(first.event_id)] * 2
     assert len({r.claims()["jti"] for r in receiver.received}) == 1
     assert await types_of(pool, sid) == [
@@ -398,8 +395,8 @@ async def test_filters_choose_what_a_subscriber_is_sent(
         by_time = await expired(ctx)
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
-            await until(worker, lambda s: s.delivered == 3)
-            await until(worker, lambda s: s.sleeping)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 3), WAIT)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.sleeping), WAIT)
     sent = sorted((r.claims()["aud"], r.txn) for r in receiver.received)
     assert sent == sorted(
         [
@@ -433,12 +430,12 @@ async def test_rebuilding_from_the_log_gives_the_live_subscription_rows(
         await revoked(ctx)
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
-            await until(worker, lambda s: s.failed >= 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.failed >= 1), WAIT)
             clock.advance(PAST_ANY_WAIT)
-            await until(worker, lambda s: s.dead_lettered == 2)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.dead_lettered == 2), WAIT)
             await replay(ctx, kept, CALLER, 0)
             # delivered before the update below: its filter would leave nothing to deliver
-            await until(worker, lambda s: s.delivered >= 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered >= 1), WAIT)
             await remove(ctx, dropped, CALLER, "offboarded")
             await update(
                 ctx,
@@ -448,7 +445,7 @@ async def test_rebuilding_from_the_log_gives_the_live_subscription_rows(
                 allow_loopback_http=True,
                 outbound=LOOPBACK_POLICY,
             )
-            await until(worker, lambda s: s.sleeping)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.sleeping), WAIT)
     live = await snapshot(pool)
     assert len(live["subscriptions"]) == 2
     for sid in (kept, dropped):
@@ -488,9 +485,9 @@ async def test_every_subscription_event_names_the_worker_and_the_revocation(
         first = await revoked(ctx)
         worker = push_worker(pool, ctx, clock)
         async with running(worker):
-            await until(worker, lambda s: s.failed == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.failed == 1), WAIT)
             clock.advance(PAST_ANY_WAIT)
-            await until(worker, lambda s: s.delivered == 1)
+            await asyncio.wait_for(worker.wait_for(lambda s: s.delivered == 1), WAIT)
     rows = await pool.fetch(
         "SELECT type, metadata::text AS metadata FROM events "
         "WHERE stream_id = $1 AND type LIKE 'push.%' ORDER BY position",

@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from events.clock import ManualClock
 from events.store import NO_STREAM, EventStore
 from service.audit.published import CheckpointStream, read_published
+from service.audit.publisher import Publisher
 from service.audit.signed import sign
 from service.audit.verify import verify
 from service.signing import KeyRing, public_jwk
@@ -32,7 +33,6 @@ from tests.support.builders import a_stream, opened
 from tests.support.nats import NatsNames
 from tests.support.relay_support import jetstream
 from tests.support.serve_process import SECRETS, authledger_env
-from workers.checkpoint_publisher import Publisher
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
 SECRET = SECRETS["AUTHLEDGER_SECRET_KEY"]  # the CLI's, so `audit keys` opens the same keys

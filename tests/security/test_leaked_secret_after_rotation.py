@@ -20,6 +20,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
+from service.mail.outbox import enqueue_claim_mail, open_link_token
 from service.pii import Sealer, SealError
 from service.push.secrets import open_secret, seal_secret
 from service.resources import Resources
@@ -37,7 +38,6 @@ from tests.support.app_client import (
 )
 from tests.support.backends import Backend
 from tests.support.serve_process import AUTHLEDGER, authledger_env
-from workers.mailer import enqueue_claim_mail, open_link_token
 
 OLD, NEW = SECRET_KEY, "n3w-" + "s" * 44
 EMAIL = "rosa.rotated@example.net"

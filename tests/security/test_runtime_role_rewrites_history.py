@@ -23,6 +23,7 @@ import pytest
 from events.clock import ManualClock
 from events.hashchain import verify_log
 from events.store import EventStore
+from service.audit.signing_round import sign_now
 from service.commands.access import grant_access, revoke_access
 from service.commands.context import Caller, Context
 from service.commands.registration import Registered, register_anonymous
@@ -31,7 +32,6 @@ from service.crypto import token_hash
 from tests.support.app_client import SECRET_KEY, running_service
 from tests.support.backends import Backend
 from tests.support.commands import command_context
-from workers.checkpoints import sign_now
 
 AGENT = Caller(request_id="req-attack", client_ip="203.0.113.9")
 REFUSED = asyncpg.InsufficientPrivilegeError  # permission denied, or a guard's refusal

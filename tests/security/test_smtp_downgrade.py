@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
+from service.mail.outbox import enqueue_claim_mail
 from service.pii import Sealer
 from tests.support.smtp_sink import SmtpSink
-from workers.mailer import Mailer, MailerConfig, enqueue_claim_mail
+from workers.mailer import Mailer, MailerConfig
 
 SECRET = "d" * 48
 EMAIL = "ana@example.net"

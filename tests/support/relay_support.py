@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -24,10 +25,12 @@ from nats.js.errors import NotFoundError
 from events.store import NO_STREAM, EventStore
 from tests.support.builders import NOW, SAMPLE, ThingRenamed, a_stream, opened
 from tests.support.nats import NatsNames
+from workers.base.jetstream import JetStreamPublisher
 from workers.feed import POSITION_HEADER
 from workers.relay import Relay, RelayConfig
 
 REPO = Path(__file__).resolve().parents[2]
+WAIT = 20.0  # seconds a test waits for a worker to reach a state before failing
 
 
 def fast_config(names: NatsNames, **overrides: float) -> RelayConfig:
@@ -74,6 +77,20 @@ async def wait_for_checkpoint(
             raise AssertionError(f"checkpoint {name} at {position}, wanted {at_least}")
         await asyncio.sleep(poll)
     return position
+
+
+async def published_through(
+    publisher: JetStreamPublisher[Any, Any, Any],
+    position: int,
+    *,
+    retries: int = 0,
+    within: float = WAIT,
+) -> None:
+    """Until the publisher (a relay, the revocation feed) has saved its checkpoint at
+    `position` or beyond (and retried `retries` times at least)."""
+    await asyncio.wait_for(
+        publisher.wait_for(lambda s: s.position >= position and s.retries >= retries), within
+    )
 
 
 async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int, within: float = 5.0) -> None:

@@ -27,7 +27,7 @@ from subscriber.wire import CredentialKind, Revocation, hash_prefix
 
 ENDING = ("credential.revoked", "credential.expired")
 FACTS = ("credential.issued", "credential.rescoped")
-Q = load_queries("workers", "revocation_log.sql")
+Q = load_queries("service.revocations", "log.sql")
 
 
 class MissingCredential(RuntimeError):

@@ -30,7 +30,7 @@ SELECT hash FROM events WHERE position = $1
 
 -- name: signed_after
 -- The checkpoints above the newest published one, with the hash the log holds there now
--- (NULL: the position is gone), to publish in order (workers/checkpoint_publisher.py).
+-- (NULL: the position is gone), to publish in order (service/audit/publisher.py).
 SELECT c.position, c.jws, e.hash
 FROM chain_checkpoints c LEFT JOIN events e ON e.position = c.position
 WHERE c.position > $1

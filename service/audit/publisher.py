@@ -1,6 +1,6 @@
-"""The checkpoint worker's JetStream side: publish every signed checkpoint off the database
-(service/audit/published.py), and tell the signer whether the log still agrees with the
-newest one published.
+"""The signing round's JetStream side: publish every signed checkpoint off the database
+(service/audit/published.py), and tell the signer (service/audit/signing_round.py) whether
+the log still agrees with the newest one published.
 
 After each round the publisher reads the newest published checkpoint and publishes, in order,
 the database's checkpoints above it. It publishes only what it checked: each row's JWS must
@@ -33,8 +33,8 @@ from service.audit.published import CheckpointStream, UnsafeStream, connect
 from service.audit.signed import BadCheckpoint, Checkpoint, Jwk, verify
 
 T = TypeVar("T")
-Q = load_queries("workers", "checkpoints.sql")
-log = structlog.get_logger("workers.checkpoints")
+Q = load_queries("service.audit", "signing_round.sql")
+log = structlog.get_logger("service.audit.publisher")
 CONNECT_TIMEOUT = 5.0
 ACK_TIMEOUT = 5.0
 

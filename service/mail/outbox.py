@@ -1,0 +1,63 @@
+"""The mail outbox's writer: a claim e-mail queued in `mail_outbox`, in the transaction that
+appends `claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15).
+
+The row holds the recipient sealed (service/pii) and the `cvt_…` link token under AES-GCM
+(aad = attempt id); the mailer (workers/mailer.py) opens both in memory just before the send.
+The queue's NOTIFY channel is `CHANNEL`, delivered when the append commits.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from events.sql import load_queries
+from service.crypto import derive_key
+from service.pii import Db
+
+MAIL_OUTBOX_KEY = b"authledger mail outbox v1"  # derive_key purpose of the link-token key
+CHANNEL = "authledger_mail"
+NONCE_BYTES = 12
+Q = load_queries("service.mail", "outbox.sql")
+
+
+def seal_link_token(secret_key: str | bytes, attempt_id: str, token: str) -> bytes:
+    """nonce || AES-GCM of the token under the outbox key, bound to its attempt id."""
+    nonce = os.urandom(NONCE_BYTES)
+    aead = AESGCM(derive_key(secret_key, MAIL_OUTBOX_KEY))
+    return nonce + aead.encrypt(nonce, token.encode(), attempt_id.encode())
+
+
+def open_link_token(secret_key: str | bytes, attempt_id: str, sealed: bytes) -> str:
+    """The plain link token; InvalidTag when it was moved, altered or sealed under another key."""
+    aead = AESGCM(derive_key(secret_key, MAIL_OUTBOX_KEY))
+    return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], attempt_id.encode()).decode()
+
+
+async def enqueue_claim_mail(
+    conn: Db,
+    *,
+    secret_key: str | bytes,
+    tenant_id: str,
+    registration_id: str,
+    attempt_id: str,
+    recipient_sealed: str,
+    link_token: str,
+    link_expires_at: datetime,
+    now: datetime,
+) -> None:
+    """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
+
+    The caller seals the address (service.pii) under the subject of the event's
+    `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
+    trip here.
+    """
+    if now.tzinfo is None or link_expires_at.tzinfo is None:
+        raise ValueError("enqueue_claim_mail needs timezone-aware times")
+    token = seal_link_token(secret_key, attempt_id, link_token)
+    await conn.execute(
+        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
+        link_expires_at, now,
+    )  # fmt: skip

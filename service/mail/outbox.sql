@@ -1,0 +1,13 @@
+-- name: enqueue
+-- Run inside the append transaction; the NOTIFY is delivered when it commits. A retried
+-- command (same attempt id) writes nothing twice.
+WITH added AS (
+    INSERT INTO mail_outbox (
+        attempt_id, tenant_id, registration_id, recipient_sealed, link_token_sealed,
+        link_expires_at, created_at, status, tries, next_try_at
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $7)
+    ON CONFLICT (attempt_id) DO NOTHING
+    RETURNING attempt_id
+)
+SELECT pg_notify('authledger_mail', attempt_id) FROM added
