@@ -38,5 +38,5 @@ class AccessRevoked(Event, frozen=True, kw_only=True, tag="access.revoked"):
     reason: str | None = None
 
 
-ACCESS_EVENTS: tuple[type[Event], ...] = (AccessGranted, AccessRevoked)
+ACCESS_EVENTS: tuple[type[AccessEvent], ...] = (AccessGranted, AccessRevoked)
 AccessEvent = AccessGranted | AccessRevoked

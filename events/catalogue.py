@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -23,6 +23,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every event: payload fields only; the envelope holds the rest."""
 
     schema_version: ClassVar[int] = 1
+
+
+E = TypeVar("E", bound=Event)
 
 
 def event_tag(cls: type[Event]) -> str:
@@ -81,3 +84,14 @@ class Catalogue:
             recorded.type, recorded.schema_version, cls.schema_version, raw
         )
         return msgspec.convert(lifted, cls)
+
+    def decode_as(self, recorded: RecordedEvent, kinds: tuple[type[E], ...]) -> E:
+        """`decode`, typed as one of `kinds` (an aggregate's `*_EVENTS`, whose declared type
+        names its union): a recorded event of another type raises UnknownEventType."""
+        event = self.decode(recorded)
+        if not isinstance(event, kinds):
+            raise UnknownEventType(
+                f"{recorded.type!r} at position {recorded.position} is not one of "
+                f"{', '.join(event_tag(kind) for kind in kinds)}"
+            )
+        return event

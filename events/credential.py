@@ -55,7 +55,7 @@ class CredentialExpired(Event, frozen=True, kw_only=True, tag="credential.expire
     pass
 
 
-CREDENTIAL_EVENTS: tuple[type[Event], ...] = (
+CREDENTIAL_EVENTS: tuple[type[CredentialEvent], ...] = (
     CredentialIssued,
     CredentialRescoped,
     CredentialRevoked,

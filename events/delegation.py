@@ -46,5 +46,9 @@ class DelegationRevoked(Event, frozen=True, kw_only=True, tag="delegation.revoke
     credential_ids: tuple[str, ...] = ()
 
 
-DELEGATION_EVENTS: tuple[type[Event], ...] = (DelegationCreated, DelegationUsed, DelegationRevoked)
+DELEGATION_EVENTS: tuple[type[DelegationEvent], ...] = (
+    DelegationCreated,
+    DelegationUsed,
+    DelegationRevoked,
+)
 DelegationEvent = DelegationCreated | DelegationUsed | DelegationRevoked

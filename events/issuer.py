@@ -45,5 +45,5 @@ class IssuerRemoved(Event, frozen=True, kw_only=True, tag="issuer.removed"):
     reason: str | None = None
 
 
-ISSUER_EVENTS: tuple[type[Event], ...] = (IssuerTrusted, IssuerUpdated, IssuerRemoved)
+ISSUER_EVENTS: tuple[type[IssuerEvent], ...] = (IssuerTrusted, IssuerUpdated, IssuerRemoved)
 IssuerEvent = IssuerTrusted | IssuerUpdated | IssuerRemoved

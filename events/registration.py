@@ -104,7 +104,7 @@ class ClaimAttemptsErased(Event, frozen=True, kw_only=True, tag="claim.attempts_
     reason: str | None = None
 
 
-REGISTRATION_EVENTS: tuple[type[Event], ...] = (
+REGISTRATION_EVENTS: tuple[type[RegistrationEvent], ...] = (
     RegistrationCreated,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,

@@ -108,7 +108,7 @@ class PushReplayRequested(Event, frozen=True, kw_only=True, tag="push.replay_req
     previous_cursor: int
 
 
-SUBSCRIPTION_EVENTS: tuple[type[Event], ...] = (
+SUBSCRIPTION_EVENTS: tuple[type[SubscriptionEvent], ...] = (
     SubscriptionCreated,
     SubscriptionUpdated,
     SubscriptionRemoved,

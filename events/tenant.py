@@ -38,7 +38,7 @@ class TenantEnabled(Event, frozen=True, kw_only=True, tag="tenant.enabled"):
     pass
 
 
-TENANT_EVENTS: tuple[type[Event], ...] = (
+TENANT_EVENTS: tuple[type[TenantEvent], ...] = (
     TenantCreated,
     TenantConfigured,
     TenantDisabled,

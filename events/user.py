@@ -32,5 +32,5 @@ class UserErased(Event, frozen=True, kw_only=True, tag="user.erased"):
     reason: str | None = None
 
 
-USER_EVENTS: tuple[type[Event], ...] = (UserCreated, UserErased)
+USER_EVENTS: tuple[type[UserEvent], ...] = (UserCreated, UserErased)
 UserEvent = UserCreated | UserErased

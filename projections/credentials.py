@@ -1,4 +1,8 @@
-"""Read model `credentials`: every API key and access token, its scopes and whether it lives."""
+"""Read model `credentials`: every API key and access token, its scopes and whether it lives.
+
+`service.domain.credentials.evolve` is the same fold in Python (the credential aggregate);
+tests/integration/test_credential_aggregate.py checks the two agree.
+"""
 
 from __future__ import annotations
 

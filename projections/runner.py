@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from events.access import ACCESS_EVENTS
 from events.credential import CREDENTIAL_EVENTS
 from events.delegation import DELEGATION_EVENTS
+from events.dispatch import Dispatch
 from events.envelope import RecordedEvent
 from events.issuer import ISSUER_EVENTS
 from events.ledger import LEDGER
@@ -32,7 +33,7 @@ from projections import (
     tenants,
     users,
 )
-from projections.layers import apply_layered
+from projections.layers import Statement, apply_layered
 
 TABLES = (
     "registrations",
@@ -48,29 +49,26 @@ TABLES = (
 READ_ALL = load_queries("events", "store.sql")["read_all"]
 
 
-def statements(events: Sequence[RecordedEvent]) -> list[tuple[str, tuple[object, ...]]]:
-    out = []
+# Each event type's statements, in this order: a registration's event may also touch
+# `attempt_addresses`.
+STATEMENTS: Dispatch[Statement] = (
+    Dispatch[Statement]()
+    .on(REGISTRATION_EVENTS, registrations.statement)
+    .on(REGISTRATION_EVENTS, attempt_addresses.statement)
+    .on(CREDENTIAL_EVENTS, credentials.statement)
+    .on(USER_EVENTS, users.statement)
+    .on(ISSUER_EVENTS, issuers.statement)
+    .on(DELEGATION_EVENTS, delegations.statement)
+    .on(SUBSCRIPTION_EVENTS, subscriptions.statement)
+    .on(TENANT_EVENTS, tenants.statement)
+    .on(ACCESS_EVENTS, access.statement)
+)
+
+
+def statements(events: Sequence[RecordedEvent]) -> list[Statement]:
+    out: list[Statement] = []
     for recorded in events:
-        event = LEDGER.decode(recorded)
-        if isinstance(event, REGISTRATION_EVENTS):
-            out.append(registrations.statement(event, recorded))  # type: ignore[arg-type]
-            addresses = attempt_addresses.statement(event, recorded)  # type: ignore[arg-type]
-            if addresses is not None:
-                out.append(addresses)
-        elif isinstance(event, CREDENTIAL_EVENTS):
-            out.append(credentials.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, USER_EVENTS):
-            out.append(users.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, ISSUER_EVENTS):
-            out.append(issuers.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, DELEGATION_EVENTS):
-            out.append(delegations.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, SUBSCRIPTION_EVENTS):
-            out.append(subscriptions.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, TENANT_EVENTS):
-            out.append(tenants.statement(event, recorded))  # type: ignore[arg-type]
-        elif isinstance(event, ACCESS_EVENTS):
-            out.append(access.statement(event, recorded))  # type: ignore[arg-type]
+        out += STATEMENTS.apply(LEDGER.decode(recorded), recorded)
     return out
 
 

@@ -1,7 +1,9 @@
 """Who a bearer credential speaks for, and how credential events change a cached one.
 
-`CredentialCache` keeps one `CachedCredential` per token hash; `apply` folds the events it
-reads from the log into it, the way `projections/credentials.py` folds them into the table.
+`CredentialCache` keeps one `CachedCredential` per token hash: the credential aggregate
+(service.domain.credentials) as the loaded row and the events since say, and the `Principal`
+it speaks for. `apply` folds the events it reads from the log into it with the aggregate's
+own `evolve`, the one fold `projections/credentials.sql` also writes to the table.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Literal
 import asyncpg
 
 from events.catalogue import Event
-from events.credential import CredentialExpired, CredentialRescoped, CredentialRevoked
+from events.credential import CREDENTIAL_EVENTS
 from events.registration import RegistrationClaimed
+from service.domain import credentials
+from service.domain.credentials import Credential, CredentialStatus
 
 ClaimState = Literal["claimed", "unclaimed"]
 
@@ -47,8 +51,15 @@ class Principal:
 class CachedCredential:
     digest: str  # SHA-256 of the bearer value
     principal: Principal
-    status: str  # active | revoked | expired
-    version: int  # of the credential stream, as far as this entry reflects it
+    credential: Credential  # its version: of the credential stream, as far as this reflects it
+
+    @property
+    def status(self) -> CredentialStatus:
+        return self.credential.status
+
+    @property
+    def version(self) -> int:
+        return self.credential.version
 
 
 def from_row(digest: str, row: asyncpg.Record) -> CachedCredential:
@@ -68,7 +79,18 @@ def from_row(digest: str, row: asyncpg.Record) -> CachedCredential:
         expires_at=row["expires_at"],
         issued_at=row["issued_at"],
     )
-    return CachedCredential(digest, principal, row["status"], row["version"])
+    credential = Credential(
+        credential_id=principal.credential_id,
+        registration_id=principal.registration_id,
+        expires_at=principal.expires_at,
+        status=row["status"],
+        version=row["version"],
+        kind=row["kind"],
+        scopes=principal.scopes,
+        user_id=principal.user_id,
+        issued_at=principal.issued_at,
+    )
+    return CachedCredential(digest, principal, credential)
 
 
 def apply(entry: CachedCredential, event: Event, version: int) -> bool:
@@ -85,12 +107,14 @@ def apply(entry: CachedCredential, event: Event, version: int) -> bool:
         return True
     if version <= entry.version:
         return False
-    entry.version = version
-    if isinstance(event, CredentialRescoped):
-        user_id = event.user_id or principal.user_id
-        entry.principal = replace(
-            principal, scopes=event.scopes, user_id=user_id, expires_at=event.expires_at
-        )
-    elif isinstance(event, CredentialRevoked | CredentialExpired) and entry.status == "active":
-        entry.status = "revoked" if isinstance(event, CredentialRevoked) else "expired"
+    if not isinstance(event, CREDENTIAL_EVENTS):
+        entry.credential = replace(entry.credential, version=version)
+        return True
+    entry.credential = credential = credentials.evolve(entry.credential, event, version=version)
+    entry.principal = replace(
+        principal,
+        scopes=credential.scopes,
+        user_id=credential.user_id,
+        expires_at=credential.expires_at,
+    )
     return True

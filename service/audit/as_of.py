@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.sql import Conn
-from service.audit.folds import CredentialState, Folded, fold_all
+from service.audit.folds import Folded, fold_all
 from service.audit.subjects import Bound, Subject, instant_of, read, streams
+from service.domain.credentials import Credential
 from service.domain.registration import Registration
 
 OPEN = ("unclaimed", "pending_claim")
@@ -31,7 +32,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def credential_view(c: CredentialState, instant: datetime) -> dict[str, Any]:
+def credential_view(c: Credential, instant: datetime) -> dict[str, Any]:
     return {
         "credential_id": c.credential_id,
         "kind": c.kind,

@@ -1,7 +1,7 @@
 """The claim ceremony: E5 start, E6 page, E7 code, E8 complete (spec §6).
 
 Each command loads the registration by a token's hash (the projection), folds its stream,
-asks the pure rules in service.domain.registration, and appends the decision with the
+asks the pure rules in service.domain.claim, and appends the decision with the
 stream's version as the expected one. A conflict means someone else moved first: the
 command runs again on the new state, so of two racing completes exactly one claims.
 """
@@ -15,9 +15,8 @@ import msgspec
 import structlog
 
 from events.credential import STREAM_TYPE as CREDENTIAL
-from events.credential import CredentialRescoped, CredentialRevoked
 from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import ClaimAttemptStarted, RegistrationExpired
+from events.registration import ClaimAttemptStarted
 from events.sql import load_queries
 from events.store import ANY_VERSION
 from events.user import STREAM_TYPE as USER
@@ -29,22 +28,23 @@ from service.commands.mail import MailRequest, enqueue_mail
 from service.crypto import (
     new_attempt_id,
     new_attempt_token,
+    new_credential_id,
     new_otp,
     new_user_id,
     otp_hash,
     otp_matches,
     token_hash,
 )
-from service.domain.errors import ProtocolError
-from service.domain.expiry import REVOKED_WITH_REGISTRATION
-from service.domain.registration import (
+from service.domain.claim import (
     NewAttempt,
     OtpLimits,
-    Registration,
     decide_complete,
     decide_issue_otp,
     decide_start_claim,
+    kept_key,
 )
+from service.domain.errors import ProtocolError
+from service.domain.registration import Registration
 from service.pii import subject_of
 
 REG_Q = load_queries("projections", "registrations.sql")
@@ -189,26 +189,14 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
         now = ctx.clock.now()
         rid = state.registration_id
         user_id, new_user = await _user_id_for(ctx, state)
-        if state.kind == "anonymous" and state.credential_id is not None:  # re-scoped in place
-            credential, credential_id = None, state.credential_id
-        else:
-            credential = mint(
-                ctx,
-                state.requested_credential_type,
-                now=now,
-                scopes=state.post_claim_scopes,
-                issued_via="verified_email",
-                registration_id=rid,
-                user_id=user_id,
-            )
-            credential_id = credential.credential_id
+        kept = kept_key(state)  # re-scoped in place; else a credential minted once claimed
         decision = decide_complete(
             state,
             otp_matches=lambda aid, stored: otp_matches(stored, ctx.secret_key, aid, otp),
             now=now,
             limits=_limits(ctx),
             user_id=user_id,
-            credential_id=credential_id,
+            credential_id=kept or new_credential_id(),
         )
         if decision.error is not None and not decision.events:
             # Changes nothing, so no event (issue 12.1): the try is logged and counted.
@@ -220,20 +208,29 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             )
             raise decision.error
         changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
-        locked = any(isinstance(e, RegistrationExpired) for e in decision.events)
-        if locked and state.credential_id is not None:  # the pre-claim key ends with it (R7)
-            ended = CredentialRevoked(reason=REVOKED_WITH_REGISTRATION)
-            changes.append(Change(ctx.stream(CREDENTIAL, state.credential_id), ANY_VERSION,
-                                  [ended]))  # fmt: skip
-        if decision.error is None:
+        key: list[Change] = []  # the pre-claim key's events: re-scoped, or revoked by a lock
+        if decision.credential and state.credential_id is not None:
+            stream = ctx.stream(CREDENTIAL, state.credential_id)
+            key.append(Change(stream, ANY_VERSION, decision.credential))
+        credential: Minted | None = None
+        if (claimed := decision.claimed) is None:
+            changes += key
+        else:
             if new_user:
                 changes.append(await _new_user(ctx, state, user_id))
-            if credential is not None:
+            if kept is None:  # the code was right: now mint the credential the claim binds
+                credential = mint(
+                    ctx,
+                    state.requested_credential_type,
+                    now=now,
+                    scopes=state.post_claim_scopes,
+                    issued_via="verified_email",
+                    registration_id=rid,
+                    user_id=user_id,
+                    credential_id=claimed.credential_id,
+                )
                 changes.append(credential.change)
-            else:
-                rescoped = CredentialRescoped(scopes=state.post_claim_scopes, user_id=user_id)
-                changes.append(Change(ctx.stream(CREDENTIAL, credential_id), ANY_VERSION,
-                                      [rescoped]))  # fmt: skip
+            changes += key
         await ctx.record(changes, metadata=await ctx.metadata(caller, rid), now=now)
         await registration_state.remember(ctx, state, decision.events)
         if decision.error is not None:

@@ -33,9 +33,11 @@ def mint(
     expires_at: datetime | None = None,
     issuer: str | None = None,
     delegation_id: str | None = None,
+    credential_id: str | None = None,
 ) -> Minted:
-    """An API key (opaque, no expiry unless given) or an RFC 9068 access token."""
-    credential_id = new_credential_id()
+    """An API key (opaque, no expiry unless given) or an RFC 9068 access token; its id is
+    `credential_id` when a decision already named it."""
+    credential_id = credential_id or new_credential_id()
     if kind == "api_key":
         plain = new_api_key(ctx.tenant.api_key_prefix)
     else:

@@ -19,7 +19,7 @@ import structlog
 
 from events.catalogue import Event
 from events.ledger import LEDGER
-from events.registration import STREAM_TYPE, RegistrationEvent
+from events.registration import REGISTRATION_EVENTS, STREAM_TYPE, RegistrationEvent
 from events.sql import Conn, load_queries
 from service.commands.context import Context
 from service.domain.registration import Registration, fold
@@ -41,7 +41,7 @@ async def load(ctx: Context, registration_id: str) -> Registration | None:
             state = None  # an older shape: fold from the start
     after = state.version + 1 if state is not None else 1
     recorded = await ctx.store.read_stream(ctx.stream(STREAM_TYPE, registration_id), after)
-    events: list[RegistrationEvent] = [LEDGER.decode(r) for r in recorded]  # type: ignore[misc]
+    events = [LEDGER.decode_as(r, REGISTRATION_EVENTS) for r in recorded]
     return fold(events, state)
 
 

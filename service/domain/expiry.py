@@ -28,69 +28,24 @@ event's occurred-at) at the instant it became true, not when a worker got to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, assert_never
 
 from events.catalogue import Event
-from events.credential import (
-    CredentialEvent,
-    CredentialExpired,
-    CredentialIssued,
-    CredentialRescoped,
-    CredentialRevoked,
-)
+from events.credential import CredentialExpired, CredentialRevoked
 from events.registration import ClaimAttemptExpired, RegistrationExpired
+from service.domain.credentials import REVOKED_WITH_REGISTRATION, Credential, evolve, fold
 from service.domain.registration import Registration
 
 OPEN = ("unclaimed", "pending_claim")
 LINK_OPEN = ("initiated", "challenged")  # attempts whose link can still mint a code
-REVOKED_WITH_REGISTRATION = "registration_expired"
 OVERDUE = datetime.min.replace(tzinfo=UTC)  # due since an instant the state does not hold
-CredentialStatus = Literal["active", "revoked", "expired"]
 
-
-@dataclass(frozen=True, slots=True)
-class CredentialState:
-    """What expiry needs to know of a credential, folded from its stream."""
-
-    credential_id: str
-    registration_id: str | None
-    expires_at: datetime | None
-    status: CredentialStatus = "active"
-    version: int = 0
-
-
-def evolve_credential(state: CredentialState | None, event: CredentialEvent) -> CredentialState:
-    """As projections/credentials.py folds the table: an ended credential stays ended."""
-    if isinstance(event, CredentialIssued):
-        return CredentialState(
-            event.credential_id, event.registration_id, event.expires_at, version=1
-        )
-    if state is None:
-        raise ValueError(f"{type(event).__name__} before credential.issued")
-    version = state.version + 1
-    match event:
-        case CredentialRescoped():
-            return replace(state, expires_at=event.expires_at, version=version)
-        case CredentialRevoked():
-            return replace(state, status=_ended(state, "revoked"), version=version)
-        case CredentialExpired():
-            return replace(state, status=_ended(state, "expired"), version=version)
-        case _:
-            assert_never(event)
-
-
-def fold_credential(events: Iterable[CredentialEvent]) -> CredentialState | None:
-    state: CredentialState | None = None
-    for event in events:
-        state = evolve_credential(state, event)
-    return state
-
-
-def _ended(state: CredentialState, status: CredentialStatus) -> CredentialStatus:
-    return status if state.status == "active" else state.status
+# The credential aggregate (service.domain.credentials) under the names the expiry worker
+# and its tests know: its state, and its fold of bare events (versions counted).
+CredentialState = Credential
+evolve_credential = evolve
+fold_credential = fold
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from service.domain.registration import OtpLimits
+from service.domain.claim import OtpLimits
 from tests.support.app_client import Service, link_token_of, otp_of, running_service
 from tests.support.backends import Backend
 

@@ -26,6 +26,14 @@ from events.registration import (
     RegistrationEvent,
     RegistrationExpired,
 )
+from service.domain.claim import (
+    Decision,
+    NewAttempt,
+    OtpLimits,
+    decide_complete,
+    decide_issue_otp,
+    decide_start_claim,
+)
 from service.domain.errors import ProtocolError
 from service.domain.expiry import (
     OVERDUE,
@@ -37,17 +45,7 @@ from service.domain.expiry import (
     evolve_credential,
     fold_credential,
 )
-from service.domain.registration import (
-    Decision,
-    NewAttempt,
-    OtpLimits,
-    Registration,
-    decide_complete,
-    decide_issue_otp,
-    decide_start_claim,
-    evolve,
-    fold,
-)
+from service.domain.registration import Registration, evolve, fold
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 TTL = timedelta(days=1)

@@ -21,17 +21,19 @@ from events.registration import (
     RegistrationEvent,
     RegistrationExpired,
 )
+from service.domain.claim import (
+    Decision,
+    NewAttempt,
+    OtpLimits,
+    decide_complete,
+    decide_issue_otp,
+    decide_start_claim,
+)
 from service.domain.errors import ProtocolError
 from service.domain.registration import (
     GROWTH_LIMIT,
     STREAM_LIMIT,
-    Decision,
-    NewAttempt,
-    OtpLimits,
     Registration,
-    decide_complete,
-    decide_issue_otp,
-    decide_start_claim,
     evolve,
     fold,
 )
