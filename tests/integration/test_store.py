@@ -10,7 +10,7 @@ import pytest
 from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
-from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend
+from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend, Wakeups
 from migrations.roles import RUNTIME_ROLE
 from tests.support.builders import (
     NOW,
@@ -20,6 +20,7 @@ from tests.support.builders import (
     a_stream,
     opened,
 )
+from tests.support.waiting import wait_until
 
 
 async def test_append_then_read_stream_round_trips(store: EventStore) -> None:
@@ -234,7 +235,7 @@ async def test_read_all_pages_by_position(store: EventStore) -> None:
     assert await store.read_all(7, 10) == []
 
 
-async def test_tail_wakes_on_notify_without_polling(store: EventStore) -> None:
+async def test_tail_wakes_on_notify_without_polling(store: EventStore, pool: asyncpg.Pool) -> None:
     """A tailer blocked on an empty log gets a new event well before its idle timeout."""
     seen: list[int] = []
 
@@ -244,7 +245,8 @@ async def test_tail_wakes_on_notify_without_polling(store: EventStore) -> None:
             return
 
     task = asyncio.create_task(tail())
-    await asyncio.sleep(0.2)
+    # asleep on its LISTEN after reading the empty log: only the NOTIFY can wake it in time
+    await wait_until(lambda: Wakeups.sleepers(pool) == 1, within=10, what="the tailer asleep")
     await store.append(a_stream(), NO_STREAM, [opened()])
     await asyncio.wait_for(task, 5)
     assert seen == [1]
