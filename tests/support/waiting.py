@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 
@@ -23,13 +23,29 @@ T = TypeVar("T")
 POLL = 0.02  # seconds between looks: short next to any wait worth writing
 
 
+@overload
 async def wait_until(
-    probe: Callable[[], Awaitable[T | None] | T | None],
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    what: str = ...,
+    every: float = ...,
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    probe: Callable[[], T | None], *, within: float = ..., what: str = ..., every: float = ...
+) -> T: ...
+
+
+async def wait_until(
+    probe: Callable[[], Any],
     *,
     within: float = 10.0,
     what: str = "the condition",
     every: float = POLL,
-) -> T:
+) -> Any:
     """`probe`'s first value other than None or False; AssertionError after `within` s."""
     deadline = time.monotonic() + within
     while True:
@@ -44,7 +60,7 @@ async def wait_until(
 
 
 async def timed(
-    probe: Callable[[], Awaitable[T | None] | T | None],
+    probe: Callable[[], Any],
     *,
     within: float,
     what: str = "the condition",
