@@ -252,6 +252,27 @@ async def test_tail_wakes_on_notify_without_polling(store: EventStore, pool: asy
     assert seen == [1]
 
 
+async def test_wakeups_say_when_they_listen_and_when_they_sleep(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """`listening()` returns once the LISTEN is attached; `listeners`/`sleepers` count the
+    Wakeups of a pool that listen and that sleep in `wait`, none once they are closed."""
+    wakeups = Wakeups(pool)
+    entered = asyncio.create_task(wakeups.__aenter__())
+    await asyncio.wait_for(wakeups.listening(), 10)
+    await entered
+    try:
+        assert (Wakeups.listeners(pool), Wakeups.sleepers(pool)) == (1, 0)
+        waiting = asyncio.create_task(wakeups.wait(30))
+        await wait_until(lambda: Wakeups.sleepers(pool) == 1, what="the Wakeups asleep")
+        await store.append(a_stream(), NO_STREAM, [opened()])
+        assert await asyncio.wait_for(waiting, 5) is True
+        assert (Wakeups.listeners(pool), Wakeups.sleepers(pool)) == (1, 0)
+    finally:
+        await wakeups.__aexit__(None, None, None)
+    assert Wakeups.listeners(pool) == 0
+
+
 async def test_concurrent_writers_and_a_tailer_see_every_position_once(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
