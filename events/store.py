@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 
@@ -155,12 +156,23 @@ class EventStore:
 
 
 class Wakeups:
-    """LISTEN on the append channel, on a connection held for that purpose."""
+    """LISTEN on the append channel, on a connection held for that purpose.
+
+    `await wakeups.listening()` returns once the LISTEN is attached: an append committed after
+    it wakes `wait`. For a Wakeups held inside a worker or a tailer, `Wakeups.listeners(pool)`
+    counts those on `pool` whose LISTEN is attached, and `Wakeups.sleepers(pool)` those asleep
+    in `wait`: a write after that is seen through its NOTIFY (tests wait on these rather than
+    sleep).
+    """
+
+    _live: ClassVar[weakref.WeakSet[Wakeups]] = weakref.WeakSet()  # entered, not yet left
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._event = asyncio.Event()
         self._conn: Any = None
+        self._listening = asyncio.Event()
+        self._sleeping = False
 
     async def __aenter__(self) -> Wakeups:
         conn = await self._pool.acquire()
@@ -170,14 +182,32 @@ class Wakeups:
             await self._pool.release(conn)
             raise
         self._conn = conn
+        self._listening.set()
+        Wakeups._live.add(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         conn, self._conn = self._conn, None
+        self._listening.clear()
+        Wakeups._live.discard(self)
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
             await self._pool.release(conn)
+
+    async def listening(self) -> None:
+        """Return once the LISTEN is attached (at once if it is)."""
+        await self._listening.wait()
+
+    @classmethod
+    def listeners(cls, pool: asyncpg.Pool) -> int:
+        """How many Wakeups on `pool` have their LISTEN attached."""
+        return sum(1 for w in list(cls._live) if w._pool is pool)
+
+    @classmethod
+    def sleepers(cls, pool: asyncpg.Pool) -> int:
+        """How many Wakeups on `pool` are asleep in `wait`, listening."""
+        return sum(1 for w in list(cls._live) if w._pool is pool and w._sleeping)
 
     def _notified(self, *_: object) -> None:
         self._event.set()
@@ -189,10 +219,13 @@ class Wakeups:
         """True when an append was notified within `within` seconds, False otherwise. With
         `settle`, wait that much longer after the notification, so that one look serves a
         burst of appends (a NOTIFY per batch would otherwise mean a look per batch)."""
+        self._sleeping = True
         try:
             await asyncio.wait_for(self._event.wait(), within)
         except TimeoutError:
             return False
+        finally:
+            self._sleeping = False
         if settle > 0:
             await asyncio.sleep(settle)
         return True

@@ -13,12 +13,12 @@ from events.hashchain import verify_log
 from projections.replay import verify
 from service.pii import Sealer
 from tests.e2e.test_no_plaintext import _ceremony
-from tests.e2e.test_protected_resource import eventually
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
 from tests.support.id_jag import ADMIN, jag, me, registered, trust
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import authledger_env, serving
+from tests.support.waiting import wait_until
 
 EMAIL = "erin.erased@example.net"
 OTHER = "olga.kept@example.net"
@@ -151,4 +151,4 @@ async def test_an_erasure_by_another_process_reaches_this_ones_key_cache(
     async def forgotten() -> bool:
         return await sealer.open(svc.resources.pool, sealed) is None
 
-    await eventually(forgotten, seconds=5.0)
+    await wait_until(forgotten, within=5.0, what="the erased subject's key gone")

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from service.tenant import ID_JAG
-from tests.e2e.test_protected_resource import eventually
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import (
@@ -24,6 +23,7 @@ from tests.support.id_jag import (
 )
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import authledger_env, serving
+from tests.support.waiting import wait_until
 
 Mint = Callable[[Service, IdentityProvider], str]
 
@@ -217,4 +217,4 @@ async def test_a_logout_taken_by_another_process_is_refused_here(
     async def refused() -> bool:
         return (await me(svc, credential)).status_code == 401
 
-    await eventually(refused, seconds=5.0)
+    await wait_until(refused, within=5.0, what="/api/me refusing the key")

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from service.embedded import free_port
+from tests.support.waiting import answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -76,14 +77,13 @@ async def dev(folder: Path, port: int) -> AsyncIterator[asyncio.subprocess.Proce
     log.close()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            async with asyncio.timeout(90):
-                while True:
-                    if proc.returncode is not None:
-                        pytest.fail(f"dev exited: {(folder / 'dev.log').read_text()}")
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.2)
+
+            async def ready() -> bool:
+                if proc.returncode is not None:
+                    pytest.fail(f"dev exited: {(folder / 'dev.log').read_text()}")
+                return await answering(http, "/readyz")
+
+            await wait_until(ready, within=90, what="`authledger dev` ready", every=0.2)
         yield proc
     finally:
         if proc.returncode is None:

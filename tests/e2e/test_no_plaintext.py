@@ -3,7 +3,6 @@ in plain text (spec W2, W6, W7), and the key in use follows its claim."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,6 +11,7 @@ from structlog.testing import capture_logs
 
 from tests.support.app_client import CLIENT_IP, Service, link_of, otp_of, running_service
 from tests.support.backends import Backend
+from tests.support.waiting import wait_until
 
 ANON_EMAIL = "dora.person@example.net"
 EMAIL_FLOW = "eve.person@example.net"
@@ -25,15 +25,14 @@ async def svc(backend: Backend, database_url: str) -> AsyncIterator[Service]:
 
 async def _scopes_seen(svc: Service, key: str, want: list[str]) -> list[str]:
     """/api/me's scopes for `key`, waiting briefly for the event feed to carry a change."""
-    scopes: list[str] = []
-    for _ in range(50):
+
+    async def scopes() -> list[str] | None:
         me = await svc.client.get("/api/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200
-        scopes = me.json()["scopes"]
-        if scopes == want:
-            break
-        await asyncio.sleep(0.02)
-    return scopes
+        seen: list[str] = me.json()["scopes"]
+        return seen if seen == want else None
+
+    return await wait_until(scopes, within=2.0, what=f"/api/me showing the scopes {want}")
 
 
 async def _ceremony(svc: Service, claim_token: str, email: str | None, mail: int) -> str:

@@ -3,9 +3,7 @@ introspection (RFC 7662) and the JWKS (O12), the way agents and resource servers
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,10 +24,12 @@ from tests.support.app_client import (
     running_service,
 )
 from tests.support.backends import Backend
+from tests.support.waiting import wait_until
 
 ME = "/api/me"
 INTROSPECT = "/oauth2/introspect"
 JWKS = "/.well-known/jwks.json"
+FEED = 1.0  # seconds: the event feed applies other processes' appends within milliseconds
 CHALLENGE = f'Bearer resource_metadata="{PUBLIC_URL}/.well-known/oauth-protected-resource/api/"'
 
 
@@ -52,14 +52,6 @@ async def revoke(service: Service, credential_id: str) -> None:
     ctx = await service.resources.command_context()
     change = Change(ctx.stream("credential", credential_id), 1, [CredentialRevoked(reason="test")])
     await ctx.record([change], metadata=Metadata(actor="test"), now=service.clock.now())
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], seconds: float = 1.0) -> None:
-    """Poll until `probe` holds: the event feed applies other appends within milliseconds."""
-    deadline = time.perf_counter() + seconds
-    while not await probe():
-        assert time.perf_counter() < deadline, f"not within {seconds} s"
-        await asyncio.sleep(0.005)
 
 
 async def test_no_credential_gets_the_discovery_challenge(service: Service) -> None:
@@ -124,7 +116,7 @@ async def test_claim_rescopes_the_key_seen_by_api_me(service: Service) -> None:
         body = (await service.client.get(ME, headers=bearer(key))).json()
         return bool(body["claim_state"] == "claimed")
 
-    await eventually(claimed)
+    await wait_until(claimed, within=FEED, what="/api/me seeing the claim")
     body = (await service.client.get(ME, headers=bearer(key))).json()
     assert body["scopes"] == ["api.read", "api.write"]
     assert body["user_id"].startswith("usr_")
@@ -141,7 +133,7 @@ async def test_revoked_credential_is_refused(service: Service) -> None:
     async def refused() -> bool:
         return (await service.client.get(ME, headers=bearer(key))).status_code == 401
 
-    await eventually(refused)
+    await wait_until(refused, within=FEED, what="/api/me refusing the revoked key")
     response = await service.client.get(ME, headers=bearer(key))
     assert response.headers["www-authenticate"] == f'{CHALLENGE}, error="invalid_token"'
     assert response.json() == {
@@ -210,7 +202,7 @@ async def test_introspection_answers_active_and_inactive(service: Service) -> No
     async def inactive() -> bool:
         return bool((await introspect(service, key)).json() == {"active": False})
 
-    await eventually(inactive)
+    await wait_until(inactive, within=FEED, what="introspection seeing the revocation")
 
 
 async def test_introspection_needs_the_resource_server_token(service: Service) -> None:

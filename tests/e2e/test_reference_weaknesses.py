@@ -3,14 +3,15 @@ W13 (no demo mailbox outside `dev`) and W15 (mail is not sent in the request).""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
 from tests.support.app_client import Service, link_of, running_service
 from tests.support.backends import Backend
+from tests.support.waiting import wait_until
 
 EMAIL = "frank.person@example.net"
 
@@ -37,13 +38,12 @@ async def test_registration_succeeds_while_smtp_is_down_and_mail_follows(svc: Se
     assert registered["registration_type"] == "email-verification"
     assert await svc.count("claim.attempt_started") == 1
     pool = svc.resources.pool
-    row = None
-    for _ in range(200):
+
+    async def tried_once() -> asyncpg.Record | None:
         row = await pool.fetchrow("SELECT status, tries FROM mail_outbox")
-        if row is not None and row["tries"] >= 1:
-            break
-        await asyncio.sleep(0.05)
-    assert row is not None
+        return row if row is not None and row["tries"] >= 1 else None
+
+    row = await wait_until(tried_once, what="the mailer's first try", every=0.05)
     assert (row["status"], row["tries"] >= 1) == ("pending", True)
     await svc.sink.start()
     svc.clock.advance(timedelta(minutes=2))  # past the first back-off, inside the link window

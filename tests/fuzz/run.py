@@ -24,7 +24,6 @@ import os
 import signal
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from service.embedded import free_port
 from service.schema import migrate
 from tests.support.backends import choose_backend, with_database
 from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
+from tests.support.waiting import answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -187,17 +187,12 @@ async def _schemathesis(url: str, env: dict[str, str], args: Sequence[str]) -> t
 
 
 async def _until_listening(http: httpx.AsyncClient, server: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    async def ready() -> bool:
         if server.returncode is not None:
             raise RuntimeError(f"authledger serve exited with {server.returncode}")
-        try:
-            if (await http.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise TimeoutError("authledger serve did not become ready in 30 s")
+        return await answering(http, "/readyz")
+
+    await wait_until(ready, within=30, what="authledger serve ready")
 
 
 async def _answered(http: httpx.AsyncClient) -> Counter[str]:

@@ -4,8 +4,7 @@ the event feed, including for events another process appends."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from projections.runner import project
 from service.credential_cache import CredentialCache
 from service.crypto import new_api_key, new_credential_id, new_registration_id, token_hash
 from service.principal import Principal
+from tests.support.waiting import timed, wait_until
 
 NOW = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)
 LOAD = "FROM credentials c"  # the text of the cache's one query
@@ -108,15 +108,6 @@ async def issue(
     return credential_id, plain
 
 
-async def within(seconds: float, probe: Callable[[], Awaitable[bool]]) -> float:
-    """How long `probe` took to hold, polling; fails after `seconds`."""
-    started = time.perf_counter()
-    while not await probe():
-        assert time.perf_counter() - started < seconds, f"not within {seconds} s"
-        await asyncio.sleep(0.005)
-    return time.perf_counter() - started
-
-
 async def test_a_credential_costs_one_query_then_none(
     cache: CredentialCache, counted: Counted, store: EventStore
 ) -> None:
@@ -162,7 +153,7 @@ async def test_revocation_by_another_process_is_refused_within_a_second(
     async def refused() -> bool:
         return await cache.check(plain, NOW) is None
 
-    took = await within(1.0, refused)
+    took = await timed(refused, within=1.0, what="the cache refusing the key", every=0.005)
     assert counted.loads == 1  # refused from memory: the feed told it, nobody asked the table
     assert await cache.verdict(plain, NOW) == "revoked"
     print(f"revocation seen after {took * 1000:.1f} ms")
@@ -189,7 +180,7 @@ async def test_unknown_tokens_are_cached_until_issued(
     async def accepted() -> bool:
         return await cache.check(plain, NOW) is not None
 
-    await within(1.0, accepted)
+    await wait_until(accepted, within=1.0, what="the cache accepting the new key", every=0.005)
 
 
 async def test_a_claim_rescopes_and_binds_the_cached_key(
@@ -224,7 +215,7 @@ async def test_a_claim_rescopes_and_binds_the_cached_key(
         found = await cache.check(plain, NOW + timedelta(days=2))  # the claim lifted the expiry
         return found is not None and found.claim_state == "claimed"
 
-    await within(1.0, claimed_seen)
+    await wait_until(claimed_seen, within=1.0, what="the claim in the cache", every=0.005)
     after = await cache.check(plain, NOW)
     assert after is not None
     assert (after.scopes, after.user_id, after.expires_at) == (
@@ -272,7 +263,7 @@ async def test_an_event_during_a_load_is_applied_to_what_it_read(
             async def fed() -> bool:
                 return slow.position >= revoked[-1].position
 
-            await within(1.0, fed)
+            await wait_until(fed, within=1.0, what="the slow cache fed", every=0.005)
             return row
 
     slow = CredentialCache(SlowPool(), store)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from tests.support.app_client import (
 )
 from tests.support.backends import Backend
 from tests.support.serve_process import SECRETS, authledger_env, serving
+from tests.support.waiting import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ANONYMOUS = {"type": "anonymous", "requested_credential_type": "api_key"}
@@ -171,11 +172,8 @@ async def test_cache_hit_ratio_and_feed_lag(service: Service) -> None:
         me = await service.client.get("/api/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200
     head = await service.head()
-    for _ in range(500):  # the feed reads the appends back (LISTEN-woken), in milliseconds
-        if cache.position >= head:
-            break
-        await asyncio.sleep(0.01)
-    assert cache.position >= head
+    # the feed reads the appends back (LISTEN-woken), in milliseconds
+    await wait_until(lambda: cache.position >= head, within=5, what="the cache's feed at the head")
     samples = await scrape(service)
     lookups = "authledger_credential_cache_lookups_total"
     hits, misses = value(samples, lookups, result="hit"), value(samples, lookups, result="miss")
@@ -256,18 +254,15 @@ async def test_two_processes_report_one_sum(backend: Backend, database_url: str)
         sent = 60
         answers = await asyncio.gather(*(server.http.get("/auth.md") for _ in range(sent)))
         assert {a.status_code for a in answers} == {200}
-        async with asyncio.timeout(20):  # until both children have refreshed their gauges
-            while True:
-                text = (await server.http.get("/metrics", headers=admin)).text
-                samples = parse(text)
-                pids = {
-                    dict(labels)["pid"]
-                    for name, labels in samples
-                    if name == "authledger_credential_cache_hit_ratio"
-                }
-                if len(pids) == 2:
-                    break
-                await asyncio.sleep(0.2)
+
+        async def both_children() -> bool:
+            samples = parse((await server.http.get("/metrics", headers=admin)).text)
+            ratios = "authledger_credential_cache_hit_ratio"
+            return len({dict(labels)["pid"] for name, labels in samples if name == ratios}) == 2
+
+        await wait_until(
+            both_children, within=20, what="both children's gauges in /metrics", every=0.2
+        )
         for _ in range(6):  # any child answers with the same sum
             samples = parse((await server.http.get("/metrics", headers=admin)).text)
             served = value(

@@ -21,6 +21,7 @@ from service.pii import (
     parse,
 )
 from tests.support.builders import NOW, SAMPLE, ThingOpened, a_stream
+from tests.support.waiting import wait_until
 
 SECRET = "k" * 48
 EMAIL = "Alice.Liddell+claims@Wonderland.example"
@@ -166,14 +167,15 @@ async def test_concurrent_first_seals_share_one_key(pool: asyncpg.Pool) -> None:
         await tx.start()
         a = await Sealer(SECRET).seal(first, "usr_race", "from the first")
         racing = asyncio.create_task(Sealer(SECRET).seal(second, "usr_race", "from the second"))
-        for _ in range(200):  # wait until the second insert blocks on the first's row
-            waiting = await pool.fetchval(
+
+        async def lock_waiters() -> int | None:
+            found = await pool.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
-            if waiting:
-                break
-            await asyncio.sleep(0.01)
+            return int(found) or None
+
+        waiting = await wait_until(lock_waiters, what="the second insert blocked on the first's")
         assert waiting == 1
         await tx.commit()
         b = await racing

@@ -89,17 +89,18 @@ async def test_replay_under_concurrent_writes_loses_nothing(
 ) -> None:
     await _some_history(ctx, 20)
     await owner_pool.execute("UPDATE credentials SET scopes = '{api.admin}'")  # live is wrong
-    stop = asyncio.Event()
+    stop, writing = asyncio.Event(), asyncio.Event()
 
     async def keep_registering() -> int:
         made = 0
         while not stop.is_set():
             await register_anonymous(ctx, "api_key", AGENT)
             made += 1
+            writing.set()
         return made
 
     writer = asyncio.create_task(keep_registering())
-    await asyncio.sleep(0)  # let the writer start before the build
+    await asyncio.wait_for(writing.wait(), 30)  # the writer has written before the build
     report = await replay(owner_database_url, batch=7)  # small batches: many transactions
     stop.set()
     made = await writer

@@ -10,7 +10,7 @@ import pytest
 from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
-from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend
+from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend, Wakeups
 from migrations.roles import RUNTIME_ROLE
 from tests.support.builders import (
     NOW,
@@ -20,6 +20,7 @@ from tests.support.builders import (
     a_stream,
     opened,
 )
+from tests.support.waiting import wait_until
 
 
 async def test_append_then_read_stream_round_trips(store: EventStore) -> None:
@@ -234,7 +235,7 @@ async def test_read_all_pages_by_position(store: EventStore) -> None:
     assert await store.read_all(7, 10) == []
 
 
-async def test_tail_wakes_on_notify_without_polling(store: EventStore) -> None:
+async def test_tail_wakes_on_notify_without_polling(store: EventStore, pool: asyncpg.Pool) -> None:
     """A tailer blocked on an empty log gets a new event well before its idle timeout."""
     seen: list[int] = []
 
@@ -244,10 +245,32 @@ async def test_tail_wakes_on_notify_without_polling(store: EventStore) -> None:
             return
 
     task = asyncio.create_task(tail())
-    await asyncio.sleep(0.2)
+    # asleep on its LISTEN after reading the empty log: only the NOTIFY can wake it in time
+    await wait_until(lambda: Wakeups.sleepers(pool) == 1, within=10, what="the tailer asleep")
     await store.append(a_stream(), NO_STREAM, [opened()])
     await asyncio.wait_for(task, 5)
     assert seen == [1]
+
+
+async def test_wakeups_say_when_they_listen_and_when_they_sleep(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """`listening()` returns once the LISTEN is attached; `listeners`/`sleepers` count the
+    Wakeups of a pool that listen and that sleep in `wait`, none once they are closed."""
+    wakeups = Wakeups(pool)
+    entered = asyncio.create_task(wakeups.__aenter__())
+    await asyncio.wait_for(wakeups.listening(), 10)
+    await entered
+    try:
+        assert (Wakeups.listeners(pool), Wakeups.sleepers(pool)) == (1, 0)
+        waiting = asyncio.create_task(wakeups.wait(30))
+        await wait_until(lambda: Wakeups.sleepers(pool) == 1, what="the Wakeups asleep")
+        await store.append(a_stream(), NO_STREAM, [opened()])
+        assert await asyncio.wait_for(waiting, 5) is True
+        assert (Wakeups.listeners(pool), Wakeups.sleepers(pool)) == (1, 0)
+    finally:
+        await wakeups.__aexit__(None, None, None)
+    assert Wakeups.listeners(pool) == 0
 
 
 async def test_concurrent_writers_and_a_tailer_see_every_position_once(

@@ -22,7 +22,7 @@ from subscriber.client import RevocationSubscriber, SubscriberConfig
 from subscriber.wire import key_id, sign, subject, unverified
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
-from tests.support.relay_support import jetstream, wait_until
+from tests.support.relay_support import jetstream
 from tests.support.revocations import (
     ADMIN_TOKEN,
     Issued,
@@ -36,6 +36,7 @@ from tests.support.revocations import (
     wait_published,
 )
 from tests.support.serve_process import AUTHLEDGER, Server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -170,15 +171,15 @@ async def test_stream_purged_while_away_is_detected_and_resynchronised(  # noqa:
     first = RevocationSubscriber(config)
     async with following(first):
         before = await revoked(store, pool, feed, 5)
-        await wait_until(lambda: len(first) == 5, within=30)
+        await wait_until(lambda: len(first) == 5, within=30, what="len(first) == 5")
     away = await revoked(store, pool, feed, 20)
     await js.purge_stream(nats_names.stream)
     sub = RevocationSubscriber(config)
     async with following(sub):
-        await wait_until(lambda: len(sub) == 25, within=30)
+        await wait_until(lambda: len(sub) == 25, within=30, what="len(sub) == 25")
         assert (sub.stats.gaps, sub.stats.resyncs, sub.stats.received) == (1, 1, 0)
         after = await revoked(store, pool, feed, 3)
-        await wait_until(lambda: len(sub) == 28, within=30)
+        await wait_until(lambda: len(sub) == 28, within=30, what="len(sub) == 28")
         assert (sub.stats.gaps, sub.stats.resyncs, sub.stats.received) == (1, 1, 3)
         assert sub.in_sync
     assert all(sub.is_revoked(i.token) for i in before + away + after)
@@ -199,7 +200,11 @@ async def test_a_message_missing_from_the_middle_breaks_the_chain(  # noqa: PLR0
     repaired = RevocationSubscriber(config_for(backend, nats_names, server, None))
     blind = RevocationSubscriber(config_for(backend, nats_names, server, None, token=False))
     async with following(repaired), following(blind):
-        await wait_until(lambda: len(repaired) == 5 and len(blind) == 4, within=30)
+        await wait_until(
+            lambda: len(repaired) == 5 and len(blind) == 4,
+            within=30,
+            what="len(repaired) == 5 and len(blind) == 4",
+        )
         await asyncio.wait_for(repaired.caught_up.wait(), 10)
         await asyncio.wait_for(blind.caught_up.wait(), 10)
         assert (repaired.stats.gaps, repaired.stats.resyncs, repaired.in_sync) == (1, 1, True)
@@ -219,7 +224,7 @@ async def test_tampered_and_forged_messages_are_rejected(  # noqa: PLR0917
     sub = RevocationSubscriber(config_for(backend, nats_names, server, None))
     victim = (await issue(store, 1))[0]
     async with following(sub):
-        await wait_until(lambda: len(sub) == 2, within=30)
+        await wait_until(lambda: len(sub) == 2, within=30, what="len(sub) == 2")
         real = (await revocation_messages(js, nats_names))[0]
         head, _, signature = real.data.decode().split(".")
         claims = unverified(real.data)
@@ -231,7 +236,11 @@ async def test_tampered_and_forged_messages_are_rejected(  # noqa: PLR0917
         for data in (f"{head}.{forged_body}.{signature}".encode(), stranger.encode(), b"junk"):
             await js.publish(where, data, stream=nats_names.stream)
         more = await revoked(store, pool, feed, 1)
-        await wait_until(lambda: len(sub) == 3 and sub.stats.rejected == 3, within=30)
+        await wait_until(
+            lambda: len(sub) == 3 and sub.stats.rejected == 3,
+            within=30,
+            what="len(sub) == 3 and sub.stats.rejected == 3",
+        )
         assert (sub.stats.resyncs, sub.stats.gaps, sub.in_sync) == (3, 3, True)
     assert not sub.is_revoked(victim.token)
     assert not sub.is_revoked_credential(victim.credential_id)

@@ -19,7 +19,6 @@ from service.embedded import EmbeddedNats, free_port
 from subscriber.client import RevocationSubscriber, SubscriberConfig
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
-from tests.support.relay_support import wait_until
 from tests.support.revocations import (
     ADMIN_TOKEN,
     end,
@@ -30,6 +29,7 @@ from tests.support.revocations import (
     served,
     wait_published,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(180)]
 
@@ -69,7 +69,7 @@ async def test_subscriber_follows_nats_to_its_new_url(  # noqa: PLR0917
                         before = await issue(store, 2)
                         await end(store, before)
                         await wait_published(pool, feed.config.checkpoint_name)
-                        await wait_until(lambda: len(sub) == 2, within=30)
+                        await wait_until(lambda: len(sub) == 2, within=30, what="len(sub) == 2")
                 async with nats_on(folder, second_port) as second:
                     where["url"] = second.url
                     feed = publisher(pool, second.url, nats_names)
@@ -77,7 +77,7 @@ async def test_subscriber_follows_nats_to_its_new_url(  # noqa: PLR0917
                         after = await issue(store, 3)
                         await end(store, after)
                         await wait_published(pool, feed.config.checkpoint_name)
-                        await wait_until(lambda: len(sub) == 5, within=30)
+                        await wait_until(lambda: len(sub) == 5, within=30, what="len(sub) == 5")
                     assert sub.stats.gaps == 0
                     assert all(sub.is_revoked(i.token) for i in before + after)
             finally:

@@ -11,7 +11,6 @@ tenant budget (`verified_email_per_tenant`, `id_jag_per_tenant`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.support.app_client import Service, client_at, running_service
 from tests.support.backends import Backend
 from tests.support.id_jag import jag, trust
 from tests.support.idp import IdentityProvider
+from tests.support.waiting import wait_until
 
 VICTIM = "vera.victim@example.net"
 BYSTANDER = "bob.bystander@example.net"
@@ -58,10 +58,17 @@ async def _register(
 
 
 async def _mails_settle(svc: Service, expected: int) -> list[str]:
-    """Wait for `expected` mails, then long enough for the mailer to send any more (it wakes
-    on every queued row and at least every second); the recipients of all that arrived."""
+    """Wait for `expected` mails, then until the outbox has nothing left to send: the mailer
+    sends pending rows only, and marks one sent after the SMTP server took it, so every mail
+    the registrations queued has arrived. The recipients of all that arrived."""
     await svc.sink.wait_for(expected)
-    await asyncio.sleep(2.5)
+    pool = svc.resources.pool
+
+    async def nothing_pending() -> bool:
+        pending = await pool.fetchval("SELECT count(*) FROM mail_outbox WHERE status = 'pending'")
+        return bool(pending == 0)
+
+    await wait_until(nothing_pending, within=30, what="the outbox with nothing left to send")
     return [to for mail in svc.sink.received for to in mail.rcpt_tos]
 
 

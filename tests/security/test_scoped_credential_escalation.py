@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from tests.support.backends import Backend
 from tests.support.id_jag import jag, me, registered, trust
 from tests.support.idp import IdentityProvider
 from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env, serving
+from tests.support.waiting import wait_until
 
 ISSUERS = "/admin/trusted-issuers"
 REVOCATIONS = "/admin/revocations"
@@ -78,13 +78,6 @@ async def grant(client: httpx.AsyncClient, scope: str, **fields: str) -> dict[st
 
 def refused(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-    deadline = time.perf_counter() + seconds
-    while not await probe():
-        assert time.perf_counter() < deadline, "did not happen in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_an_introspection_credential_cannot_add_a_trusted_issuer(svc: Service) -> None:
@@ -217,7 +210,7 @@ async def test_a_revoked_credential_is_refused(svc: Service, database_url: str) 
         answer = await svc.client.get(ISSUERS, headers=bearer(second["token"]))
         return answer.status_code == 401
 
-    await eventually(refused_here)
+    await wait_until(refused_here, within=5.0, what="the revoked credential refused")
     listed = await svc.client.get(CREDENTIALS, params={"revoked": "true"}, headers=BOOTSTRAP)
     revoked = {c["credential_id"]: c for c in listed.json()["credentials"]}
     assert revoked[second["credential_id"]]["revoke_reason"] == "rotated"

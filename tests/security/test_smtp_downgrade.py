@@ -27,6 +27,7 @@ from service.crypto import new_attempt_id, new_attempt_token, new_registration_i
 from service.mail.outbox import enqueue_claim_mail
 from service.pii import Sealer
 from tests.support.smtp_sink import SmtpSink
+from tests.support.waiting import wait_until
 from workers.mailer import Mailer, MailerConfig
 
 SECRET = "d" * 48
@@ -73,14 +74,14 @@ async def mailing(pool: asyncpg.Pool, smtp_url: str) -> AsyncIterator[Mailer]:
 
 async def tried(pool: asyncpg.Pool, attempt_id: str, times: int) -> asyncpg.Record:
     """The outbox row once the mailer has tried it `times` times, or settled it (10 s at most)."""
-    async with asyncio.timeout(10):
-        while True:
-            row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE attempt_id = $1", attempt_id)
-            assert row is not None
-            settled = row["status"] != "pending"
-            if (settled or row["tries"] >= times) and row["lease_until"] is None:
-                return row
-            await asyncio.sleep(0.02)
+
+    async def done() -> asyncpg.Record | None:
+        row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE attempt_id = $1", attempt_id)
+        assert row is not None
+        settled = row["status"] != "pending"
+        return row if (settled or row["tries"] >= times) and row["lease_until"] is None else None
+
+    return await wait_until(done, within=10, what=f"the mailer trying {attempt_id} {times}x")
 
 
 def self_signed(directory: Path) -> tuple[ssl.SSLContext, Path]:

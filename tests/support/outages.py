@@ -1,6 +1,6 @@
 """Helpers for the fault tests (tests/faults): Postgres and NATS of the test's own that it can
 stop and start again at the same address, `authledger worker` processes, a request load that
-records every answer, and polling with a deadline."""
+records every answer, and `eventually` (tests.support.waiting.wait_until)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -26,23 +26,10 @@ from service.crypto import token_hash
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.schema import migrate
 from tests.support.serve_process import AUTHLEDGER, Server, serving
+from tests.support.waiting import wait_until
 
 ANONYMOUS = {"type": "anonymous", "requested_credential_type": "api_key"}
-T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, within: float, what: str, every: float = 0.05
-) -> T:
-    """Poll `probe` until it returns something other than None or False; fail after `within`."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await probe()
-        if found is not None and found is not False:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within} s")
-        await asyncio.sleep(every)
+eventually = wait_until  # the fault tests' name for it
 
 
 class RestartablePostgres:

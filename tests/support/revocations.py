@@ -12,7 +12,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ from service.signing import KeyRing
 from subscriber.wire import all_tenants
 from tests.support.nats import NatsNames
 from tests.support.serve_process import SECRETS, Server, authledger_env, serving
+from tests.support.waiting import wait_until
 from workers.revocation_feed import FeedConfig, RevocationPublisher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,12 +170,12 @@ async def wait_published(
     """Wait until the publisher's checkpoint reaches `through` (default: the log's head)."""
     if through is None:
         through = int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
-    deadline = time.monotonic() + within
-    while (position := (await feed_checkpoint(pool, name))[0]) < through:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"feed checkpoint at {position}, wanted {through}")
-        await asyncio.sleep(0.02)
-    return position
+
+    async def published() -> int | None:
+        position = (await feed_checkpoint(pool, name))[0]
+        return position if position >= through else None
+
+    return await wait_until(published, within=within, what=f"feed checkpoint {name} >= {through}")
 
 
 async def revocation_messages(js: JetStreamContext, names: NatsNames) -> list[Msg]:

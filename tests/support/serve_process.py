@@ -16,6 +16,7 @@ import pytest
 
 from service.embedded import free_port
 from tests.support.outbound import OUTBOUND_ALLOW
+from tests.support.waiting import wait_until
 
 AUTHLEDGER = Path(sys.executable).with_name("authledger")
 SECRETS = {"AUTHLEDGER_ADMIN_TOKEN": "t" * 32, "AUTHLEDGER_SECRET_KEY": "k" * 48}
@@ -67,17 +68,17 @@ class Server:
                 self.stderr_lines.append(line.decode())
 
     async def wait_until_listening(self, seconds: float = 20.0) -> None:
-        async with asyncio.timeout(seconds):
-            while True:
-                if self.proc.returncode is not None:
-                    _, err = await self.proc.communicate()
-                    pytest.fail(f"serve exited with {self.proc.returncode}: {err.decode()}")
-                try:
-                    await self.http.get("/healthz")
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-                else:
-                    return
+        async def answers() -> bool:
+            if self.proc.returncode is not None:
+                _, err = await self.proc.communicate()
+                pytest.fail(f"serve exited with {self.proc.returncode}: {err.decode()}")
+            try:
+                await self.http.get("/healthz")
+            except httpx.TransportError:
+                return False
+            return True
+
+        await wait_until(answers, within=seconds, what=f"serve listening at {self.url}")
 
     async def stop(self) -> tuple[int, str]:
         """SIGTERM, then the exit status and stderr."""

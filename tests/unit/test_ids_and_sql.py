@@ -13,7 +13,7 @@ from events.sql import load_queries, parse_queries
 def test_event_ids_are_uuid7_and_sort_by_time() -> None:
     """Event ids carry version 7, the RFC variant, and increase with the millisecond."""
     first = new_event_id()
-    time.sleep(0.002)
+    time.sleep(0.002)  # the behaviour under test: a later millisecond sorts later
     second = new_event_id()
     assert first.version == 7
     assert first.variant == "specified in RFC 4122"
