@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from nats.js.errors import NotFoundError
 from events.store import NO_STREAM, EventStore
 from tests.support.builders import NOW, SAMPLE, ThingRenamed, a_stream, opened
 from tests.support.nats import NatsNames
+from tests.support.waiting import wait_until
 from workers.base.jetstream import JetStreamPublisher
 from workers.feed import POSITION_HEADER
 from workers.relay import Relay, RelayConfig
@@ -71,12 +71,15 @@ async def checkpoint(pool: asyncpg.Pool, name: str) -> int:
 async def wait_for_checkpoint(
     pool: asyncpg.Pool, name: str, at_least: int, within: float = 20.0, poll: float = 0.02
 ) -> int:
-    deadline = time.monotonic() + within
-    while (position := await checkpoint(pool, name)) < at_least:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"checkpoint {name} at {position}, wanted {at_least}")
-        await asyncio.sleep(poll)
-    return position
+    """The checkpoint `name` once it is at `at_least` or beyond (a relay in another process)."""
+
+    async def reached() -> int | None:
+        position = await checkpoint(pool, name)
+        return position if position >= at_least else None
+
+    return await wait_until(
+        reached, within=within, what=f"checkpoint {name} at {at_least}", every=poll
+    )
 
 
 async def published_through(
@@ -97,19 +100,11 @@ async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int, within: float = 
     """Wait until exactly `count` sessions are blocked on an advisory lock."""
     query = """SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
                WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()"""
-    deadline = time.monotonic() + within
-    while (found := await pool.fetchval(query)) != count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{found} sessions wait for an advisory lock, wanted {count}")
-        await asyncio.sleep(0.02)
 
+    async def waiting() -> bool:
+        return bool(await pool.fetchval(query) == count)
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    await wait_until(waiting, within=within, what=f"{count} sessions waiting for an advisory lock")
 
 
 @contextlib.asynccontextmanager
