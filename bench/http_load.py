@@ -29,6 +29,11 @@ people's work on a shared machine), and how the connections were spread over the
 processes. The wrk scripts are in bench/wrk/. Prints the machine, every run, and tables of the
 figures and of the issue's targets. Stops the server (SIGTERM) and drops the database at the
 end, also on failure. Needs wrk (`apt-get install wrk`), `ss` and Linux (/proc).
+
+The scenarios are here; the rest is shared with the other benches: bench/wrk_bench.py (the
+command line, the database and server of a run, its end), bench/served.py (the server),
+bench/wrk_runs.py (wrk), bench/process_use.py (CPU, connections, memory),
+bench/registrations.py (what the log holds), bench/http_load_report.py (plan, figures, tables).
 """
 
 from __future__ import annotations
