@@ -32,11 +32,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 from machine import cpu_model, load_average, memory_total, other_sessions
+from scratch_database import add_database_url, with_database
 
 from events.catalogue import Catalogue, Event
 from events.envelope import Metadata, NewEvent, StreamRef
@@ -45,7 +45,6 @@ from events.ids import random_token
 from events.store import NO_STREAM, EventStore
 from service.schema import migrate
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONCURRENCY = (1, 16, 64)
 WARMUP_SECONDS = 1.0
 # Hard cap on appends per client per measurement, so a timed loop is bounded by count too.
@@ -256,11 +255,6 @@ class Checkpoints:
             self.note = "off (the role may not CHECKPOINT)"
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 async def run(
     admin_url: str, *, seconds: float, events: int | None, loop_name: str, checkpoint: bool
 ) -> None:
@@ -357,12 +351,7 @@ async def _run_in(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL of the server; the bench creates and drops its own database there "
-        "(default: $AUTHLEDGER_BENCH_DATABASE_URL or %(default)s)",
-    )
+    add_database_url(parser)
     parser.add_argument(
         "--events",
         type=int,

@@ -41,10 +41,10 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from machine import cpu_model, load_average, memory_total, other_sessions
+from scratch_database import add_database_url, with_database
 
 from events.catalogue import Event
 from events.credential import STREAM_TYPE as CREDENTIAL
@@ -60,7 +60,6 @@ from service.schema import migrate
 from service.settings import Settings
 from workers.expiry import ACTOR, ExpiryWorker
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POOL_SIZE = 10  # as service/resources.py opens it
 WRITERS = 64  # concurrent appends while writing the deadlines
 TENANT = "default"
@@ -266,11 +265,6 @@ async def _run_in(url: str, args: argparse.Namespace) -> None:
             await p.close()
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 async def run(admin_url: str, args: argparse.Namespace) -> None:
     name = f"authledger_bench_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_url)
@@ -307,11 +301,7 @@ async def run(admin_url: str, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL of the server; the bench creates and drops its own database there",
-    )
+    add_database_url(parser)
     parser.add_argument("--deadlines", type=int, default=10_000, help="pending deadlines")
     parser.add_argument("--window", type=float, default=10.0, help="seconds they spread over")
     parser.add_argument(

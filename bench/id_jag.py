@@ -42,41 +42,24 @@ database at the end, also on failure. Needs wrk, `ss` and Linux (/proc), like ht
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import math
 import os
-import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 
-import asyncpg
-from http_load import (
-    DEFAULT_ADMIN_URL,
-    SETTLE_SECONDS,
-    WRK_TIMEOUT,
-    Server,
-    Wrk,
-    WrkRun,
-    describe,
-    free_port,
-    http_call,
-    log,
-    migrate,
-    server_env,
-    with_database,
-)
-from machine import load_average, other_sessions
+from console import cells, log, ratio
+from machine import print_lines
+from scratch_database import BenchLog
+from served import Server, http_call
+from wrk_bench import arguments, check_arguments, run_seconds, run_to_end, served
+from wrk_runs import SETTLE_SECONDS, WRK_TIMEOUT, Wrk, WrkRun
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests.support.idp, when the project is not installed editable
@@ -84,7 +67,6 @@ if str(ROOT) not in sys.path:  # tests.support.idp, when the project is not inst
 
 from tests.support.idp import IdentityProvider  # noqa: E402
 
-WORKERS = 2
 CONNECTIONS = 32
 ALGORITHMS = ("ES256", "EdDSA")
 SUBJECTS = 1_000  # per provider, round-robin
@@ -101,15 +83,8 @@ EXHAUSTED_STATUS = 404  # GET /bench/tokens-exhausted, sent by id_jag.lua once t
 # -- the log -------------------------------------------------------------------------------
 
 
-class EventLog:
-    """Questions to the bench database's event log."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def head(self) -> int:
-        value = await self.conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        return int(value)
+class EventLog(BenchLog):
+    """Questions about the ID-JAG registrations in the bench database's event log."""
 
     async def types_after(self, position: int) -> dict[str, int]:
         rows = await self.conn.fetch(
@@ -126,10 +101,6 @@ class EventLog:
             position,
         )
         return [str(r["id"]) for r in rows]
-
-    async def checkpoint(self) -> None:
-        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-            await self.conn.execute("CHECKPOINT")
 
 
 @dataclass(frozen=True)
@@ -421,14 +392,6 @@ class Bench:
 # -- the report ----------------------------------------------------------------------------
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def _cells(values: Sequence[str]) -> str:
-    return "| " + " | ".join(values) + " |"
-
-
 def _cpu(run: WrkRun) -> tuple[str, str, str]:
     if run.cpu is None:
         return ("", "", "")
@@ -439,11 +402,11 @@ def _cpu(run: WrkRun) -> tuple[str, str, str]:
 def _row(label: str, run: WrkRun, static: WrkRun) -> str:
     statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(run.statuses.items())) or "none"
     server, postgres, wrk = _cpu(run)
-    return _cells(
+    return cells(
         [
             label,
             f"{run.rate:,.0f}",
-            f"{_ratio(run.rate, static.rate):.3f}x",
+            f"{ratio(run.rate, static.rate):.3f}x",
             f"{run.p50_ms:.1f} / {run.p99_ms:.1f}",
             statuses,
             str(run.errors),
@@ -454,11 +417,7 @@ def _row(label: str, run: WrkRun, static: WrkRun) -> str:
 
 
 def print_machine(plan: Plan, machine: list[tuple[str, str]]) -> None:
-    print()
-    print("machine")
-    width = max(len(k) for k, _ in machine)
-    for key, value in machine:
-        print(f"  {key:<{width}}  {value}")
+    print_lines(machine)
     print(
         f"server: authledger serve --workers {plan.workers}; client: wrk -t1 -c{CONNECTIONS} "
         f"(one core at most) on the same host: client, server and Postgres share the "
@@ -472,7 +431,7 @@ def print_figures(f: Figures) -> None:
     assert f.static is not None
     assert f.anonymous is not None
     print(
-        _cells(
+        cells(
             [
                 f"c={CONNECTIONS}",
                 "req/s",
@@ -536,7 +495,7 @@ def print_figures(f: Figures) -> None:
         ),
     ]
     for label, values in rows:
-        print(_cells([label, *values]))
+        print(cells([label, *values]))
     for a in f.algs:
         for label, tr in (("warm-up", a.warmup), ("measured", a.measured)):
             if tr is not None and tr.failure is not None:
@@ -554,18 +513,18 @@ def print_targets(f: Figures, workers: int) -> bool:
         assert a.measured is not None
         assert a.logged is not None
         assert a.warmup is not None
-        ratio = _ratio(a.measured.run.rate, f.static.rate)
+        measured = ratio(a.measured.run.rate, f.static.rate)
         print(
-            _cells(
+            cells(
                 [
                     f"ID-JAG {a.alg} registrations/s >= {TARGET}x static (c={CONNECTIONS})",
-                    f"{a.measured.run.rate:,.0f} / {f.static.rate:,.0f} = {ratio:.3f}x",
-                    "met" if ratio >= TARGET else "**not met**",
+                    f"{a.measured.run.rate:,.0f} / {f.static.rate:,.0f} = {measured:.3f}x",
+                    "met" if measured >= TARGET else "**not met**",
                 ]
             )
         )
         print(
-            _cells(
+            cells(
                 [
                     f"JWKS of the {a.alg} key fetched once (per HTTP process: {workers})",
                     f"{a.jwks_total} requests over the whole run",
@@ -575,7 +534,7 @@ def print_targets(f: Figures, workers: int) -> bool:
         )
         failed = a.measured.failed + a.warmup.failed
         print(
-            _cells(
+            cells(
                 [
                     f"every {a.alg} registration answered 200 and is in the log",
                     f"{failed} failed (warm-up and measured); every 200 committed: "
@@ -588,7 +547,7 @@ def print_targets(f: Figures, workers: int) -> bool:
         ok = ok and failed == 0 and a.logged.holds and exhausted == 0
         if exhausted:
             print(
-                _cells([f"{a.alg}: tokens ran out (raise MAX_TOKENS)", str(exhausted), "**void**"])
+                cells([f"{a.alg}: tokens ran out (raise MAX_TOKENS)", str(exhausted), "**void**"])
             )
     return ok
 
@@ -596,112 +555,43 @@ def print_targets(f: Figures, workers: int) -> bool:
 # -- main ----------------------------------------------------------------------------------
 
 
-def _raise_on_sigterm(signum: int, _: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 async def run(admin_url: str, plan: Plan) -> int:
-    started = time.monotonic()
-    name = f"authledger_bench_idjag_{secrets.token_hex(6)}"
-    url = with_database(admin_url, name)
-    workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-idjag-"))
-    admin = await asyncpg.connect(admin_url)
-    server: Server | None = None
-    keep_workdir = True
-    try:
-        machine = await describe(admin)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            env = server_env(url, name[-12:])
-            env |= {  # the provider's JWKS is on http://127.0.0.1
-                "AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP": "true",
-                "AUTHLEDGER_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",
-            }
-            await migrate(env)
-            server = Server(env, free_port(), workdir / "serve.log", plan.workers)
-            log(f"authledger serve --workers {plan.workers} on {server.url}")
-            server.start()
-            await server.wait_ready()
-            conn = await asyncpg.connect(url)
-            try:
-                bench = Bench(
-                    plan=plan,
-                    wrk=Wrk(server, workdir),
-                    server=server,
-                    events=EventLog(conn),
-                    workdir=workdir,
-                    admin_token=env["AUTHLEDGER_ADMIN_TOKEN"],
-                )
-                figures = await bench.run()
-            finally:
-                await conn.close()
-            server.stop()
-            problems = server.log_problems()
-            machine.append(("load average at end", load_average()))
-            machine.append(("other client sessions at end", str(await other_sessions(admin))))
-            print_machine(plan, machine)
-            print_figures(figures)
-            ok = print_targets(figures, plan.workers)
-            print(
-                f"\nJWKS: each HTTP process keeps its own key cache (service/providers/jwks.py, "
-                f"fresh for the provider's max-age of 300 s, clamped to at least 10 minutes), "
-                f"so a key is fetched at most once per process that verifies its tokens: "
-                f"{plan.workers} here."
-            )
-            print(f"whole run: {time.monotonic() - started:.0f} s")
-            print(
-                f"server stopped with status {server.stop_status}; "
-                f"{len(problems)} error lines in its log"
-            )
-            for line in problems[:10]:
-                print("  " + line[:300])
-            keep_workdir = bool(problems) or not ok
-            return 0 if ok and not problems else 1
-        finally:
-            if server is not None:
-                server.stop()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped database {name}")
-    finally:
-        await admin.close()
-        if keep_workdir:
-            log(f"kept the server's log, wrk's reports and the tokens in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    kept = "the server's log, wrk's reports and the tokens"
+    loopback = {  # the provider's JWKS is on http://127.0.0.1
+        "AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP": "true",
+        "AUTHLEDGER_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",
+    }
+    async with served(admin_url, "idjag", plan.workers, kept=kept, env=loopback) as session:
+        bench = Bench(
+            plan=plan,
+            wrk=Wrk(session.server, session.workdir),
+            server=session.server,
+            events=EventLog(session.conn),
+            workdir=session.workdir,
+            admin_token=session.env["AUTHLEDGER_ADMIN_TOKEN"],
+        )
+        figures = await bench.run()
+        problems = await session.stop()
+        print_machine(plan, session.machine)
+        print_figures(figures)
+        ok = print_targets(figures, plan.workers)
+        print(
+            f"\nJWKS: each HTTP process keeps its own key cache (service/providers/jwks.py, "
+            f"fresh for the provider's max-age of 300 s, clamped to at least 10 minutes), "
+            f"so a key is fetched at most once per process that verifies its tokens: "
+            f"{plan.workers} here."
+        )
+        return session.verdict(ok, problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL of the server; the bench creates and drops its own database there "
-        "(default: $AUTHLEDGER_BENCH_DATABASE_URL or %(default)s)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="5 s per wrk run instead of 10, 1 s warm-ups"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=WORKERS, help="HTTP processes (default %(default)s)"
-    )
+    parser = arguments(__doc__.splitlines()[0] if __doc__ else None)
     args = parser.parse_args(argv)
-    if not 1 <= args.workers <= 16:
-        parser.error("--workers must be in [1, 16]")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
+    check_arguments(parser, args)
     if not args.database_url.startswith(("postgresql://", "postgres://")):
         parser.error("--database-url must be a postgresql:// URL")
-    plan = Plan(
-        seconds=5.0 if args.quick else 10.0,
-        warmup=1.0 if args.quick else 2.0,
-        workers=args.workers,
-    )
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        return asyncio.run(run(args.database_url, plan))
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    seconds, warmup = run_seconds(args.quick)
+    return run_to_end(run(args.database_url, Plan(seconds, warmup, args.workers)))
 
 
 if __name__ == "__main__":

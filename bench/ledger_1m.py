@@ -32,11 +32,11 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from ledger_history import COLUMNS, TENANT, history, row
 from machine import cpu_model, load_average, memory_total, other_sessions
+from scratch_database import add_database_url, with_database
 
 from projections.replay import replay
 from projections.runner import rebuild
@@ -47,14 +47,8 @@ from service.schema import migrate
 from service.signing import KeyRing
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 COPY_BATCH = 50_000
 TARGETS = {"rebuild": 20_000, "as_of_p99_ms": 50, "verify": 100_000}
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -135,7 +129,7 @@ async def run(admin_url: str, count: int, samples: int, keep: bool) -> None:
     ):
         print(f"  {key:<24} {value}")
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(admin_url, name)
+    url = with_database(admin_url, name)
     try:
         started = time.perf_counter()
         total = await load(url, count)
@@ -182,11 +176,7 @@ async def run(admin_url: str, count: int, samples: int, keep: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL of the server; the bench creates and drops its own database there",
-    )
+    add_database_url(parser)
     parser.add_argument("--events", type=int, default=1_000_000, help="events to generate")
     parser.add_argument("--samples", type=int, default=1000, help="credentials for as-of")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")

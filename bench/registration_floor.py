@@ -38,7 +38,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from http_load import DEFAULT_ADMIN_URL, migrate, with_database
+from scratch_database import add_database_url, with_database
+from served import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -317,10 +318,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-    )
+    add_database_url(parser)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2)
     return asyncio.run(run(parser.parse_args()))

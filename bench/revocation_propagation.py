@@ -44,17 +44,16 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 from machine import cpu_model, load_average, memory_total, other_sessions
+from scratch_database import add_database_url, with_database
 
 from service.embedded import free_port
 from subscriber.client import RevocationSubscriber, Source, SubscriberConfig
 from subscriber.wire import Revocation
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 AUTHLEDGER = Path(sys.executable).with_name("authledger")
 ANONYMOUS = {"type": "anonymous", "requested_credential_type": "api_key"}
 TARGET_MS = 100.0
@@ -63,11 +62,6 @@ WAIT = 5.0
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -242,9 +236,7 @@ async def measure(args: argparse.Namespace, database_url: str, folder: Path) -> 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
-    )
+    add_database_url(parser)
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     args = parser.parse_args()
     admin = await asyncpg.connect(args.database_url)

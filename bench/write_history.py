@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import sys
 import tempfile
@@ -33,9 +32,12 @@ from pathlib import Path
 
 import asyncpg
 from aiosmtpd.controller import Controller
-from http_load import DEFAULT_ADMIN_URL, Log, Server, Wrk, free_port, log, with_database
+from console import log
 from ledger_1m import fold_and_sign, load
 from machine import load_average, other_sessions
+from registrations import Log
+from scratch_database import add_database_url, with_database
+from served import Server, free_port
 from write_path import (
     Bench,
     Discard,
@@ -46,6 +48,7 @@ from write_path import (
     start_worker,
     stop_worker,
 )
+from wrk_runs import Wrk
 
 TARGET = 0.9  # registrations/s with the history against the empty log
 QUIET_SECONDS = 3.0  # the log has not grown for this long: the worker has caught up
@@ -178,11 +181,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL; the bench creates and drops its own databases there",
-    )
+    add_database_url(parser)
     parser.add_argument("--events", type=int, default=1_000_000, help="events of history")
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured run")
     parser.add_argument("--rounds", type=int, default=2, help="runs on each log, alternating")

@@ -59,26 +59,13 @@ from pathlib import Path
 import asyncpg
 import nats
 from aiosmtpd.controller import Controller
-from http_load import (
-    DEFAULT_ADMIN_URL,
-    NATS_URL,
-    REGISTER_BODY,
-    SETTLE_SECONDS,
-    Committed,
-    Log,
-    Memory,
-    Server,
-    Wrk,
-    WrkRun,
-    authledger_command,
-    free_port,
-    http_call,
-    log,
-    memory_of,
-    migrate,
-    with_database,
-)
+from console import log
 from machine import load_average, other_sessions
+from process_use import Memory, memory_of
+from registrations import REGISTER_BODY, Committed, Log
+from scratch_database import add_database_url, with_database
+from served import NATS_URL, Server, authledger_command, free_port, http_call, migrate
+from wrk_runs import SETTLE_SECONDS, Wrk, WrkRun
 
 from migrations.roles import RUNTIME_ROLE
 from service.database_role import url_as
@@ -580,11 +567,7 @@ async def drop_stream(stream: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("AUTHLEDGER_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="admin URL; the bench creates and drops its own database there",
-    )
+    add_database_url(parser)
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured run")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")

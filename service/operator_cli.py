@@ -25,12 +25,11 @@ from service.commands.tenants import (
     list_tenants,
     set_tenant_active,
 )
-from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
+from service.commands.trust import BadEntry, as_json, distrust, listed, requested_entry, trust
 from service.domain.providers import NotTrusted
 from service.domain.tenants import TenantRefused
-from service.outbound.policy import policy_of
 from service.pii import Sealer
-from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.providers.trust import ALGORITHMS
 from service.secret_keys import ServerKeys, load_server_keys
 from service.settings import Settings
 from service.signing import KeyRing
@@ -138,20 +137,16 @@ async def run_trust(settings: Settings, args: argparse.Namespace) -> list[str]:
             except NotTrusted:
                 raise OperatorError(f"{args.issuer} is not on the trust list") from None
             return [f"removed {args.issuer}"]
-        entry = TrustedIssuer(
-            issuer=args.issuer,
-            jwks_uri=args.jwks_uri,
-            algorithms=tuple(args.alg) if args.alg else ALGORITHMS,
-            display_name=args.display_name,
-            link_by_verified_email=args.link_by_email,
-            client_ids=tuple(args.client_id),
-            required_amr=tuple(args.require_amr),
-        )
         try:
-            check_entry(
-                entry,
-                allow_loopback_http=settings.jwks_allow_loopback_http,
-                outbound=policy_of(settings.outbound_allow),
+            entry = requested_entry(
+                settings,
+                issuer=args.issuer,
+                jwks_uri=args.jwks_uri,
+                algorithms=args.alg or (),
+                display_name=args.display_name,
+                link_by_verified_email=args.link_by_email,
+                client_ids=args.client_id,
+                required_amr=args.require_amr,
             )
         except BadEntry as exc:
             raise OperatorError(str(exc)) from None

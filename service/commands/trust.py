@@ -6,6 +6,7 @@ two operators changing one entry at once cannot lose either change silently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -24,8 +25,9 @@ from service.domain.providers import (
     fold_issuer,
     issuer_stream_id,
 )
-from service.outbound.policy import OutboundPolicy
+from service.outbound.policy import OutboundPolicy, policy_of
 from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.settings import Settings
 
 Q = load_queries("projections", "issuers.sql")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -72,6 +74,35 @@ def check_entry(
     if entry.display_name is not None and not 0 < len(entry.display_name) <= 200:
         raise BadEntry("display_name: 1 to 200 characters")
     return entry
+
+
+def requested_entry(
+    settings: Settings,
+    *,
+    issuer: str,
+    jwks_uri: str | None,
+    algorithms: Sequence[str],
+    display_name: str | None,
+    link_by_verified_email: bool,
+    client_ids: Sequence[str],
+    required_amr: Sequence[str],
+) -> TrustedIssuer:
+    """The entry an operator asks for (admin API or CLI), every algorithm of ALGORITHMS when
+    none is named, checked by `check_entry` with this deployment's outbound rules."""
+    entry = TrustedIssuer(
+        issuer=issuer,
+        jwks_uri=jwks_uri,
+        algorithms=tuple(algorithms) if algorithms else ALGORITHMS,
+        display_name=display_name,
+        link_by_verified_email=link_by_verified_email,
+        client_ids=tuple(client_ids),
+        required_amr=tuple(required_amr),
+    )
+    return check_entry(
+        entry,
+        allow_loopback_http=settings.jwks_allow_loopback_http,
+        outbound=policy_of(settings.outbound_allow),
+    )
 
 
 def _check_url(field: str, value: str, allow_loopback_http: bool) -> None:

@@ -24,38 +24,15 @@ from litestar.params import FromQuery
 from service.commands.context import Context
 from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
-from service.commands.trust import BadEntry, as_json, check_entry, distrust, listed, trust
+from service.commands.trust import BadEntry, as_json, distrust, listed, requested_entry, trust
 from service.domain.access import ADMIN as ADMIN_SCOPES
 from service.domain.providers import NotTrusted
-from service.http.access import (
-    ACCEPTS,
-    ACCESS_GATE,
-    AccessGate,
-    AdminRefused,
-    access_guard,
-    admin_refused,
-    operator_caller,
-)
+from service.http.access import AccessGate, AdminRefused, operator_caller
 from service.http.answers import Distrusted, Erased, OperatorRevoked, TrustChange, TrustList
-from service.http.bodies import (
-    BODY_LIMIT,
-    Strict,
-    json_reply,
-    plain_text,
-    read_json,
-    timestamp,
-)
-from service.http.openapi import (
-    ADMIN,
-    HTTPS_URL,
-    documented,
-    json_body,
-    link_parameters,
-    ok,
-    refined,
-)
-from service.outbound.policy import policy_of
-from service.providers.trust import ALGORITHMS, TrustedIssuer
+from service.http.bodies import BODY_LIMIT, Strict, json_reply, plain_text, read_json, timestamp
+from service.http.guarded import admin_documented, guarded_router, settings_of
+from service.http.openapi import HTTPS_URL, json_body, link_parameters, ok, refined
+from service.providers.trust import ALGORITHMS
 from service.settings import Settings
 
 AnyRequest = Request[Any, Any, Any]
@@ -90,7 +67,7 @@ class RevocationBody(Strict, frozen=True):
 
 
 _DISTRUST = link_parameters("distrustIssuer", issuer="issuer")
-TRUST_DOC = documented(
+TRUST_DOC = admin_documented(
     body=json_body(
         refined(
             IssuerBody,
@@ -109,23 +86,18 @@ TRUST_DOC = documented(
         ),
     },
     refusals=(400, 401, 413),
-    security=ADMIN,
     operation_id="trustIssuer",
 )
-TRUST_LIST_DOC = documented(
-    answers={200: ok(TrustList, "The trust list")}, refusals=(401,), security=ADMIN
-)
-DISTRUST_DOC = documented(
+TRUST_LIST_DOC = admin_documented(answers={200: ok(TrustList, "The trust list")}, refusals=(401,))
+DISTRUST_DOC = admin_documented(
     answers={200: ok(Distrusted, "Removed from the trust list")},
     refusals=(400, 401, 404),
-    security=ADMIN,
     operation_id="distrustIssuer",
 )
-REVOKE_DOC = documented(
+REVOKE_DOC = admin_documented(
     body=json_body(RevocationBody),
     answers={200: ok(OperatorRevoked, "What was revoked (0 when nothing was active)")},
     refusals=(400, 401, 413),
-    security=ADMIN,
 )
 
 
@@ -133,21 +105,16 @@ REVOKE_DOC = documented(
       request_max_body_size=BODY_LIMIT, operation_class=TRUST_DOC)  # fmt: skip
 async def add_issuer(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[bytes]:
     body = await read_json(request, IssuerBody)
-    settings: Settings = request.route_handler.opt["settings"]
-    entry = TrustedIssuer(
-        issuer=body.issuer,
-        jwks_uri=body.jwks_uri,
-        algorithms=tuple(body.algorithms) if body.algorithms else ALGORITHMS,
-        display_name=body.display_name,
-        link_by_verified_email=body.link_by_verified_email,
-        client_ids=tuple(body.client_ids),
-        required_amr=tuple(body.required_amr),
-    )
     try:
-        check_entry(
-            entry,
-            allow_loopback_http=settings.jwks_allow_loopback_http,
-            outbound=policy_of(settings.outbound_allow),
+        entry = requested_entry(
+            settings_of(request),
+            issuer=body.issuer,
+            jwks_uri=body.jwks_uri,
+            algorithms=body.algorithms or (),
+            display_name=body.display_name,
+            link_by_verified_email=body.link_by_verified_email,
+            client_ids=body.client_ids,
+            required_amr=body.required_amr,
         )
     except BadEntry as exc:
         raise AdminRefused(400, "invalid_request", str(exc)) from None
@@ -215,11 +182,10 @@ class ErasureBody(Strict, frozen=True):
     reason: Note | None = None
 
 
-ERASE_DOC = documented(
+ERASE_DOC = admin_documented(
     body=json_body(ErasureBody),
     answers={200: ok(Erased, "Whose keys were destroyed, and what was revoked")},
     refusals=(400, 401, 404, 413),
-    security=ADMIN,
 )
 
 
@@ -252,11 +218,10 @@ async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
 def admin_router(settings: Settings, gate: AccessGate, *more: HTTPRouteHandler) -> Router:
     """Every /admin route; `more` are handlers other modules define on the same paths (one
     router per path, or Litestar would register its OPTIONS handler twice)."""
-    return Router(
-        "/",
-        route_handlers=[add_issuer, list_issuers, remove_issuer, revoke_credentials, erase, *more],
-        guards=[access_guard],
-        exception_handlers={AdminRefused: admin_refused},
-        tags=["admin"],
-        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
+    return guarded_router(
+        [add_issuer, list_issuers, remove_issuer, revoke_credentials, erase, *more],
+        gate,
+        ADMIN_SCOPES,
+        tag="admin",
+        settings=settings,
     )

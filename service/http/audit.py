@@ -38,15 +38,9 @@ from service.audit.verify import verify
 from service.commands.context import Context
 from service.domain.access import ADMIN as ADMIN_SCOPES
 from service.domain.access import OPERATOR_ONLY
-from service.http.access import (
-    ACCEPTS,
-    ACCESS_GATE,
-    AccessGate,
-    AdminRefused,
-    access_guard,
-    admin_refused,
-)
+from service.http.access import ACCEPTS, AccessGate, AdminRefused
 from service.http.bodies import POSITION_MAX, json_reply
+from service.http.guarded import guarded_router, settings_of
 from service.http.route_docs import (
     AUDIT_EXPORT_DOC,
     AUDIT_STATE_DOC,
@@ -197,7 +191,7 @@ async def verify_chain(
     ctx: NamedDependency[Context],
     resources: NamedDependency[Resources],
 ) -> Response[bytes]:
-    settings: Settings = request.route_handler.opt["settings"]
+    settings = settings_of(request)
     pinned: dict[str, Jwk] | None = None
     unreadable = None
     if settings.audit_keys is not None:
@@ -218,19 +212,13 @@ async def verify_chain(
 
 
 def audit_router(settings: Settings, gate: AccessGate) -> Router:
-    return Router(
-        "/",
-        route_handlers=[
-            subject_timeline,
-            issuer_timeline,
-            subject_state,
-            issuer_state,
-            subject_export,
-            issuer_export,
-            verify_chain,
-        ],
-        guards=[access_guard],
-        exception_handlers={AdminRefused: admin_refused},
-        tags=["audit"],
-        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
-    )
+    handlers = [
+        subject_timeline,
+        issuer_timeline,
+        subject_state,
+        issuer_state,
+        subject_export,
+        issuer_export,
+        verify_chain,
+    ]
+    return guarded_router(handlers, gate, ADMIN_SCOPES, tag="audit", settings=settings)

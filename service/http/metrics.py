@@ -12,14 +12,8 @@ from litestar import Response, Router, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.domain.access import METRICS
-from service.http.access import (
-    ACCEPTS,
-    ACCESS_GATE,
-    AccessGate,
-    AdminRefused,
-    access_guard,
-    admin_refused,
-)
+from service.http.access import AccessGate
+from service.http.guarded import guarded_router
 from service.http.route_docs import METRICS_DOC
 from service.metrics import Metrics
 
@@ -36,11 +30,4 @@ def metrics_router(gate: AccessGate, metrics: Metrics) -> Router:
             headers={"Cache-Control": "no-store"},
         )
 
-    return Router(
-        "/",
-        route_handlers=[scrape],
-        guards=[access_guard],
-        exception_handlers={AdminRefused: admin_refused},
-        tags=["operations"],
-        opt={ACCESS_GATE: gate, ACCEPTS: METRICS},
-    )
+    return guarded_router([scrape], gate, METRICS, tag="operations")

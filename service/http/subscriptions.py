@@ -39,15 +39,7 @@ from service.commands.subscriptions import (
 from service.commands.subscriptions import Request as NewSubscription
 from service.domain.access import ADMIN as ADMIN_SCOPES
 from service.domain.subscriptions import EVENT_TYPES, BadPosition, SubscriptionNotFound
-from service.http.access import (
-    ACCEPTS,
-    ACCESS_GATE,
-    AccessGate,
-    AdminRefused,
-    access_guard,
-    admin_refused,
-    operator_caller,
-)
+from service.http.access import AccessGate, AdminRefused, operator_caller
 from service.http.answers import Subscription, Subscriptions
 from service.http.bodies import (
     BODY_LIMIT,
@@ -59,15 +51,8 @@ from service.http.bodies import (
     read_raw,
     timestamp,
 )
-from service.http.openapi import (
-    ADMIN,
-    HTTPS_URL,
-    documented,
-    json_body,
-    link_parameters,
-    ok,
-    refined,
-)
+from service.http.guarded import admin_documented, guarded_router, settings_of
+from service.http.openapi import HTTPS_URL, json_body, link_parameters, ok, refined
 from service.outbound.policy import OutboundPolicy, policy_of
 from service.settings import Settings
 
@@ -113,47 +98,41 @@ _FOUND = ok(
     replay=link_parameters("replaySubscription", subscription_id="subscription_id"),
     remove=link_parameters("removeSubscription", subscription_id="subscription_id"),
 )
-CREATE_DOC = documented(
+CREATE_DOC = admin_documented(
     body=json_body(refined(CreateBody, url=HTTPS_URL)),
     answers={201: _FOUND},
     refusals=(400, 401, 413),
-    security=ADMIN,
 )
-LIST_DOC = documented(answers={200: ok(Subscriptions)}, refusals=(401,), security=ADMIN)
-SHOW_DOC = documented(
-    answers={200: _FOUND}, refusals=(401, 404), security=ADMIN, operation_id="showSubscription"
+LIST_DOC = admin_documented(answers={200: ok(Subscriptions)}, refusals=(401,))
+SHOW_DOC = admin_documented(
+    answers={200: _FOUND}, refusals=(401, 404), operation_id="showSubscription"
 )
-PATCH_DOC = documented(
+PATCH_DOC = admin_documented(
     body=json_body(refined(PatchBody, url=HTTPS_URL)),
     answers={200: _FOUND},
     refusals=(400, 401, 404, 413),
-    security=ADMIN,
     operation_id="changeSubscription",
 )
-REMOVE_DOC = documented(
+REMOVE_DOC = admin_documented(
     answers={200: ok(Subscription, "Removed")},
     refusals=(400, 401, 404),
-    security=ADMIN,
     operation_id="removeSubscription",
 )
-REPLAY_DOC = documented(
+REPLAY_DOC = admin_documented(
     body=json_body(ReplayBody),
     body_required=False,
     answers={200: _FOUND},
     refusals=(400, 401, 404, 413),
-    security=ADMIN,
     operation_id="replaySubscription",
 )
 
 
 def _loopback_ok(request: AnyRequest) -> bool:
-    settings: Settings = request.route_handler.opt["settings"]
-    return settings.jwks_allow_loopback_http
+    return settings_of(request).jwks_allow_loopback_http
 
 
 def _outbound(request: AnyRequest) -> OutboundPolicy:
-    settings: Settings = request.route_handler.opt["settings"]
-    return policy_of(settings.outbound_allow)
+    return policy_of(settings_of(request).outbound_allow)
 
 
 def _checked_id(subscription_id: str) -> str:
@@ -310,18 +289,12 @@ def _when(instant: datetime | None) -> str | None:
 
 
 def subscriptions_router(settings: Settings, gate: AccessGate) -> Router:
-    return Router(
-        "/",
-        route_handlers=[
-            add_subscription,
-            list_subscriptions,
-            show_subscription,
-            change_subscription,
-            remove_subscription,
-            replay_subscription,
-        ],
-        guards=[access_guard],
-        exception_handlers={AdminRefused: admin_refused},
-        tags=["admin"],
-        opt={"settings": settings, ACCESS_GATE: gate, ACCEPTS: ADMIN_SCOPES},
-    )
+    handlers = [
+        add_subscription,
+        list_subscriptions,
+        show_subscription,
+        change_subscription,
+        remove_subscription,
+        replay_subscription,
+    ]
+    return guarded_router(handlers, gate, ADMIN_SCOPES, tag="admin", settings=settings)
