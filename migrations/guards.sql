@@ -23,6 +23,13 @@
 -- `authledger replay` after it switches the read models (a rebuilt table comes without
 -- triggers). Not a numbered migration for that reason.
 
+-- Both functions plan their lookup afresh at each call (plan_cache_mode = force_custom_plan).
+-- A plan cached while `events` was nearly empty (a new database, no statistics yet) can pick
+-- events_tenant_type_idx over the unique (tenant_id, stream_id, stream_version) key and then
+-- filter every event of the tenant, for every row, until autovacuum's next ANALYZE: on a
+-- fresh bench database that cost 4.7 ms of Postgres per registration and a fifth of the
+-- throughput (docs/benchmarks.md, session 5). A custom plan sees the table's real size.
+
 -- Registrations, trusted issuers, delegations, subscriptions and tenants: the row's version
 -- must be an event of the row's stream, and a change must come with a newer one than the
 -- row had. Their projections write every event of the stream, so a row is always at its
@@ -30,7 +37,7 @@
 -- TG_ARGV: [0] the stream type, [1] the column holding the stream id, [2] its prefix,
 -- [3] (optional) the tenant whose log holds a row with no tenant_id.
 CREATE OR REPLACE FUNCTION ledger_row_backed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     fields  jsonb;
     stream  text;
@@ -75,7 +82,7 @@ $$;
 -- changes. An ended credential's row may lag behind its stream (a later end writes
 -- nothing), which is why the event's type and content are checked, not only its version.
 CREATE OR REPLACE FUNCTION credentials_row_backed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     written record;
     p       jsonb;  -- the payload parsed once (json's operators parse the text at each use)
