@@ -49,10 +49,13 @@ def test_the_image_wheel_starts_the_app(tmp_path: Path) -> None:
     wheel = build_wheel(context, tmp_path / "wheels")
     venv = clean_venv(tmp_path / "venv", wheel)
     site = venv.site_packages()
-    probe = "import service.http.app, service.cli.main, subscriber, workers.runner; print(service.http.app.__file__)"
+    probe = (
+        "import service.http.app, service.cli.main, subscriber, workers.runner; "
+        "print(service.http.app.__file__)"
+    )
     imported = venv.run([venv.python, "-I", "-c", probe])
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.strip() == str(site / "service" / "app.py")
+    assert imported.stdout.strip() == str(site / "service" / "http" / "app.py")
     helped = venv.run([venv.script("authledger"), "--help"])
     assert helped.returncode == 0, helped.stderr
     for command in ("serve", "worker", "migrate", "replay", "subscribe", "audit"):
