@@ -63,10 +63,11 @@ faults: $(DEV_STAMP) ## fault tests (~2 min): SIGKILL, NATS down 30 s, Postgres 
 fuzz: $(DEV_STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
 	$(BIN)/python -m tests.fuzz.run --examples $(FUZZ_EXAMPLES)
 
-lint: $(DEV_STAMP) ## ruff (lint + format check) and mypy strict
+lint: $(DEV_STAMP) ## ruff (lint + format check), mypy strict and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy events projections service workers migrations bench tests subscriber
+	$(BIN)/lint-imports --no-cache
 
 format: $(DEV_STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .

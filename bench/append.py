@@ -4,7 +4,7 @@
 
 Creates a fresh database on the server behind the admin URL (default
 postgresql://postgres@127.0.0.1:5432/postgres, or AUTHLEDGER_BENCH_DATABASE_URL), migrates it
-with service.schema.migrate, and at each concurrency (1, 16, 64) measures, one after the other:
+with migrations.runner.migrate, and at each concurrency (1, 16, 64) measures, one after the other:
 
 * store: C client tasks each appending one event to a new stream through one EventStore on one
   asyncpg pool, as one service process would;
@@ -43,13 +43,14 @@ from events.envelope import Metadata, NewEvent, StreamRef
 from events.hashchain import verify_log
 from events.ids import random_token
 from events.store import NO_STREAM, EventStore
-from service.schema import migrate
+from migrations.runner import migrate
 
 CONCURRENCY = (1, 16, 64)
 WARMUP_SECONDS = 1.0
 # Hard cap on appends per client per measurement, so a timed loop is bounded by count too.
 MAX_PER_CLIENT = 1_000_000
-# As service/resources.py opens it. The writer uses one connection per batch in flight (two by
+# As service/runtime/resources.py opens it. The writer uses one connection per batch in flight (two
+# by
 # default), plus one briefly while the pool resets a released one; the rest is for readers.
 STORE_POOL_SIZE = 10
 
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=("uvloop", "asyncio"),
         default="uvloop",
         help="event loop (default: uvloop, which the service runs on; see "
-        "service.processes.event_loop_factory)",
+        "service.runtime.processes.event_loop_factory)",
     )
     args = parser.parse_args(argv)
     if args.events is not None and not max(CONCURRENCY) <= args.events <= 5_000_000:
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--seconds must be in (0, 60]")
 
     loop_factory = None
-    if args.loop == "uvloop":  # as service.processes.event_loop_factory picks it
+    if args.loop == "uvloop":  # as service.runtime.processes.event_loop_factory picks it
         import uvloop
 
         loop_factory = uvloop.Loop

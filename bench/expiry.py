@@ -5,7 +5,7 @@
 
 Creates a fresh database on the server behind the admin URL (default
 postgresql://postgres@127.0.0.1:5432/postgres, or AUTHLEDGER_BENCH_DATABASE_URL), migrates it
-with service.schema.migrate, and writes N pending deadlines (default 10,000) through the event
+with migrations.runner.migrate, and writes N pending deadlines (default 10,000) through the event
 store with the inline projections, as the commands would leave them:
 
 * half: anonymous registrations holding a pre-claim key (`registration.created` and
@@ -54,13 +54,13 @@ from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.registration import ClaimAttemptStarted, RegistrationCreated
 from events.store import NO_STREAM, EventStore, StreamAppend
+from migrations.runner import migrate
 from projections.runner import project
-from service.logging import configure_logging
-from service.schema import migrate
+from service.observability.logging import configure_logging
 from service.settings import Settings
 from workers.expiry import ACTOR, ExpiryWorker
 
-POOL_SIZE = 10  # as service/resources.py opens it
+POOL_SIZE = 10  # as service/runtime/resources.py opens it
 WRITERS = 64  # concurrent appends while writing the deadlines
 TENANT = "default"
 DEADLINE_TYPES = ("registration.expired", "claim.attempt_expired", "credential.expired")
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.deadlines < 1 or args.window <= 0 or args.lead <= 0 or args.workers < 1:
         parser.error("--deadlines, --window, --lead and --workers must be positive")
 
-    import uvloop  # as service.processes.event_loop_factory picks it
+    import uvloop  # as service.runtime.processes.event_loop_factory picks it
 
     # The workers log as in production (JSON at info), into a file rather than over the figures.
     fd, path = tempfile.mkstemp(prefix="expiry-bench-", suffix=".log")

@@ -122,7 +122,7 @@ async def serve(url: str, port: int) -> None:
 
 
 def _child(url: str, port: int) -> None:
-    from service.processes import event_loop_factory
+    from service.runtime.processes import event_loop_factory
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(url, port))

@@ -38,13 +38,13 @@ from ledger_history import COLUMNS, TENANT, history, row
 from machine import cpu_model, load_average, memory_total, other_sessions
 from scratch_database import add_database_url, with_database
 
+from migrations.runner import migrate
 from projections.replay import replay
 from projections.runner import rebuild
 from service.audit.as_of import state
 from service.audit.subjects import Bound, resolve
 from service.audit.verify import verify
-from service.schema import migrate
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 
 COPY_BATCH = 50_000

@@ -49,7 +49,7 @@ from events.registration import (
     RegistrationExpired,
 )
 from events.user import UserCreated
-from service.domain.providers import issuer_stream_id
+from service.domain.trust_list import issuer_stream_id
 
 TENANT = "default"
 START = datetime(2026, 10, 1, tzinfo=UTC)

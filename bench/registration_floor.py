@@ -241,7 +241,7 @@ async def process_main(url: str, clients: int, seconds: float) -> tuple[int, lis
 
 
 def _child(url: str, clients: int, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    from service.processes import event_loop_factory
+    from service.runtime.processes import event_loop_factory
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         out.put(runner.run(process_main(url, clients, seconds)))

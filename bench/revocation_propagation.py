@@ -50,7 +50,7 @@ import httpx
 from machine import cpu_model, load_average, memory_total, other_sessions
 from scratch_database import add_database_url, with_database
 
-from service.embedded import free_port
+from service.dev.embedded import free_port
 from subscriber.client import RevocationSubscriber, Source, SubscriberConfig
 from subscriber.wire import Revocation
 
@@ -263,7 +263,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    import uvloop  # as service.processes.event_loop_factory picks it
+    import uvloop  # as service.runtime.processes.event_loop_factory picks it
 
     with asyncio.Runner(loop_factory=uvloop.Loop) as runner:
         runner.run(main())

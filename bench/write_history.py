@@ -87,7 +87,7 @@ async def prepare(admin: asyncpg.Connection, admin_url: str, name: str, events: 
     else:
         conn = await asyncpg.connect(url)
         try:
-            from service.schema import migrate
+            from migrations.runner import migrate
 
             await migrate(conn)
         finally:

@@ -68,7 +68,7 @@ from served import NATS_URL, Server, authledger_command, free_port, http_call, m
 from wrk_runs import SETTLE_SECONDS, Wrk, WrkRun
 
 from migrations.roles import RUNTIME_ROLE
-from service.database_role import url_as
+from service.runtime.database_role import url_as
 
 STATIC = "/.well-known/oauth-protected-resource"
 RELAY_TIMEOUT = 60.0

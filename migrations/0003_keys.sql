@@ -1,4 +1,4 @@
--- Keys kept outside the log (service/pii.py, service/signing.py). Both tables hold key
+-- Keys kept outside the log (service/crypto/pii.py, service/crypto/signing.py). Both tables hold key
 -- material only wrapped (AES-256-GCM) under key-encryption keys derived from
 -- AUTHLEDGER_SECRET_KEY; neither is a projection, so a rebuild never touches them.
 

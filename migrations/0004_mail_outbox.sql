@@ -1,7 +1,7 @@
 -- The claim-mail outbox (workers/mailer.py). A row is written in the same transaction as its
 -- `claim.attempt_started` event, so it exists exactly when the event does; the mailer sends it
 -- later, outside any request (spec §10 W15). Nothing in it is plain: the recipient is sealed
--- like every personal datum (service/pii.py), the link token is AES-GCM under a key derived
+-- like every personal datum (service/crypto/pii.py), the link token is AES-GCM under a key derived
 -- from AUTHLEDGER_SECRET_KEY (aad = attempt_id) and is wiped once the row is done with.
 -- Not a projection: a rebuild never touches it.
 CREATE TABLE mail_outbox (

@@ -34,8 +34,8 @@ GRANT UPDATE ON registrations, credentials, trusted_issuers, delegations, subscr
 -- Workers' bookmarks in the log (relay, revocation feed): upserted as they advance.
 GRANT UPDATE ON checkpoints TO authledger_runtime;
 
--- Keys outside the log: erasure empties a subject's key (service/pii.py, an upsert); the
--- signing key ring retires keys (service/signing.py).
+-- Keys outside the log: erasure empties a subject's key (service/crypto/pii.py, an upsert); the
+-- signing key ring retires keys (service/crypto/signing.py).
 GRANT UPDATE ON subject_keys, signing_keys TO authledger_runtime;
 
 -- The claim-mail outbox: the mailer leases, marks sent/failed and wipes the link token;

@@ -1,6 +1,6 @@
 """The owner/runtime split (security issue 12, finding 3): guards.sql and privileges.sql.
 
-`apply_roles` runs both after the numbered migrations (service/schema.py) and after a
+`apply_roles` runs both after the numbered migrations (migrations/runner.py) and after a
 replay switches the read models (projections/replay.py), as the owner role, in the caller's
 transaction or a new one (its one query is in roles.sql). The guards always; the grants when
 the runtime role exists, or can be created here (NOLOGIN: its members log in). Without it (an

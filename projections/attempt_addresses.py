@@ -28,7 +28,7 @@ Statement = tuple[str, tuple[Any, ...]]
 
 
 def sealed_subject(sealed: str) -> str:
-    """The data subject of a `pii1.<subject>.<blob>` value (service.pii's format)."""
+    """The data subject of a `pii1.<subject>.<blob>` value (service.crypto.pii's format)."""
     return sealed.partition(".")[2].rpartition(".")[0]
 
 

@@ -41,7 +41,7 @@ Q = load_queries("projections", "replay.sql")
 SHADOW = "authledger_replay"
 RETIRED = "authledger_retired"
 BATCH = 5000
-Progress = Callable[[int, int], None]  # (done, total), as the work goes (service/progress.py)
+Progress = Callable[[int, int], None]  # (done, total), as the work goes (service/cli/progress.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,12 +91,12 @@ class Settings:
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
-    http_server: Literal["granian", "uvicorn"] = "granian"  # service.hosting.http_job
+    http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.hosting.http_job
     # What webhook and JWKS requests may reach besides public addresses (service.outbound):
     # CIDRs and host names, normalised; empty: public only. `dev`: loopback unless set.
     outbound_allow: tuple[str, ...] = ()
     # What the settings were read from (environment over file), to derive a tenant's own
-    # settings from the same base (service/tenants.py). Holds secrets: never printed.
+    # settings from the same base (service/tenancy/directory.py). Holds secrets: never printed.
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
     mode: Mode = "serve"
 
@@ -125,7 +125,7 @@ class Settings:
 
         `AUTHLEDGER_CONFIG` may name a TOML file of the same settings (names without the
         prefix, any case); a variable set in the environment wins over the file, and both
-        over `fallback` (the running dev stack's, service/dev_stack.py).
+        over `fallback` (the running dev stack's, service/dev/card.py).
         """
         from_file = _config_file(env.get(PREFIX + "CONFIG"))
         merged = {**(fallback or {}), **from_file, **env}

@@ -15,7 +15,7 @@ the last run stopped. Gaps and rejected messages are reported on stderr.
 Reads AUTHLEDGER_NATS_URL, AUTHLEDGER_PUBLIC_URL (the service, for its JWKS),
 AUTHLEDGER_ADMIN_TOKEN (optional: repairs gaps), AUTHLEDGER_NATS_STREAM and
 AUTHLEDGER_NATS_SUBJECT_PREFIX; no database, no secret key. Next to `authledger dev`, those
-the environment leaves unset come from the dev stack (service/dev_stack.py), and a restarted
+the environment leaves unset come from the dev stack (service/dev/card.py), and a restarted
 dev's new NATS URL is followed. Losing NATS and finding it again are said on stderr.
 """
 

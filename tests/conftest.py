@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from events.store import EventStore
-from service.schema import migrate
+from migrations.runner import migrate
 from tests.support.backends import (
     Backend,
     describe_backend,

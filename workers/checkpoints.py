@@ -24,8 +24,8 @@ from service.audit.publisher import Publisher
 from service.audit.signed import Checkpoint
 from service.audit.signing_round import EVERY, MINUTES, SigningRound, SigningStats
 from service.backoff import Backoff
+from service.crypto.signing import KeyRing
 from service.settings import ConfigError
-from service.signing import KeyRing
 from workers.base.sleeper import Listening, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched

@@ -38,12 +38,12 @@ import structlog
 from events.clock import Clock, SystemClock
 from events.sql import load_queries
 from service.backoff import Backoff, jittered
+from service.crypto.pii import Sealer
 from service.domain.tenants import DEFAULT_TENANT
-from service.logging import redact_url
 from service.mail.outbox import CHANNEL, open_link_token
-from service.pii import Sealer
+from service.observability.logging import redact_url
 from service.settings import ConfigError
-from service.tenants import TenantDirectory
+from service.tenancy.directory import TenantDirectory
 from workers.base.sleeper import Notified, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched

@@ -51,10 +51,10 @@ from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
 from events.sql import load_queries
 from events.store import Wakeups
+from service.crypto.signing import KeyRing, SigningKey
 from service.domain.tenants import DEFAULT_TENANT
 from service.revocations.log import Chain, ending_after, revocations
-from service.signing import KeyRing, SigningKey
-from service.tenants import TenantDirectory
+from service.tenancy.directory import TenantDirectory
 from subscriber.wire import (
     MSG_ID_HEADER,
     POSITION_HEADER,
@@ -281,7 +281,7 @@ def covers(pattern: str, name: str) -> bool:
 def revocation_feed_worker(settings: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any, None]:
     """The publisher as `workers.runner` runs it; needs AUTHLEDGER_SECRET_KEY (it signs)."""
     from service.settings import ConfigError
-    from service.tenant import TenantConfig
+    from service.tenancy.config import TenantConfig
 
     if not settings.secret_key:
         raise ConfigError("AUTHLEDGER_SECRET_KEY: required by the revocation feed (it signs)")

@@ -67,6 +67,8 @@ from events.subscription import STREAM_TYPE, PushDeadLettered, PushDelivered, Pu
 from projections.runner import project
 from service.backoff import Backoff
 from service.commands.subscriptions import state_of
+from service.crypto.secret_keys import ServerKeys, load_server_keys
+from service.crypto.signing import KeyRing, SigningKey
 from service.domain.subscriptions import (
     Head,
     NotActive,
@@ -77,11 +79,9 @@ from service.domain.subscriptions import (
 from service.push.delivery import post_set, webhook_client
 from service.push.secrets import SecretUnreadable, open_secret
 from service.push.sets import CredentialEnded, credential_ended, set_claims, sign_set
-from service.secret_keys import ServerKeys, load_server_keys
 from service.settings import ConfigError
-from service.signing import KeyRing, SigningKey
-from service.tenant import TenantConfig
-from service.tenants import TenantDirectory
+from service.tenancy.config import TenantConfig
+from service.tenancy.directory import TenantDirectory
 from workers.base.sleeper import Listening, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched

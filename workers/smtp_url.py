@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from service.logging import redact_url
+from service.observability.logging import redact_url
 
 # `?tls=` in AUTHLEDGER_SMTP_URL: `starttls` (the default for smtp://) or `none`, the explicit
 # opt-out for a local test sink (security issue 12, finding 9). smtps:// is implicit TLS.

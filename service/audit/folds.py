@@ -26,13 +26,13 @@ from events.registration import REGISTRATION_EVENTS
 from events.user import USER_EVENTS, UserCreated, UserEvent
 from service.domain import credentials
 from service.domain.credentials import Credential
-from service.domain.providers import (
+from service.domain.registration import Registration, evolve
+from service.domain.trust_list import (
     DelegationState,
     IssuerState,
     evolve_delegation,
     evolve_issuer,
 )
-from service.domain.registration import Registration, evolve
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 apart from the database it is used to check (`audit verify --keys`, `AUTHLEDGER_AUDIT_KEYS`).
 
 `authledger audit keys` prints the JWKS to pin: every signing key's public part derived from
-its sealed private key (service/signing.py), so a public key someone wrote into the database
+its sealed private key (service/crypto/signing.py), so a public key someone wrote into the database
 is never among them.
 """
 

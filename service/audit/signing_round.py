@@ -3,7 +3,7 @@
 A round takes the last checkpoint (or the genesis), recomputes the chain from it over the
 events since (service.audit.verify.walk: the signer vouches only for a chain it checked), and
 signs `(position, chain hash there, signed_at)` with the service's active EdDSA key
-(service.signing.KeyRing) as a compact JWS (service.audit.signed), stored in
+(service.crypto.signing.KeyRing) as a compact JWS (service.audit.signed), stored in
 `chain_checkpoints` with the key's public JWK in `chain_checkpoint_keys`. Positions signed:
 every `every` events after the last checkpoint, and the head once its oldest unsigned event
 has waited `minutes` (so every event is anchored within N events or M minutes of being
@@ -36,7 +36,7 @@ from events.sql import Conn, load_queries
 from service.audit.publisher import Publisher
 from service.audit.signed import Checkpoint, Jwk, sign
 from service.audit.verify import walk
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 
 LOCK = 0x6175_7468_636B_7074  # "authckpt"
 EVERY = 1000  # events between checkpoints, by default

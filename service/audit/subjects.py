@@ -27,7 +27,7 @@ import asyncpg
 from events.envelope import RecordedEvent
 from events.sql import Conn, load_queries
 from events.store import row_to_event
-from service.domain.providers import issuer_stream_id
+from service.domain.trust_list import issuer_stream_id
 
 Q = load_queries("service.audit", "subjects.sql")
 Kind = Literal["registration", "credential", "user", "delegation", "issuer"]

@@ -16,7 +16,7 @@ import msgspec
 from events.envelope import RecordedEvent
 from events.sql import Conn
 from service.audit.subjects import Bound, Subject, read, streams
-from service.pii import Sealer, SealError
+from service.crypto.pii import Sealer, SealError
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000

@@ -16,7 +16,7 @@ from events.envelope import Metadata, StreamRef
 from events.ledger import LEDGER
 from events.sql import load_queries
 from service.commands.context import Caller, Change, Context, retrying
-from service.crypto import new_access_credential_id, new_access_token, token_hash
+from service.crypto.tokens import new_access_credential_id, new_access_token, token_hash
 from service.domain.access import (
     Access,
     AccessRefused,

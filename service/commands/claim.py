@@ -25,7 +25,8 @@ from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
 from service.commands.mail import MailRequest, enqueue_mail
-from service.crypto import (
+from service.crypto.pii import subject_of
+from service.crypto.tokens import (
     new_attempt_id,
     new_attempt_token,
     new_credential_id,
@@ -45,7 +46,6 @@ from service.domain.claim import (
 )
 from service.domain.errors import ProtocolError
 from service.domain.registration import Registration
-from service.pii import subject_of
 
 REG_Q = load_queries("projections", "registrations.sql")
 log = structlog.get_logger("service.commands.claim")

@@ -16,10 +16,10 @@ from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.store import EventStore, StreamAppend
 from projections.runner import project
-from service.pii import FreshSubject, Sealer
+from service.crypto.pii import FreshSubject, Sealer
+from service.crypto.signing import KeyRing
 from service.providers.jwks import JwksCache
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from service.tenancy.config import TenantConfig
 
 T = TypeVar("T")
 RETRIES = 5

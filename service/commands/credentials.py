@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from events.credential import STREAM_TYPE, CredentialIssued, IssuedVia
 from events.registration import CredentialKind
 from service.commands.context import Change, Context
-from service.crypto import new_api_key, new_credential_id, token_hash
+from service.crypto.tokens import new_api_key, new_credential_id, token_hash
 
 
 @dataclass(frozen=True, slots=True)

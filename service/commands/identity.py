@@ -23,10 +23,10 @@ from events.user import UserCreated
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
 from service.commands.jti import remember_jti
-from service.commands.trust import lookup
-from service.crypto import new_user_id, registration_id_for_identity
+from service.commands.trust_list import lookup
+from service.crypto.tokens import new_user_id, registration_id_for_identity
 from service.domain.errors import ProtocolError
-from service.domain.providers import DelegationState, delegation_id_for, fold_delegation
+from service.domain.trust_list import DelegationState, delegation_id_for, fold_delegation
 from service.providers.assertions import verify_id_jag
 from service.providers.jwks import JwksCache
 from service.providers.trust import TrustedIssuer, VerifiedAssertion

@@ -14,7 +14,7 @@ from events.registration import (
 from service.commands.context import Caller, Change, Context
 from service.commands.credentials import mint
 from service.commands.mail import MailRequest, enqueue_mail
-from service.crypto import (
+from service.crypto.tokens import (
     new_attempt_id,
     new_attempt_token,
     new_claim_token,

@@ -26,10 +26,10 @@ from events.sql import load_queries
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.identity import provider_keys
 from service.commands.jti import remember_jti
-from service.commands.trust import lookup
-from service.domain.providers import delegation_id_for, fold_delegation
+from service.commands.trust_list import lookup
+from service.domain.trust_list import delegation_id_for, fold_delegation
 from service.providers.assertions import verify_logout_token
-from service.tenant import REVOKED_EVENT
+from service.tenancy.config import REVOKED_EVENT
 
 Q = load_queries("projections", "credentials.sql")
 BATCH = 500  # credentials per transaction when revoking in bulk

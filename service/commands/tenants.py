@@ -30,7 +30,7 @@ from service.domain.tenants import (
     fold,
 )
 from service.settings import PREFIX, ConfigError, Settings
-from service.tenants import tenant_config
+from service.tenancy.directory import tenant_config
 
 Q = load_queries("projections", "tenants.sql")
 HOSTS_LOCK = int.from_bytes(hashlib.sha256(b"authledger tenant hosts").digest()[:8], "big") >> 1

@@ -3,7 +3,7 @@
 Every guarded route names the scopes it accepts besides `operator` (router or handler `opt`
 under ACCEPTS; service/domain/access.py has the sets and the rule). The guard reads the
 credential (`Authorization: Bearer <token>`; at introspection also RFC 7662 §2.1 HTTP Basic
-`client_id:token`), finds it by its SHA-256 (service/access_cache.py), and applies `judge` with
+`client_id:token`), finds it by its SHA-256 (service/caches/access.py), and applies `judge` with
 the request's tenant (the one its `Host` resolved to):
 
 - no credential, an unknown one, a revoked one: 401 `unauthorized` with `WWW-Authenticate`;
@@ -29,14 +29,14 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 
-from service.access_cache import BOOTSTRAP, AccessCache, Holder
+from service.caches.access import BOOTSTRAP, AccessCache, Holder
 from service.commands.context import Caller
-from service.crypto import tokens_equal
+from service.crypto.tokens import tokens_equal
 from service.domain.access import ADMIN, judge
 from service.http.bodies import caller, json_reply
 from service.http.tenancy import TENANT_STATE
-from service.metrics import note_refusal
-from service.tenant import TenantConfig
+from service.observability.metrics import note_refusal
+from service.tenancy.config import TenantConfig
 
 ACCESS_GATE = "access_gate"  # router opt key of the AccessGate
 ACCEPTS = "accepts"  # router or handler opt key: the scopes that pass besides operator

@@ -24,9 +24,9 @@ from litestar.params import FromQuery
 from service.commands.context import Context
 from service.commands.erasure import NobodyToErase, erase_person
 from service.commands.revocation import Scope, revoke
-from service.commands.trust import BadEntry, as_json, distrust, listed, requested_entry, trust
+from service.commands.trust_list import BadEntry, as_json, distrust, listed, requested_entry, trust
 from service.domain.access import ADMIN as ADMIN_SCOPES
-from service.domain.providers import NotTrusted
+from service.domain.trust_list import NotTrusted
 from service.http.access import AccessGate, AdminRefused, operator_caller
 from service.http.answers import Distrusted, Erased, OperatorRevoked, TrustChange, TrustList
 from service.http.bodies import BODY_LIMIT, Strict, json_reply, plain_text, read_json, timestamp

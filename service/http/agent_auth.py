@@ -40,8 +40,8 @@ from service.http.bodies import (
 )
 from service.http.route_docs import COMPLETE_DOC, REGISTER_DOC, REVOKE_DOC, START_CLAIM_DOC
 from service.ratelimit.limiter import Flow
-from service.resources import Resources
-from service.tenant import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
+from service.runtime.resources import Resources
+from service.tenancy.config import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
 
 COMPLETE_PATH = CLAIM_PATH + "/complete"
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("api_key", "access_token")

@@ -47,7 +47,7 @@ from service.http.route_docs import (
     AUDIT_TIMELINE_DOC,
     AUDIT_VERIFY_DOC,
 )
-from service.resources import Resources
+from service.runtime.resources import Resources
 from service.settings import Settings
 
 AUDIT = "/admin/audit"

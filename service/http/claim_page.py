@@ -37,9 +37,9 @@ from service.http.page_templates import (
     problem_view,
 )
 from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
-from service.metrics import note_refusal
-from service.resources import Resources
-from service.tenant import CLAIM_PATH
+from service.observability.metrics import note_refusal
+from service.runtime.resources import Resources
+from service.tenancy.config import CLAIM_PATH
 
 VIEW_PATH = CLAIM_PATH + "/view"
 CHALLENGE_PATH = CLAIM_PATH + "/attempt/challenge"

@@ -18,10 +18,10 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
-from service.authmd import render_auth_md
+from service.http.authmd import render_auth_md
 from service.http.route_docs import AS_DOC, AUTH_MD_DOC, INSERTED_PRM_DOC, PRM_DOC
 from service.http.tenancy import request_tenant
-from service.tenant import AS_METADATA_PATH, AUTH_MD_PATH, PRM_PATH, TenantConfig
+from service.tenancy.config import AS_METADATA_PATH, AUTH_MD_PATH, PRM_PATH, TenantConfig
 
 METADATA_CACHE = "public, max-age=300"
 JSON = "application/json"

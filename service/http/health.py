@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from service.domain.access import METRICS
 from service.http.access import ACCESS_GATE, AccessGate
 from service.http.route_docs import HEALTH_DOC, READY_DOC
-from service.resources import Resources
+from service.runtime.resources import Resources
 
 
 def _version() -> str:

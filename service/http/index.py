@@ -16,7 +16,7 @@ from service.http.openapi import SCHEMA_PATH
 from service.http.page_templates import PAGE_HEADERS, index_view
 from service.http.route_docs import INDEX_DOC
 from service.http.tenancy import request_tenant
-from service.tenant import AS_METADATA_PATH, AUTH_MD_PATH, JWKS_PATH, ME_PATH, PRM_PATH
+from service.tenancy.config import AS_METADATA_PATH, AUTH_MD_PATH, JWKS_PATH, ME_PATH, PRM_PATH
 
 JSON = "application/json"
 HTML = "text/html"

@@ -1,4 +1,5 @@
-"""`GET /metrics`: the Prometheus exposition (service.metrics), behind a metrics credential
+"""`GET /metrics`: the Prometheus exposition (service.observability.metrics), behind a metrics
+credential
 (or an operator one).
 
 Counts and lags are not secrets, but they tell an outsider how the service is used and how
@@ -15,7 +16,7 @@ from service.domain.access import METRICS
 from service.http.access import AccessGate
 from service.http.guarded import guarded_router
 from service.http.route_docs import METRICS_DOC
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 PATH = "/metrics"
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split("; charset=")[0]  # Litestar adds the charset to text/*

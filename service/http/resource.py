@@ -24,16 +24,16 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.types import Guard
 
 from events.clock import Clock, SystemClock
-from service.credential_cache import CredentialCache, Refusal
+from service.caches.credentials import CredentialCache, Refusal
+from service.caches.principal import Principal
 from service.domain.access import INTROSPECTION
 from service.http.access import AccessGate, AdminRefused, admin_refused, bearer_token
 from service.http.bodies import FORM, json_reply, media_type, read_raw, timestamp
 from service.http.route_docs import INTROSPECT_DOC, JWKS_DOC, ME_DOC
 from service.http.tenancy import TENANT_STATE
-from service.metrics import note_refusal
-from service.principal import Principal
-from service.resources import Resources
-from service.tenant import INTROSPECT_PATH, JWKS_PATH, ME_PATH, TenantConfig
+from service.observability.metrics import note_refusal
+from service.runtime.resources import Resources
+from service.tenancy.config import INTROSPECT_PATH, JWKS_PATH, ME_PATH, TenantConfig
 
 BEARER_AUTH = "bearer_auth"  # router opt key of the BearerAuth
 PRINCIPAL = "principal"  # connection state key of the authenticated Principal

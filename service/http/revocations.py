@@ -8,7 +8,7 @@ verifies these exactly like the NATS messages, and a message whose key left the 
 comes back signed by a current one). The page is complete up to `through`: every ending event
 of the tenant at or below it is listed (or lies at or below `after`); `head` is the log's head
 when it was read, and `more` says whether to ask again with `after=<through>`.
-Behind an operator, tenant admin or revocation-feed credential of the tenant: `service/app.py`
+Behind an operator, tenant admin or revocation-feed credential of the tenant: `service/http/app.py`
 mounts the handler on the admin router (one router per path: `POST /admin/revocations` lives
 there too), and the handler's `opt` widens what the router accepts.
 """

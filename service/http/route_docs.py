@@ -49,10 +49,12 @@ from service.http.openapi import (
     query,
     schema_dict,
 )
-from service.tenant import ID_JAG
+from service.tenancy.config import ID_JAG
 
 METRICS_DOC = documented(
-    answers={200: ok({"text/plain": PROMETHEUS_TEXT}, "The metrics (service.metrics)")},
+    answers={
+        200: ok({"text/plain": PROMETHEUS_TEXT}, "The metrics (service.observability.metrics)")
+    },
     refusals=(401,),
     security=METRICS,
 )

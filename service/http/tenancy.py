@@ -3,7 +3,7 @@
 Every handler, guard and dependency reads it from there (`request_tenant`), so a claim token,
 a credential, a logout token or an admin call is always judged against the tenant whose host
 it came to — never another. A disabled tenant's hosts answer 404 `tenant_disabled`; the hosts
-of a tenant whose configuration did not load (service/tenants.py) answer 503
+of a tenant whose configuration did not load (service/tenancy/directory.py) answer 503
 `temporarily_unavailable` with `Retry-After`, never the default tenant's answer. The probes
 (`/healthz`, `/readyz`) answer for the process whatever the host.
 """
@@ -17,8 +17,8 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
-from service.tenant import TenantConfig
-from service.tenants import Disabled, TenantDirectory, Unavailable
+from service.tenancy.config import TenantConfig
+from service.tenancy.directory import Disabled, TenantDirectory, Unavailable
 
 TENANT_STATE = "tenant"
 PROBES = frozenset({"/healthz", "/readyz"})

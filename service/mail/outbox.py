@@ -14,8 +14,8 @@ from datetime import datetime
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.sql import load_queries
-from service.crypto import derive_key
-from service.pii import Db
+from service.crypto.pii import Db
+from service.crypto.tokens import derive_key
 
 MAIL_OUTBOX_KEY = b"authledger mail outbox v1"  # derive_key purpose of the link-token key
 CHANNEL = "authledger_mail"
@@ -50,7 +50,7 @@ async def enqueue_claim_mail(
 ) -> None:
     """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
 
-    The caller seals the address (service.pii) under the subject of the event's
+    The caller seals the address (service.crypto.pii) under the subject of the event's
     `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
     trip here.
     """

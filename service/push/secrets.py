@@ -4,7 +4,7 @@ A subscriber may give a secret that its receiver checks on every delivery (sent 
 `Authorization: Bearer <secret>`, RFC 8935 §2.1 leaves authentication to the parties). The
 worker needs the plain value to send it, so it is encrypted, not hashed: AES-256-GCM under a
 key derived from `AUTHLEDGER_SECRET_KEY` (purpose `authledger push secret v1`; a rotation of
-the secret keeps that key, service/secret_keys.py, so pass the loaded `ServerKeys`), with the
+the secret keeps that key, service/crypto/secret_keys.py, so pass the loaded `ServerKeys`), with the
 subscription id as associated data, so a sealed value copied onto another subscription does
 not open. The sealed form, `v1.<base64url(nonce || ciphertext)>`, is what the log and the read
 model hold; the plain value exists only in the request that set it and in the worker's memory
@@ -19,8 +19,8 @@ import re
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from service.crypto import PUSH_SECRET_KEY
-from service.secret_keys import ServerKeys
+from service.crypto.secret_keys import ServerKeys
+from service.crypto.tokens import PUSH_SECRET_KEY
 
 PREFIX = "v1."
 NONCE_BYTES = 12

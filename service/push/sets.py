@@ -1,7 +1,7 @@
 """Security Event Tokens (RFC 8417) telling a subscriber that a credential ended.
 
 Each `credential.revoked` or `credential.expired` of the log becomes, per subscriber, one SET:
-a JWS signed by the service's active EdDSA key (the key ring of `service.signing`, published
+a JWS signed by the service's active EdDSA key (the key ring of `service.crypto.signing`, published
 at `/.well-known/jwks.json`), with the OpenID CAEP 1.0 `credential-change` event:
 
     header  {"typ": "secevent+jwt", "alg": "EdDSA", "kid": <thumbprint>}
@@ -47,7 +47,7 @@ import jwt
 from events.credential import CredentialExpired, CredentialRevoked
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
-from service.signing import SigningKey
+from service.crypto.signing import SigningKey
 
 CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
 TOKEN_HASH_PREFIX = 16  # as the revocation feed's messages carry it

@@ -15,7 +15,8 @@ the policy decides: `open` (spec §10's default) admits, `closed` refuses with 4
 Retry-After FAIL_CLOSED_RETRY_AFTER.
 
 Counts: `counts` (this process's, by result: `admitted`, `refused.<limit>`, `store_failed`),
-and the same results passed to `observe` (service.metrics' `authledger_rate_limit_checks_total`).
+and the same results passed to `observe` (service.observability.metrics'
+`authledger_rate_limit_checks_total`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import structlog
 
 from events.clock import Clock, SystemClock
 from events.sql import load_queries
-from service.crypto import RATE_LIMIT_KEY, derive_key, token_hash
+from service.crypto.pii import normalise_email
+from service.crypto.tokens import RATE_LIMIT_KEY, derive_key, token_hash
 from service.domain.errors import ProtocolError
-from service.pii import normalise_email
 from service.ratelimit.limits import LimitName, RateLimits
 from service.ratelimit.store import Hit, WindowStore
 from service.ratelimit.window import Window, retry_after

@@ -31,7 +31,7 @@ from playwright.async_api import (
     expect,
 )
 
-from service.pii import Sealer
+from service.crypto.pii import Sealer
 from tests.support.app_client import link_of
 from tests.support.backends import Backend
 from tests.support.serve_process import SECRETS, Server, authledger_env, serving

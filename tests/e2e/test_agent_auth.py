@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from service.crypto import token_hash
-from service.tenant import ID_JAG
+from service.crypto.tokens import token_hash
+from service.tenancy.config import ID_JAG
 from tests.support.app_client import (
     CLIENT_IP,
     PUBLIC_URL,

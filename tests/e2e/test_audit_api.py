@@ -15,8 +15,8 @@ import pytest
 from service.audit.check import check
 from service.audit.publisher import Publisher
 from service.audit.signing_round import sign_now
-from service.crypto import token_hash
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
+from service.crypto.tokens import token_hash
 from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, SECRET_KEY, Service, running_service
 from tests.support.audit import checkpoint_stream, pinned_keys
 from tests.support.backends import Backend

@@ -22,8 +22,8 @@ import pytest
 
 from events.envelope import StreamRef
 from events.store import NO_STREAM, EventStore
-from service.embedded import free_port, process_alive
-from service.schema import available
+from migrations.runner import available
+from service.dev.embedded import free_port, process_alive
 from tests.support.builders import a_stream, opened
 from tests.support.waiting import wait_until
 

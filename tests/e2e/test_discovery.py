@@ -11,12 +11,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from litestar.types import ControllerRouterHandler
 
-from service.app import create_app
-from service.authmd import render_auth_md
-from service.dev_mail import DevMailbox, dev_mailbox_router
-from service.resources import Resources
+from service.dev.mailbox import DevMailbox, dev_mailbox_router
+from service.http.app import create_app
+from service.http.authmd import render_auth_md
+from service.runtime.resources import Resources
 from service.settings import Settings
-from service.tenant import ID_JAG, REVOKED_EVENT, TenantConfig
+from service.tenancy.config import ID_JAG, REVOKED_EVENT, TenantConfig
 from tests.support.backends import Backend
 
 PUBLIC_URL = "https://auth.example.test"

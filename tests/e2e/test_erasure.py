@@ -11,7 +11,7 @@ import pytest
 
 from events.hashchain import verify_log
 from projections.replay import verify
-from service.pii import Sealer
+from service.crypto.pii import Sealer
 from tests.e2e.test_no_plaintext import _ceremony
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.tenant import ID_JAG
+from service.tenancy.config import ID_JAG
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, SECRET_KEY, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import (

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded import free_port
+from service.dev.embedded import free_port
 from tests.support.waiting import answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from events.credential import CredentialRevoked
 from events.envelope import Metadata
 from service.commands.context import Change
 from service.commands.credentials import mint
-from service.crypto import new_api_key
+from service.crypto.tokens import new_api_key
 from tests.support.app_client import (
     ADMIN_TOKEN,
     PUBLIC_URL,

@@ -14,8 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
-from service.app import create_app
-from service.tenant import ID_JAG
+from service.http.app import create_app
+from service.tenancy.config import ID_JAG
 from tests.support.app_client import (
     PUBLIC_URL,
     Service,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import free_port
+from service.dev.embedded import free_port
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames
 from tests.support.relay_support import jetstream

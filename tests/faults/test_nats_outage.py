@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.embedded import free_port
+from service.dev.embedded import free_port
 from tests.support.nats import NatsNames
 from tests.support.outages import (
     Load,

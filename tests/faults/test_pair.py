@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.tenant import ID_JAG
+from service.tenancy.config import ID_JAG
 from subscriber.wire import public_keys, verify
 from tests.conftest import scratch_database
 from tests.support.app_client import form_of, link_of, otp_of

@@ -34,8 +34,8 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.embedded import free_port
-from service.schema import migrate
+from migrations.runner import migrate
+from service.dev.embedded import free_port
 from tests.support.backends import choose_backend, with_database
 from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
 from tests.support.waiting import answering, wait_until

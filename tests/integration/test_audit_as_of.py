@@ -27,13 +27,13 @@ from service.commands.context import Caller, Change, Context
 from service.commands.identity import register_id_jag
 from service.commands.registration import register_anonymous
 from service.commands.revocation import logout
-from service.commands.trust import trust
+from service.commands.trust_list import trust
+from service.crypto.pii import Sealer
+from service.crypto.signing import KeyRing
 from service.mail.outbox import open_link_token
-from service.pii import Sealer
 from service.providers.jwks import JwksCache
 from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from service.tenancy.config import TenantConfig
 from tests.support.idp import IdentityProvider
 from tests.support.outbound import LOOPBACK_POLICY
 

@@ -17,8 +17,8 @@ from events.store import NO_STREAM, EventStore
 from service.audit.publisher import Publisher
 from service.audit.signed import verify as verify_checkpoint
 from service.audit.verify import load_keys, verify
-from service.embedded import free_port
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
+from service.dev.embedded import free_port
 from tests.support.audit import checkpoint_stream
 from tests.support.backends import Backend
 from tests.support.builders import a_stream, opened

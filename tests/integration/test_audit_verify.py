@@ -15,7 +15,7 @@ from events.envelope import RecordedEvent
 from events.hashchain import check_chain, event_hash, framed_content
 from events.store import NO_STREAM, EventStore, row_to_event
 from service.audit.verify import Q, verify
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 from tests.support.builders import a_stream, opened
 from workers.checkpoints import CheckpointConfig, CheckpointWorker
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 import pytest
 
-from service.schema import available
+from migrations.runner import available
 from tests.support.backends import Backend, with_database
 from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env, serving
 

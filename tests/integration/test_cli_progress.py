@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 
 from events.store import EventStore
+from service.cli.progress import ProgressReport
 from service.commands.context import Caller, Context
-from service.commands.trust import distrust, trust
-from service.progress import ProgressReport
+from service.commands.trust_list import distrust, trust
 from service.providers.trust import TrustedIssuer
 from tests.support.audit import run_authledger
 from tests.support.commands import command_context

@@ -14,7 +14,7 @@ from projections.runner import TABLES
 from service.commands.claim import complete_claim, issue_otp, start_claim
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from service.domain.errors import ProtocolError
 from service.mail.outbox import open_link_token
 from tests.support.commands import SECRET, command_context

@@ -19,9 +19,9 @@ from events.ledger import LEDGER
 from events.registration import RegistrationClaimed, RegistrationCreated
 from events.store import EventStore
 from projections.runner import project
-from service.credential_cache import CredentialCache
-from service.crypto import new_api_key, new_credential_id, new_registration_id, token_hash
-from service.principal import Principal
+from service.caches.credentials import CredentialCache
+from service.caches.principal import Principal
+from service.crypto.tokens import new_api_key, new_credential_id, new_registration_id, token_hash
 from tests.support.waiting import timed, wait_until
 
 NOW = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from service.embedded import EmbeddedNats
+from service.dev.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.embedded
 

@@ -24,15 +24,15 @@ from events.ledger import LEDGER
 from events.registration import ClaimAttemptExpired, RegistrationExpired
 from events.store import EventStore, row_to_event
 from projections.runner import TABLES, rebuild
+from service.caches.credentials import CredentialCache, Refusal
+from service.caches.principal import Principal
 from service.commands.claim import claim_page, complete_claim, issue_otp, start_claim
 from service.commands.context import Caller, Context
 from service.commands.credentials import Minted
 from service.commands.registration import register_anonymous, register_verified_email
-from service.credential_cache import CredentialCache, Refusal
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from service.domain.errors import ProtocolError
 from service.mail.outbox import open_link_token
-from service.principal import Principal
 from service.settings import Settings
 from tests.support.commands import command_context
 from workers.expiry import ACTOR, ExpiryConfig, ExpiryStats, ExpiryWorker

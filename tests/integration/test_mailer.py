@@ -19,10 +19,10 @@ from litestar.testing import AsyncTestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 import workers.mailer as mailer_module
-from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
-from service.dev_mail import DevSmtpCatcher, dev_mailbox_router
+from service.crypto.pii import Sealer
+from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
+from service.dev.mailbox import DevSmtpCatcher, dev_mailbox_router
 from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_token
-from service.pii import Sealer
 from service.settings import ConfigError, Settings
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from workers.mail_templates import ClaimMail, render_html, render_text

@@ -1,4 +1,5 @@
-"""Operability over HTTP: `/metrics` (service.metrics) and the request id on every answer and
+"""Operability over HTTP: `/metrics` (service.observability.metrics) and the request id on every
+answer and
 every log line of a request, against the real app, Postgres and NATS."""
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import structlog
 from litestar import get
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.resources import Resources
+from service.http.app import create_app
+from service.runtime.resources import Resources
 from tests.support.app_client import (
     ADMIN_TOKEN,
     Service,

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from service.schema import MigrationError, available, migrate, pending
+from migrations.runner import MigrationError, available, migrate, pending
 
 
 async def test_migrations_build_the_expected_schema(empty_database_url: str) -> None:

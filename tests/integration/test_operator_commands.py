@@ -8,13 +8,13 @@ import asyncpg
 import pytest
 
 from events.store import EventStore
+from service.cli.operator import SCOPES
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous
 from service.commands.revocation import revoke
-from service.commands.trust import BadEntry, check_entry, distrust, listed, lookup, trust
-from service.crypto import token_hash
-from service.domain.providers import NotTrusted
-from service.operator_cli import SCOPES
+from service.commands.trust_list import BadEntry, check_entry, distrust, listed, lookup, trust
+from service.crypto.tokens import token_hash
+from service.domain.trust_list import NotTrusted
 from service.outbound.policy import policy_of
 from service.providers.trust import TrustedIssuer
 from tests.support.commands import command_context

@@ -50,17 +50,18 @@ def test_the_image_wheel_starts_the_app(tmp_path: Path) -> None:
     venv = clean_venv(tmp_path / "venv", wheel)
     site = venv.site_packages()
     probe = (
-        "import service.app, service.cli, subscriber, workers.runner; print(service.app.__file__)"
+        "import service.http.app, service.cli.main, subscriber, workers.runner; "
+        "print(service.http.app.__file__)"
     )
     imported = venv.run([venv.python, "-I", "-c", probe])
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.strip() == str(site / "service" / "app.py")
+    assert imported.stdout.strip() == str(site / "service" / "http" / "app.py")
     helped = venv.run([venv.script("authledger"), "--help"])
     assert helped.returncode == 0, helped.stderr
     for command in ("serve", "worker", "migrate", "replay", "subscribe", "audit"):
         assert command in helped.stdout
     migrations = venv.run([venv.python, "-I", "-c",
-        "from service.schema import available; print(len(available()))"])  # fmt: skip
+        "from migrations.runner import available; print(len(available()))"])  # fmt: skip
     assert migrations.returncode == 0, migrations.stderr
     assert int(migrations.stdout) == len(list((ROOT / "migrations").glob("[0-9]*.sql")))
 

@@ -1,4 +1,4 @@
-"""Crypto-shredding of personal data against a real Postgres (service/pii.py)."""
+"""Crypto-shredding of personal data against a real Postgres (service/crypto/pii.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from events.envelope import Metadata
 from events.store import NO_STREAM, EventStore
-from service.pii import (
+from service.crypto.pii import (
     Sealer,
     SealError,
     SubjectErased,

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from events.hashchain import check_chain
 from events.store import EventStore
-from service.embedded import EmbeddedNats, free_port
+from service.dev.embedded import EmbeddedNats, free_port
 from service.settings import Settings
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames

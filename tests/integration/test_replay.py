@@ -11,15 +11,15 @@ import asyncpg
 import pytest
 
 from events.store import EventStore
+from migrations.runner import available
 from projections.replay import SHADOW, _create_shadow, _fold, replay, verify
 from projections.runner import TABLES
 from service.commands.claim import complete_claim, issue_otp
 from service.commands.context import Caller, Context
 from service.commands.erasure import erase_person
 from service.commands.registration import register_anonymous, register_verified_email
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from service.mail.outbox import open_link_token
-from service.schema import available
 from tests.support.commands import SECRET, command_context
 
 AGENT = Caller(request_id="req-1", client_ip="203.0.113.7")

@@ -21,12 +21,12 @@ from projections.runner import TABLES, rebuild
 from service.commands.claim import complete_claim, issue_otp, start_claim
 from service.commands.context import Caller, Context
 from service.commands.registration import register_anonymous, register_verified_email
+from service.crypto.pii import Sealer
+from service.crypto.signing import KeyRing
 from service.domain.errors import ProtocolError
 from service.mail.outbox import open_link_token
-from service.pii import Sealer
 from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from service.tenancy.config import TenantConfig
 
 SECRET = "p" * 40
 CALLER = Caller(request_id="prop", client_ip="198.51.100.1")

@@ -21,11 +21,11 @@ from events.ledger import LEDGER
 from events.store import EventStore
 from events.tenant import TenantCreated
 from projections.runner import project
-from service.embedded import EmbeddedNats, free_port
+from service.crypto.signing import KeyRing
+from service.dev.embedded import EmbeddedNats, free_port
 from service.revocations.log import ENDING
 from service.settings import Settings
-from service.signing import KeyRing
-from service.tenants import TenantDirectory
+from service.tenancy.directory import TenantDirectory
 from subscriber.wire import (
     MSG_ID_HEADER,
     POSITION_HEADER,

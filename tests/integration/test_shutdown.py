@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from tests.support.backends import Backend
 from tests.support.serve_process import SECRETS, authledger_env, serving
 

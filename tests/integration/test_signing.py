@@ -1,4 +1,4 @@
-"""Signing keys and RFC 9068 access tokens against a real Postgres (service/signing.py)."""
+"""Signing keys and RFC 9068 access tokens against a real Postgres (service/crypto/signing.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from service.signing import (
+from service.crypto.signing import (
     AccessTokenError,
     ExpiredAccessToken,
     KeyRing,

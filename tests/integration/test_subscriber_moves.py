@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from events.store import EventStore
-from service.embedded import EmbeddedNats, free_port
+from service.dev.embedded import EmbeddedNats, free_port
 from subscriber.client import RevocationSubscriber, SubscriberConfig
 from tests.support.backends import Backend
 from tests.support.nats import NatsNames

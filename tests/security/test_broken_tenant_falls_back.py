@@ -18,7 +18,7 @@ import httpx
 
 from service.commands.context import Caller
 from service.commands.tenants import create_tenant
-from service.tenants import TenantDirectory, Unavailable
+from service.tenancy.directory import TenantDirectory, Unavailable
 from tests.support.app_client import (
     ADMIN_TOKEN,
     PUBLIC_URL,

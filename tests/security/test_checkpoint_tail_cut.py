@@ -26,7 +26,7 @@ from service.audit.published import CheckpointStream, read_published
 from service.audit.publisher import Publisher
 from service.audit.signed import sign
 from service.audit.verify import verify
-from service.signing import KeyRing, public_jwk
+from service.crypto.signing import KeyRing, public_jwk
 from tests.support.audit import checkpoint_stream, nats_env, pin_keys, pinned_keys, run_authledger
 from tests.support.backends import Backend, with_database
 from tests.support.builders import a_stream, opened

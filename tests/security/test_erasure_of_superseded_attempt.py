@@ -23,14 +23,14 @@ import pytest
 from events.hashchain import verify_log
 from events.registration import STREAM_TYPE, ClaimAttemptStarted
 from events.store import EventStore
+from migrations.runner import available
 from projections.replay import verify
 from service.commands.claim import start_claim
 from service.commands.context import Caller, Change, Context
 from service.commands.erasure import erase_person
 from service.commands.registration import register_anonymous
-from service.crypto import new_attempt_id, new_attempt_token, token_hash
-from service.pii import Sealer
-from service.schema import available
+from service.crypto.pii import Sealer
+from service.crypto.tokens import new_attempt_id, new_attempt_token, token_hash
 from tests.support.app_client import (
     ADMIN_TOKEN,
     SECRET_KEY,

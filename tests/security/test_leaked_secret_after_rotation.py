@@ -19,14 +19,14 @@ import asyncpg
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
+from service.crypto.pii import Sealer, SealError
+from service.crypto.secret_keys import load_server_keys
+from service.crypto.signing import KeyRing
+from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
 from service.mail.outbox import enqueue_claim_mail, open_link_token
-from service.pii import Sealer, SealError
 from service.push.secrets import open_secret, seal_secret
-from service.resources import Resources
-from service.secret_keys import load_server_keys
+from service.runtime.resources import Resources
 from service.settings import ConfigError
-from service.signing import KeyRing
 from tests.e2e.test_no_plaintext import _ceremony
 from tests.support.app_client import (
     ADMIN_TOKEN,

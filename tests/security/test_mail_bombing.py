@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from service.ratelimit.limits import SPEC_LIMITS
-from service.tenant import ID_JAG
+from service.tenancy.config import ID_JAG
 from tests.support.app_client import Service, client_at, running_service
 from tests.support.backends import Backend
 from tests.support.id_jag import jag, trust

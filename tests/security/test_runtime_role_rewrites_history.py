@@ -28,7 +28,7 @@ from service.commands.access import grant_access, revoke_access
 from service.commands.context import Caller, Context
 from service.commands.registration import Registered, register_anonymous
 from service.commands.revocation import revoke
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from tests.support.app_client import SECRET_KEY, running_service
 from tests.support.backends import Backend
 from tests.support.commands import command_context

@@ -23,7 +23,7 @@ import pytest
 
 from service.commands.context import Caller
 from service.commands.tenants import create_tenant
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from service.providers.trust import TrustedIssuer
 from tests.support.app_client import ADMIN_TOKEN, Service, running_service
 from tests.support.backends import Backend

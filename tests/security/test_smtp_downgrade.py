@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.crypto import new_attempt_id, new_attempt_token, new_registration_id
+from service.crypto.pii import Sealer
+from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
 from service.mail.outbox import enqueue_claim_mail
-from service.pii import Sealer
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import wait_until
 from workers.mailer import Mailer, MailerConfig

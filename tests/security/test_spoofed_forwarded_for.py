@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import pytest
 
-from service.crypto import token_hash
+from service.crypto.tokens import token_hash
 from service.http.client_address import Network, address_of, client_address, forwarded_entries
 from service.settings import ConfigError, Settings
 from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, Service, running_service

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from service.commands.context import Caller
-from service.commands.trust import trust
+from service.commands.trust_list import trust
 from service.domain.subscriptions import RetryPolicy
 from service.outbound.policy import parse_allow, policy_of
 from service.outbound.transport import Guard, OutboundRefused, guarded_client, refused_by

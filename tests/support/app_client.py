@@ -21,11 +21,11 @@ import httpx
 from litestar import Litestar
 
 from events.clock import ManualClock
-from service.app import create_app
-from service.pii import Sealer
-from service.resources import Resources
+from service.crypto.pii import Sealer
+from service.http.app import create_app
+from service.runtime.resources import Resources
 from service.settings import Settings
-from service.tenant import TenantConfig
+from service.tenancy.config import TenantConfig
 from tests.support.backends import Backend
 from tests.support.outbound import OUTBOUND_ALLOW
 from tests.support.smtp_sink import Received, SmtpSink

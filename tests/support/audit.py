@@ -12,7 +12,7 @@ import asyncpg
 
 from service.audit.published import CheckpointStream
 from service.audit.signed import Jwk
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 from tests.support.nats import NatsNames
 from tests.support.serve_process import AUTHLEDGER
 

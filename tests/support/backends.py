@@ -25,8 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from service.embedded import EmbeddedNats, EmbeddedPostgres
-from service.logging import redact_url
+from service.dev.embedded import EmbeddedNats, EmbeddedPostgres
+from service.observability.logging import redact_url
 
 KINDS = ("env", "local", "containers", "embedded")
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -7,10 +7,10 @@ import asyncpg
 from events.clock import ManualClock
 from events.store import EventStore
 from service.commands.context import Context
-from service.pii import Sealer
+from service.crypto.pii import Sealer
+from service.crypto.signing import KeyRing
 from service.settings import Settings
-from service.signing import KeyRing
-from service.tenant import TenantConfig
+from service.tenancy.config import TenantConfig
 
 SECRET = "s" * 40
 

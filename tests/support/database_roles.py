@@ -13,7 +13,7 @@ import contextlib
 import asyncpg
 
 from migrations.roles import RUNTIME_ROLE
-from service.database_role import url_as
+from service.runtime.database_role import url_as
 
 OWNER_ROLE = "authledger_owner"
 PASSWORD = "authledger-test-role"

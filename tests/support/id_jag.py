@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from service.tenant import ID_JAG
+from service.tenancy.config import ID_JAG
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service, running_service
 from tests.support.backends import Backend
 from tests.support.idp import IdentityProvider

@@ -21,10 +21,10 @@ import httpx
 
 from events.hashchain import verify_log
 from events.store import EventStore
+from migrations.runner import migrate
 from projections.replay import verify
-from service.crypto import token_hash
-from service.embedded import EmbeddedNats, EmbeddedPostgres
-from service.schema import migrate
+from service.crypto.tokens import token_hash
+from service.dev.embedded import EmbeddedNats, EmbeddedPostgres
 from tests.support.serve_process import AUTHLEDGER, Server, serving
 from tests.support.waiting import wait_until
 

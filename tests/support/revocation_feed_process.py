@@ -10,7 +10,7 @@ import sys
 
 import asyncpg
 
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 from tests.support.nats import NatsNames
 from tests.support.revocations import SECRET_KEY, fast_feed_config
 from workers.revocation_feed import RevocationPublisher

@@ -33,7 +33,7 @@ from events.envelope import StreamRef
 from events.ledger import LEDGER
 from events.store import NO_STREAM, EventStore
 from projections.runner import project
-from service.signing import KeyRing
+from service.crypto.signing import KeyRing
 from subscriber.wire import all_tenants
 from tests.support.nats import NatsNames
 from tests.support.serve_process import SECRETS, Server, authledger_env, serving

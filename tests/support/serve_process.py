@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded import free_port
+from service.dev.embedded import free_port
 from tests.support.outbound import OUTBOUND_ALLOW
 from tests.support.waiting import wait_until
 

@@ -1,4 +1,5 @@
-"""The access line written straight to the stream (service.access_log) reads as structlog's."""
+"""The access line written straight to the stream (service.observability.access_log) reads as
+structlog's."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Literal
 import pytest
 import structlog
 
-from service import access_log
-from service.logging import configure_logging
+from service.observability import access_log
+from service.observability.logging import configure_logging
 from service.settings import Settings
 
 

@@ -19,7 +19,7 @@ from events.hashchain import GENESIS, event_hash, framed_content
 from service.audit.check import check
 from service.audit.export import CHAIN, FORMAT, event_line, plan
 from service.audit.signed import sign
-from service.signing import public_jwk
+from service.crypto.signing import public_jwk
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 EVERY = 4  # a checkpoint every 4 positions

@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from service.authmd import render_auth_md
+from service.http.authmd import render_auth_md
 from service.settings import Settings
-from service.tenant import ID_JAG, TenantConfig
+from service.tenancy.config import ID_JAG, TenantConfig
 
 # spec §9 (both `*_not_enabled` codes spelled out), with their HTTP status; + O11.
 SPEC_ERRORS = {

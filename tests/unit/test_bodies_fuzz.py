@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from litestar import Request
 
 from service.commands.subscriptions import BadSubscription, check_terms
-from service.commands.trust import BadEntry, check_entry
+from service.commands.trust_list import BadEntry, check_entry
 from service.domain.errors import ProtocolError
 from service.http.admin import ErasureBody, IssuerBody, RevocationBody
 from service.http.bodies import (

@@ -1,4 +1,4 @@
-"""Identifiers, token hashes, one-time codes and key derivation (service/crypto.py)."""
+"""Identifiers, token hashes, one-time codes and key derivation (service/crypto/tokens.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from service.crypto import (
+from service.crypto.tokens import (
     BLIND_INDEX_KEY,
     OTP_KEY,
     PII_KEK,
@@ -101,10 +101,10 @@ def test_otp_is_six_zero_padded_digits(monkeypatch: pytest.MonkeyPatch) -> None:
         asked.append(n)
         return 42
 
-    monkeypatch.setattr("service.crypto.secrets.randbelow", fake_randbelow)
+    monkeypatch.setattr("service.crypto.tokens.secrets.randbelow", fake_randbelow)
     assert new_otp() == "000042"
     assert asked == [1_000_000]
-    monkeypatch.setattr("service.crypto.secrets.randbelow", lambda n: n - 1)
+    monkeypatch.setattr("service.crypto.tokens.secrets.randbelow", lambda n: n - 1)
     assert new_otp() == "999999"
 
 
@@ -159,7 +159,7 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("service.crypto.hmac.compare_digest", spy)
+    monkeypatch.setattr("service.crypto.tokens.hmac.compare_digest", spy)
     stored = otp_hash(SECRET, "cla_one", "123456")
     assert otp_matches(stored, SECRET, "cla_one", "123456")
     assert not otp_matches(stored, SECRET, "cla_one", "654321")

@@ -1,4 +1,4 @@
-"""The dev stack's card (service/dev_stack.py): explicit variables win, a stale card is named
+"""The dev stack's card (service/dev/card.py): explicit variables win, a stale card is named
 and never used, the card is written whole with mode 0600 and removed only by its writer."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.dev_stack import (
+from service.dev.card import (
     STACK_FILE,
     DevStack,
     from_data_dir,

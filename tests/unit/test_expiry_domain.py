@@ -320,7 +320,7 @@ class Timeline:
         return _answer(decision)
 
     def usable(self, now: datetime) -> bool:
-        """The credential check's rule (service/credential_cache.py): active, not past."""
+        """The credential check's rule (service/caches/credentials.py): active, not past."""
         cred = self.credential
         return (
             cred is not None
@@ -359,7 +359,7 @@ def test_recording_expiry_never_changes_an_answer(kind: str, script: list[str]) 
     and E8 answer is the same on both, a credential check never depends on the worker
     (except that a locked registration's key is revoked once the worker sees it), and each
     worker step records exactly what is due, once, dated no later than it runs. (The
-    anonymous flow issues API keys only, as service/tenant.py offers it.)"""
+    anonymous flow issues API keys only, as service/tenancy/config.py offers it.)"""
     plain = Timeline(kind, "api_key")
     worked = Timeline(kind, "api_key")
     now = T0

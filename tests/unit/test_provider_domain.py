@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from events.delegation import DelegationCreated, DelegationRevoked, DelegationUsed
 from events.issuer import IssuerRemoved, IssuerTrusted, IssuerUpdated
-from service.domain.providers import (
+from service.domain.trust_list import (
     NotTrusted,
     decide_remove,
     decide_trust,

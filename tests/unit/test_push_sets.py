@@ -15,6 +15,7 @@ from events.clock import ManualClock
 from events.credential import CredentialExpired, CredentialRescoped, CredentialRevoked
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
+from service.crypto.signing import SigningKey, public_jwk
 from service.push.delivery import classify
 from service.push.secrets import SecretUnreadable, open_secret, seal_secret
 from service.push.sets import (
@@ -25,7 +26,6 @@ from service.push.sets import (
     set_jti,
     sign_set,
 )
-from service.signing import SigningKey, public_jwk
 
 ISSUER = "https://auth.example.test"
 AUDIENCE = "https://rs.example/events"

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from service.signing import public_jwk
+from service.crypto.signing import public_jwk
 from subscriber.client import RevocationSubscriber, SubscriberConfig
 from subscriber.state import State, WrongFeed
 from subscriber.wire import (

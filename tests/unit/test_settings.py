@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from service.cli.main import main
 from service.settings import ConfigError, Settings, known_variables, unknown_variables
 
 GOOD = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.settings import ConfigError, Settings
-from service.tenant import ID_JAG, REVOKED_EVENT, TenantConfig
+from service.tenancy.config import ID_JAG, REVOKED_EVENT, TenantConfig
 
 GOOD = {
     "AUTHLEDGER_DATABASE_URL": "postgresql://app@db.internal:5432/authledger",

@@ -15,8 +15,8 @@ from service.domain.tenants import (
     fold,
 )
 from service.settings import Settings
-from service.tenant import TenantConfig
-from service.tenants import Disabled, TenantDirectory
+from service.tenancy.config import TenantConfig
+from service.tenancy.directory import Disabled, TenantDirectory
 from tests.support.builders import NOW
 
 BASE = Settings.from_env(

@@ -1,0 +1,223 @@
+"""The Litestar application, built from settings and already-open resources.
+
+Nothing here reads the environment or opens connections: `service.runtime.loops` does that and
+passes the results in. Every error leaves as JSON `{"error": ..., "message": ...}`, never as
+a stack trace; every request gets an id (taken from a sane `X-Request-ID` or made up) that is
+bound in structlog's contextvars and echoed in the response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import MutableScopeHeaders, State
+from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
+
+from service.caches.access import AccessCache
+from service.commands.context import Context
+from service.domain.errors import ProtocolError
+from service.http.access import ACCESS_GATE, AccessGate
+from service.http.admin import admin_router
+from service.http.agent_auth import agent_auth_router
+from service.http.api_docs import assets_router, render_plugins
+from service.http.audit import audit_router
+from service.http.bodies import BodyTooLarge
+from service.http.claim_page import claim_page_router
+from service.http.client_address import TRUSTED_PROXIES, networks
+from service.http.credentials import HANDLERS as CREDENTIALS
+from service.http.discovery import discovery_router
+from service.http.errors import (
+    body_too_large,
+    database_down,
+    database_unavailable,
+    protocol_error,
+)
+from service.http.health import HealthController
+from service.http.index import index_route
+from service.http.metrics import metrics_router
+from service.http.openapi import SCHEMA_PATH, SECURITY
+from service.http.resource import resource_router
+from service.http.revocations import list_revocations
+from service.http.subscriptions import subscriptions_router
+from service.http.tenancy import request_tenant, tenant_middleware
+from service.observability import access_log
+from service.observability.metrics import Metrics, note_refusal, tracking
+from service.runtime.resources import Resources
+from service.settings import Settings
+from service.tenancy.config import TenantConfig
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+log = structlog.get_logger("service.http")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    resources: Resources,
+    dev_routes: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    """The HTTP app: routes, error handling and request ids; settings passed in.
+
+    `dev_routes` (the dev mailbox) are only ever passed by `authledger dev` (spec W13).
+    """
+    tenant = TenantConfig.from_settings(settings)
+
+    async def provide_settings() -> Settings:
+        return settings
+
+    async def provide_resources() -> Resources:
+        return resources
+
+    # `ctx` depends on `resources`, so a handler that takes both resolves them one after the
+    # other: two independent dependencies would cost an anyio task group per request.
+    async def provide_context(
+        request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    ) -> Context:
+        return await resources.context_for(request_tenant(request))
+
+    access = resources.access or AccessCache(resources.pool)
+    gate = AccessGate(settings.admin_token, access, tenant)
+    operations = [] if resources.metrics is None else [metrics_router(gate, resources.metrics)]
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            discovery_router(tenant),  # its path-inserted PRM; the documents are per tenant
+            agent_auth_router(),
+            admin_router(settings, gate, list_revocations, *CREDENTIALS),
+            audit_router(settings, gate),
+            subscriptions_router(settings, gate),
+            claim_page_router(),
+            resource_router(tenant, resources, gate),
+            *operations,
+            *dev_routes,
+            assets_router(),
+        ],
+        dependencies={
+            "settings": Provide(provide_settings, use_cache=True),
+            "resources": Provide(provide_resources, use_cache=True),
+            "ctx": Provide(provide_context),
+        },
+        exception_handlers={
+            HTTPException: http_error,
+            ProtocolError: protocol_error,
+            BodyTooLarge: body_too_large,
+            Exception: internal_error,
+        },
+        request_max_body_size=MAX_BODY_BYTES,
+        state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies), ACCESS_GATE: gate}),
+        openapi_config=OpenAPIConfig(
+            title="authledger",
+            version="0.1.0",
+            path=SCHEMA_PATH,
+            components=SECURITY,
+            render_plugins=render_plugins(),
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    app.register(index_route({route.path for route in app.routes}))  # links to what is served
+    # Around routing and error handling too, so 404s, 405s and 500s carry the id.
+    handler = app.asgi_handler
+    if resources.tenants is not None:
+        handler = tenant_middleware(handler, resources.tenants)
+    app.asgi_handler = request_id_middleware(handler, resources.metrics)
+    return app
+
+
+def error_body(error: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": error, "message": message, **extra}
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object]:
+    """An HTTPException as JSON with its own status and headers (e.g. Allow on a 405)."""
+    status = exc.status_code
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    extra: dict[str, object] = {}
+    if isinstance(exc, ValidationException) and exc.extra:
+        extra["details"] = exc.extra
+    note_refusal(code)
+    return Response(
+        error_body(code, exc.detail or HTTPStatus(status).phrase, **extra),
+        status_code=status,
+        headers=exc.headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unexpected: logged with its traceback, answered without one. Postgres not
+    answering is no bug: 503 `unavailable` with Retry-After (service.http.errors)."""
+    if database_unavailable(exc):
+        return database_down(request, exc)
+    log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
+    note_refusal("internal_error")
+    return Response(
+        error_body("internal_error", "internal error"),
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
+
+
+def request_id_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIApp:
+    """Bind a request id for the logs, echo it back, log one line per request and count it
+    (by route template: known once routed)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        offered = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == REQUEST_ID_HEADER.encode()),
+            "",
+        )
+        request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id), tracking() as done:
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                fast = access_log.installed()
+                if fast is not None:
+                    fast.line(
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 2),
+                        request_id=request_id,
+                    )
+                else:
+                    log.info(
+                        "http.request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 2),
+                    )
+                if metrics is not None:
+                    route = scope.get("path_template") if "route_handler" in scope else None
+                    metrics.observe_request(scope["method"], route, status, seconds, done)
+
+    return middleware

@@ -1,0 +1,1 @@
+"""Logs and metrics: structlog's set-up, the access line, Prometheus."""

@@ -1,0 +1,105 @@
+"""`authledger serve --workers N`: N HTTP processes sharing one listening socket.
+
+The parent binds once and hands the socket to N forked children, each running the same
+loop as a single-process `serve`. SIGINT/SIGTERM to the parent stop every child; a child that
+dies on its own stops the rest, so an orchestrator sees the failure and restarts the lot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from multiprocessing.connection import wait
+from types import FrameType
+
+import structlog
+
+from service.observability.logging import configure_logging
+from service.runtime.listening import MULTIPROC_ENV
+from service.settings import Settings
+
+log = structlog.get_logger("service.runtime.processes")
+STOP_GRACE = 15.0
+
+
+def _child(settings: Settings, sock: socket.socket, announce: bool) -> None:
+    # Ctrl-C reaches the whole process group; only the parent acts on it, with one SIGTERM
+    # to each child, so no child sees two signals and takes the second as "force".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler, inherited by fork
+    from service.runtime.loops import serve
+
+    configure_logging(settings)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(settings, sock, signals=(signal.SIGTERM,), announce=announce))
+
+
+def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.Loop
+
+
+def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> int:
+    """Run `count` HTTP children until a signal; the exit status is 0 only on a clean stop."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("processes.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # prometheus-client's multiprocess mode (service.observability.metrics): a fresh folder the
+    # children's
+    # metrics live in, read whole by whichever child answers /metrics. Set before they start:
+    # prometheus-client reads it when imported.
+    metrics_dir = tempfile.mkdtemp(prefix="authledger-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    # The children are forked from a parent that has imported the whole service, its objects
+    # frozen out of the collector's reach, so the modules' pages stay shared between them
+    # (copy-on-write) instead of each child importing its own copy (issue 11, memory).
+    import service.runtime.loops  # noqa: F401 - imported for the children to share
+
+    gc.freeze()
+    context = multiprocessing.get_context("fork")
+    children = [
+        context.Process(target=_child, args=(settings, sock, i == 0), name=f"authledger-http-{i}")
+        for i in range(count)
+    ]
+    try:
+        for child in children:
+            child.start()
+        log.info("processes.started", pids=[c.pid for c in children])
+        while not stop.is_set():
+            if wait([c.sentinel for c in children], timeout=0.2):
+                log.error("processes.child_exited", exit_codes=[c.exitcode for c in children])
+                break
+    finally:
+        started = [c for c in children if c.pid is not None]
+        for child in started:
+            if child.is_alive():
+                child.terminate()
+        for child in started:
+            child.join(STOP_GRACE)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    # A child still starting up when our SIGTERM came dies of it before it has a handler:
+    # that is a clean stop too.
+    clean_codes = {0, -signal.SIGTERM}
+    clean = stop.is_set() and all(c.exitcode in clean_codes for c in children)
+    return 0 if clean else 1

@@ -1,0 +1,1 @@
+"""Tenants: one tenant's protocol configuration, and the directory of all."""
