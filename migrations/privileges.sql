@@ -21,8 +21,8 @@ GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO authledger_runtime;
 
 -- The log and its anchors: read and append, nothing else.
 --   events                  SELECT, INSERT   events_append (0014), the writer's long way
---   chain_checkpoints       SELECT, INSERT   workers/checkpoints.sql
---   chain_checkpoint_keys   SELECT, INSERT   workers/checkpoints.sql
+--   chain_checkpoints       SELECT, INSERT   service/audit/signing_round.sql
+--   chain_checkpoint_keys   SELECT, INSERT   service/audit/signing_round.sql
 
 -- Read models the inline projections write in the append's transaction. UPDATE, never
 -- DELETE; the ones that decide logins are also held to their events by guards.sql.

@@ -2,7 +2,7 @@
 
 `evolve` is the one fold of a credential's events; the expiry rules, the audit folds and the
 principal cache use it, and `projections/credentials.sql` writes the same fold to the
-`credentials` table (tests/unit/test_credential_aggregate.py checks the two agree):
+`credentials` table (tests/integration/test_credential_aggregate.py checks the two agree):
 
 - `credential.issued` starts it, active, with the issue's facts;
 - `credential.rescoped` replaces its scopes and its expiry, and binds it to a user (a
