@@ -75,7 +75,8 @@ format: $(DEV_STAMP) ## apply ruff's formatting and safe fixes
 
 bench: $(DEV_STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wrk; see docs/benchmarks.md)
 	$(BIN)/python bench/append.py
-	$(BIN)/python bench/write_path.py
+	$(BIN)/python bench/write_path.py --memory
+	$(BIN)/python bench/write_history.py
 	$(BIN)/python bench/registration_floor.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/id_jag.py
