@@ -15,7 +15,7 @@ import msgspec
 
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
-from events.hashchain import content_of, frame, framed_after_position, link
+from events.hashchain import frame, framed_after_position, link
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
 NOTIFY_CHANNEL = "authledger_events"
@@ -135,6 +135,20 @@ def pending(
     """A record before the database numbers and hashes it (position 0, no hash: the writer
     fills both in from the database's answer), with the digest input after its position
     (events.hashchain.framed_after_position)."""
+    metadata = _encode(event.metadata)
+    rest = framed_after_position(
+        event_id=event.event_id,
+        tenant_id=stream.tenant_id,
+        stream_type=stream.stream_type,
+        stream_id=stream.stream_id,
+        stream_version=version,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        metadata=metadata,
+    )
     record = RecordedEvent(
         position=0,
         event_id=event.event_id,
@@ -147,10 +161,9 @@ def pending(
         occurred_at=event.occurred_at,
         recorded_at=recorded_at,
         payload=event.payload,
-        metadata=_encode(event.metadata),
+        metadata=metadata,
         hash=b"",
     )
-    rest = framed_after_position(**content_of(record))
     return record, rest
 
 

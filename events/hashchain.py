@@ -17,7 +17,6 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TypedDict, Unpack
 
 from events.envelope import RecordedEvent
 
@@ -34,50 +33,102 @@ def frame(parts: Iterable[bytes]) -> bytes:
     return b"".join([len(part).to_bytes(4, "big") + part for part in parts])
 
 
-class Content(TypedDict):
-    """The fields of an event the chain covers, less its position, in their digest order."""
+def framed_content(
+    *,
+    position: int,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    """The digest input of an event: its fields in this order, each framed by `frame`."""
+    return frame((str(position).encode(),)) + framed_after_position(
+        event_id=event_id,
+        tenant_id=tenant_id,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        stream_version=stream_version,
+        type=type,
+        schema_version=schema_version,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        payload=payload,
+        metadata=metadata,
+    )
 
-    event_id: uuid.UUID
-    tenant_id: str
-    stream_type: str
-    stream_id: str
-    stream_version: int
-    type: str
-    schema_version: int
-    occurred_at: datetime
-    recorded_at: datetime
-    payload: bytes
-    metadata: bytes
 
-
-def framed_after_position(**content: Unpack[Content]) -> bytes:
+def framed_after_position(
+    *,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
     """The digest input less its first field: what the writer frames before the database
     hands out the position (migrations/0014_append_in_database.sql frames that one)."""
     return frame(
         (
-            content["event_id"].bytes,
-            content["tenant_id"].encode(),
-            content["stream_type"].encode(),
-            content["stream_id"].encode(),
-            str(content["stream_version"]).encode(),
-            content["type"].encode(),
-            str(content["schema_version"]).encode(),
-            _iso(content["occurred_at"]).encode(),
-            _iso(content["recorded_at"]).encode(),
-            content["payload"],
-            content["metadata"],
+            event_id.bytes,
+            tenant_id.encode(),
+            stream_type.encode(),
+            stream_id.encode(),
+            str(stream_version).encode(),
+            type.encode(),
+            str(schema_version).encode(),
+            _iso(occurred_at).encode(),
+            _iso(recorded_at).encode(),
+            payload,
+            metadata,
         )
     )
 
 
-def framed_content(*, position: int, **content: Unpack[Content]) -> bytes:
-    """The digest input of an event: its position, then its content, each framed by `frame`."""
-    return frame((str(position).encode(),)) + framed_after_position(**content)
-
-
-def content_digest(*, position: int, **content: Unpack[Content]) -> bytes:
+def content_digest(
+    *,
+    position: int,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
     """SHA-256 of the event's framed fields (its position included, so a moved row fails)."""
-    return _sha256(framed_content(position=position, **content)).digest()
+    return _sha256(
+        framed_content(
+            position=position,
+            event_id=event_id,
+            tenant_id=tenant_id,
+            stream_type=stream_type,
+            stream_id=stream_id,
+            stream_version=stream_version,
+            type=type,
+            schema_version=schema_version,
+            occurred_at=occurred_at,
+            recorded_at=recorded_at,
+            payload=payload,
+            metadata=metadata,
+        )
+    ).digest()
 
 
 def link(prev_hash: bytes, digest: bytes) -> bytes:
@@ -85,13 +136,43 @@ def link(prev_hash: bytes, digest: bytes) -> bytes:
     return _sha256(prev_hash + digest).digest()
 
 
-def event_hash(prev_hash: bytes, *, position: int, **content: Unpack[Content]) -> bytes:
-    return link(prev_hash, content_digest(position=position, **content))
+def event_hash(
+    prev_hash: bytes,
+    *,
+    position: int,
+    event_id: uuid.UUID,
+    tenant_id: str,
+    stream_type: str,
+    stream_id: str,
+    stream_version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    framed = framed_content(
+        position=position,
+        event_id=event_id,
+        tenant_id=tenant_id,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        stream_version=stream_version,
+        type=type,
+        schema_version=schema_version,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        payload=payload,
+        metadata=metadata,
+    )
+    return link(prev_hash, _sha256(framed).digest())
 
 
-def content_of(event: RecordedEvent) -> Content:
-    """A recorded event's content, as the chain covers it."""
-    return Content(
+def digest_of(event: RecordedEvent, *, position: int | None = None) -> bytes:
+    """The content digest of a recorded event (as if stored at `position`, when given)."""
+    return content_digest(
+        position=event.position if position is None else position,
         event_id=event.event_id,
         tenant_id=event.tenant_id,
         stream_type=event.stream_type,
@@ -104,12 +185,6 @@ def content_of(event: RecordedEvent) -> Content:
         payload=event.payload,
         metadata=event.metadata,
     )
-
-
-def digest_of(event: RecordedEvent, *, position: int | None = None) -> bytes:
-    """The content digest of a recorded event (as if stored at `position`, when given)."""
-    at = event.position if position is None else position
-    return content_digest(position=at, **content_of(event))
 
 
 class ChainReport:

@@ -1,8 +1,4 @@
-"""Read model `credentials`: every API key and access token, its scopes and whether it lives.
-
-`service.domain.credentials.evolve` is the same fold in Python (the credential aggregate);
-tests/integration/test_credential_aggregate.py checks the two agree.
-"""
+"""Read model `credentials`: every API key and access token, its scopes and whether it lives."""
 
 from __future__ import annotations
 
