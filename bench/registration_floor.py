@@ -13,12 +13,13 @@ through `events_append` (one call: the lock, the positions, the chain, the inser
 notify), the `registrations` and `credentials` rows (one statement each), COMMIT. The same
 rows and the same commits as `authledger serve`, no HTTP, no framework, no logging.
 
-P processes (default 2, as `serve --workers 2`) each run C/P clients for S seconds at C = 1,
-16 and 64, against a fresh, migrated database, with fsync and synchronous_commit as the server
-has them, writing as a member of the runtime role as the server does (so the write guards'
-checks at COMMIT are paid; --as-superuser skips them). Prints registrations/s and latency per C, the CPU per registration of these
-processes and of everything else the machine did meanwhile (Postgres, mostly), and checks at
-the end that the log holds every registration and that its hash chain verifies.
+P processes (default 2, as `serve --workers 2`) each run C/P clients for S seconds at C = 1, 16
+and 64, against a fresh, migrated database, with fsync and synchronous_commit as the server has
+them, writing as a member of the runtime role as the server does (so the write guards' checks
+at COMMIT are paid; --as-superuser skips them). Prints registrations/s and latency per C, the
+CPU per registration of these processes and of everything else the machine did meanwhile
+(Postgres, mostly), and checks at the end that the log holds every registration and that its
+hash chain verifies.
 bench/write_path.py's figures are put beside these in docs/benchmarks.md.
 """
 
