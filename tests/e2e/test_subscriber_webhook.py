@@ -20,6 +20,7 @@ from subscriber.webhook import RevocationWebhook, WebhookConfig
 from tests.support.app_client import ADMIN_TOKEN, SECRET_KEY, Service, running_service
 from tests.support.backends import Backend
 from tests.support.outbound import LOOPBACK_ALLOWED
+from tests.support.waiting import wait_until
 from workers.revocation_push import PushConfig, PushWorker
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -54,10 +55,8 @@ async def served(app: RevocationWebhook) -> AsyncIterator[str]:
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn stopped while starting"
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: server.started or task.done(), what="uvicorn started")
+        assert not task.done(), "uvicorn stopped while starting"
         yield f"http://127.0.0.1:{port}/authledger/revocations"
     finally:
         server.should_exit = True

@@ -209,7 +209,7 @@ async def test_two_mailers_send_each_attempt_once(pool: asyncpg.Pool, database_u
             second = a_mailer(other_pool, sink.url, batch=3)
             async with running(first, second):
                 await sink.wait_for(len(attempts))
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # time for a duplicate, were there one
     finally:
         await other_pool.close()
     counts = sink.per_message_id()
@@ -262,7 +262,7 @@ async def test_expired_link_is_never_sent(pool: asyncpg.Pool) -> None:
         async with sink:
             await enqueue(pool, fresh)
             await sink.wait_for(1)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # time for an expired mail to go out, were it wrong
     assert sink.per_message_id() == {fresh.message_id: 1}
     for attempt in (stale, doomed):
         done = await row(pool, attempt)

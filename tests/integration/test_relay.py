@@ -34,6 +34,7 @@ from tests.support.relay_support import (
     wait_for_checkpoint,
     wait_for_lock_waiters,
 )
+from tests.support.waiting import wait_until
 from workers.feed import EVENT_TYPE_HEADER, MSG_ID_HEADER, POSITION_HEADER, decode_event
 from workers.relay import Relay
 from workers.runner import run_workers
@@ -122,7 +123,7 @@ async def test_sigkill_and_restart_three_times_loses_and_repeats_nothing(  # noq
     async def write() -> None:
         for _ in range(rounds):
             await append_events(store, per_round)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the pace of the writes is the test's load
 
     await append_events(store, backlog)  # so each kill lands while windows are in flight
     writer = asyncio.create_task(write())
@@ -132,7 +133,7 @@ async def test_sigkill_and_restart_three_times_loses_and_repeats_nothing(  # noq
             relay = RelayProcess.start(database_url, backend.nats_url, nats_names, log)
             try:
                 await wait_for_checkpoint(pool, name, reached + 1, poll=0.001)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # where in its window the kill lands
             finally:
                 relay.kill()
         await writer
@@ -206,10 +207,14 @@ async def test_nats_outage_keeps_writes_going_and_catches_up_exactly_once(
             async def write() -> None:
                 for _ in range(30):
                     await append_events(store, 10)
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # writes keep coming while NATS is down
 
             writer = asyncio.create_task(write())
-            await asyncio.sleep(0.05)
+
+            async def writing() -> bool:
+                return await store.head_position() > 100
+
+            await wait_until(writing, what="the writer's first append")
             await asyncio.to_thread(server.stop)
             await asyncio.wait_for(writer, 10)  # the store never waits for NATS
             assert await store.head_position() == 400

@@ -209,7 +209,7 @@ async def test_sigkill_and_restart_three_times_loses_and_repeats_nothing(  # noq
     async def write() -> None:
         for start in range(0, 200, 10):
             await end(store, later[start : start + 10])
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the pace of the revocations is the test's load
 
     writer = asyncio.create_task(write())
     try:
@@ -218,7 +218,7 @@ async def test_sigkill_and_restart_three_times_loses_and_repeats_nothing(  # noq
             process = FeedProcess.start(database_url, backend.nats_url, nats_names, log)
             try:
                 await wait_for_checkpoint(pool, name, reached + 1, poll=0.001)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # where in its window the kill lands
             finally:
                 process.kill()
         await writer

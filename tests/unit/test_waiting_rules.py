@@ -12,10 +12,6 @@ TESTS = Path(__file__).resolve().parents[1]
 POLL = "support/waiting.py"
 # Files with sleeps that have no reason on their line yet, and at most how many.
 UNEXPLAINED_AT_MOST = {
-    "integration/test_relay.py": 5,
-    "integration/test_revocation_feed.py": 2,
-    "integration/test_mailer.py": 6,
-    "e2e/test_subscriber_webhook.py": 1,
     "faults/test_nats_outage.py": 1,  # the outage's fixed length
     "faults/test_postgres_outage.py": 1,  # the outage's fixed length
 }
