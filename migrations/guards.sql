@@ -23,12 +23,14 @@
 -- `authledger replay` after it switches the read models (a rebuilt table comes without
 -- triggers). Not a numbered migration for that reason.
 
--- Both functions plan their lookup afresh at each call (plan_cache_mode = force_custom_plan).
--- A plan cached while `events` was nearly empty (a new database, no statistics yet) can pick
--- events_tenant_type_idx over the unique (tenant_id, stream_id, stream_version) key and then
--- filter every event of the tenant, for every row, until autovacuum's next ANALYZE: on a
--- fresh bench database that cost 4.7 ms of Postgres per registration and a fifth of the
--- throughput (docs/benchmarks.md, session 5). A custom plan sees the table's real size.
+-- Both functions look the event up with EXECUTE, planned afresh at each call with the real
+-- values. A plan cached while `events` was nearly empty (a new database, no statistics yet)
+-- can pick events_tenant_type_idx over the unique (tenant_id, stream_id, stream_version) key
+-- and then filter every event of the tenant, for every row, until autovacuum's next ANALYZE:
+-- on a fresh bench database that cost 4.7 ms of Postgres per registration and four fifths of
+-- the throughput (docs/benchmarks.md, session 5). Only the lookup is planned each time: the
+-- owner's early return keeps its cached plan (a function-wide force_custom_plan re-planned it
+-- for every row a rebuild folds, a fifth of `replay`'s rate).
 
 -- Registrations, trusted issuers, delegations, subscriptions and tenants: the row's version
 -- must be an event of the row's stream, and a change must come with a newer one than the
@@ -37,12 +39,13 @@
 -- TG_ARGV: [0] the stream type, [1] the column holding the stream id, [2] its prefix,
 -- [3] (optional) the tenant whose log holds a row with no tenant_id.
 CREATE OR REPLACE FUNCTION ledger_row_backed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     fields  jsonb;
     stream  text;
     version integer;
     before  jsonb;
+    found_it boolean;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
     -- migration, a repair) are its to answer for, not checked here.
@@ -62,10 +65,11 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
     END IF;
-    PERFORM FROM public.events e
-    WHERE e.tenant_id = coalesce(fields ->> 'tenant_id', TG_ARGV[3]) AND e.stream_id = stream
-      AND e.stream_version = version AND e.stream_type = TG_ARGV[0];
-    IF NOT FOUND THEN
+    EXECUTE 'SELECT true FROM public.events e WHERE e.tenant_id = $1 AND e.stream_id = $2'
+            ' AND e.stream_version = $3 AND e.stream_type = $4'
+        INTO found_it
+        USING coalesce(fields ->> 'tenant_id', TG_ARGV[3]), stream, version, TG_ARGV[0];
+    IF found_it IS NULL THEN
         RAISE EXCEPTION '% row of % has no event behind it (version %)',
             TG_TABLE_NAME, stream, version
             USING ERRCODE = 'insufficient_privilege';
@@ -82,7 +86,7 @@ $$;
 -- changes. An ended credential's row may lag behind its stream (a later end writes
 -- nothing), which is why the event's type and content are checked, not only its version.
 CREATE OR REPLACE FUNCTION credentials_row_backed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     written record;
     p       jsonb;  -- the payload parsed once (json's operators parse the text at each use)
@@ -95,10 +99,12 @@ BEGIN
                    'MEMBER') THEN
         RETURN NULL;
     END IF;
-    SELECT e.type, e.payload, e.occurred_at INTO written FROM public.events e
-    WHERE e.tenant_id = NEW.tenant_id AND e.stream_id = NEW.credential_id
-      AND e.stream_version = NEW.version AND e.stream_type = 'credential';
-    IF NOT FOUND THEN
+    EXECUTE 'SELECT e.type, e.payload, e.occurred_at FROM public.events e'
+            ' WHERE e.tenant_id = $1 AND e.stream_id = $2 AND e.stream_version = $3'
+            ' AND e.stream_type = ''credential'''
+        INTO written
+        USING NEW.tenant_id, NEW.credential_id, NEW.version;
+    IF written.type IS NULL THEN
         RAISE EXCEPTION 'credentials row of % has no event behind it (version %)',
             NEW.credential_id, NEW.version
             USING ERRCODE = 'insufficient_privilege';
