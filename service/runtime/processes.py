@@ -67,7 +67,7 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
     # The children are forked from a parent that has imported the whole service, its objects
     # frozen out of the collector's reach, so the modules' pages stay shared between them
     # (copy-on-write) instead of each child importing its own copy (issue 11, memory).
-    import service.runtime.loops  # noqa: F401 - imported for the children to share
+    import service.runtime.hosting  # noqa: F401 - the app and its server, for the children to share
 
     gc.freeze()
     context = multiprocessing.get_context("fork")
