@@ -204,15 +204,17 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from service.runtime.listening import bind_socket, http_url
+    from service.runtime.listening import bind_sockets, http_url
     from service.runtime.processes import serve_in_processes
 
-    sock = bind_socket(args.host, args.port)
+    sockets = bind_sockets(args.host, args.port, args.workers)
     if not _public_url_given():
-        settings = replace(settings, public_url=http_url(args.host, sock.getsockname()[1]))
+        settings = replace(settings, public_url=http_url(args.host, sockets[0].getsockname()[1]))
     if args.workers > 1:
-        return serve_in_processes(settings, sock, args.workers)
+        return serve_in_processes(settings, sockets)
     from service.runtime.loops import serve
+
+    [sock] = sockets
 
     try:
         _run(serve(settings, sock))

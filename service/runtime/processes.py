@@ -1,8 +1,9 @@
-"""`authledger serve --workers N`: N HTTP processes sharing one listening socket.
+"""`authledger serve --workers N`: N HTTP processes listening on one port.
 
-The parent binds once and hands the socket to N forked children, each running the same
-loop as a single-process `serve`. SIGINT/SIGTERM to the parent stop every child; a child that
-dies on its own stops the rest, so an orchestrator sees the failure and restarts the lot.
+The parent binds N sockets to the port (SO_REUSEPORT, service/runtime/listening.py) and
+hands one to each of N forked children, each running the same loop as a single-process
+`serve`. SIGINT/SIGTERM to the parent stop every child; a child that dies on its own stops
+the rest, so an orchestrator sees the failure and restarts the lot.
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ log = structlog.get_logger("service.runtime.processes")
 STOP_GRACE = 15.0
 
 
-def _child(settings: Settings, sock: socket.socket, announce: bool) -> None:
+def _child(settings: Settings, sockets: list[socket.socket], index: int) -> None:
     # Ctrl-C reaches the whole process group; only the parent acts on it, with one SIGTERM
     # to each child, so no child sees two signals and takes the second as "force".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler, inherited by fork
     from service.runtime.loops import serve
 
+    sock = sockets[index]
+    for other in sockets:  # the siblings' sockets: theirs to accept on, not ours
+        if other is not sock:
+            other.close()
+    announce = index == 0
     configure_logging(settings)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(settings, sock, signals=(signal.SIGTERM,), announce=announce))
@@ -49,8 +55,9 @@ def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
     return uvloop.Loop
 
 
-def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> int:
-    """Run `count` HTTP children until a signal; the exit status is 0 only on a clean stop."""
+def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
+    """Run an HTTP child on each of `sockets` until a signal; the exit status is 0 only on a
+    clean stop."""
     stop = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -72,12 +79,14 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
     gc.freeze()
     context = multiprocessing.get_context("fork")
     children = [
-        context.Process(target=_child, args=(settings, sock, i == 0), name=f"authledger-http-{i}")
-        for i in range(count)
+        context.Process(target=_child, args=(settings, sockets, i), name=f"authledger-http-{i}")
+        for i in range(len(sockets))
     ]
     try:
         for child in children:
             child.start()
+        for sock in sockets:  # each child holds its own now; a dead child's leaves the port
+            sock.close()
         log.info("processes.started", pids=[c.pid for c in children])
         while not stop.is_set():
             if wait([c.sentinel for c in children], timeout=0.2):
@@ -95,7 +104,8 @@ def serve_in_processes(settings: Settings, sock: socket.socket, count: int) -> i
                 child.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()  # again when a child failed to start: closing twice is harmless
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(metrics_dir, ignore_errors=True)
     # A child still starting up when our SIGTERM came dies of it before it has a handler:
