@@ -153,22 +153,25 @@ def check_id_jag(
     )
 
 
-def _logout_times(payload: dict[str, Any], now: datetime) -> tuple[datetime, datetime]:
-    """(iat, remember_until) of a logout token, per §8 [OURS] and security finding 8."""
+def recent_times(
+    payload: dict[str, Any], now: datetime, *, noun: str = "logout token"
+) -> tuple[datetime, datetime]:
+    """(iat, remember_until) of a logout token, per §8 [OURS] and security finding 8; the same
+    rule holds for V9's SETs (set_claims.py, which gives its failures another code)."""
     current = now.timestamp()
     iat, exp, nbf = (numeric_date(payload, n) for n in ("iat", "exp", "nbf"))
     if iat is None:
-        raise ProtocolError("invalid_request", "the logout token has no iat")
+        raise ProtocolError("invalid_request", f"the {noun} has no iat")
     if iat > current + SKEW_SECONDS or (nbf is not None and nbf > current + SKEW_SECONDS):
-        raise ProtocolError("invalid_request", "the logout token is issued in the future")
+        raise ProtocolError("invalid_request", f"the {noun} is issued in the future")
     if exp is not None and exp <= current - SKEW_SECONDS:
-        raise ProtocolError("invalid_request", "the logout token has expired")
+        raise ProtocolError("invalid_request", f"the {noun} has expired")
     if exp is not None and exp - iat > MAX_LOGOUT_LIFETIME:
         raise ProtocolError(
-            "invalid_request", f"the logout token lives longer than {MAX_LOGOUT_LIFETIME} s"
+            "invalid_request", f"the {noun} lives longer than {MAX_LOGOUT_LIFETIME} s"
         )
     if current - iat > LOGOUT_MAX_AGE:
-        raise ProtocolError("invalid_request", f"the logout token is older than {LOGOUT_MAX_AGE} s")
+        raise ProtocolError("invalid_request", f"the {noun} is older than {LOGOUT_MAX_AGE} s")
     last_valid = iat + LOGOUT_MAX_AGE if exp is None else min(exp, iat + LOGOUT_MAX_AGE)
     return instant(iat), instant(last_valid) + timedelta(seconds=SKEW_SECONDS)
 
@@ -184,7 +187,7 @@ def check_logout(
     """The claims of a signature-checked logout token, judged by §8 [OURS] (not the replay)."""
     if not audience_ok(payload.get("aud"), audience):
         raise ProtocolError("invalid_signature", "the logout token aud is not this service")
-    issued_at, remember_until = _logout_times(payload, now)
+    issued_at, remember_until = recent_times(payload, now)
     subject = text(payload, "sub", required=True)
     jti = text(payload, "jti", required=True)
     if "nonce" in payload:

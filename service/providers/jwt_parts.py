@@ -20,13 +20,25 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from service.domain.errors import ProtocolError
 from service.providers.trust import ALGORITHMS
 
 MAX_TOKEN_BYTES = 8 * 1024
 LATEST_NUMERIC_DATE = 32_503_680_000  # 3000-01-01T00:00:00Z
+CodeT = TypeVar("CodeT", bound=str)
+
+
+class Refusal(Exception, Generic[CodeT]):
+    """A token refused by a check outside the ProtocolError codes; `code` names the error or
+    the failed check, the message says why (never the token itself)."""
+
+    def __init__(self, code: CodeT, message: str) -> None:
+        super().__init__(message)
+        self.code: CodeT = code
+        self.message = message
+
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 
