@@ -19,7 +19,8 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import structlog
@@ -143,46 +144,19 @@ class OidcSignIn:
     ) -> OidcSignedIn:
         """Who signed in, from the provider's redirect back (`code`, `state` or `error`) and
         the state cookie; OidcRefused naming the failed step."""
+        name = cookie_name(service_issuer, OIDC_COOKIE)
+        fields = unseal(self.keys.oidc, tenant_id, name, cookie_value) or {}
         try:
-            return await self._callback(
-                tenant_id=tenant_id, service_issuer=service_issuer, cookie_value=cookie_value,
-                state=state, code=code, error=error,
-            )  # fmt: skip
+            pending = _pending(fields, state=state, code=code, error=error, now=self.clock.now())
+            id_token = await self.provider.redeem(
+                pending.code, verifier=pending.verifier, redirect_uri=redirect_uri(service_issuer)
+            )
+            claims = await self._verify(id_token, pending.nonce)
         except OidcRefused as refused:
             log.info("oidc.refused", step=refused.code, reason=refused.message)
             raise
-
-    async def _callback(
-        self,
-        *,
-        tenant_id: str,
-        service_issuer: str,
-        cookie_value: str | None,
-        state: str | None,
-        code: str | None,
-        error: str | None,
-    ) -> OidcSignedIn:
-        if error is not None:
-            raise OidcRefused("denied", "the provider did not sign the person in")
-        name = cookie_name(service_issuer, OIDC_COOKIE)
-        fields = unseal(self.keys.oidc, tenant_id, name, cookie_value) or {}
-        expected, nonce, verifier, back = (
-            fields.get(k) for k in ("state", "nonce", "verifier", "return_to")
-        )  # fmt: skip
-        expires = fields.get("exp")
-        if not all(isinstance(v, str) for v in (expected, nonce, verifier, back, state)) or (
-            not isinstance(expires, int) or expires <= self.clock.now().timestamp()
-        ):
-            raise OidcRefused("state", "no sign-in is under way in this browser, or it expired")
-        if not hmac.compare_digest(str(state).encode(), str(expected).encode()):
-            raise OidcRefused("state", "the state is not this browser's sign-in")
-        if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_CHARS:
-            raise OidcRefused("code", "the provider sent no usable code")
-        back_to = redirect_uri(service_issuer)
-        id_token = await self.provider.redeem(code, verifier=str(verifier), redirect_uri=back_to)
-        claims = await self._verify(id_token, str(nonce))
         log.info("oidc.signed_in", issuer=claims.issuer)
-        return OidcSignedIn(claims.issuer, claims.subject, claims.email, str(back))
+        return OidcSignedIn(claims.issuer, claims.subject, claims.email, pending.return_to)
 
     async def _verify(self, id_token: str, nonce: str) -> IdTokenClaims:
         try:
@@ -204,6 +178,42 @@ class OidcSignIn:
             )  # fmt: skip
         except IdTokenRefused as refused:
             raise OidcRefused(refused.code, refused.message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A sign-in under way in this browser whose state matched: what to redeem and check."""
+
+    code: str
+    nonce: str
+    verifier: str
+    return_to: str
+
+
+def _pending(
+    fields: dict[str, Any], *, state: str | None, code: str | None, error: str | None,
+    now: datetime,
+) -> _Pending:  # fmt: skip
+    """The sign-in the state cookie's `fields` hold, if the redirect back belongs to it."""
+    if error is not None:
+        raise OidcRefused("denied", "the provider did not sign the person in")
+    expected, nonce, verifier, back = (
+        fields.get(k) for k in ("state", "nonce", "verifier", "return_to")
+    )  # fmt: skip
+    expires = fields.get("exp")
+    if (
+        not isinstance(expected, str) or not isinstance(nonce, str)
+        or not isinstance(verifier, str) or not isinstance(back, str)
+        or not isinstance(expires, int) or expires <= now.timestamp()
+    ):  # fmt: skip
+        raise OidcRefused("state", "no sign-in is under way in this browser, or it expired")
+    if not isinstance(state, str) or not hmac.compare_digest(
+        state.encode("utf-8", "replace"), expected.encode()
+    ):
+        raise OidcRefused("state", "the state is not this browser's sign-in")
+    if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_CHARS:
+        raise OidcRefused("code", "the provider sent no usable code")
+    return _Pending(code, nonce, verifier, back)
 
 
 def redirect_uri(service_issuer: str) -> str:
