@@ -103,9 +103,9 @@ class OidcSignIn:
         if back is None:
             raise OidcRefused("return_to", "return_to is not a page a sign-in returns to")
         found = await self.provider.configuration()
-        state, nonce, verifier = _b64(secrets.token_bytes(24)), _b64(secrets.token_bytes(24)), (
-            _b64(secrets.token_bytes(32))
-        )  # fmt: skip
+        state = _b64(secrets.token_bytes(24))  # 32 characters
+        nonce = _b64(secrets.token_bytes(24))
+        verifier = _b64(secrets.token_bytes(32))  # 43 characters (RFC 7636: 43 to 128)
         expires = int((self.clock.now() + STATE_TTL).timestamp())
         fields = {"v": 1, "state": state, "nonce": nonce, "verifier": verifier,
                   "return_to": back, "exp": expires}  # fmt: skip
