@@ -1,4 +1,4 @@
-"""Access-token signing keys and RFC 9068 `at+jwt` access tokens (spec §13 O12).
+"""The signing key ring, and RFC 9068 `at+jwt` access tokens (spec §13 O12).
 
 The key ring holds Ed25519 keys (JWS alg `EdDSA`), each named by the RFC 7638 thumbprint of
 its public JWK. One key is active and signs; a rotation retires it but keeps it, and the JWKS
@@ -7,7 +7,9 @@ tokens offline never meet an unknown `kid` for a live token. Private keys are st
 (AES-256-GCM, the kid as associated data) under a key derived from `AUTHLEDGER_SECRET_KEY`.
 
 Each process holds the ring in memory: after another process rotates, `load` (or a verify that
-raised UnknownSigningKey followed by `load`) picks the new key up.
+raised UnknownSigningKey followed by `load_on_miss`) picks the new key up. Signing and the
+checks on what comes back are service/crypto/jws.py's, shared with the v0.6 identity
+assertions (service/crypto/assertions.py).
 
 Public keys are derived from the private keys at load, never taken from the stored
 `public_jwk` column: a row whose stored public part or kid disagrees with its private key
@@ -22,22 +24,24 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import asyncpg
-import jwt
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from service.crypto.jws import LEEWAY, sign_with, verify_with
 from service.crypto.tokens import SIGNING_KEK, derive_key
 
 ALG = "EdDSA"
-TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
-LEEWAY = timedelta(seconds=60)
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+MISS_RELOAD_INTERVAL = timedelta(seconds=5)  # at most one reload per ring for unknown kids
 SIGNING_LOCK = 0x6175_7468_7369_676E  # "authsign"
 NONCE_BYTES = 12
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "jti", "iat", "exp")
@@ -61,18 +65,6 @@ _INSERT_KEY = """
 INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activated_at, tenant_id)
 VALUES ($1, $2, $3, $4::text::json, $5, $5, $6)
 """
-
-
-class AccessTokenError(Exception):
-    """An access token was refused; the message says why (never the token itself)."""
-
-
-class ExpiredAccessToken(AccessTokenError):
-    """The token's `exp` (plus the allowed skew) has passed."""
-
-
-class UnknownSigningKey(AccessTokenError):
-    """The token names a kid this ring does not hold (reload the ring if another rotated)."""
 
 
 class NoActiveKey(RuntimeError):
@@ -120,10 +112,16 @@ class KeyRing:
         self._keys: dict[str, SigningKey] = {}
         self.tenant_id = tenant_id
         self.secret_key = secret_key  # so another tenant's ring can be made alike
+        self._loaded_at: datetime | None = None  # when `load_on_miss` last reloaded
 
     @property
     def keys(self) -> list[SigningKey]:
         return list(self._keys.values())
+
+    @property
+    def held(self) -> Mapping[str, SigningKey]:
+        """The keys by kid, retired ones included: what a token of this ring may name."""
+        return MappingProxyType(self._keys)
 
     @property
     def active(self) -> SigningKey | None:
@@ -134,6 +132,20 @@ class KeyRing:
         rows = await pool.fetch(_SELECT_KEYS, self.tenant_id)
         keys = (self._from_row(row) for row in rows)
         self._keys = {key.kid: key for key in keys if key is not None}
+
+    async def load_on_miss(self, pool: asyncpg.Pool, now: datetime) -> bool:
+        """`load` after a token named an unknown kid (another process may have rotated),
+        unless this ring did so less than MISS_RELOAD_INTERVAL ago: forged kids cost at most
+        one query per interval. Whether it reloaded."""
+        if self._loaded_at is not None and now - self._loaded_at < MISS_RELOAD_INTERVAL:
+            return False
+        self._loaded_at = now
+        await self.load(pool)
+        return True
+
+    def hold(self, key: SigningKey) -> None:
+        """Keep `key` in memory without the database (a ring for pure tests or tools)."""
+        self._keys[key.kid] = key
 
     async def ensure_active(self, pool: asyncpg.Pool, now: datetime) -> SigningKey:
         """The active key, creating one first if there is none (safe from many processes)."""
@@ -162,6 +174,13 @@ class KeyRing:
         ]
         return {"keys": [dict(key.public_jwk) for key in published]}
 
+    def sign(self, claims: dict[str, Any], *, typ: str) -> str:
+        """A compact JWS of `claims` from the active key, with `typ` and its kid."""
+        key = self.active
+        if key is None:
+            raise NoActiveKey("no active signing key")
+        return sign_with(key, claims, typ=typ)
+
     def issue_access_token(
         self,
         *,
@@ -175,9 +194,6 @@ class KeyRing:
         ttl: timedelta,
     ) -> str:
         """A signed RFC 9068 access token from the active key."""
-        key = self.active
-        if key is None:
-            raise NoActiveKey("no active signing key")
         issued = int(now.timestamp())
         claims = {
             "iss": issuer,
@@ -190,52 +206,22 @@ class KeyRing:
             "nbf": issued,
             "exp": issued + int(ttl.total_seconds()),
         }
-        headers = {"typ": "at+jwt", "kid": key.kid}
-        return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=headers)
+        return self.sign(claims, typ=ACCESS_TOKEN_TYPE)
 
     def verify_access_token(
         self, token: str, *, issuer: str, audience: str, now: datetime
     ) -> dict[str, Any]:
         """The claims of a valid token signed by a key of this ring; AccessTokenError if not."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AccessTokenError("malformed token") from None
-        typ, kid, alg = header.get("typ"), header.get("kid"), header.get("alg")
-        if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
-            raise AccessTokenError("token type is not at+jwt")
-        if not isinstance(kid, str):
-            raise AccessTokenError("token has no kid")
-        key = self._keys.get(kid)
-        if key is None:
-            raise UnknownSigningKey("token signed by an unknown key")
-        if alg != key.alg:
-            raise AccessTokenError("token algorithm does not match its key")
-        try:
-            claims = jwt.decode(
-                token,
-                key.private_key.public_key(),
-                algorithms=[key.alg],
-                audience=audience,
-                issuer=issuer,
-                options={
-                    "require": list(REQUIRED_CLAIMS),
-                    "verify_exp": False,  # checked below against the injected clock
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise AccessTokenError(f"token refused: {type(exc).__name__}") from None
-        _check_times(claims, now)
-        return claims
+        return verify_with(
+            self._keys, token, typ=ACCESS_TOKEN_TYPE, issuer=issuer, audience=audience,
+            require=REQUIRED_CLAIMS, now=now,
+        )  # fmt: skip
 
     async def _insert_new(self, conn: asyncpg.pool.PoolConnectionProxy, now: datetime) -> None:
-        private_key = Ed25519PrivateKey.generate()
-        jwk = public_jwk(private_key)
-        kid = jwk["kid"]
-        wrapped = _wrap(self._kek, kid, private_key)
-        await conn.execute(_INSERT_KEY, kid, ALG, wrapped, json.dumps(jwk), now, self.tenant_id)
+        key = new_signing_key(now)
+        wrapped = _wrap(self._kek, key.kid, key.private_key)
+        jwk = json.dumps(key.public_jwk)
+        await conn.execute(_INSERT_KEY, key.kid, ALG, wrapped, jwk, now, self.tenant_id)
 
     async def _reload_active(self, pool: asyncpg.Pool) -> SigningKey:
         await self.load(pool)
@@ -273,26 +259,19 @@ class KeyRing:
 PUBLIC_MEMBERS = ("kty", "crv", "x", "kid")
 
 
+def new_signing_key(now: datetime) -> SigningKey:
+    """A fresh Ed25519 key, active from `now` (not stored: `ensure_active` and `rotate` do)."""
+    private_key = Ed25519PrivateKey.generate()
+    jwk = public_jwk(private_key)
+    return SigningKey(jwk["kid"], ALG, private_key, jwk, now, now, None)
+
+
 def _stored_jwk(raw: str | None) -> dict[str, Any]:
     try:
         stored = json.loads(raw) if raw is not None else None
     except ValueError:
         return {}
     return stored if isinstance(stored, dict) else {}
-
-
-def _check_times(claims: dict[str, Any], now: datetime) -> None:
-    instant, skew = now.timestamp(), LEEWAY.total_seconds()
-    times = {name: claims.get(name) for name in ("iat", "nbf", "exp")}
-    for name, value in times.items():
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise AccessTokenError(f"token {name} is not a number")
-    if claims["exp"] + skew <= instant:
-        raise ExpiredAccessToken("token expired")
-    if claims.get("nbf") is not None and claims["nbf"] - skew > instant:
-        raise AccessTokenError("token not yet valid")
-    if claims["iat"] - skew > instant:
-        raise AccessTokenError("token issued in the future")
 
 
 def wrap_private_key(secret_key: str | bytes, kid: str, private_key: Ed25519PrivateKey) -> bytes:

@@ -29,6 +29,9 @@ SIGNING_KEK = b"authledger signing kek v1"
 PUSH_SECRET_KEY = b"authledger push secret v1"  # webhook subscribers' bearer secrets
 RATE_LIMIT_KEY = b"authledger rate limit v1"  # rate-limit buckets (IPs, emails) by HMAC
 RETAINED_KEY_WRAP = b"authledger retained keys v1"  # wraps what a rotation keeps (secret_keys)
+SESSION_KEY = b"authledger session v1"  # seals the sign-in session cookie (service/signin)
+CSRF_KEY = b"authledger csrf v1"  # the sign-in pages' CSRF tokens
+OIDC_STATE_KEY = b"authledger oidc v1"  # seals an OIDC sign-in's state, nonce and verifier
 
 API_KEY_PREFIX = "sk_live_"
 ACCESS_TOKEN_PREFIX = "ala_"  # noqa: S105 - a prefix, not a secret

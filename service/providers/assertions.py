@@ -16,16 +16,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from service.domain.errors import ProtocolError
-from service.providers.claims import (
-    ID_JAG_TYPE,
-    LOGOUT_TYPE,
-    Jws,
-    check_id_jag,
-    check_logout,
-    issuer_of,
-    read_jws,
-)
+from service.providers.claims import ID_JAG_TYPE, LOGOUT_TYPE, check_id_jag, check_logout
 from service.providers.jwks import KeySource, KeyUnavailable
+from service.providers.jwt_parts import Jws, issuer_of, read_jws
 from service.providers.trust import TrustedIssuer, TrustLookup, VerifiedAssertion, VerifiedLogout
 
 

@@ -1,10 +1,8 @@
-"""The pure half of checking a provider's JWT: reading the compact JWS and judging its claims.
+"""The pure half of checking a provider's ID-JAG or logout token: judging its claims.
 
-Everything here is a function of the token's bytes, the trust entry and `now`; no I/O, so each
+Everything here is a function of the token's claims, the trust entry and `now`; no I/O, so each
 rule of spec §7.3 and §8 [OURS] has a unit test, and fuzzing can show that a hostile token only
-ever yields a ProtocolError. The token is read by hand (strict base64url, UTF-8 JSON objects,
-duplicate members and NaN refused) rather than through a JWT library, so the error code is
-always the one of the check that failed, never inferred from a library's message.
+ever yields a ProtocolError. Reading the compact JWS and the claim readers are jwt_parts.py's.
 
 Choices where the spec leaves one:
 - A header that is not well formed (no `alg` string, no `kid`, a `crit` member) is
@@ -35,179 +33,37 @@ signature — in assertions.py], `aud`, times, `sub`/`jti` and optional claim ty
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.domain.errors import ProtocolError
+from service.providers.jwt_parts import (
+    audience_ok,
+    instant,
+    is_text,
+    numeric_date,
+    same_url,
+    text,
+)
 from service.providers.trust import (
-    ALGORITHMS,
     SKEW_SECONDS,
     TrustedIssuer,
     VerifiedAssertion,
     VerifiedLogout,
 )
 
-MAX_TOKEN_BYTES = 8 * 1024
 ID_JAG_TYPE = "oauth-id-jag+jwt"
 LOGOUT_TYPE = "logout+jwt"
 MAX_ID_JAG_LIFETIME = 600  # seconds between iat and exp
 LOGOUT_MAX_AGE = 300  # seconds a logout token is accepted after its iat, with or without exp
 MAX_LOGOUT_LIFETIME = MAX_ID_JAG_LIFETIME  # seconds between iat and exp, when exp is present
-LATEST_NUMERIC_DATE = 32_503_680_000  # 3000-01-01T00:00:00Z
-
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
-
-
-@dataclass(frozen=True, slots=True)
-class Jws:
-    """A compact JWS whose header passed the checks; the signature is not checked yet."""
-
-    header: dict[str, Any]
-    payload: dict[str, Any]
-    signing_input: bytes
-    signature: bytes
-
-    @property
-    def alg(self) -> str:
-        return str(self.header["alg"])
-
-    @property
-    def kid(self) -> str:
-        return str(self.header["kid"])
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members = dict(pairs)
-    if len(members) != len(pairs):
-        raise ValueError("duplicate member")
-    return members
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _json_object(segment: str, part: str) -> dict[str, Any]:
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_no_constants,
-        )
-    except (ValueError, binascii.Error, RecursionError):
-        raise ProtocolError("invalid_request", f"the JWT {part} is not base64url JSON") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("invalid_request", f"the JWT {part} is not a JSON object")
-    return value
-
-
-def _is_text(value: object) -> bool:
-    """A non-empty string that is valid UTF-8 and free of NUL (storable, loggable)."""
-    if not isinstance(value, str) or not value or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def read_jws(token: str, *, typ: str) -> Jws:
-    """Split and decode a compact JWS of type `typ` and check its header (not the signature)."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
-        raise ProtocolError(
-            "invalid_request", f"the JWT is not a string of at most {MAX_TOKEN_BYTES} characters"
-        )
-    segments = token.split(".")
-    # an empty signature passes here, so that `alg: none` is refused for its alg
-    if (
-        len(segments) != 3
-        or not all(_SEGMENT.fullmatch(s) for s in segments)
-        or not (segments[0] and segments[1])
-    ):
-        raise ProtocolError("invalid_request", "the JWT is not a compact JWS")
-    header = _json_object(segments[0], "header")
-    payload = _json_object(segments[1], "payload")
-    try:
-        signature = base64.urlsafe_b64decode(segments[2] + "=" * (-len(segments[2]) % 4))
-    except (ValueError, binascii.Error):
-        raise ProtocolError("invalid_request", "the JWT signature is not base64url") from None
-    _check_header(header, typ)
-    signing_input = f"{segments[0]}.{segments[1]}".encode("ascii")
-    return Jws(header=header, payload=payload, signing_input=signing_input, signature=signature)
-
-
-def _check_header(header: dict[str, Any], typ: str) -> None:
-    declared = header.get("typ")
-    if not isinstance(declared, str) or declared.lower().removeprefix("application/") != typ:
-        raise ProtocolError("invalid_request", f"the JWT typ is not {typ}")
-    if "crit" in header:
-        raise ProtocolError(
-            "invalid_request", "the JWT header has crit extensions we do not support"
-        )
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise ProtocolError("invalid_request", "the JWT header has no alg")
-    if alg not in ALGORITHMS:
-        raise ProtocolError("invalid_signature", "the JWT alg is not one we accept")
-    if not _is_text(header.get("kid")):
-        raise ProtocolError("invalid_request", "the JWT header has no kid")
-
-
-def issuer_of(payload: dict[str, Any]) -> str:
-    """The unverified `iss`, to pick the trust entry and keys with."""
-    iss = payload.get("iss")
-    if not _is_text(iss):
-        raise ProtocolError("invalid_issuer", "the JWT has no iss")
-    return str(iss)
-
-
-def _same_url(value: object, expected: str) -> bool:
-    return isinstance(value, str) and value.removesuffix("/") == expected.removesuffix("/")
-
-
-def _audience_ok(aud: object, audience: str) -> bool:
-    if isinstance(aud, list):
-        return any(_same_url(item, audience) for item in aud)
-    return _same_url(aud, audience)
-
-
-def _numeric_date(payload: dict[str, Any], name: str) -> float | None:
-    """A time claim, bounded to [1970, 3000) so every sum and conversion below stays exact."""
-    value = payload.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError("invalid_request", f"{name} is not a number")
-    if not 0 <= value < LATEST_NUMERIC_DATE:  # NaN fails this too
-        raise ProtocolError("invalid_request", f"{name} is out of range")
-    return value
-
-
-def _instant(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _text(payload: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = payload.get(name)
-    if value is None and not required:
-        return None
-    if not _is_text(value):
-        raise ProtocolError("invalid_request", f"{name} is not a non-empty string")
-    return str(value)
 
 
 def _times(payload: dict[str, Any], now: datetime) -> tuple[datetime, datetime]:
     """(iat, exp) of an ID-JAG, per §7.3."""
     latest = now.timestamp() + SKEW_SECONDS
-    exp, iat, nbf = (_numeric_date(payload, n) for n in ("exp", "iat", "nbf"))
+    exp, iat, nbf = (numeric_date(payload, n) for n in ("exp", "iat", "nbf"))
     if exp is None:
         raise ProtocolError("invalid_request", "the ID-JAG has no exp")
     if iat is None:
@@ -222,19 +78,19 @@ def _times(payload: dict[str, Any], now: datetime) -> tuple[datetime, datetime]:
         raise ProtocolError(
             "invalid_request", f"the ID-JAG lives longer than {MAX_ID_JAG_LIFETIME} s"
         )
-    return _instant(iat), _instant(exp)
+    return instant(iat), instant(exp)
 
 
 def _verified(payload: dict[str, Any], flag: str, name: str) -> str | None:
     value = payload.get(name)
-    return value if payload.get(flag) is True and _is_text(value) else None
+    return value if payload.get(flag) is True and is_text(value) else None
 
 
 def _amr(payload: dict[str, Any]) -> tuple[str, ...]:
     amr = payload.get("amr")
     if amr is None:
         return ()
-    if not isinstance(amr, list) or not all(_is_text(method) for method in amr):
+    if not isinstance(amr, list) or not all(is_text(method) for method in amr):
         raise ProtocolError("invalid_request", "amr is not an array of strings")
     return tuple(amr)
 
@@ -250,24 +106,24 @@ def check_id_jag(
     algorithm: str,
 ) -> VerifiedAssertion:
     """The claims of a signature-checked ID-JAG, judged by §7.3 (all but the replay check)."""
-    if not _audience_ok(payload.get("aud"), audience):
+    if not audience_ok(payload.get("aud"), audience):
         raise ProtocolError("invalid_audience", "the ID-JAG aud is not this authorization server")
     issued_at, expires_at = _times(payload, now)
-    subject = _text(payload, "sub", required=True)
-    jti = _text(payload, "jti", required=True)
+    subject = text(payload, "sub", required=True)
+    jti = text(payload, "jti", required=True)
     name, platform, context = (
-        _text(payload, n, required=False) for n in ("name", "agent_platform", "agent_context_id")
+        text(payload, n, required=False) for n in ("name", "agent_platform", "agent_context_id")
     )
-    auth_time = _numeric_date(payload, "auth_time")
+    auth_time = numeric_date(payload, "auth_time")
     amr = _amr(payload)
     client_id = payload.get("client_id")
-    if not _is_text(client_id) or (
+    if not is_text(client_id) or (
         client_id != issuer.issuer and client_id not in issuer.client_ids
     ):
         raise ProtocolError(
             "invalid_client_id", "the ID-JAG client_id is not accepted for its issuer"
         )
-    if payload.get("resource") is not None and not _same_url(payload["resource"], resource):
+    if payload.get("resource") is not None and not same_url(payload["resource"], resource):
         raise ProtocolError("invalid_audience", "the ID-JAG resource is not this API")
     email = _verified(payload, "email_verified", "email")
     phone = _verified(payload, "phone_number_verified", "phone_number")
@@ -291,30 +147,33 @@ def check_id_jag(
         phone_number=phone,
         name=name,
         amr=amr,
-        auth_time=None if auth_time is None else _instant(auth_time),
+        auth_time=None if auth_time is None else instant(auth_time),
         agent_platform=platform,
         agent_context_id=context,
     )
 
 
-def _logout_times(payload: dict[str, Any], now: datetime) -> tuple[datetime, datetime]:
-    """(iat, remember_until) of a logout token, per §8 [OURS] and security finding 8."""
+def recent_times(
+    payload: dict[str, Any], now: datetime, *, noun: str = "logout token"
+) -> tuple[datetime, datetime]:
+    """(iat, remember_until) of a logout token, per §8 [OURS] and security finding 8; the same
+    rule holds for V9's SETs (set_claims.py, which gives its failures another code)."""
     current = now.timestamp()
-    iat, exp, nbf = (_numeric_date(payload, n) for n in ("iat", "exp", "nbf"))
+    iat, exp, nbf = (numeric_date(payload, n) for n in ("iat", "exp", "nbf"))
     if iat is None:
-        raise ProtocolError("invalid_request", "the logout token has no iat")
+        raise ProtocolError("invalid_request", f"the {noun} has no iat")
     if iat > current + SKEW_SECONDS or (nbf is not None and nbf > current + SKEW_SECONDS):
-        raise ProtocolError("invalid_request", "the logout token is issued in the future")
+        raise ProtocolError("invalid_request", f"the {noun} is issued in the future")
     if exp is not None and exp <= current - SKEW_SECONDS:
-        raise ProtocolError("invalid_request", "the logout token has expired")
+        raise ProtocolError("invalid_request", f"the {noun} has expired")
     if exp is not None and exp - iat > MAX_LOGOUT_LIFETIME:
         raise ProtocolError(
-            "invalid_request", f"the logout token lives longer than {MAX_LOGOUT_LIFETIME} s"
+            "invalid_request", f"the {noun} lives longer than {MAX_LOGOUT_LIFETIME} s"
         )
     if current - iat > LOGOUT_MAX_AGE:
-        raise ProtocolError("invalid_request", f"the logout token is older than {LOGOUT_MAX_AGE} s")
+        raise ProtocolError("invalid_request", f"the {noun} is older than {LOGOUT_MAX_AGE} s")
     last_valid = iat + LOGOUT_MAX_AGE if exp is None else min(exp, iat + LOGOUT_MAX_AGE)
-    return _instant(iat), _instant(last_valid) + timedelta(seconds=SKEW_SECONDS)
+    return instant(iat), instant(last_valid) + timedelta(seconds=SKEW_SECONDS)
 
 
 def check_logout(
@@ -326,11 +185,11 @@ def check_logout(
     now: datetime,
 ) -> VerifiedLogout:
     """The claims of a signature-checked logout token, judged by §8 [OURS] (not the replay)."""
-    if not _audience_ok(payload.get("aud"), audience):
+    if not audience_ok(payload.get("aud"), audience):
         raise ProtocolError("invalid_signature", "the logout token aud is not this service")
-    issued_at, remember_until = _logout_times(payload, now)
-    subject = _text(payload, "sub", required=True)
-    jti = _text(payload, "jti", required=True)
+    issued_at, remember_until = recent_times(payload, now)
+    subject = text(payload, "sub", required=True)
+    jti = text(payload, "jti", required=True)
     if "nonce" in payload:
         raise ProtocolError("invalid_request", "a logout token must not carry a nonce")
     events = payload.get("events")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,13 +49,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from events.clock import Clock
+from service.outbound.fetch import FetchFailed, fetch_json, url_refusal
 from service.outbound.policy import OutboundPolicy
-from service.outbound.transport import Guard, guarded_client, refused_by
+from service.outbound.transport import Guard, guarded_client
 from service.providers.trust import ALGORITHMS, TrustedIssuer
 
 log = structlog.get_logger("service.providers.jwks")
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 MIN_RSA_BITS = 2048
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 P256_COORDINATE_BYTES = 32
@@ -274,15 +273,9 @@ class JwksCache:
             self._client = None
 
     def _check_url(self, url: str) -> None:
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise KeyUnavailable(f"keys URL {url!r} is not a URL") from None
-        if parsed.scheme == "https" and parsed.host:
-            return
-        if self.allow_loopback_http and parsed.scheme == "http" and parsed.host in LOOPBACK_HOSTS:
-            return
-        raise KeyUnavailable(f"keys URL {url!r} is not https")
+        refused = url_refusal(url, allow_loopback_http=self.allow_loopback_http)
+        if refused is not None:
+            raise KeyUnavailable(f"keys URL {refused}")
 
     async def _refresh(self, url: str, entry: _Entry) -> None:
         try:
@@ -305,29 +298,11 @@ class JwksCache:
         self.fetches[url] += 1
         headers = {"Accept": "application/jwk-set+json, application/json"}
         try:
-            async with asyncio.timeout(self.timeout.total_seconds()):
-                async with self._client.stream("GET", url, headers=headers) as response:
-                    if response.status_code != httpx.codes.OK:
-                        raise KeyUnavailable(f"HTTP {response.status_code}")
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self.max_bytes:
-                        raise KeyUnavailable(f"JWKS larger than {self.max_bytes} bytes")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > self.max_bytes:
-                            raise KeyUnavailable(f"JWKS larger than {self.max_bytes} bytes")
-                    cache_control = response.headers.get("cache-control")
-        except TimeoutError:
-            raise KeyUnavailable(f"no JWKS within {self.timeout.total_seconds():g} s") from None
-        except httpx.HTTPError as exc:
-            refused = refused_by(exc)
-            if refused is not None:
-                raise KeyUnavailable(f"refused: {refused}") from None
-            raise KeyUnavailable(f"{type(exc).__name__}: {exc}") from None
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            raise KeyUnavailable("the JWKS is not JSON") from None
-        lifetime = cache_lifetime(cache_control, self.min_age, self.max_age)
+            document, answer = await fetch_json(
+                self._client, "GET", url, what="JWKS", within=self.timeout,
+                max_bytes=self.max_bytes, headers=headers,
+            )  # fmt: skip
+        except FetchFailed as exc:
+            raise KeyUnavailable(str(exc)) from None
+        lifetime = cache_lifetime(answer.get("cache-control"), self.min_age, self.max_age)
         return read_jwks(document), lifetime

@@ -15,14 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from service.crypto.signing import (
-    AccessTokenError,
-    ExpiredAccessToken,
-    KeyRing,
-    NoActiveKey,
-    UnknownSigningKey,
-    thumbprint,
-)
+from service.crypto.jws import AccessTokenError, ExpiredAccessToken, UnknownSigningKey
+from service.crypto.signing import KeyRing, NoActiveKey, thumbprint
 
 SECRET = "q" * 48
 ISSUER = "https://auth.example"

@@ -6,6 +6,9 @@ made to misbehave the way real ones do: rotate keys, hold responses (`hold`/`rel
 test can await a request's arrival instead of sleeping), answer with an error status, stop
 listening, or serve a JWKS larger than any cache should accept.
 
+With `oidc(client_id, client_secret)` it is also an OpenID Connect provider (discovery,
+/authorize, /token; tests/support/oidc_face.py), for the sign-in tests.
+
 Tokens are built by hand rather than with a JWT library so that any header member or claim can
 be set to anything, or left out, and so that wrong ones can be made on purpose: `alg: none`,
 HS256 keyed with the public key's PEM, a signature of another payload, a key the JWKS lacks.
@@ -20,7 +23,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +35,7 @@ from jwt.algorithms import get_default_algorithms
 
 from service.providers.jwks import KeyUnavailable, VerificationKey, read_jwks
 from service.providers.trust import TrustedIssuer
+from tests.support.oidc_face import OidcFace
 
 REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
 JWKS_PATH = "/.well-known/jwks.json"
@@ -99,6 +103,11 @@ class ProviderKey:
     def sign(self, signing_input: bytes) -> bytes:
         signature: bytes = get_default_algorithms()[self.alg].sign(signing_input, self.private_key)
         return signature
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
 
 
 def _segment(value: Mapping[str, Any]) -> str:
@@ -182,6 +191,7 @@ class IdentityProvider:
         self._stopping = asyncio.Event()
         self._requested = asyncio.Event()
         self._connections: set[asyncio.Task[Any]] = set()
+        self.oidc_face: OidcFace | None = None  # `oidc()` turns the OpenID routes on
 
     # identity
 
@@ -211,6 +221,20 @@ class IdentityProvider:
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [key.public_jwk for key in self.keys] + self.extra_jwks}
+
+    def oidc(
+        self,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        now: Callable[[], datetime] | None = None,
+    ) -> OidcFace:
+        """Serve the OpenID Connect routes too (tests/support/oidc_face.py) for one client;
+        the face's knobs are set on what this returns."""
+        self.oidc_face = OidcFace(self, client_id, client_secret)
+        if now is not None:
+            self.oidc_face.now = now
+        return self.oidc_face
 
     # tokens
 
@@ -404,8 +428,16 @@ class IdentityProvider:
         self.connections += 1
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-            target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
-            if target.split("?", 1)[0] != JWKS_PATH:
+            request_line, *lines = head.decode("latin-1").split("\r\n")
+            method, target = request_line.split(" ")[:2]
+            path = target.split("?", 1)[0]
+            face = self.oidc_face
+            if face is not None and path in face.paths:
+                headers = dict(_header(line) for line in lines if ":" in line)
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                await self._answer(writer, *face.answer(method, target, headers, body))
+                return
+            if path != JWKS_PATH:
                 await self._answer(writer, 404, b"not found", {})
                 return
             self.jwks_requests += 1
@@ -418,6 +450,7 @@ class IdentityProvider:
         except (
             ConnectionError,
             IndexError,
+            ValueError,
             asyncio.IncompleteReadError,
             asyncio.LimitOverrunError,
         ):

@@ -18,14 +18,8 @@ from hypothesis import strategies as st
 
 from service.domain.errors import Code, ProtocolError
 from service.providers.assertions import verify_id_jag, verify_logout_token
-from service.providers.claims import (
-    ID_JAG_TYPE,
-    LOGOUT_TYPE,
-    MAX_TOKEN_BYTES,
-    check_id_jag,
-    check_logout,
-    read_jws,
-)
+from service.providers.claims import ID_JAG_TYPE, LOGOUT_TYPE, check_id_jag, check_logout
+from service.providers.jwt_parts import MAX_TOKEN_BYTES, read_jws
 from service.providers.trust import TrustedIssuer, VerifiedAssertion, VerifiedLogout
 from tests.support.idp import (
     REVOKED_EVENT,

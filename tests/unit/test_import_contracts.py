@@ -70,6 +70,12 @@ def test_the_tree_keeps_every_contract(copy: Path) -> None:
             "workers > service > projections > migrations > events BROKEN",
             "projections.users -> service.settings",
         ),
+        (  # the sign-in helpers know no routes
+            "service/signin/csrf.py",
+            "import service.http.answers",
+            "service.signin (sessions, CSRF, OIDC sign-in) knows no routes and no workers BROKEN",
+            "service.signin.csrf -> service.http.answers",
+        ),
         (  # the subscriber stands alone
             "subscriber/wire.py",
             "import events.ids",
