@@ -3,10 +3,9 @@
 
 Bearer credentials (API keys and access tokens alike) are checked by their SHA-256 against the
 in-memory CredentialCache, which the event feed keeps current, so a check costs no database
-round trip and a revocation anywhere is refused here at once. `require_scope` is the reusable
-guard: 401 with the RFC 6750/9728 challenge when the credential is missing or not live, 403
-`insufficient_scope` when it lacks the scope. Routes that use it sit under a router whose
-`opt` holds a `BearerAuth` under `BEARER_AUTH` (as `resource_router` does).
+round trip and a revocation anywhere is refused here at once: 401 with the RFC 6750/9728
+challenge when the credential is missing or not live, 403 `insufficient_scope` when it lacks
+the scope. The `BearerAuth` sits in the router's `opt` under `BEARER_AUTH`.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
-from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
-from litestar.types import Guard
+from litestar.handlers import HTTPRouteHandler
 
 from events.clock import Clock, SystemClock
 from service.caches.credentials import CredentialCache, Refusal
@@ -36,7 +34,6 @@ from service.runtime.resources import Resources
 from service.tenancy.config import INTROSPECT_PATH, JWKS_PATH, ME_PATH, TenantConfig
 
 BEARER_AUTH = "bearer_auth"  # router opt key of the BearerAuth
-PRINCIPAL = "principal"  # connection state key of the authenticated Principal
 JWKS_CACHE = {"Cache-Control": "public, max-age=300"}
 REFUSED: dict[Refusal | None, str] = {
     None: "a bearer credential is required",
@@ -100,37 +97,25 @@ class BearerAuth:
         raise BearerRefused(401, "unauthorized", REFUSED[reason], challenge)
 
 
-async def principal_of(connection: AnyConnection, handler: BaseRouteHandler) -> Principal:
-    """The request's principal, authenticated once per request."""
-    known = connection.state.get(PRINCIPAL)
-    if isinstance(known, Principal):
-        return known
-    auth: BearerAuth = handler.opt[BEARER_AUTH]
-    principal = await auth.authenticate(
-        connection.headers.get("authorization"), tenant_of(connection)
-    )
-    connection.state[PRINCIPAL] = principal
+def _holding(principal: Principal, scope: str) -> Principal:
+    if scope not in principal.scopes:
+        raise BearerRefused(
+            403,
+            "insufficient_scope",
+            f"this resource needs the {scope} scope",
+            f'Bearer error="insufficient_scope", scope="{scope}"',
+        )
     return principal
 
 
-def require_scope(scope: str) -> Guard:
-    """A guard: a live bearer credential (401 otherwise) holding `scope` (403 otherwise)."""
-
-    async def guard(connection: AnyConnection, handler: BaseRouteHandler) -> None:
-        principal = await principal_of(connection, handler)
-        if scope not in principal.scopes:
-            raise BearerRefused(
-                403,
-                "insufficient_scope",
-                f"this resource needs the {scope} scope",
-                f'Bearer error="insufficient_scope", scope="{scope}"',
-            )
-
-    return guard
-
-
 async def me(request: AnyRequest) -> Response[bytes]:
-    principal = await principal_of(request, request.route_handler)
+    # `require_scope("api.read")` without the guard: Litestar copies the route handler for
+    # each guard it runs, on every request (issue 11: /api/me's own CPU, a hot path).
+    auth: BearerAuth = request.route_handler.opt[BEARER_AUTH]
+    principal = _holding(
+        await auth.authenticate(request.headers.get("authorization"), tenant_of(request)),
+        "api.read",
+    )
     expires = principal.expires_at
     return json_reply(
         {
@@ -210,12 +195,7 @@ def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate
     clock = resources.commands.clock if resources.commands is not None else SystemClock()
     auth = BearerAuth(resources.credentials, tenant, clock)
     handlers = [
-        get(
-            ME_PATH,
-            guards=[require_scope("api.read")],
-            summary="Who the credential is",
-            operation_class=ME_DOC,
-        )(me),
+        get(ME_PATH, summary="Who the credential is", operation_class=ME_DOC)(me),
         introspection(auth, gate),
         key_set(resources, auth),
     ]
