@@ -6,11 +6,13 @@ from typing import Any, assert_never
 
 from events.envelope import RecordedEvent
 from events.registration import (
+    ClaimAttemptDenied,
     ClaimAttemptExpired,
     ClaimAttemptLocked,
     ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
+    ClaimDelivered,
     OtpFailed,
     OtpIssued,
     RegistrationClaimed,
@@ -18,6 +20,7 @@ from events.registration import (
     RegistrationErased,
     RegistrationEvent,
     RegistrationExpired,
+    RegistrationRevoked,
 )
 from events.sql import load_queries
 
@@ -25,7 +28,8 @@ Q = load_queries("projections", "registrations.sql")
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
+# One case per event, so that assert_never names any event left out (hence the noqa).
+def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:  # noqa: PLR0912
     """The one SQL statement that applies `event` to the table."""
     rid, version, at = recorded.stream_id, recorded.stream_version, recorded.occurred_at
     match event:
@@ -48,12 +52,16 @@ def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
             return Q["attempt_status"], (rid, "locked", version, at)
         case ClaimAttemptExpired():
             return Q["attempt_link_expired"], (rid, version, at)
-        case OtpFailed():
+        case OtpFailed() | ClaimDelivered():
             return Q["touched"], (rid, version, at)
+        case ClaimAttemptDenied():
+            return Q["attempt_status"], (rid, "denied", version, at)
         case RegistrationClaimed():
             return Q["claimed"], (rid, event.user_id, event.credential_id, version, at)
         case RegistrationExpired():
-            return Q["expired"], (rid, version, at)
+            return Q["ended"], (rid, "expired", version, at)
+        case RegistrationRevoked():
+            return Q["ended"], (rid, "revoked", version, at)
         case RegistrationErased():
             return Q["erased"], (rid, version, at)
         case ClaimAttemptsErased():
