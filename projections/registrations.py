@@ -35,9 +35,11 @@ def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:  
     match event:
         case RegistrationCreated():
             status = "unclaimed" if event.kind == "anonymous" else "pending_claim"
+            step_up = event.step_up
             return Q["created"], (
                 rid, recorded.tenant_id, event.kind, status, event.requested_credential_type,
                 event.claim_token_hash, event.expires_at, event.credential_id, version, at,
+                event.dialect, step_up.delegation_id if step_up is not None else None,
             )  # fmt: skip
         case ClaimAttemptStarted():
             return Q["attempt_started"], (

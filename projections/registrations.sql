@@ -1,8 +1,9 @@
 -- name: created
+-- `delegation_id`: a step-up's subject (v0.6), so a revocation of the subject finds it.
 INSERT INTO registrations (
     registration_id, tenant_id, kind, status, requested_credential_type, claim_token_hash,
-    expires_at, credential_id, version, created_at, updated_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    expires_at, credential_id, version, created_at, updated_at, dialect, delegation_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
 
 -- name: attempt_started
 UPDATE registrations

@@ -199,9 +199,11 @@ async def test_pre_06_registration_created_reads_as_a_v1_registration(
         "v1", None, "unclaimed", 0,
     )  # fmt: skip
     row = await _rebuilt(
-        owner_pool, f"SELECT kind, status FROM registrations WHERE registration_id = '{REG}'"
+        owner_pool,
+        "SELECT kind, status, dialect, delegation_id FROM registrations "
+        f"WHERE registration_id = '{REG}'",
     )
-    assert row == {"kind": "anonymous", "status": "claimed"}
+    assert row == {"kind": "anonymous", "status": "claimed", "dialect": "v1", "delegation_id": None}
 
 
 async def test_pre_06_attempt_started_reads_as_an_emailed_code(store: EventStore) -> None:
@@ -255,9 +257,10 @@ async def test_pre_06_delegation_created_reads_its_match(
     assert state is not None
     assert (state.revoked, state.revocations, state.version) == (False, 0, 2)
     row = await _rebuilt(
-        owner_pool, f"SELECT matched_by, uses FROM delegations WHERE delegation_id = '{DLG}'"
+        owner_pool,
+        f"SELECT matched_by, uses, generation FROM delegations WHERE delegation_id = '{DLG}'",
     )
-    assert row == {"matched_by": "provisioned", "uses": 1}
+    assert row == {"matched_by": "provisioned", "uses": 1, "generation": 0}
 
 
 async def test_pre_06_delegation_used_names_its_credential(store: EventStore) -> None:
