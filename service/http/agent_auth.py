@@ -39,6 +39,7 @@ from service.http.bodies import (
     v1_caller,
 )
 from service.http.route_docs import COMPLETE_DOC, REGISTER_DOC, REVOKE_DOC, START_CLAIM_DOC
+from service.http.tenancy import door_guard
 from service.ratelimit.limiter import Flow
 from service.runtime.resources import Resources
 from service.tenancy.config import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
@@ -186,4 +187,9 @@ def _registered(ctx: Context, registered: Registered) -> dict[str, Any]:
 
 
 def agent_auth_router() -> Router:
-    return Router("/", route_handlers=[register, claim, complete, revoke], tags=["registration"])
+    return Router(
+        "/",
+        route_handlers=[register, claim, complete, revoke],
+        tags=["registration"],
+        guards=[door_guard("v1")],
+    )

@@ -37,6 +37,7 @@ from service.http.page_templates import (
     problem_view,
 )
 from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
+from service.http.tenancy import door_guard
 from service.observability.metrics import note_refusal
 from service.runtime.resources import Resources
 from service.tenancy.config import CLAIM_PATH
@@ -144,4 +145,4 @@ async def _challenge_page(request: AnyRequest, ctx: Context, resources: Resource
 
 
 def claim_page_router() -> Router:
-    return Router("/", route_handlers=[view, challenge], tags=["claim"])
+    return Router("/", route_handlers=[view, challenge], tags=["claim"], guards=[door_guard("v1")])

@@ -181,3 +181,23 @@ async def test_retired_keys_stay_published_while_an_assertion_may_live(
     svc.clock.advance(timedelta(minutes=31))  # 2 h 1 min after the rotation
     assert retired.kid not in await kids()
     assert len(await kids()) == 1
+
+
+async def test_a_shut_v1_door_answers_404_and_writes_nothing(svc: Service) -> None:
+    """A tenant that keeps the v1 door shut answers its routes 404 `not_found` before
+    reading anything (a valid-looking body, a claim link), and nothing is written; the
+    default tenant's v1 door on the same process stays open."""
+    head = await svc.head()
+    async with client_for(svc, V06_URL) as solo:
+        for path, body in (
+            ("/agent/auth", {"type": "anonymous", "requested_credential_type": "api_key"}),
+            ("/agent/auth/claim", {"claim_token": "clm_x", "email": EMAIL}),
+            ("/agent/auth/claim/complete", {"claim_token": "clm_x", "otp": "123456"}),
+            ("/agent/auth/claim/attempt/challenge", {"claim_attempt_token": "cvt_x"}),
+        ):
+            response = await solo.post(path, json=body)
+            assert (response.status_code, response.json()["error"]) == (404, "not_found"), path
+        page = await solo.get("/agent/auth/claim/view", params={"token": "cvt_x"})
+        assert page.status_code == 404
+    assert await svc.head() == head
+    assert (await svc.anonymous())["registration_id"].startswith("reg_")
