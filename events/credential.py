@@ -13,7 +13,8 @@ from events.catalogue import Event
 from events.registration import CredentialKind
 
 STREAM_TYPE = "credential"
-IssuedVia = Literal["anonymous", "verified_email", "id_jag"]
+# `service_auth`: the v0.6 door's login-hint registrations, delivered after their claim.
+IssuedVia = Literal["anonymous", "verified_email", "id_jag", "service_auth"]
 
 
 class CredentialIssued(Event, frozen=True, kw_only=True, tag="credential.issued"):
@@ -44,7 +45,9 @@ class CredentialRescoped(Event, frozen=True, kw_only=True, tag="credential.resco
 
 
 class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential.revoked"):
-    """`reason` is a short code (`logout`, `operator`, `registration_expired`, …); an
+    """`reason` is a short code (`logout`, `operator`, `registration_expired`, `erased`; for
+    the v0.6 door also `claimed` (a claim ends the pre-claim tokens), `agent` (the holder, at
+    the token revocation endpoint), `rotated` and `refresh_reuse` (refresh tokens)); an
     operator's free-text note goes to `note`."""
 
     reason: str

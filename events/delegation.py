@@ -14,7 +14,9 @@ from typing import Literal
 from events.catalogue import Event
 
 STREAM_TYPE = "delegation"
-MatchedBy = Literal["email", "phone", "provisioned"]
+# `step_up`: the v0.6 door, when the account's owner signed in and typed the code (the
+# address or phone only proposed the account).
+MatchedBy = Literal["email", "phone", "provisioned", "step_up"]
 
 
 class DelegationCreated(Event, frozen=True, kw_only=True, tag="delegation.created"):
@@ -27,13 +29,16 @@ class DelegationCreated(Event, frozen=True, kw_only=True, tag="delegation.create
 
 
 class DelegationUsed(Event, frozen=True, kw_only=True, tag="delegation.used"):
-    """An ID-JAG for this subject was accepted and `credential_id` issued on it."""
+    """An ID-JAG for this subject was accepted and `credential_id` issued on it (v1), or a
+    service-signed assertion answered for it (v0.6: no credential, None). `audience` is the
+    `aud` the ID-JAG named when it was not our issuer (the resource, v0.6 only)."""
 
-    credential_id: str
+    credential_id: str | None = None
     jti: str
     client_id: str
     agent_platform: str | None = None
     agent_context_id: str | None = None
+    audience: str | None = None
 
 
 class DelegationRevoked(Event, frozen=True, kw_only=True, tag="delegation.revoked"):

@@ -33,13 +33,18 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Why and by whom an event was recorded.
 
     `client_ip` holds the sealed (encrypted) form only: personal data never enters the log
-    in plain text.
+    in plain text. `door` (`v1`, `v06`) and `dialect` (`0.1.0`, `0.6.0`, `0.6.0+authkit`) say
+    which HTTP surface a request came through and which dialect version it spoke; operator,
+    CLI, worker and erasure events, and every event recorded before the v0.6 door existed,
+    have neither (omitted, so those rows keep their bytes).
     """
 
     correlation_id: str | None = None
     causation_id: str | None = None
     actor: str | None = None
     client_ip: str | None = None
+    door: str | None = None
+    dialect: str | None = None
 
 
 class StreamRef(msgspec.Struct, frozen=True):

@@ -19,6 +19,12 @@
 -- called `events` cannot stand in for the log. DEFERRABLE INITIALLY DEFERRED: checked at
 -- COMMIT, whatever order the append and the projection statements run in.
 --
+-- Not guarded, by design: `sign_in_links` and `claim_polls` (0020, the v0.6 door) have no
+-- event behind a row and decide no login alone. A forged sign-in link gives a browser
+-- session, but the claim that session enables is an event of its own (registration.claimed,
+-- recording how the person signed in, `auth_method`), held to the ledger like every claim;
+-- a forged pacing row only changes how soon an agent may poll.
+--
 -- Applied, idempotently, by `authledger migrate` after the numbered migrations and by
 -- `authledger replay` after it switches the read models (a rebuilt table comes without
 -- triggers). Not a numbered migration for that reason.

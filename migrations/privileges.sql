@@ -63,5 +63,10 @@ GRANT DELETE ON seen_jtis TO authledger_runtime;
 GRANT UPDATE, DELETE ON push_leases, rate_limit_windows, registration_snapshots
     TO authledger_runtime;
 
+-- E-mail sign-in links (0020): marked used; pruned; erasure deletes (service/signin/email_link.sql)
+GRANT UPDATE, DELETE ON sign_in_links TO authledger_runtime;
+-- V7 pacing (0020): upserted per poll, pruned (service/commands/claim_grant.sql)
+GRANT UPDATE, DELETE ON claim_polls TO authledger_runtime;
+
 -- Which migrations ran: read only (the runtime never migrates).
 REVOKE INSERT ON schema_migrations FROM authledger_runtime;

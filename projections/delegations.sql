@@ -9,4 +9,6 @@ UPDATE delegations SET uses = uses + 1, last_used_at = $2, version = $3
 WHERE delegation_id = $1
 
 -- name: revoked
-UPDATE delegations SET revoked_at = $2, version = $3 WHERE delegation_id = $1
+-- `generation`: how often it was revoked, the generation its subject's assertions must carry.
+UPDATE delegations SET revoked_at = $2, generation = generation + 1, version = $3
+WHERE delegation_id = $1

@@ -6,11 +6,13 @@ from typing import Any, assert_never
 
 from events.envelope import RecordedEvent
 from events.registration import (
+    ClaimAttemptDenied,
     ClaimAttemptExpired,
     ClaimAttemptLocked,
     ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
+    ClaimDelivered,
     OtpFailed,
     OtpIssued,
     RegistrationClaimed,
@@ -18,6 +20,7 @@ from events.registration import (
     RegistrationErased,
     RegistrationEvent,
     RegistrationExpired,
+    RegistrationRevoked,
 )
 from events.sql import load_queries
 
@@ -25,15 +28,18 @@ Q = load_queries("projections", "registrations.sql")
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
+# One case per event, so that assert_never names any event left out (hence the noqa).
+def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:  # noqa: PLR0912
     """The one SQL statement that applies `event` to the table."""
     rid, version, at = recorded.stream_id, recorded.stream_version, recorded.occurred_at
     match event:
         case RegistrationCreated():
             status = "unclaimed" if event.kind == "anonymous" else "pending_claim"
+            step_up = event.step_up
             return Q["created"], (
                 rid, recorded.tenant_id, event.kind, status, event.requested_credential_type,
                 event.claim_token_hash, event.expires_at, event.credential_id, version, at,
+                event.dialect, step_up.delegation_id if step_up is not None else None,
             )  # fmt: skip
         case ClaimAttemptStarted():
             return Q["attempt_started"], (
@@ -48,12 +54,16 @@ def statement(event: RegistrationEvent, recorded: RecordedEvent) -> Statement:
             return Q["attempt_status"], (rid, "locked", version, at)
         case ClaimAttemptExpired():
             return Q["attempt_link_expired"], (rid, version, at)
-        case OtpFailed():
+        case OtpFailed() | ClaimDelivered():
             return Q["touched"], (rid, version, at)
+        case ClaimAttemptDenied():
+            return Q["attempt_status"], (rid, "denied", version, at)
         case RegistrationClaimed():
             return Q["claimed"], (rid, event.user_id, event.credential_id, version, at)
         case RegistrationExpired():
-            return Q["expired"], (rid, version, at)
+            return Q["ended"], (rid, "expired", version, at)
+        case RegistrationRevoked():
+            return Q["ended"], (rid, "revoked", version, at)
         case RegistrationErased():
             return Q["erased"], (rid, version, at)
         case ClaimAttemptsErased():

@@ -1,8 +1,9 @@
 -- name: created
+-- `delegation_id`: a step-up's subject (v0.6), so a revocation of the subject finds it.
 INSERT INTO registrations (
     registration_id, tenant_id, kind, status, requested_credential_type, claim_token_hash,
-    expires_at, credential_id, version, created_at, updated_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    expires_at, credential_id, version, created_at, updated_at, dialect, delegation_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
 
 -- name: attempt_started
 UPDATE registrations
@@ -12,7 +13,8 @@ SET status = 'pending_claim', attempt_id = $2, attempt_status = 'initiated',
 WHERE registration_id = $1
 
 -- name: attempt_status
--- superseded / challenged / locked; a link that can no longer mint loses its lookup.
+-- superseded / challenged / locked / denied; a link that can no longer mint loses its lookup
+-- (a denied attempt's link answers "not valid", 404).
 UPDATE registrations
 SET attempt_status = $2,
     attempt_token_hash = CASE WHEN $2 IN ('initiated', 'challenged')
@@ -39,13 +41,15 @@ SET status = 'claimed', user_id = $2, credential_id = $3, attempt_status = 'comp
     version = $4, updated_at = $5
 WHERE registration_id = $1
 
--- name: expired
+-- name: ended
+-- registration.expired ('expired') and registration.revoked ('revoked'): a live attempt is
+-- void and its link loses its lookup.
 UPDATE registrations
-SET status = 'expired',
+SET status = $2,
     attempt_status = CASE WHEN attempt_status IN ('initiated', 'challenged', 'link_expired')
                           THEN 'void'
                           ELSE attempt_status END,
-    attempt_token_hash = NULL, version = $2, updated_at = $3
+    attempt_token_hash = NULL, version = $3, updated_at = $4
 WHERE registration_id = $1
 
 -- name: erased

@@ -33,8 +33,17 @@ Mode = Literal[
     "access",
     "rotate-secret",
 ]
-FLOWS = ("anonymous", "verified_email", "id_jag")
+# `service_auth` (a login hint, claimed by the person it names) exists at the v0.6 door only;
+# `anonymous` and `id_jag` apply at both doors, `verified_email` at v1 only.
+FLOWS = ("anonymous", "verified_email", "id_jag", "service_auth")
 CREDENTIAL_TYPES = ("access_token", "api_key")
+# The HTTP surfaces: `v1` (/agent/auth, auth.md 0.1.0) and `v06` (/agent/identity, 0.6.0).
+# Only v1 by default until the v0.6 routes exist (docs/design/v06-dialect.md, slice S1): a
+# document must not advertise routes that answer 404.
+DOORS = ("v1", "v06")
+DEFAULT_DOORS = ("v1",)
+V06_PROFILES = ("main", "authkit")
+SIGN_IN_METHODS = ("email", "oidc")  # how a person proves an address on the v0.6 claim page
 
 
 class ConfigError(Exception):
@@ -72,6 +81,23 @@ class Settings:
     otp_max_misses: int = 5
     otp_max_mints: int = 10
     claim_max_misses: int = 20
+    # The v0.6 door (docs/design/v06-dialect.md, section 5.3); per tenant like the above.
+    doors: tuple[str, ...] = DEFAULT_DOORS
+    v06_profile: Literal["main", "authkit"] = "main"
+    assertion_ttl: int = 3_600  # the service-signed identity assertion's lifetime
+    claim_poll_interval: int = 5  # the claim grant's `interval`, where its pacing starts
+    claim_deliveries: int = 3  # credentials a claimed claim token may still fetch...
+    claim_delivery_window: int = 600  # ...within so many seconds of the claim (O-E)
+    sign_in: tuple[str, ...] = ("email",)
+    sign_in_link_ttl: int = 600
+    session_ttl: int = 86_400
+    # The OpenID Connect provider people may sign in with: installation-wide only, since a
+    # tenant's settings enter the log (`tenant.configured`) and a client secret must not.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)  # None: a public client
+    oidc_name: str | None = None  # what the sign-in page calls it
+    oidc_scopes: tuple[str, ...] = ("openid", "email")
     contact_url: str | None = None
     terms_url: str | None = None
     privacy_url: str | None = None
@@ -180,6 +206,26 @@ class Settings:
             otp_max_mints=r.get("OTP_MAX_MINTS", _count(1, 1_000), False) or cls.otp_max_mints,
             claim_max_misses=r.get("CLAIM_MAX_MISSES", _count(1, 10_000), False)
             or cls.claim_max_misses,
+            doors=r.get("DOORS", _subset("door", DOORS), False) or cls.doors,
+            v06_profile=r.get("V06_PROFILE", _choice(*V06_PROFILES), False)  # type: ignore[arg-type]
+            or cls.v06_profile,
+            assertion_ttl=r.get("ASSERTION_TTL", _seconds(60, 86_400), False) or cls.assertion_ttl,
+            claim_poll_interval=r.get("CLAIM_POLL_INTERVAL", _seconds(1, 60), False)
+            or cls.claim_poll_interval,
+            claim_deliveries=r.get("CLAIM_DELIVERIES", _count(1, 100), False)
+            or cls.claim_deliveries,
+            claim_delivery_window=r.get("CLAIM_DELIVERY_WINDOW", _seconds(60, 86_400), False)
+            or cls.claim_delivery_window,
+            sign_in=r.get("SIGN_IN", _subset("sign-in method", SIGN_IN_METHODS), False)
+            or cls.sign_in,
+            sign_in_link_ttl=r.get("SIGN_IN_LINK_TTL", _seconds(60, 3_600), False)
+            or cls.sign_in_link_ttl,
+            session_ttl=r.get("SESSION_TTL", _seconds(300, 30 * 86_400), False) or cls.session_ttl,
+            oidc_issuer=r.get("OIDC_ISSUER", _oidc_issuer, False),
+            oidc_client_id=r.get("OIDC_CLIENT_ID", _client_id, False),
+            oidc_client_secret=r.get("OIDC_CLIENT_SECRET", _non_empty, False),
+            oidc_name=r.get("OIDC_NAME", _display_name, False),
+            oidc_scopes=r.get("OIDC_SCOPES", _oidc_scopes, False) or cls.oidc_scopes,
             contact_url=r.get("CONTACT_URL", _contact, False),
             terms_url=r.get("TERMS_URL", _link, False),
             privacy_url=r.get("PRIVACY_URL", _link, False),
@@ -222,6 +268,7 @@ class Settings:
                 f"{PREFIX}CREDENTIAL_TYPES: the anonymous flow needs api_key "
                 f"(add it, or drop anonymous from {PREFIX}FLOWS)"
             )
+        _check_oidc(settings)
         unknown = sorted(set(from_file) - r.asked)
         if unknown:
             names = ", ".join(n.removeprefix(PREFIX).lower() for n in unknown)
@@ -469,6 +516,56 @@ def _networks(raw: str) -> tuple[str, ...]:
                 "without host bits)"
             ) from None
     return tuple(dict.fromkeys(networks))
+
+
+def _oidc_issuer(raw: str) -> str:
+    """The provider's issuer, kept exactly (its ID tokens' `iss` must equal it): an https URL,
+    or http on a loopback host (tests and dev; also needs JWKS_ALLOW_LOOPBACK_HTTP)."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an https:// URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError("must be https (plain http only on 127.0.0.1, ::1 or localhost)")
+    return raw
+
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _client_id(raw: str) -> str:
+    if len(raw) > 255 or not raw.isprintable() or " " in raw:
+        raise ValueError("at most 255 printable characters, no spaces")
+    return raw
+
+
+def _oidc_scopes(raw: str) -> tuple[str, ...]:
+    scopes = _scopes(raw)
+    if "openid" not in scopes:
+        raise ValueError("must include openid")
+    return scopes
+
+
+def _check_oidc(settings: Settings) -> None:
+    """OIDC sign-in needs its provider; the provider's settings go together."""
+    if "oidc" in settings.sign_in and (
+        settings.oidc_issuer is None or settings.oidc_client_id is None
+    ):
+        raise ConfigError(
+            f"{PREFIX}SIGN_IN: oidc needs {PREFIX}OIDC_ISSUER and {PREFIX}OIDC_CLIENT_ID"
+        )
+    others = (settings.oidc_client_id, settings.oidc_client_secret, settings.oidc_name)
+    if settings.oidc_issuer is None and any(value is not None for value in others):
+        raise ConfigError(f"{PREFIX}OIDC_ISSUER: required when the other OIDC_* settings are set")
+    if settings.oidc_issuer is not None and settings.oidc_client_id is None:
+        raise ConfigError(f"{PREFIX}OIDC_CLIENT_ID: required with {PREFIX}OIDC_ISSUER")
+    issuer = settings.oidc_issuer
+    if issuer is not None and issuer.startswith("http:") and not settings.jwks_allow_loopback_http:
+        raise ConfigError(
+            f"{PREFIX}OIDC_ISSUER: plain http needs {PREFIX}JWKS_ALLOW_LOOPBACK_HTTP=true "
+            "(dev and tests only)"
+        )
 
 
 def _choice(*options: str) -> Callable[[str], str]:

@@ -23,9 +23,11 @@ SELECT delegation_id FROM delegations WHERE tenant_id = $1 AND issuer = $2
 
 -- name: credentials_of_delegations
 -- From the log, not the read model: every credential ever issued through these delegations
--- (`delegation.used` names it), on the (tenant_id, stream_id, stream_version) index.
+-- (`delegation.used` names it), on the (tenant_id, stream_id, stream_version) index. A use
+-- at the v0.6 door answered with an assertion and names none.
 SELECT DISTINCT payload ->> 'credential_id' AS credential_id FROM events
 WHERE tenant_id = $1 AND stream_id = ANY($2::text[]) AND type = 'delegation.used'
+  AND payload ->> 'credential_id' IS NOT NULL
 
 -- name: events
 -- A subject's events within a bound: positions up to $3, occurred at or before $4.

@@ -8,7 +8,7 @@ command runs again on the new state, so of two racing completes exactly one clai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import msgspec
@@ -166,7 +166,7 @@ async def issue_otp(ctx: Context, link_token: str, caller: Caller) -> Challenge:
             limits=_limits(ctx),
         )
         rid = state.registration_id
-        person = Caller(caller.request_id, caller.client_ip, "user")
+        person = replace(caller, actor="user")
         await ctx.record(
             [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)],
             # the person's address, under the key of the attempt's own (the one its mail named)

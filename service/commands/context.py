@@ -29,11 +29,26 @@ Observer = Callable[[Sequence[RecordedEvent]], None]
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is asking: the request id (correlation) and the client's IP, if known."""
+    """Who is asking: the request id (correlation) and the client's IP, if known; for a
+    request of an agent or a person, the door it came through and the dialect it spoke
+    (set by the HTTP adapters only; Metadata says what they mean)."""
 
     request_id: str | None = None
     client_ip: str | None = None
     actor: str = "agent"
+    door: str | None = None
+    dialect: str | None = None
+
+    def envelope(self, *, client_ip: str | None = None, actor: str | None = None) -> Metadata:
+        """The metadata of the events this caller causes (`client_ip` already sealed;
+        `actor` when the events name another one than the caller's)."""
+        return Metadata(
+            correlation_id=self.request_id,
+            actor=actor or self.actor,
+            client_ip=client_ip,
+            door=self.door,
+            dialect=self.dialect,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +88,12 @@ class Context:
             if caller.client_ip
             else None
         )
-        return Metadata(correlation_id=caller.request_id, actor=caller.actor, client_ip=sealed_ip)
+        return caller.envelope(client_ip=sealed_ip)
 
     def fresh_metadata(self, caller: Caller, subject: FreshSubject) -> Metadata:
         """`metadata` for a subject whose key is new (recorded with `fresh=`): no round trip."""
         sealed_ip = subject.seal(caller.client_ip) if caller.client_ip else None
-        return Metadata(correlation_id=caller.request_id, actor=caller.actor, client_ip=sealed_ip)
+        return caller.envelope(client_ip=sealed_ip)
 
     async def record(
         self,

@@ -122,7 +122,7 @@ async def logout(
     remember = remember_jti(
         ctx.tenant.tenant_id, verified.issuer, verified.jti, verified.remember_until, now
     )
-    metadata = Metadata(correlation_id=caller.request_id, actor=f"provider:{verified.issuer}")
+    metadata = caller.envelope(actor=f"provider:{verified.issuer}")
     signed_before = issued_before(verified.issued_at)
 
     async def attempt() -> Revoked:

@@ -1,6 +1,6 @@
 """The registration aggregate: its state, folded from its events by `evolve`, the only way
 it changes. The claim ceremony's rules that decide those events are in
-service.domain.claim.
+service.domain.claim (v1; the v0.6 door's ceremony is docs/design/v06-dialect.md, section 3).
 
 A registration's stream is capped (STREAM_LIMIT): the steps that can repeat (E5 attempts, E7
 codes) stop at GROWTH_LIMIT, which leaves room for every miss up to the lock, the claim, the
@@ -16,12 +16,16 @@ from typing import Literal, assert_never
 
 from events.catalogue import Event
 from events.registration import (
+    Ceremony,
+    ClaimAttemptDenied,
     ClaimAttemptExpired,
     ClaimAttemptLocked,
     ClaimAttemptsErased,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
+    ClaimDelivered,
     CredentialKind,
+    Dialect,
     OtpFailed,
     OtpIssued,
     RegistrationClaimed,
@@ -30,11 +34,20 @@ from events.registration import (
     RegistrationEvent,
     RegistrationExpired,
     RegistrationKind,
+    RegistrationRevoked,
+    StepUp,
 )
 
-Status = Literal["unclaimed", "pending_claim", "claimed", "expired"]
+Status = Literal["unclaimed", "pending_claim", "claimed", "expired", "revoked"]
 AttemptStatus = Literal[
-    "initiated", "challenged", "link_expired", "superseded", "locked", "void", "completed"
+    "initiated",
+    "challenged",
+    "link_expired",
+    "superseded",
+    "locked",
+    "void",
+    "completed",
+    "denied",  # the signed-in person declined it (v0.6 Deny): terminal
 ]
 # Not terminal (§6.2). In `link_expired` the link mints no more codes but the last code still
 # completes, and a new attempt, expiry or lock still ends the attempt.
@@ -59,6 +72,7 @@ class Attempt:
     otp_misses: int = 0
     otp_voided: bool = False
     mints: int = 0
+    ceremony: Ceremony = "email"
 
     @property
     def live(self) -> bool:
@@ -80,13 +94,33 @@ class Registration:
     misses: int = 0
     user_id: str | None = None
     version: int = 0
+    # The v0.6 door (docs/design/v06-dialect.md, section 3.1); the defaults are what every v1
+    # registration is, so snapshots saved before these fields existed decode right.
+    dialect: Dialect = "v1"
+    step_up: StepUp | None = None
+    erased: bool = False
+    max_deliveries: int = 0  # credentials its claim token may still fetch after the claim...
+    deliveries: int = 0  # ...of which so many were fetched
+    deliver_until: datetime | None = None
 
     def expired_at(self, now: datetime) -> bool:
         """Expired by event, or past its TTL while unclaimed (claimed ignores the TTL, R8)."""
         return self.status == "expired" or (self.status != "claimed" and now >= self.expires_at)
 
+    def ended(self, now: datetime) -> bool:
+        """Over for good at `now`: expired or revoked by event, erased, or past its TTL while
+        unclaimed. Nothing more is minted or delivered for it."""
+        return self.status == "revoked" or self.erased or self.expired_at(now)
 
-def evolve(state: Registration | None, event: RegistrationEvent) -> Registration:
+    @property
+    def stage(self) -> int:
+        """0 before the claim, 1 after: the generation a v0.6 registration's service-signed
+        assertion must carry, so one minted before the claim gains no post-claim scope."""
+        return 1 if self.status == "claimed" else 0
+
+
+# One case per event, so that assert_never names any event left out (hence the noqa).
+def evolve(state: Registration | None, event: RegistrationEvent) -> Registration:  # noqa: PLR0912
     match event:
         case RegistrationCreated():
             return Registration(
@@ -100,6 +134,8 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
                 credential_id=event.credential_id,
                 status="unclaimed" if event.kind == "anonymous" else "pending_claim",
                 version=1,
+                dialect=event.dialect,
+                step_up=event.step_up,
             )
     current = _existing(state, event)
     match event:
@@ -110,6 +146,7 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
                 email_index=event.email_index,
                 email_sealed=event.email_sealed,
                 link_expires_at=event.link_expires_at,
+                ceremony=event.ceremony,
             )
             return _next(current, attempt=attempt, status="pending_claim")
         case ClaimAttemptSuperseded():
@@ -153,10 +190,27 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
                 status="claimed",
                 user_id=event.user_id,
                 credential_id=event.credential_id,
+                max_deliveries=event.max_deliveries,
+                deliveries=0,
+                deliver_until=event.deliver_until,
             )
+        case ClaimDelivered():
+            return _next(current, deliveries=current.deliveries + 1)
+        case ClaimAttemptDenied():
+            attempt = replace(
+                _attempt(current, event.attempt_id),
+                status="denied",
+                otp_hash=None,
+                otp_expires_at=None,
+            )
+            return _next(current, attempt=attempt)
         case RegistrationExpired():
             return _next(current, attempt=_void(current.attempt), status="expired")
-        case RegistrationErased() | ClaimAttemptsErased():
+        case RegistrationRevoked():
+            return _next(current, attempt=_void(current.attempt), status="revoked")
+        case RegistrationErased():
+            return _next(current, attempt=_erased(current.attempt, event), erased=True)
+        case ClaimAttemptsErased():
             return _next(current, attempt=_erased(current.attempt, event))
         case _:
             assert_never(event)
@@ -175,7 +229,7 @@ def _erased(
 
 
 def _void(attempt: Attempt | None) -> Attempt | None:
-    """A live attempt ends with its registration (expiry) or its data (erasure)."""
+    """A live attempt ends with its registration (expiry, revocation) or its data (erasure)."""
     if attempt is None or not attempt.live:
         return attempt
     return replace(attempt, status="void", otp_hash=None, otp_expires_at=None)

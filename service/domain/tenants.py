@@ -31,6 +31,10 @@ TENANT_SETTINGS = frozenset(
         "pre_claim_scopes", "post_claim_scopes", "flows", "credential_types",
         "registration_ttl", "otp_ttl", "access_token_ttl", "claim_link_ttl", "otp_max_misses",
         "otp_max_mints", "claim_max_misses", "contact_url", "terms_url", "privacy_url",
+        # the v0.6 door (docs/design/v06-dialect.md, section 5.3); OIDC_* are the
+        # installation's only: a client secret must not enter the log with tenant.configured
+        "doors", "v06_profile", "assertion_ttl", "claim_poll_interval", "claim_deliveries",
+        "claim_delivery_window", "sign_in", "sign_in_link_ttl", "session_ttl",
     }
 )  # fmt: skip
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from events.catalogue import Event
@@ -102,6 +102,9 @@ class DelegationState:
     user_id: str
     version: int
     revoked: bool = False
+    # How many times it was revoked: the generation a service-signed assertion for this
+    # subject must carry (v0.6), so a revocation ends every assertion minted before it.
+    revocations: int = 0
 
 
 def evolve_delegation(
@@ -113,11 +116,11 @@ def evolve_delegation(
         case DelegationUsed():
             if state is None:
                 raise ValueError("delegation.used before delegation.created")
-            return DelegationState(state.delegation_id, state.user_id, version, revoked=False)
+            return replace(state, version=version, revoked=False)
         case DelegationRevoked():
             if state is None:
                 raise ValueError("delegation.revoked before delegation.created")
-            return DelegationState(state.delegation_id, state.user_id, version, revoked=True)
+            return replace(state, version=version, revoked=True, revocations=state.revocations + 1)
         case _:
             assert_never(event)
 

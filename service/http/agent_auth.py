@@ -31,14 +31,15 @@ from service.http.bodies import (
     CompleteBody,
     RegisterBody,
     StartClaimBody,
-    caller,
     check_email,
     json_reply,
     read_json,
     read_logout_token,
     timestamp,
+    v1_caller,
 )
 from service.http.route_docs import COMPLETE_DOC, REGISTER_DOC, REVOKE_DOC, START_CLAIM_DOC
+from service.http.tenancy import door_guard
 from service.ratelimit.limiter import Flow
 from service.runtime.resources import Resources
 from service.tenancy.config import CLAIM_PATH, ID_JAG, REGISTER_PATH, REVOKE_PATH
@@ -58,7 +59,7 @@ async def register(
     async def limit(flow: Flow, recipient: str | None = None) -> None:
         """Spec §10 (+ issue 12.5): before anything is verified, written or mailed."""
         await resources.limiter.registration(
-            ctx.tenant.tenant_id, flow, caller(request).client_ip, recipient=recipient
+            ctx.tenant.tenant_id, flow, v1_caller(request).client_ip, recipient=recipient
         )
 
     if body.type == "anonymous":
@@ -66,7 +67,7 @@ async def register(
             raise ProtocolError("invalid_request", "anonymous registration takes no assertion")
         kind = _credential_kind(body.requested_credential_type)
         await limit("anonymous")
-        registered = await register_anonymous(ctx, kind, caller(request))
+        registered = await register_anonymous(ctx, kind, v1_caller(request))
     elif body.type == "identity_assertion":
         if body.assertion_type is None or body.assertion is None:
             raise ProtocolError(
@@ -75,14 +76,14 @@ async def register(
         if body.assertion_type == ID_JAG:
             kind = _credential_kind(body.requested_credential_type)
             await limit("id_jag")
-            delegated = await register_id_jag(ctx, body.assertion, kind, caller(request))
+            delegated = await register_id_jag(ctx, body.assertion, kind, v1_caller(request))
             return json_reply(_delegated(delegated))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
         kind = _credential_kind(body.requested_credential_type)
         await limit("verified_email", email)
-        registered = await register_verified_email(ctx, email, kind, caller(request))
+        registered = await register_verified_email(ctx, email, kind, v1_caller(request))
     else:
         raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")
     return json_reply(_registered(ctx, registered))
@@ -96,7 +97,7 @@ async def claim(
     body = await read_json(request, StartClaimBody)
     email = check_email(body.email, "email")
     await resources.limiter.claim_start(ctx.tenant.tenant_id, body.claim_token, email)
-    started = await start_claim(ctx, body.claim_token, email, caller(request))
+    started = await start_claim(ctx, body.claim_token, email, v1_caller(request))
     return json_reply(
         {
             "registration_id": started.registration_id,
@@ -113,7 +114,7 @@ async def complete(
     request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
 ) -> Response[bytes]:
     body = await read_json(request, CompleteBody)
-    who = caller(request)
+    who = v1_caller(request)
     await resources.limiter.completion(ctx.tenant.tenant_id, body.claim_token, who.client_ip)
     completed = await complete_claim(ctx, body.claim_token, body.otp, who)
     answer: dict[str, Any] = {"registration_id": completed.registration_id, "status": "claimed"}
@@ -136,7 +137,7 @@ async def revoke(
     async def admit(issuer: str) -> None:  # spec §10: per verified issuer
         await resources.limiter.revocation(ctx.tenant.tenant_id, issuer)
 
-    revoked = await logout(ctx, await read_logout_token(request), caller(request), admit)
+    revoked = await logout(ctx, await read_logout_token(request), v1_caller(request), admit)
     return json_reply({"revoked": revoked.count})
 
 
@@ -186,4 +187,9 @@ def _registered(ctx: Context, registered: Registered) -> dict[str, Any]:
 
 
 def agent_auth_router() -> Router:
-    return Router("/", route_handlers=[register, claim, complete, revoke], tags=["registration"])
+    return Router(
+        "/",
+        route_handlers=[register, claim, complete, revoke],
+        tags=["registration"],
+        guards=[door_guard("v1")],
+    )

@@ -44,6 +44,8 @@ class ResourceMetadata(Doc, frozen=True):
 
 
 class ServerMetadata(Doc, frozen=True):
+    """The union of the open doors' keys (O-O); the v0.6 door adds the RFC 8414 ones."""
+
     issuer: str
     resource: str
     authorization_servers: Strings
@@ -52,6 +54,11 @@ class ServerMetadata(Doc, frozen=True):
     jwks_uri: str
     introspection_endpoint: str
     agent_auth: dict[str, Any]
+    token_endpoint: str | msgspec.UnsetType = msgspec.UNSET
+    revocation_endpoint: str | msgspec.UnsetType = msgspec.UNSET
+    grant_types_supported: Strings | msgspec.UnsetType = msgspec.UNSET
+    token_endpoint_auth_methods_supported: Strings | msgspec.UnsetType = msgspec.UNSET
+    revocation_endpoint_auth_methods_supported: Strings | msgspec.UnsetType = msgspec.UNSET
 
 
 class KeySet(Doc, frozen=True):

@@ -9,6 +9,7 @@ Validation messages name the field, never the value sent.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
@@ -195,6 +196,16 @@ def caller(request: Request[Any, Any, Any]) -> Caller:
             proxies,
         ),
     )
+
+
+V1_DOOR = "v1"
+V1_DIALECT = "0.1.0"  # auth.md as first published: the /agent/auth dialect
+
+
+def v1_caller(request: Request[Any, Any, Any]) -> Caller:
+    """`caller` for the v1 door's routes (`/agent/auth…` and its claim page): the events they
+    cause record door `v1`, dialect `0.1.0`."""
+    return replace(caller(request), door=V1_DOOR, dialect=V1_DIALECT)
 
 
 def timestamp(instant: datetime) -> str:

@@ -21,12 +21,12 @@ from service.http.bodies import (
     BODY_LIMIT,
     FORM,
     ChallengeBody,
-    caller,
     json_reply,
     media_type,
     read_form_token,
     read_json,
     timestamp,
+    v1_caller,
 )
 from service.http.errors import error_headers
 from service.http.page_templates import (
@@ -37,6 +37,7 @@ from service.http.page_templates import (
     problem_view,
 )
 from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
+from service.http.tenancy import door_guard
 from service.observability.metrics import note_refusal
 from service.runtime.resources import Resources
 from service.tenancy.config import CLAIM_PATH
@@ -115,7 +116,7 @@ async def challenge(
     if media_type(request) == FORM:
         return await _challenge_page(request, ctx, resources)
     body = await read_json(request, ChallengeBody)
-    who = caller(request)
+    who = v1_caller(request)
     await resources.limiter.code(ctx.tenant.tenant_id, body.claim_attempt_token, who.client_ip)
     issued = await issue_otp(ctx, body.claim_attempt_token, who)
     return json_reply(
@@ -127,7 +128,7 @@ async def _challenge_page(request: AnyRequest, ctx: Context, resources: Resource
     """The form's POST: the page with the code, or why there is none."""
     try:
         token = await read_form_token(request, TOKEN_FIELD)
-        who = caller(request)
+        who = v1_caller(request)
         await resources.limiter.code(ctx.tenant.tenant_id, token, who.client_ip)
         issued = await issue_otp(ctx, token, who)
     except ProtocolError as exc:
@@ -144,4 +145,4 @@ async def _challenge_page(request: AnyRequest, ctx: Context, resources: Resource
 
 
 def claim_page_router() -> Router:
-    return Router("/", route_handlers=[view, challenge], tags=["claim"])
+    return Router("/", route_handlers=[view, challenge], tags=["claim"], guards=[door_guard("v1")])

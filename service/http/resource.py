@@ -174,7 +174,8 @@ async def _form_token(request: AnyRequest) -> str:
 
 def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
     """The JWKS of the request's tenant: the active key and the retired ones whose tokens may
-    still be live."""
+    still be live (access tokens, and the v0.6 door's identity assertions: the longer of the
+    two lifetimes, plus the skew)."""
 
     @get(JWKS_PATH, summary="The access tokens' signing keys (JWK Set)", operation_class=JWKS_DOC)
     async def jwks(request: AnyRequest) -> Response[bytes]:
@@ -182,7 +183,7 @@ def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
         tenant = tenant_of(request) or auth.tenant
         if resources.commands is not None:
             ring = (await resources.context_for(tenant)).keyring
-            keys = ring.jwks(auth.clock.now(), timedelta(seconds=tenant.access_token_ttl))
+            keys = ring.jwks(auth.clock.now(), timedelta(seconds=tenant.longest_token_ttl))
         return Response(msgspec.json.encode(keys), media_type=MediaType.JSON, headers=JWKS_CACHE)
 
     return jwks

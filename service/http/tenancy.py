@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Guard, HTTPResponseStartEvent, Receive, Scope, Send
 
-from service.tenancy.config import TenantConfig
+from service.domain.errors import ProtocolError
+from service.tenancy.config import Door, TenantConfig
 from service.tenancy.directory import Disabled, TenantDirectory, Unavailable
 
 TENANT_STATE = "tenant"
@@ -30,6 +32,17 @@ def request_tenant(connection: ASGIConnection[Any, Any, Any, Any]) -> TenantConf
     if not isinstance(tenant, TenantConfig):
         raise TypeError("the tenant middleware did not run for this request")
     return tenant
+
+
+def door_guard(door: Door) -> Guard:
+    """A guard for a door's routes: 404 `not_found` on a tenant that keeps that door shut
+    (AUTHLEDGER_DOORS), before anything is read, limited or written."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not request_tenant(connection).opens(door):
+            raise ProtocolError("not_found", f"this service does not serve the {door} dialect")
+
+    return guard
 
 
 def _host(scope: Scope) -> str | None:

@@ -21,6 +21,7 @@ from tests.support.app_client import (
     running_service,
 )
 from tests.support.backends import Backend
+from tests.support.id_jag import ADMIN
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 EMAIL = "ana.lopez@example.net"
@@ -90,6 +91,36 @@ async def test_events_carry_the_request_id_and_a_sealed_client_ip(svc: Service) 
         assert metadata["correlation_id"] == "req-e2e-42"
         assert metadata["client_ip"].startswith("pii1.")
         assert CLIENT_IP not in row["m"]
+
+
+async def test_events_record_the_v1_door_and_dialect(svc: Service) -> None:
+    """Every event an agent or a person causes through `/agent/auth…` and its claim page says
+    door `v1`, dialect `0.1.0`; an operator's revocation says neither."""
+    registered = await svc.verified_email(EMAIL)
+    otp = await code_from_mail(svc, 1)
+    body = {"claim_token": registered["claim_token"], "otp": otp}
+    completed = await svc.client.post("/agent/auth/claim/complete", json=body)
+    assert completed.status_code == 200
+    by_agent_or_person = await svc.resources.pool.fetch(
+        "SELECT type, metadata::text AS m FROM events ORDER BY position"
+    )
+    assert sorted(r["type"] for r in by_agent_or_person) == [
+        "claim.attempt_started", "claim.otp_issued", "credential.issued", "registration.claimed",
+        "registration.created", "user.created",
+    ]  # fmt: skip
+    for row in by_agent_or_person:
+        metadata = msgspec.json.decode(row["m"])
+        assert (metadata["door"], metadata["dialect"]) == ("v1", "0.1.0"), row["type"]
+    revoked = await svc.client.post(
+        "/admin/revocations",
+        json={"registration_id": registered["registration_id"]},
+        headers=ADMIN,
+    )
+    assert revoked.status_code == 200
+    [operator] = await svc.resources.pool.fetch(
+        "SELECT metadata::text AS m FROM events WHERE type = 'credential.revoked'"
+    )
+    assert {"door", "dialect"}.isdisjoint(msgspec.json.decode(operator["m"]))
 
 
 async def test_anonymous_ceremony_rescopes_the_key_and_binds_the_user(svc: Service) -> None:

@@ -40,6 +40,12 @@ BAD_VALUES = [
     ("LOG_LEVEL", "loud"),
     ("TRUSTED_PROXIES", "10.0.0.0/8 10.0.0.1/8"),
     ("OWNER_DATABASE_URL", "mysql://db/x"),
+    ("OIDC_ISSUER", "ftp://idp.example.com"),
+    ("OIDC_ISSUER", "http://idp.example.com"),  # plain http only on loopback
+    ("OIDC_ISSUER", "https://idp.example.com/?tenant=a"),
+    ("OIDC_CLIENT_ID", "two words"),
+    ("OIDC_SCOPES", "email profile"),  # no openid
+    ("OIDC_NAME", "Acme\tSSO"),
 ]
 
 
@@ -311,3 +317,50 @@ def test_cli_names_a_misspelling_before_the_error_it_causes(
         "AUTHLEDGER_DATABSE_URL: unknown variable, ignored (did you mean AUTHLEDGER_DATABASE_URL?)",
         "AUTHLEDGER_DATABASE_URL: required but not set",
     ]
+
+
+OIDC = {
+    "AUTHLEDGER_OIDC_ISSUER": "https://login.example.com/tenant-1",
+    "AUTHLEDGER_OIDC_CLIENT_ID": "authledger",
+}
+
+
+def test_oidc_sign_in_is_read_and_its_secret_never_printed() -> None:
+    """The installation's OpenID Connect provider: issuer kept exactly, scopes with openid,
+    an optional secret (a public client uses PKCE alone) that no repr shows."""
+    settings = Settings.from_env(
+        {**GOOD, **OIDC, "AUTHLEDGER_OIDC_CLIENT_SECRET": "very-secret-value",
+         "AUTHLEDGER_OIDC_NAME": "Acme SSO", "AUTHLEDGER_SIGN_IN": "oidc email"},
+        "serve",
+    )  # fmt: skip
+    assert settings.oidc_issuer == "https://login.example.com/tenant-1"
+    assert (settings.oidc_client_id, settings.oidc_name) == ("authledger", "Acme SSO")
+    assert settings.oidc_scopes == ("openid", "email")
+    assert settings.sign_in == ("email", "oidc")
+    assert settings.oidc_client_secret == "very-secret-value"
+    assert "very-secret-value" not in repr(settings)
+    public = Settings.from_env({**GOOD, **OIDC}, "serve")
+    assert (public.oidc_client_secret, public.sign_in) == (None, ("email",))
+    unset = Settings.from_env(GOOD, "serve")
+    assert (unset.oidc_issuer, unset.oidc_client_id, unset.oidc_name) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AUTHLEDGER_SIGN_IN": "oidc"}, "SIGN_IN"),
+        ({"AUTHLEDGER_OIDC_CLIENT_ID": "authledger"}, "OIDC_ISSUER"),
+        ({"AUTHLEDGER_OIDC_CLIENT_SECRET": "s3cret"}, "OIDC_ISSUER"),
+        ({"AUTHLEDGER_OIDC_ISSUER": "https://login.example.com"}, "OIDC_CLIENT_ID"),
+        ({**OIDC, "AUTHLEDGER_OIDC_ISSUER": "http://127.0.0.1:9000"}, "OIDC_ISSUER"),
+    ],
+)
+def test_oidc_settings_go_together(env: dict[str, str], named: str) -> None:
+    """OIDC sign-in needs its provider, a provider needs its client id, and a plain-http
+    loopback provider (tests, dev) needs JWKS_ALLOW_LOOPBACK_HTTP."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**GOOD, **env}, "serve")
+    _one_line_naming(caught.value, named)
+    loopback = {**OIDC, "AUTHLEDGER_OIDC_ISSUER": "http://127.0.0.1:9000",
+                "AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP": "true"}  # fmt: skip
+    assert Settings.from_env({**GOOD, **loopback}, "serve").oidc_issuer == "http://127.0.0.1:9000"

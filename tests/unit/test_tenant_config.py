@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from service.settings import ConfigError, Settings
-from service.tenancy.config import ID_JAG, REVOKED_EVENT, TenantConfig
+from service.tenancy.config import (
+    CLAIM_GRANT,
+    ID_JAG,
+    JWT_BEARER,
+    REVOKED_EVENT,
+    TenantConfig,
+)
 
 GOOD = {
     "AUTHLEDGER_DATABASE_URL": "postgresql://app@db.internal:5432/authledger",
@@ -30,7 +36,8 @@ def test_defaults_follow_the_reference_and_spec() -> None:
         "https://auth.example.com/api/",
     )
     assert (t.resource_name, t.resource_logo_uri) == ("authledger", None)
-    assert t.flows == ("anonymous", "verified_email", "id_jag")
+    assert t.flows == ("anonymous", "verified_email", "id_jag", "service_auth")
+    assert t.doors == ("v1",)  # until the v0.6 routes exist (slice S1 of the v0.6 design)
     assert t.identity_types_supported == ("anonymous", "identity_assertion")
     assert t.assertion_types_supported == (ID_JAG, "verified_email")
     assert t.anonymous_credential_types == ("api_key",)
@@ -44,6 +51,9 @@ def test_defaults_follow_the_reference_and_spec() -> None:
     assert (t.otp_max_misses, t.otp_max_mints, t.claim_max_misses) == (5, 10, 20)
     assert (t.contact_url, t.terms_url, t.privacy_url) == (None, None, None)
     assert t.claimable
+    assert (t.v06_profile, t.assertion_ttl, t.claim_poll_interval) == ("main", 3_600, 5)
+    assert (t.claim_deliveries, t.claim_delivery_window) == (3, 600)
+    assert (t.sign_in, t.sign_in_link_ttl, t.session_ttl) == (("email",), 600, 86_400)
 
 
 def test_urls_are_absolute_and_derived_from_the_issuer() -> None:
@@ -109,6 +119,22 @@ def test_id_jag_only_has_nothing_to_claim() -> None:
 def test_flows_are_normalised_to_a_fixed_order() -> None:
     """Order and repetition in AUTHLEDGER_FLOWS do not matter."""
     assert tenant(FLOWS="id_jag anonymous id_jag").flows == ("anonymous", "id_jag")
+    assert tenant(FLOWS="service_auth ANONYMOUS").flows == ("anonymous", "service_auth")
+    assert tenant(DOORS="v06 v1 v06").doors == ("v1", "v06")
+
+
+def test_the_v06_settings_are_read() -> None:
+    """The v0.6 door's per-tenant settings come from their variables."""
+    t = tenant(
+        DOORS="v06", V06_PROFILE="AuthKit", ASSERTION_TTL="7200", CLAIM_POLL_INTERVAL="10",
+        CLAIM_DELIVERIES="1", CLAIM_DELIVERY_WINDOW="120", SIGN_IN="email", SIGN_IN_LINK_TTL="300",
+        SESSION_TTL="3600",
+    )  # fmt: skip
+    assert (t.doors, t.v06_profile, t.assertion_ttl, t.claim_poll_interval) == (
+        ("v06",), "authkit", 7_200, 10,
+    )  # fmt: skip
+    assert (t.claim_deliveries, t.claim_delivery_window) == (1, 120)
+    assert (t.sign_in, t.sign_in_link_ttl, t.session_ttl) == (("email",), 300, 3_600)
 
 
 @pytest.mark.parametrize(
@@ -174,6 +200,19 @@ def test_optional_values_are_read() -> None:
         ("CONTACT_URL", "security at example.com"),
         ("TERMS_URL", "example.com/terms"),
         ("PRIVACY_URL", "javascript:alert(1)"),
+        ("FLOWS", "service-auth"),
+        ("DOORS", "v1 v2"),
+        ("V06_PROFILE", "pr12"),
+        ("ASSERTION_TTL", "59"),
+        ("ASSERTION_TTL", "86401"),
+        ("CLAIM_POLL_INTERVAL", "0"),
+        ("CLAIM_POLL_INTERVAL", "61"),
+        ("CLAIM_DELIVERIES", "0"),
+        ("CLAIM_DELIVERY_WINDOW", "59"),
+        ("SIGN_IN", "password"),
+        ("SIGN_IN", "oidc"),  # no provider configured
+        ("SIGN_IN_LINK_TTL", "3601"),
+        ("SESSION_TTL", "299"),
     ],
 )
 def test_each_bad_value_names_its_variable(name: str, value: str) -> None:
@@ -249,3 +288,106 @@ def test_authorization_server_metadata_lists_only_enabled_methods() -> None:
         "assertion_types_supported": ["verified_email"],
         "credential_types_supported": ["access_token"],
     }
+
+
+V06 = "https://auth.example.com"
+MERGED_AGENT_AUTH = {
+    "skill": f"{V06}/auth.md",
+    "register_uri": f"{V06}/agent/auth",
+    "claim_uri": f"{V06}/agent/auth/claim",
+    "revocation_uri": f"{V06}/agent/auth/revoke",
+    "identity_endpoint": f"{V06}/agent/identity",
+    "claim_endpoint": f"{V06}/agent/identity/claim",
+    "events_endpoint": f"{V06}/agent/event/notify",
+    "identity_types_supported": ["anonymous", "identity_assertion", "service_auth"],
+    "anonymous": {"credential_types_supported": ["api_key"]},
+    "identity_assertion": {
+        "assertion_types_supported": [ID_JAG, "verified_email"],
+        "credential_types_supported": ["access_token", "api_key"],
+    },
+    "events_supported": [REVOKED_EVENT],
+}
+
+
+def test_both_doors_publish_the_union_of_their_keys() -> None:
+    """O-O: every v1 key stays as it was; v0.6 adds its endpoints (RFC 8414 top level and in
+    `agent_auth`), its grants, `service_auth` and no client authentication; the type lists
+    merge, in the contract's order."""
+    both = tenant(DOORS="v1 v06").authorization_server_metadata()
+    v1_only = tenant().authorization_server_metadata()
+    assert both == {
+        **{k: v for k, v in v1_only.items() if k != "agent_auth"},
+        "token_endpoint": f"{V06}/oauth2/token",
+        "revocation_endpoint": f"{V06}/oauth2/revoke",
+        "grant_types_supported": [JWT_BEARER, CLAIM_GRANT],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "agent_auth": MERGED_AGENT_AUTH,
+    }
+    for key, value in v1_only["agent_auth"].items():  # case 34: v1 agents find theirs
+        if key != "identity_types_supported":
+            assert both["agent_auth"][key] == value, key
+    assert set(v1_only["agent_auth"]["identity_types_supported"]) < set(
+        both["agent_auth"]["identity_types_supported"]
+    )
+    assert list(both)[-1] == "agent_auth"
+
+
+def test_the_v06_door_alone_publishes_only_its_keys() -> None:
+    """Without v1: no register/claim/revocation URIs, no credential types, no verified_email
+    (a v1 assertion type); the ID-JAG URN only, as the contract's discovery has it."""
+    document = tenant(DOORS="v06").authorization_server_metadata()
+    agent_auth = document["agent_auth"]
+    assert agent_auth == {
+        "skill": f"{V06}/auth.md",
+        "identity_endpoint": f"{V06}/agent/identity",
+        "claim_endpoint": f"{V06}/agent/identity/claim",
+        "events_endpoint": f"{V06}/agent/event/notify",
+        "identity_types_supported": ["anonymous", "identity_assertion", "service_auth"],
+        "identity_assertion": {"assertion_types_supported": [ID_JAG]},
+        "events_supported": [REVOKED_EVENT],
+    }
+    assert document["grant_types_supported"] == [JWT_BEARER, CLAIM_GRANT]
+
+
+@pytest.mark.parametrize(
+    ("flows", "types", "assertions"),
+    [
+        ("anonymous", ["anonymous"], None),
+        ("service_auth", ["service_auth"], None),
+        ("id_jag", ["identity_assertion"], [ID_JAG]),
+        ("verified_email service_auth", ["identity_assertion", "service_auth"], ["verified_email"]),
+        ("anonymous verified_email id_jag", ["anonymous", "identity_assertion"],
+         [ID_JAG, "verified_email"]),
+    ],
+)  # fmt: skip
+def test_each_merged_part_appears_only_with_its_flow(
+    flows: str, types: list[str], assertions: list[str] | None
+) -> None:
+    """A flow off is missing at both doors; an explicit flows list is kept as given (no
+    `service_auth` unless listed); `anonymous` blocks only with the flow and the v1 door."""
+    agent_auth = tenant(DOORS="v1 v06", FLOWS=flows).authorization_server_metadata()["agent_auth"]
+    assert agent_auth["identity_types_supported"] == types
+    block = agent_auth.get("identity_assertion")
+    assert (block["assertion_types_supported"] if block else None) == assertions
+    assert ("anonymous" in agent_auth) == ("anonymous" in flows.split())
+
+
+def test_a_v06_door_with_none_of_its_flows_publishes_nothing_of_it() -> None:
+    """Flows the v0.6 door does not serve (verified_email): the document is v1's alone."""
+    only_email = tenant(FLOWS="verified_email", DOORS="v1 v06").authorization_server_metadata()
+    assert only_email == tenant(FLOWS="verified_email").authorization_server_metadata()
+    assert "token_endpoint" not in only_email
+
+
+def test_the_authkit_profile_has_no_claim_grant() -> None:
+    """AuthKit (the contract's PR28 shape) completes claims directly: jwt-bearer only."""
+    document = tenant(DOORS="v06", V06_PROFILE="authkit").authorization_server_metadata()
+    assert document["grant_types_supported"] == [JWT_BEARER]
+
+
+def test_the_jwks_window_covers_the_longer_token() -> None:
+    """Retired keys stay published for the longest-lived token signed with them."""
+    assert tenant().longest_token_ttl == 3_600
+    assert tenant(ASSERTION_TTL="7200").longest_token_ttl == 7_200
+    assert tenant(ACCESS_TOKEN_TTL="9000", ASSERTION_TTL="600").longest_token_ttl == 9_000

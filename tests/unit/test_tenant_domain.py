@@ -104,3 +104,27 @@ def test_the_directory_resolves_hosts_and_falls_back_to_the_default() -> None:
     now = directory.resolve("api.acme.example")
     assert isinstance(now, TenantConfig)
     assert now.flows == ("id_jag",)
+
+
+V06_SETTINGS = {
+    "doors": "v1 v06", "v06_profile": "main", "assertion_ttl": "1800",
+    "claim_poll_interval": "10", "claim_deliveries": "2", "claim_delivery_window": "300",
+    "sign_in": "email", "sign_in_link_ttl": "900", "session_ttl": "7200",
+}  # fmt: skip
+
+
+def test_the_v06_settings_are_per_tenant_and_oidc_is_not() -> None:
+    """A tenant sets its doors and the v0.6 door's numbers, checked as at start-up; the
+    OpenID Connect provider is the installation's only (a client secret in a tenant's
+    settings would enter the log with tenant.configured)."""
+    created = decide_create(None, "acme", ["auth.acme.example"], {**ACME, **V06_SETTINGS})
+    directory = TenantDirectory(BASE)
+    directory.apply(_recorded(created, "acme", 1))
+    acme = directory.resolve("auth.acme.example")
+    assert isinstance(acme, TenantConfig)
+    assert (acme.doors, acme.assertion_ttl, acme.claim_poll_interval) == (("v1", "v06"), 1800, 10)
+    assert (acme.claim_deliveries, acme.claim_delivery_window, acme.session_ttl) == (2, 300, 7200)
+    assert acme.flows == ("anonymous",)  # its explicit list: no service_auth added
+    for name in ("oidc_issuer", "oidc_client_id", "oidc_client_secret", "oidc_name"):
+        with pytest.raises(TenantRefused, match=f"{name} cannot be set per tenant"):
+            decide_create(None, "acme", ["h.example"], {**ACME, name: "x"})
