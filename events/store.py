@@ -28,6 +28,7 @@ from events.appends import (
 )
 from events.clock import Clock, SystemClock
 from events.envelope import NewEvent, RecordedEvent, StreamRef
+from events.sessions import keeps_session_state
 from events.sql import load_queries
 from events.writer import Writer
 
@@ -177,6 +178,7 @@ class Wakeups:
     async def __aenter__(self) -> Wakeups:
         conn = await self._pool.acquire()
         try:
+            keeps_session_state(conn)  # the LISTEN, should the UNLISTEN on exit not happen
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         except BaseException:  # cancelled or failed before listening: give the connection back
             await self._pool.release(conn)

@@ -36,6 +36,7 @@ import asyncpg
 import structlog
 
 from events.clock import Clock, SystemClock
+from events.sessions import keeps_session_state
 from events.sql import load_queries
 from service.backoff import Backoff, jittered
 from service.crypto.pii import Sealer
@@ -150,6 +151,7 @@ class Mailer:
         """Rounds until something fails (or the task is cancelled)."""
         wake = self._wake
         async with self._pool.acquire() as listener:
+            keeps_session_state(listener)  # the LISTEN: the release's reset ends it
             await listener.add_listener(CHANNEL, wake.notified)
             try:
                 while True:

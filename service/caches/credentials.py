@@ -31,6 +31,7 @@ from events.credential import CredentialIssued
 from events.envelope import RecordedEvent
 from events.ledger import LEDGER
 from events.registration import RegistrationClaimed
+from events.sessions import reset_if_marked
 from events.sql import load_queries
 from events.store import EventStore
 from service.backoff import Backoff
@@ -245,7 +246,9 @@ class CredentialCache:
 
     async def _follow(self) -> None:
         if self._feed is None:
-            self._feed_pool = await asyncpg.create_pool(self._feed_url, min_size=0, max_size=2)
+            self._feed_pool = await asyncpg.create_pool(
+                self._feed_url, min_size=0, max_size=2, reset=reset_if_marked
+            )
             self._feed = EventStore(self._feed_pool)
         backoff = Backoff(0.5, 5.0)
         while True:

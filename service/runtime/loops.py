@@ -129,7 +129,7 @@ async def run_services(
 ) -> None:
     """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set.
     `announce`: warn of a bootstrap token once start-up's checks passed (`serve`, `worker`)."""
-    resources = await Resources.open(settings, http_only=not workers)
+    resources = await Resources.open(settings)
     if announce:
         warn_of_bootstrap_token(settings)
     try:

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 
 from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
+from events.sessions import reset_if_marked
 from events.store import EventStore
 from migrations.runner import MigrationError, pending
 from service.caches.access import AccessCache
@@ -121,15 +122,6 @@ class NatsLink:
         log.info("nats.reconnected")
 
 
-async def _nothing_to_reset(_: asyncpg.Connection) -> None:
-    """For a pool only HTTP handlers use: their connections keep no session state (no
-    LISTEN — the credential cache follows the log on a pool of its own —, no session lock,
-    no SET: the append's settings are transaction-local). asyncpg still rolls back a
-    transaction left open before this runs; its default reset query (UNLISTEN, unlock all,
-    RESET ALL) would cost a round trip per release. Workers hold session locks and LISTEN
-    on pooled connections: a process that runs them keeps the default reset."""
-
-
 @dataclass
 class Resources:
     settings: Settings
@@ -152,7 +144,6 @@ class Resources:
         *,
         pool_size: int = 10,
         clock: Clock | None = None,
-        http_only: bool = False,
     ) -> Resources:
         limits = load_limits(settings.rate_limits)  # a bad limits file stops start-up here
         # min_size=0: a process may start before Postgres answers; /readyz reports it.
@@ -160,7 +151,7 @@ class Resources:
             settings.database_url,
             min_size=0,
             max_size=pool_size,
-            reset=_nothing_to_reset if http_only else None,
+            reset=reset_if_marked,  # events/sessions.py: no reset round trip per query
         )
         link = NatsLink(settings.nats_url)
         try:

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import BadRequestError, NotFoundError
 
+from events.sessions import keeps_session_state
 from events.sql import load_queries
 from events.store import Wakeups
 from service.backoff import Backoff
@@ -161,6 +162,7 @@ class JetStreamPublisher(Generic[C, S, P]):
         """Hold the lock on one connection and publish until something fails."""
         name = self.config.checkpoint_name
         async with self._pool.acquire() as conn:
+            keeps_session_state(conn)  # the session lock, should the unlock below fail
             try:
                 self._log.info(f"{self.name}.lock_waiting", checkpoint=name)
                 await conn.execute(LOCK["lock"], name)
