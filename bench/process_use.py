@@ -57,7 +57,7 @@ class CpuUse:
         )
 
 
-def _cpu_of(pid: int) -> float | None:
+def cpu_of(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
@@ -66,7 +66,7 @@ def _cpu_of(pid: int) -> float | None:
 
 
 def _cpu_of_all(pids: Sequence[int]) -> dict[int, float]:
-    found = {pid: _cpu_of(pid) for pid in pids}
+    found = {pid: cpu_of(pid) for pid in pids}
     return {pid: cpu for pid, cpu in found.items() if cpu is not None}
 
 
@@ -80,6 +80,16 @@ def _postgres_pids() -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of every postgres process, by pid (compare two with `spent`)."""
+    return _cpu_of_all(_postgres_pids())
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes of `after` spent since `before` (new ones: all of theirs)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def cpu_sample(server_pid: int) -> CpuSample:

@@ -1,6 +1,6 @@
 """The floor under an anonymous registration: only the work no implementation can skip.
 
-    .venv/bin/python bench/registration_floor.py [--seconds S] [--processes P]
+    .venv/bin/python bench/registration_floor.py [--seconds S] [--processes P] [--no-worker]
                                                  [--database-url URL] [--as-superuser]
 
 What one registration must do, whatever serves it, with nothing else: make its ids, claim
@@ -11,15 +11,18 @@ batched with whatever else is waiting in its process (group commit, one batch in
 as events/writer.py batches), one transaction: the subject keys (one statement), the events
 through `events_append` (one call: the lock, the positions, the chain, the insert, the
 notify), the `registrations` and `credentials` rows (one statement each), COMMIT. The same
-rows and the same commits as `authledger serve`, no HTTP, no framework, no logging.
+rows and the same commits as `authledger serve`, no HTTP, no framework, no logging. And,
+as issue 11 asks of every registration, its events published on JetStream: `authledger
+worker` runs beside the writers, as it does beside `serve` (--no-worker: without it, the
+floor of sessions 3-5).
 
 P processes (default 2, as `serve --workers 2`) each run C/P clients for S seconds at C = 1, 16
 and 64, against a fresh, migrated database, with fsync and synchronous_commit as the server has
 them, writing as a member of the runtime role as the server does (so the write guards' checks
 at COMMIT are paid; --as-superuser skips them). Prints registrations/s and latency per C, the
-CPU per registration of these processes and of everything else the machine did meanwhile
-(Postgres, mostly), and checks at the end that the log holds every registration and that its
-hash chain verifies.
+CPU per registration of these processes, of the worker, of Postgres and of everything else
+the machine did meanwhile, and checks at the end that the log holds every registration, that
+its hash chain verifies and that JetStream holds every event.
 bench/write_path.py's figures are put beside these in docs/benchmarks.md.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -39,10 +43,12 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
+import nats
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from process_use import cpu_of, postgres_cpu, spent
 from scratch_database import add_database_url, with_database
-from served import migrate
-from write_path import runtime_login
+from served import NATS_URL, migrate
+from write_path import runtime_login, stack_env, start_worker, stop_worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -256,27 +262,47 @@ def _busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, connections: int, processes: int, seconds: float) -> str:
+def measure(url: str, connections: int, processes: int, seconds: float, worker: int | None) -> str:
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     share = [connections // processes + (i < connections % processes) for i in range(processes)]
     children = [context.Process(target=_child, args=(url, n, seconds, out)) for n in share if n > 0]
-    busy_before = _busy_seconds()
+    busy_before, postgres_before = _busy_seconds(), postgres_cpu()
+    worker_before = (cpu_of(worker) or 0.0) if worker is not None else 0.0
     for child in children:
         child.start()
     results = [out.get(timeout=seconds + 60) for _ in children]
     for child in children:
         child.join()
     busy = _busy_seconds() - busy_before
+    postgres = spent(postgres_before, postgres_cpu())
+    worker_cpu = ((cpu_of(worker) or 0.0) - worker_before) if worker is not None else 0.0
     count = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
     python_cpu = sum(r[2] for r in results)
-    rest = busy - python_cpu  # Postgres, the kernel, and whatever else ran meanwhile
+    rest = busy - python_cpu - worker_cpu - postgres  # the kernel, whatever else ran meanwhile
     p50, p99 = (latencies[int(len(latencies) * q)] * 1000 for q in (0.5, 0.99))
     return (
         f"| {connections} | {count / seconds:,.0f} | {p50:.2f} | {p99:.2f} "
-        f"| {python_cpu / count * 1000:.3f} | {rest / count * 1000:.3f} |"
+        f"| {python_cpu / count * 1000:.3f} | {worker_cpu / count * 1000:.3f} "
+        f"| {postgres / count * 1000:.3f} | {rest / count * 1000:.3f} |"
     )
+
+
+async def published(stream: str, events: int, within: float = 30.0) -> float | None:
+    """Seconds until the JetStream stream holds `events` messages; None if it never did."""
+    started = time.monotonic()
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        while time.monotonic() - started < within:
+            with contextlib.suppress(nats.errors.Error):
+                if (await js.stream_info(stream)).state.messages >= events:
+                    return time.monotonic() - started
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    return None
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -291,13 +317,42 @@ async def run(args: argparse.Namespace) -> int:
         writer = url if args.as_superuser else await runtime_login(admin, url)
         role = "the admin URL's user" if args.as_superuser else "a member of the runtime role"
         print(f"floor: {args.processes} processes, {args.seconds:g} s a run, as {role}")
-        print("| connections | registrations/s | p50 ms | p99 ms | Python CPU ms | rest CPU ms |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        for connections in (1, 16, 64):
-            line = await asyncio.to_thread(
-                measure, writer, connections, args.processes, args.seconds
+        env = stack_env(writer, secrets.token_hex(4), smtp_port=9)  # no mail: never connects
+        worker = None if args.no_worker else start_worker(env, Path(os.devnull))
+        if worker is not None:
+            print("with `authledger worker` publishing the log on JetStream, as serve has it")
+        print(
+            "| connections | registrations/s | p50 ms | p99 ms | Python CPU ms "
+            "| worker CPU ms | Postgres CPU ms | rest CPU ms |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        try:
+            for connections in (1, 16, 64):
+                line = await asyncio.to_thread(
+                    measure,
+                    writer,
+                    connections,
+                    args.processes,
+                    args.seconds,
+                    worker.pid if worker is not None else None,
+                )
+                print(line, flush=True)
+            head = int(await admin_head(url))
+            lag = (
+                await published(env["AUTHLEDGER_NATS_STREAM"], head) if worker is not None else None
             )
-            print(line, flush=True)
+        finally:
+            if worker is not None:
+                stop_worker(worker)
+        if worker is not None:
+            print(
+                f"JetStream: every one of {head:,} events "
+                + (
+                    f"published {lag:.2f} s after the last run"
+                    if lag is not None
+                    else "NOT published"
+                )
+            )
         conn = await asyncpg.connect(url)
         try:
             from events.hashchain import verify_log
@@ -315,6 +370,7 @@ async def run(args: argparse.Namespace) -> int:
         if counts is None:
             raise RuntimeError("no counts")
         ok = report.ok and counts["events"] == 2 * counts["registrations"]
+        ok = ok and (args.no_worker or lag is not None)
         print(
             f"log: {counts['events']:,} events for {counts['registrations']:,} registrations; "
             f"chain verifies: {report.ok}"
@@ -325,11 +381,24 @@ async def run(args: argparse.Namespace) -> int:
         await admin.close()
 
 
+async def admin_head(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     add_database_url(parser)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="without `authledger worker` (the log is then not published on JetStream)",
+    )
     parser.add_argument(
         "--as-superuser",
         action="store_true",

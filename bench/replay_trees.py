@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 from machine import load_average
-from process_use import _cpu_of
+from process_use import cpu_of
 from scratch_database import add_database_url, with_database
 
 HERE = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ async def _backend_cpu(admin: asyncpg.Connection, database: str, done: asyncio.E
             database,
         )
         for row in pids:
-            cpu = _cpu_of(row["pid"])
+            cpu = cpu_of(row["pid"])
             if cpu is not None:
                 last[row["pid"]] = cpu
         await asyncio.sleep(0.2)

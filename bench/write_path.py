@@ -61,7 +61,7 @@ import nats
 from aiosmtpd.controller import Controller
 from console import log
 from machine import load_average, other_sessions
-from process_use import Memory, memory_of
+from process_use import Memory, cpu_of, memory_of
 from registrations import REGISTER_BODY, Committed, Log
 from scratch_database import add_database_url, with_database
 from served import NATS_URL, Server, authledger_command, free_port, http_call, migrate
@@ -87,14 +87,6 @@ class Discard:
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         return "250 OK"
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -192,7 +184,7 @@ class Bench:
         await asyncio.sleep(SETTLE_SECONDS)
         await self.events.checkpoint()
         head, before = await self.events.head(), await self.events.registrations()
-        worker_before = _cpu_seconds(worker)
+        worker_before = cpu_of(worker) or 0.0
         spies = self._spy() if profile else []
         run = await self.wrk.run(
             "POST /agent/auth",
@@ -205,7 +197,7 @@ class Bench:
         )
         for spy in spies:
             await asyncio.to_thread(spy.wait, 60)
-        spent = _cpu_seconds(worker) - worker_before
+        spent = (cpu_of(worker) or 0.0) - worker_before
         worker_ms = spent / max(run.requests, 1) * 1000
         if script == "register.lua":
             self.figures.worker_ms[c] = worker_ms
