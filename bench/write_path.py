@@ -26,6 +26,8 @@ the resident memory of every process, and the issue's targets.
 e. verified-email registrations (identity_assertion, verified_email, an address of its own
    per request: a data subject and a claim mail in the outbox, in the append's transaction),
    at 16 and 64 connections; every 200 in the log, and a mail in the outbox for each.
+h. ID-JAG registrations of returning users (ES256, a test provider's JWKS over HTTP on
+   127.0.0.1; bench/returning_agents.py), at 16 and 64 connections; every 200 in the log.
 
 With --memory, (g): registrations at c=16 until the log holds 50,000, then 200,000, and the
 memory (RSS and PSS) of every process at each mark. The target is read on PSS: the HTTP
@@ -53,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +63,11 @@ import asyncpg
 import nats
 from aiosmtpd.controller import Controller
 from console import log
+from id_jag import EventLog
 from machine import load_average, other_sessions
 from process_use import Memory, cpu_of, memory_of
 from registrations import REGISTER_BODY, Committed, Log
+from returning_agents import LOOPBACK_PROVIDER_ENV, ReturningAgents, ReturningFigures
 from scratch_database import add_database_url, with_database
 from served import NATS_URL, Server, authledger_command, free_port, http_call, migrate
 from wrk_runs import SETTLE_SECONDS, Wrk, WrkRun
@@ -80,6 +85,7 @@ TARGET_MEMORY_MB = 200.0  # every process of serve --workers 2 plus worker, PSS,
 TARGET_MEMORY_GROWTH_MB = 5.0  # from 50,000 to 200,000 registrations
 TARGET_EMAIL = 0.2  # verified-email registrations/s at c=16, against static at c=16
 TARGET_P99_MS = 100.0  # registrations at c=64
+TARGET_ID_JAG = 0.15  # ID-JAG registrations (ES256, a returning user)/s at c=16
 
 
 class Discard:
@@ -113,6 +119,7 @@ class Figures:
     relay_lag_s: float = float("nan")
     published: bool = False
     memory: str = ""
+    returning: ReturningFigures | None = None  # (h) ID-JAG registrations of returning users
 
 
 class Bench:
@@ -132,6 +139,14 @@ class Bench:
         await self.me()
         log("(e) verified-email registrations")
         await self.email_registrations()
+        log("(h) ID-JAG registrations of returning users (ES256)")
+        self.figures.returning = await ReturningAgents(
+            self.stack.server,
+            self.wrk.workdir,
+            EventLog(self.events.conn),
+            self.stack.env["AUTHLEDGER_ADMIN_TOKEN"],
+            self.seconds,
+        ).measure()
         self.note_memory()
 
     async def static(self) -> None:
@@ -324,6 +339,31 @@ def report_floor(ours: Figures, floor: Figures) -> bool:
     return committed and floor.published
 
 
+def report_memory(f: Figures, target: Callable[[str, str, bool], None]) -> None:
+    """(g), when run: the memory table and its two targets."""
+    if len(f.memory_marks) == len(MEMORY_MARKS):
+        print(
+            "\n| registrations in the log | RSS in all, MB | PSS in all, MB | per process (RSS) |"
+        )
+        print("|---:|---:|---:|---|")
+        totals = []
+        for count, (serve, worker) in f.memory_marks.items():
+            each = ", ".join(f"{n} {mb:.0f}" for _, n, mb in (*serve.processes, *worker.processes))
+            pss = serve.pss_mb + worker.pss_mb
+            totals.append(pss)
+            print(f"| {count:,} | {serve.rss_mb + worker.rss_mb:.1f} | {pss:.1f} | {each} |")
+        target(
+            f"memory after {MEMORY_MARKS[0]:,} registrations <= 200 MB (PSS, every process)",
+            f"{totals[0]:.1f} MB",
+            totals[0] <= TARGET_MEMORY_MB,
+        )
+        target(
+            f"memory growth to {MEMORY_MARKS[1]:,} registrations <= 5 MB",
+            f"{totals[1] - totals[0]:+.1f} MB",
+            totals[1] - totals[0] <= TARGET_MEMORY_GROWTH_MB,
+        )
+
+
 def report(f: Figures) -> bool:
     static = f.static[16]
     verdicts: list[bool] = []
@@ -338,6 +378,8 @@ def report(f: Figures) -> bool:
     rows += [("anonymous registration", r) for r in f.register.values()]
     rows += [("GET /api/me", f.me)] if f.me is not None else []
     rows += [("verified-email registration", r) for r in f.email.values()]
+    if f.returning is not None:
+        rows += [("ID-JAG registration, returning user", r) for r in f.returning.runs.values()]
     for label, r in rows:
         print(
             f"| {label} | {r.connections} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
@@ -389,30 +431,25 @@ def report(f: Figures) -> bool:
             f"{f.mails:,} mails, {emails:,} registrations",
             f.mails == emails,
         )
-    if len(f.memory_marks) == len(MEMORY_MARKS):
-        print(
-            "\n| registrations in the log | RSS in all, MB | PSS in all, MB | per process (RSS) |"
-        )
-        print("|---:|---:|---:|---|")
-        totals = []
-        for count, (serve, worker) in f.memory_marks.items():
-            each = ", ".join(f"{n} {mb:.0f}" for _, n, mb in (*serve.processes, *worker.processes))
-            pss = serve.pss_mb + worker.pss_mb
-            totals.append(pss)
-            print(f"| {count:,} | {serve.rss_mb + worker.rss_mb:.1f} | {pss:.1f} | {each} |")
+    report_memory(f, target)
+    returning_committed: list[Committed] = []
+    if f.returning is not None and f.returning.runs:
+        j16, j64 = f.returning.runs[16], f.returning.runs[64]
         target(
-            f"memory after {MEMORY_MARKS[0]:,} registrations <= 200 MB (PSS, every process)",
-            f"{totals[0]:.1f} MB",
-            totals[0] <= TARGET_MEMORY_MB,
+            "ID-JAG registrations (ES256, returning user) at c=16 >= 0.15x static",
+            f"{j16.rate / static.rate:.3f}x",
+            j16.rate >= TARGET_ID_JAG * static.rate,
         )
-        target(
-            f"memory growth to {MEMORY_MARKS[1]:,} registrations <= 5 MB",
-            f"{totals[1] - totals[0]:+.1f} MB",
-            totals[1] - totals[0] <= TARGET_MEMORY_GROWTH_MB,
-        )
-    committed = all(c.holds for c in (*f.committed.values(), *f.email_committed.values()))
+        target("ID-JAG p99 at c=64 < 100 ms", f"{j64.p99_ms:.1f} ms", j64.p99_ms < TARGET_P99_MS)
+        returning_committed = list(f.returning.committed.values())
+    committed = all(
+        c.holds for c in (*f.committed.values(), *f.email_committed.values(), *returning_committed)
+    )
     target("every 200 committed", "yes" if committed else "NO", committed)
-    return committed and f.published
+    tokens_sufficed = f.returning is None or f.returning.exhausted == 0
+    if not tokens_sufficed:
+        print("  the ID-JAG runs ran out of tokens: their figures are void")
+    return committed and f.published and tokens_sufficed
 
 
 def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
@@ -426,6 +463,7 @@ def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
         "AUTHLEDGER_ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AUTHLEDGER_RATE_LIMITS": "off",
         "AUTHLEDGER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?tls=none",
+        **LOOPBACK_PROVIDER_ENV,  # (h): the test provider's keys, over http on 127.0.0.1
     }
     for default in ("AUTHLEDGER_PUBLIC_URL", "AUTHLEDGER_LOG_LEVEL", "AUTHLEDGER_LOG_FORMAT"):
         env.pop(default, None)
