@@ -80,7 +80,9 @@ def decide_open_attempt(
 ) -> Decision:
     """V2 (and the attempt of V1 service_auth and of a step-up, on the state just created):
     a new attempt with its code, superseding the live one. A step-up keeps the hint of the
-    user its ID-JAG matched (O-I), whatever address the agent gives."""
+    user its ID-JAG matched (O-I), whatever address the agent gives: the new attempt copies
+    the current one's index and sealed address (sealed under that attempt's key; a command
+    that wants it under the new attempt's key re-seals the same address, index unchanged)."""
     if state.dialect != "v06":
         raise ProtocolError("invalid_claim_token", V1_CLAIM)
     if state.status == "claimed":
