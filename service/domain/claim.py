@@ -13,6 +13,10 @@ place (post-claim scopes, bound to the user); a lock after too many wrong codes 
 registration and revokes the key with it (R7, reason `registration_expired`), as expiry
 does (service.domain.expiry). A claim that binds another credential leaves the minting of it
 to the command, once the code was right.
+
+A claim token is honoured only at the door that made its registration
+(docs/design/v06-dialect.md, section 3.4): E5, E7 and E8 refuse a registration made at
+`/agent/identity`, saying where to claim it; its ceremony is service.domain.user_code.
 Spec references: §6.1 state machine, §6.2 attempt states, §6.4 limits, §9 check order.
 """
 
@@ -40,8 +44,15 @@ from service.domain.credentials import REVOKED_WITH_REGISTRATION
 from service.domain.errors import ProtocolError
 from service.domain.registration import GROWTH_LIMIT, Registration
 
+# What E5, E7 and E8 answer for a registration made at the v0.6 door (design section 3.4).
+V06_CLAIM = (
+    "this registration was made through /agent/identity; claim it there "
+    "(POST /agent/identity/claim, then poll POST /oauth2/token)"
+)
+V06_LINK = "this link belongs to a claim made through /agent/identity; open it as given"
 
-def _room_for(state: Registration, events: int) -> None:
+
+def room_for(state: Registration, events: int) -> None:
     """Refuse a step that would take the stream past GROWTH_LIMIT (security issue 12.1)."""
     if state.version + events > GROWTH_LIMIT:
         raise ProtocolError(
@@ -64,12 +75,19 @@ class Decision:
     names why a try was refused without an event (for the log line and the counter).
     `events` go to the registration's stream, `credential` (E8 only) to the stream of its
     pre-claim key (`Registration.credential_id`), at any version: a key already ended stays
-    ended (service.domain.credentials)."""
+    ended (service.domain.credentials).
+
+    The v0.6 claim (service.domain.user_code) adds two: `revoke`, the credentials its claim
+    ends (each gets `credential.revoked` with REVOKED_BY_CLAIM, at any version), and
+    `delegation`, the events of the step-up's delegation stream (`delegation.created`, from
+    version 0)."""
 
     events: tuple[Event, ...] = ()
     error: ProtocolError | None = None
     refused: OtpFailure | None = None
     credential: tuple[Event, ...] = ()
+    revoke: tuple[str, ...] = ()
+    delegation: tuple[Event, ...] = ()
 
     @property
     def claimed(self) -> RegistrationClaimed | None:
@@ -91,6 +109,8 @@ def decide_start_claim(
     state: Registration, new: NewAttempt, *, now: datetime, link_ttl: timedelta
 ) -> Decision:
     """E5 (spec §6.1 R3/R4, O4, O6): start an attempt, or echo the current one."""
+    if state.dialect != "v1":
+        raise ProtocolError("invalid_claim_token", V06_CLAIM)
     if state.kind == "verified_email":
         current = state.attempt
         same_email = current is not None and current.email_index == new.email_index
@@ -126,7 +146,7 @@ def decide_start_claim(
             link_expires_at=now + link_ttl,
         )
     )
-    _room_for(state, len(events))
+    room_for(state, len(events))
     return Decision(tuple(events))
 
 
@@ -143,6 +163,10 @@ def decide_issue_otp(
     attempt = state.attempt
     if attempt is None or not hmac.compare_digest(attempt.token_hash, token_hash):
         raise ProtocolError("claim_superseded", "this link was replaced by a newer one")
+    if state.dialect != "v1" or attempt.ceremony != "email":
+        # A v0.6 link (inside the agent's `verification_uri`) must not mint a code here: it
+        # would replace the code the agent holds and the person types at the v0.6 page.
+        raise ProtocolError("claim_superseded", V06_LINK)
     if attempt.status == "completed" or state.status == "claimed":
         raise ProtocolError("claim_completed", "this registration is already claimed")
     if state.expired_at(now):
@@ -153,7 +177,7 @@ def decide_issue_otp(
         raise ProtocolError("claim_expired", "this link expired; ask the agent for a new one")
     if attempt.mints >= limits.max_mints:
         raise ProtocolError("rate_limited", "too many codes for this link")
-    _room_for(state, 1)
+    room_for(state, 1)
     issued = OtpIssued(attempt_id=attempt.attempt_id, otp_hash=otp_hash, expires_at=now + otp_ttl)
     return Decision((issued,))
 
@@ -183,6 +207,8 @@ def decide_complete(
     revokes its pre-claim key with it."""
     attempt = state.attempt
     attempt_id = attempt.attempt_id if attempt is not None else None
+    if state.dialect != "v1":  # its code is the agent's: only the signed-in person may type it
+        return Decision((), ProtocolError("invalid_claim_token", V06_CLAIM))
     if state.status == "claimed":
         return _refuse(attempt_id, "claimed", "previously_claimed", "already claimed")
     if state.expired_at(now):

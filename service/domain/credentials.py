@@ -35,6 +35,8 @@ from events.registration import CredentialKind
 CredentialStatus = Literal["active", "revoked", "expired"]
 # `credential.revoked`'s reason when a pre-claim key ends because its registration did (R7).
 REVOKED_WITH_REGISTRATION = "registration_expired"
+# ...and when a v0.6 claim ends the registration's pre-claim access tokens (O-F).
+REVOKED_BY_CLAIM = "claimed"
 
 
 @dataclass(frozen=True, slots=True)

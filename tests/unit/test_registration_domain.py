@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -189,6 +190,37 @@ def test_code_mint_needs_the_current_link_inside_its_window() -> None:
     with pytest.raises(ProtocolError) as limited:
         decide_issue_otp(many, token_hash="t1", otp_hash="h", now=T0, otp_ttl=OTP, limits=LIMITS)
     assert (limited.value.code, limited.value.status) == ("rate_limited", 429)
+
+
+def test_the_v1_door_refuses_a_registration_of_the_v06_door() -> None:
+    """Design section 3.4: E5 and E8 answer invalid_claim_token for a registration made at
+    /agent/identity (naming that door), even with the right code, and E7 mints nothing for
+    its link; nothing is written. The same registration as v1 passes each step."""
+    for kind in ("anonymous", "service_auth"):
+        v06 = msgspec.structs.replace(created(kind), dialect="v06", credential_id=None)
+        user_code = msgspec.structs.replace(started(1), ceremony="user_code")
+        state = given_(v06, user_code, issued(1))
+        with pytest.raises(ProtocolError) as e5:
+            decide_start_claim(state, new_attempt(2, "bob"), now=T0, link_ttl=LINK)
+        assert (e5.value.code, e5.value.status) == ("invalid_claim_token", 401)
+        assert "/agent/identity" in e5.value.message
+        with pytest.raises(ProtocolError) as e7:
+            decide_issue_otp(
+                state, token_hash="t1", otp_hash="h9", now=T0, otp_ttl=OTP, limits=LIMITS
+            )
+        assert e7.value.code == "claim_superseded"
+        assert "/agent/identity" in e7.value.message
+        e8 = complete(state, right=True)
+        assert e8.events == ()
+        assert e8.error is not None
+        assert (e8.error.code, e8.claimed) == ("invalid_claim_token", None)
+        assert "/agent/identity" in e8.error.message
+    v1 = given_(created(), started(1), issued(1))
+    assert decide_start_claim(v1, new_attempt(2, "bob"), now=T0, link_ttl=LINK).events
+    assert decide_issue_otp(
+        v1, token_hash="t1", otp_hash="h9", now=T0, otp_ttl=OTP, limits=LIMITS
+    ).events
+    assert complete(v1, right=True).claimed is not None
 
 
 def test_right_code_claims_once() -> None:
