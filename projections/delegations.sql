@@ -12,3 +12,10 @@ WHERE delegation_id = $1
 -- `generation`: how often it was revoked, the generation its subject's assertions must carry.
 UPDATE delegations SET revoked_at = $2, generation = generation + 1, version = $3
 WHERE delegation_id = $1
+
+-- name: head
+-- A delegation's user, version and generation, for a command that appends to its stream:
+-- the row is at the stream's version (this projection writes every event of the stream, in
+-- the append's transaction), so one indexed read stands in for folding a stream that grows
+-- by an event with every use (service/commands/delegation_head.py).
+SELECT user_id, version, generation FROM delegations WHERE delegation_id = $1 AND tenant_id = $2

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from events.catalogue import Event
 from events.delegation import STREAM_TYPE as DELEGATION
 from events.delegation import DelegationCreated, DelegationUsed, MatchedBy
-from events.ledger import LEDGER
 from events.registration import CredentialKind
 from events.sql import load_queries
 from events.user import STREAM_TYPE as USER
 from events.user import UserCreated
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
+from service.commands.delegation_head import DelegationHead, delegation_head
 from service.commands.jti import remember_jti
 from service.commands.trust_list import lookup
 from service.crypto.tokens import new_user_id, registration_id_for_identity
 from service.domain.errors import ProtocolError
-from service.domain.trust_list import DelegationState, delegation_id_for, fold_delegation
+from service.domain.trust_list import delegation_id_for
 from service.providers.assertions import verify_id_jag
 from service.providers.jwks import JwksCache
 from service.providers.trust import TrustedIssuer, VerifiedAssertion
@@ -93,10 +93,7 @@ async def _delegate(
     delegation_id = delegation_id_for(verified.issuer, verified.subject, tenant.issuer)
     registration_id = registration_id_for_identity(verified.issuer, verified.subject, tenant.issuer)
     stream = ctx.stream(DELEGATION, delegation_id)
-    recorded = await ctx.store.read_stream(stream)
-    state = fold_delegation(
-        [(LEDGER.decode(r), r.stream_version) for r in recorded]  # type: ignore[misc]
-    )
+    state = await delegation_head(ctx, delegation_id)
     changes: list[Change] = []
     delegation_events: list[Event] = []
     if state is None:
@@ -147,7 +144,7 @@ async def _delegate(
     return Delegated(registration_id, credential)
 
 
-def _version(state: DelegationState | None) -> int:
+def _version(state: DelegationHead | None) -> int:
     return 0 if state is None else state.version
 
 

@@ -21,13 +21,13 @@ from events.credential import CredentialRevoked
 from events.delegation import STREAM_TYPE as DELEGATION
 from events.delegation import DelegationRevoked
 from events.envelope import Metadata
-from events.ledger import LEDGER
 from events.sql import load_queries
 from service.commands.context import Caller, Change, Context, retrying
+from service.commands.delegation_head import delegation_head
 from service.commands.identity import provider_keys
 from service.commands.jti import remember_jti
 from service.commands.trust_list import lookup
-from service.domain.trust_list import delegation_id_for, fold_delegation
+from service.domain.trust_list import delegation_id_for
 from service.providers.assertions import verify_logout_token
 from service.tenancy.config import REVOKED_EVENT
 
@@ -127,10 +127,7 @@ async def logout(
 
     async def attempt() -> Revoked:
         stream = ctx.stream(DELEGATION, delegation_id)
-        recorded = await ctx.store.read_stream(stream)
-        state = fold_delegation(
-            [(LEDGER.decode(r), r.stream_version) for r in recorded]  # type: ignore[misc]
-        )
+        state = await delegation_head(ctx, delegation_id)
         if state is None:  # nothing was ever issued for that subject: only burn the jti
             async with ctx.pool.acquire() as conn, conn.transaction():
                 await remember(cast(asyncpg.Connection, conn))

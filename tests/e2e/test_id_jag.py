@@ -4,6 +4,7 @@ the provider over HTTP, the checks against the real Postgres log."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -68,6 +69,30 @@ async def test_id_jag_registers_and_the_access_token_works(
     assert await svc.count("user.created") == 1
     assert await svc.count("delegation.created") == 1
     assert await svc.count("delegation.used") == 2
+
+
+async def test_one_subject_from_several_agents_at_once_gets_every_credential(
+    svc: Service, idp: IdentityProvider
+) -> None:
+    """A returning subject's registrations decide on the delegation row's version (not a fold
+    of its growing stream): four at once all answer 200 with credentials of their own, the
+    losers of each race retried, and the stream and the row agree afterwards."""
+    first = await registered(svc, jag(svc, idp, sub="agent-busy"))
+    answers = await asyncio.gather(
+        *(present(svc, jag(svc, idp, sub="agent-busy"), "api_key") for _ in range(4))
+    )
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert len({a.json()["credential"] for a in answers}) == 4
+    user_id = (await me(svc, first["credential"])).json()["user_id"]
+    delegation = await svc.row("delegations", "user_id", user_id)
+    assert (delegation["uses"], delegation["version"]) == (5, 6)
+    versions = await svc.resources.pool.fetch(
+        "SELECT type, stream_version FROM events WHERE stream_type = 'delegation' ORDER BY position"
+    )
+    assert [(r["type"], r["stream_version"]) for r in versions] == [
+        ("delegation.created", 1),
+        *(("delegation.used", v) for v in range(2, 7)),
+    ]
 
 
 async def test_same_jti_twice_is_replay_detected_and_writes_nothing(
