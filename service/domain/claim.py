@@ -91,6 +91,7 @@ def decide_start_claim(
     state: Registration, new: NewAttempt, *, now: datetime, link_ttl: timedelta
 ) -> Decision:
     """E5 (spec §6.1 R3/R4, O4, O6): start an attempt, or echo the current one."""
+    _this_door(state)
     if state.kind == "verified_email":
         current = state.attempt
         same_email = current is not None and current.email_index == new.email_index
@@ -181,6 +182,7 @@ def decide_complete(
     re-scoped, or the id of the credential the command mints once this decided the claim); a
     wrong one counts, and the miss that reaches the registration's limit locks it, which
     revokes its pre-claim key with it."""
+    _this_door(state)
     attempt = state.attempt
     attempt_id = attempt.attempt_id if attempt is not None else None
     if state.status == "claimed":
@@ -214,6 +216,17 @@ def decide_complete(
         if state.credential_id is not None:  # the pre-claim key ends with it (R7)
             key = (CredentialRevoked(reason=REVOKED_WITH_REGISTRATION),)
     return Decision(tuple(events), ProtocolError("otp_invalid", "wrong code"), credential=key)
+
+
+def _this_door(state: Registration) -> None:
+    """A claim token works only at the door that made its registration (design section 3.4):
+    a v0.6 registration is claimed at /agent/identity/claim, where the person types the code;
+    at E8 its agent, which holds a v0.6 code, could claim it alone."""
+    if state.dialect != "v1":
+        raise ProtocolError(
+            "invalid_claim_token",
+            "this registration was made at /agent/identity; claim it at /agent/identity/claim",
+        )
 
 
 def _refuse(
