@@ -225,6 +225,7 @@ class OperatorRevoked(Doc, frozen=True):
 
     revoked: int
     credential_ids: Strings
+    registration_ids: Strings  # the v0.6 registrations it ended (O-R)
     credential: str | msgspec.UnsetType = msgspec.UNSET
     registration: str | msgspec.UnsetType = msgspec.UNSET
     user: str | msgspec.UnsetType = msgspec.UNSET
