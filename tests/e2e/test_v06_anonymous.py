@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from service.commands.context import Caller
-from service.commands.tenants import create_tenant
+from service.commands.tenants import create_tenant, set_tenant_active
 from service.crypto.assertions import ASSERTION_TYPE, verify_assertion
 from service.crypto.jws import sign_with
 from service.crypto.signing import new_signing_key
@@ -266,6 +266,18 @@ async def test_a_shut_door_is_404_in_the_family_shape(svc: Service) -> None:
                 "requested_credential_type": "api_key"})).status_code == 200  # fmt: skip
     assert await svc.count("registration.created") == 1  # the v1 door's, on the same host
     assert await svc.head() == head + 2
+
+
+async def test_a_disabled_tenant_refuses_in_the_family_shape(svc: Service) -> None:
+    """The tenant middleware's refusal, before routing, keeps the family's shape too."""
+    ctx = await svc.resources.command_context()
+    async with _other_tenant(svc) as other:
+        assert await set_tenant_active(ctx, "other", False, Caller(actor="test"), "unpaid")
+        assert_identity_error(await other.post(IDENTITY, json={"type": "anonymous"}), 404,
+                              "tenant_disabled")  # fmt: skip
+        assert_oauth_error(await other.post(TOKEN, data={"grant_type": JWT_BEARER}), 404,
+                           "tenant_disabled")  # fmt: skip
+        assert (await other.get("/api/me")).json().keys() == {"error", "message"}
 
 
 async def test_limits_one_anonymous_budget_and_a_token_budget_per_subject(
