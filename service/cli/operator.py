@@ -158,7 +158,12 @@ async def run_revoke(settings: Settings, args: argparse.Namespace) -> list[str]:
     scope, target = next((s, getattr(args, s)) for s in SCOPES if getattr(args, s) is not None)
     async with operator_context(settings) as ctx:
         revoked = await revoke(ctx, scope, target, cli_caller(), args.reason)
-    return [*revoked.credential_ids, f"revoked {revoked.count} credential(s) of {scope} {target}"]
+    ended = [f"ended registration {rid}" for rid in revoked.registration_ids]  # O-R
+    return [
+        *revoked.credential_ids,
+        *ended,
+        f"revoked {revoked.count} credential(s) of {scope} {target}",
+    ]
 
 
 async def run_erase(settings: Settings, args: argparse.Namespace) -> list[str]:

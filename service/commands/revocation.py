@@ -1,6 +1,13 @@
 """Ending credentials before their time: by a provider's logout token (spec §8, E9) and by an
 operator (O10) — one credential, a registration's, a user's, or everything a provider issued.
 
+An operator's revocation by registration, user or provider also ends the v0.6 registrations
+in that scope (O-R: `registration.revoked`, reason `operator`), so their service-signed
+assertions stop exchanging for new tokens and their claim tokens stop working. That pass runs
+first: a token exchanged meanwhile is either refused (its exchange re-reads the registration
+under the append lock) or already recorded when the credentials are listed, so it ends too.
+v1 registrations get no such event (the design's open question 6).
+
 Each credential ends with its own `credential.revoked`, appended at the version the read model
 showed; if another command moved it meanwhile (a claim re-scoping it, a racing revocation), the
 batch is read again, so nothing active is skipped and nothing is revoked twice. The credential
@@ -12,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal, cast
 
 import asyncpg
@@ -21,17 +29,21 @@ from events.credential import CredentialRevoked
 from events.delegation import STREAM_TYPE as DELEGATION
 from events.delegation import DelegationRevoked
 from events.envelope import Metadata
+from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
+from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.delegation_head import delegation_head
 from service.commands.identity import provider_keys
 from service.commands.jti import remember_jti
 from service.commands.trust_list import lookup
+from service.domain.registration import decide_revoke
 from service.domain.trust_list import delegation_id_for
 from service.providers.assertions import verify_logout_token
 from service.tenancy.config import REVOKED_EVENT
 
 Q = load_queries("projections", "credentials.sql")
+REG_Q = load_queries("service.commands", "revocation.sql")
 BATCH = 500  # credentials per transaction when revoking in bulk
 Scope = Literal["credential", "registration", "user", "issuer"]
 _QUERY: dict[Scope, str] = {
@@ -42,9 +54,17 @@ _QUERY: dict[Scope, str] = {
 }
 
 
+_V06_QUERY: dict[Scope, str] = {
+    "registration": "v06_of_registration",
+    "user": "v06_of_user",
+    "issuer": "v06_of_issuer",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Revoked:
     credential_ids: tuple[str, ...]
+    registration_ids: tuple[str, ...] = ()  # v0.6 registrations ended with them (O-R)
 
     @property
     def count(self) -> int:
@@ -65,10 +85,12 @@ async def revoke(
     ctx: Context, scope: Scope, target: str, caller: Caller, note: str | None = None
 ) -> Revoked:
     """An operator's revocation of every active credential in `scope` = `target`, recorded
-    with reason `operator` and the operator's note, in batches of BATCH."""
+    with reason `operator` and the operator's note, in batches of BATCH; first, the v0.6
+    registrations in that scope end (O-R)."""
     query = Q[_QUERY[scope]]
     args: tuple[object, ...] = (ctx.tenant.tenant_id, target)
     metadata = Metadata(correlation_id=caller.request_id, actor=caller.actor)
+    ended = await _end_v06_registrations(ctx, scope, target, metadata, note)
     done: list[str] = []
     while True:
 
@@ -85,7 +107,42 @@ async def revoke(
         revoked = await retrying(batch)
         done += revoked
         if len(revoked) < BATCH:
-            return Revoked(tuple(done))
+            return Revoked(tuple(done), ended)
+
+
+async def _end_v06_registrations(
+    ctx: Context, scope: Scope, target: str, metadata: Metadata, note: str | None
+) -> tuple[str, ...]:
+    """`registration.revoked` (operator) for each v0.6 registration of the scope that has not
+    ended, each at the version it was decided on; the ids of those it ended."""
+    if scope not in _V06_QUERY:
+        return ()  # one credential: its registration lives on
+    query, tenant_id = REG_Q[_V06_QUERY[scope]], ctx.tenant.tenant_id
+    ended: list[str] = []
+    after = ""
+    while True:
+        rows = await ctx.pool.fetch(query, tenant_id, target, after, BATCH)
+        for row in rows:
+            rid: str = row["registration_id"]
+            if await retrying(partial(_end_one, ctx, rid, metadata, note)):
+                ended.append(rid)
+        if len(rows) < BATCH:
+            return tuple(ended)
+        after = rows[-1]["registration_id"]
+
+
+async def _end_one(ctx: Context, rid: str, metadata: Metadata, note: str | None) -> bool:
+    state = await registration_state.load(ctx, rid)
+    if state is None:
+        return False
+    now = ctx.clock.now()
+    events = decide_revoke(state, reason="operator", note=note, now=now)
+    if not events:
+        return False
+    stream = ctx.stream(REGISTRATION, rid)
+    await ctx.record([Change(stream, state.version, events)], metadata=metadata, now=now)
+    await registration_state.remember(ctx, state, events)
+    return True
 
 
 def issued_before(iat: datetime) -> datetime:

@@ -242,6 +242,18 @@ def fold(events: list[RegistrationEvent], state: Registration | None = None) -> 
     return state
 
 
+def decide_revoke(
+    state: Registration, *, reason: str, note: str | None, now: datetime
+) -> list[Event]:
+    """An operator's (O-R), a provider's or a newer step-up's end of a v0.6 registration:
+    `registration.revoked`, after which its assertions stop exchanging and its claim token
+    stops working. Nothing for a v1 registration (their keys are revoked as credentials, open
+    question 6 of the design) or one that has already ended."""
+    if state.dialect != "v06" or state.ended(now):
+        return []
+    return [RegistrationRevoked(reason=reason, note=note)]
+
+
 def _existing(state: Registration | None, event: Event) -> Registration:
     if state is None:
         raise ValueError(f"{type(event).__name__} before registration.created")

@@ -170,7 +170,12 @@ async def revoke_credentials(request: AnyRequest, ctx: NamedDependency[Context])
     scope, target = targets[0]
     revoked = await revoke(ctx, scope, target, operator_caller(request), body.reason)
     return json_reply(
-        {scope: target, "revoked": revoked.count, "credential_ids": list(revoked.credential_ids)}
+        {
+            scope: target,
+            "revoked": revoked.count,
+            "credential_ids": list(revoked.credential_ids),
+            "registration_ids": list(revoked.registration_ids),  # v0.6 ones ended too (O-R)
+        }
     )
 
 

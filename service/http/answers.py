@@ -25,6 +25,21 @@ class ErrorBody(Doc, frozen=True):
     message: str
 
 
+class IdentityError(Doc, frozen=True):
+    """A refusal at `/agent/identity` (V1): both texts, the same (O-Q)."""
+
+    error: str
+    message: str
+    error_description: str
+
+
+class OAuthError(Doc, frozen=True):
+    """A refusal at `/oauth2/token` and `/oauth2/revoke` (V6, V8): RFC 6749 5.2's shape."""
+
+    error: str
+    error_description: str
+
+
 class Health(Doc, frozen=True):
     status: Literal["ok"]
 
@@ -100,6 +115,29 @@ class Delegated(Doc, frozen=True):
     credential: str
     credential_expires: Timestamp | None
     scopes: Strings
+
+
+class AnonymousIdentity(Doc, frozen=True):
+    """V1 anonymous: the service-signed assertion (no credential) and the claim token."""
+
+    registration_id: str
+    registration_type: Literal["anonymous"]
+    identity_assertion: str
+    assertion_expires: Timestamp
+    pre_claim_scopes: Strings
+    claim_url: str
+    claim_token: str
+    claim_token_expires: Timestamp
+    post_claim_scopes: Strings
+
+
+class TokenIssued(Doc, frozen=True):
+    """V6 (RFC 6749 5.1): a bearer access token and its space-separated scopes."""
+
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
 
 
 class ClaimStarted(Doc, frozen=True):
@@ -187,6 +225,7 @@ class OperatorRevoked(Doc, frozen=True):
 
     revoked: int
     credential_ids: Strings
+    registration_ids: Strings  # the v0.6 registrations it ended (O-R)
     credential: str | msgspec.UnsetType = msgspec.UNSET
     registration: str | msgspec.UnsetType = msgspec.UNSET
     user: str | msgspec.UnsetType = msgspec.UNSET

@@ -37,6 +37,7 @@ from service.http.claim_page import claim_page_router
 from service.http.client_address import TRUSTED_PROXIES, networks
 from service.http.credentials import HANDLERS as CREDENTIALS
 from service.http.discovery import discovery_router
+from service.http.envelopes import in_family
 from service.http.errors import (
     body_too_large,
     database_down,
@@ -44,8 +45,10 @@ from service.http.errors import (
     protocol_error,
 )
 from service.http.health import HealthController
+from service.http.identity import identity_router
 from service.http.index import index_route
 from service.http.metrics import metrics_router
+from service.http.oauth import oauth_router
 from service.http.openapi import SCHEMA_PATH, SECURITY
 from service.http.resource import resource_router
 from service.http.revocations import list_revocations
@@ -96,6 +99,8 @@ def create_app(
             HealthController,
             discovery_router(tenant),  # its path-inserted PRM; the documents are per tenant
             agent_auth_router(),
+            identity_router(),  # the v0.6 door (V1, V6, V8): 404 where a tenant keeps it shut
+            oauth_router(),
             admin_router(settings, gate, list_revocations, *CREDENTIALS),
             audit_router(settings, gate),
             subscriptions_router(settings, gate),
@@ -110,11 +115,12 @@ def create_app(
             "resources": Provide(provide_resources, use_cache=True),
             "ctx": Provide(provide_context),
         },
+        # A v0.6 family's path answers in its family's shape even before routing (a 405).
         exception_handlers={
-            HTTPException: http_error,
-            ProtocolError: protocol_error,
-            BodyTooLarge: body_too_large,
-            Exception: internal_error,
+            HTTPException: in_family(http_error, lambda f: f.http_error),
+            ProtocolError: in_family(protocol_error, lambda f: f.protocol_error),
+            BodyTooLarge: in_family(body_too_large, lambda f: f.body_too_large),
+            Exception: in_family(internal_error, lambda f: f.internal_error),
         },
         request_max_body_size=MAX_BODY_BYTES,
         state=State({TRUSTED_PROXIES: networks(settings.trusted_proxies), ACCESS_GATE: gate}),

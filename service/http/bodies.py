@@ -151,6 +151,30 @@ async def read_logout_token(request: Request[Any, Any, Any]) -> str:
     return token
 
 
+async def read_form(request: Request[Any, Any, Any], max_fields: int = 16) -> dict[str, str]:
+    """An urlencoded form by RFC 6749 3.2's rules (the token and revocation endpoints): that
+    media type, UTF-8 throughout (percent-escapes too), every parameter at most once, one
+    sent without a value as if absent, no NUL; `invalid_request` otherwise. Unknown
+    parameters are the caller's to ignore."""
+    if media_type(request) != FORM:
+        raise ProtocolError("invalid_request", f"send the body as {FORM}")
+    raw = await read_raw(request)
+    _check_utf8(raw)
+    try:
+        fields = parse_qs(
+            raw.decode(), strict_parsing=True, max_num_fields=max_fields, errors="strict"
+        )
+    except ValueError:  # UnicodeDecodeError too
+        raise ProtocolError("invalid_request", "the form is malformed") from None
+    repeated = sorted(name for name, values in fields.items() if len(values) > 1)
+    if repeated:
+        raise ProtocolError("invalid_request", "a parameter is sent more than once")
+    form = {name: values[0] for name, values in fields.items()}
+    for name, value in form.items():
+        plain_text(name + value, "a parameter")
+    return form
+
+
 async def _form(request: Request[Any, Any, Any], max_fields: int) -> dict[str, list[str]]:
     raw = await read_raw(request)
     _check_utf8(raw)
@@ -206,6 +230,16 @@ def v1_caller(request: Request[Any, Any, Any]) -> Caller:
     """`caller` for the v1 door's routes (`/agent/auth…` and its claim page): the events they
     cause record door `v1`, dialect `0.1.0`."""
     return replace(caller(request), door=V1_DOOR, dialect=V1_DIALECT)
+
+
+V06_DOOR = "v06"
+V06_DIALECT = "0.6.0"  # auth.md 0.6.0: the /agent/identity dialect, its main profile
+
+
+def v06_caller(request: Request[Any, Any, Any]) -> Caller:
+    """`caller` for the v0.6 door's routes: the events they cause record door `v06`, dialect
+    `0.6.0`."""
+    return replace(caller(request), door=V06_DOOR, dialect=V06_DIALECT)
 
 
 def timestamp(instant: datetime) -> str:

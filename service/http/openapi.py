@@ -179,10 +179,12 @@ def documented(
     parameters: Sequence[Parameter] = (),
     operation_id: str | None = None,
     database: bool = True,
+    error_body: Source = ErrorBody,
 ) -> type[Operation]:
     """The Operation class of one route: Litestar's, with our body, answers and security.
     A route that needs the database (`database`) may also answer 503 `unavailable` with
-    `Retry-After` while Postgres is down."""
+    `Retry-After` while Postgres is down. `error_body`: the JSON shape of its refusals (the
+    v0.6 door's families have their own, service/http/envelopes.py)."""
     request_body = (
         RequestBody(content=_media(body), required=body_required) if body is not None else None
     )
@@ -192,16 +194,16 @@ def documented(
     if isinstance(security, Access):  # a credential of another scope or tenant: 403
         refusals = sorted({*refusals, 401, 403})
     for status in refusals:
-        content: dict[str, Source] = {m: PAGE if m == HTML else ErrorBody for m in refusal_media}
+        content: dict[str, Source] = {m: PAGE if m == HTML else error_body for m in refusal_media}
         if status == 503:
-            content = {JSON: Unready}
+            content = {JSON: Unready if error_body is ErrorBody else error_body}
         challenge = _CHALLENGE if status == 401 and security is not None else {}
         responses[str(status)] = _response(status, _REFUSED[status], content, None, challenge)
     if database and "503" not in responses:
         responses["503"] = _response(
             503,
             _UNAVAILABLE,
-            {JSON: ErrorBody},
+            {JSON: error_body},
             None,
             _HEADERS[429],  # the same Retry-After
         )

@@ -19,6 +19,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Guard, HTTPResponseStartEvent, Receive, Scope, Send
 
 from service.domain.errors import ProtocolError
+from service.http.envelopes import envelope_of
 from service.tenancy.config import Door, TenantConfig
 from service.tenancy.directory import Disabled, TenantDirectory, Unavailable
 
@@ -53,8 +54,17 @@ def _host(scope: Scope) -> str | None:
 
 
 async def _refuse(
-    send: Send, status: int, body: dict[str, str], headers: tuple[tuple[bytes, bytes], ...] = ()
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: dict[str, str],
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
+    """The refusal as JSON, in the shape of the path's v0.6 route family if it has one."""
+    envelope = envelope_of(scope["path"])
+    if envelope is not None:
+        body = envelope.shape(body["error"], body["message"])
+        headers = (*headers, (b"pragma", b"no-cache"))
     encoded = msgspec.json.encode(body)
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
@@ -84,7 +94,7 @@ def tenant_middleware(app: ASGIApp, directory: TenantDirectory) -> ASGIApp:
             tenant = directory.default  # the probes answer for the process, not a tenant
         if isinstance(tenant, Disabled):
             body = {"error": "tenant_disabled", "message": "this service is disabled"}
-            await _refuse(send, 404, body)
+            await _refuse(scope, send, 404, body)
             return
         if isinstance(tenant, Unavailable):
             body = {
@@ -92,7 +102,7 @@ def tenant_middleware(app: ASGIApp, directory: TenantDirectory) -> ASGIApp:
                 "message": "this service's configuration is unavailable; retry later",
             }
             retry = (b"retry-after", str(UNAVAILABLE_RETRY_AFTER).encode())
-            await _refuse(send, 503, body, (retry,))
+            await _refuse(scope, send, 503, body, (retry,))
             return
         scope.setdefault("state", {})[TENANT_STATE] = tenant
         await app(scope, receive, send)

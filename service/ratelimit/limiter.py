@@ -43,7 +43,7 @@ from service.ratelimit.window import Window, retry_after
 
 FailurePolicy = Literal["open", "closed"]
 Flow = Literal["anonymous", "verified_email", "id_jag"]  # each with its own tenant budget
-SubjectKind = Literal["ip", "tenant", "registration", "email", "issuer"]
+SubjectKind = Literal["ip", "tenant", "registration", "email", "issuer", "subject"]
 Check = tuple[LimitName, SubjectKind, str]
 STORE_TIMEOUT = 2.0  # seconds; past it the check counts as a store failure
 FAIL_CLOSED_RETRY_AFTER = 30
@@ -65,6 +65,9 @@ _REFUSED: dict[LimitName, str] = {
     "complete_per_ip": "too many claim completions from this address",
     "complete_per_registration": "too many claim completions for this registration",
     "revoke_per_issuer": "too many logout tokens from this issuer",
+    "token_per_ip": "too many token requests from this address",
+    "token_per_subject": "too many tokens for this assertion's subject",
+    "revoke_token_per_ip": "too many token revocations from this address",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
@@ -205,6 +208,18 @@ class RateLimiter:
         """E9: per issuer, called only once the logout token is verified (a forged token
         naming a trusted issuer spends nothing of that issuer's budget)."""
         await self.check(tenant_id, [("revoke_per_issuer", "issuer", issuer)])
+
+    async def per_ip(self, tenant_id: str, name: LimitName, client_ip: str | None) -> None:
+        """One limit per client network (V6 before the assertion is verified, V8); nothing
+        when the client's address is unknown."""
+        network = client_network(client_ip)
+        if network is not None:
+            await self.check(tenant_id, [(name, "ip", network)])
+
+    async def token_subject(self, tenant_id: str, subject: str) -> None:
+        """V6, once the assertion is verified: per its subject (a registration or an ID-JAG
+        subject), so a leaked assertion cannot mint without bound until it expires."""
+        await self.check(tenant_id, [("token_per_subject", "subject", subject)])
 
     async def check(self, tenant_id: str, checks: Sequence[Check]) -> None:
         """Take one hit from each check's bucket, in order, or raise RateLimited naming the

@@ -45,6 +45,9 @@ LimitName = Literal[
     "complete_per_ip",  # E8, per client IP
     "complete_per_registration",  # E8, per registration
     "revoke_per_issuer",  # E9, per verified issuer
+    "token_per_ip",  # V6 jwt-bearer, per client IP, before the assertion is verified
+    "token_per_subject",  # V6 jwt-bearer, per verified assertion subject
+    "revoke_token_per_ip",  # V8, per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -91,6 +94,11 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "complete_per_ip": Rate(60, 3_600),
     "complete_per_registration": Rate(30, 3_600),
     "revoke_per_issuer": Rate(300, 60),
+    # The v0.6 door's (docs/design/v06-dialect.md, section 5.2): an assertion re-exchanges
+    # until it expires (case 6), bounded per subject; forged ones spend their sender's budget.
+    "token_per_ip": Rate(600, 3_600),
+    "token_per_subject": Rate(60, 3_600),
+    "revoke_token_per_ip": Rate(600, 3_600),
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.

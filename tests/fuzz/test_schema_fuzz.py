@@ -83,6 +83,9 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
         ("POST", "/agent/auth/revoke"): {"application/logout+jwt", FORM},
         ("POST", "/agent/auth/claim/attempt/challenge"): {"application/json", FORM},
         ("POST", "/oauth2/introspect"): {FORM},
+        ("POST", "/oauth2/token"): {FORM},
+        ("POST", "/oauth2/revoke"): {FORM},
+        ("POST", "/agent/identity"): {"application/json"},
     }
     for key, expected in media.items():
         assert set(operations[key]["requestBody"]["content"]) == expected, key
@@ -97,4 +100,9 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     assert operations[("GET", "/api/me")]["security"] == [{"agentCredential": []}]
     register = operations[("POST", "/agent/auth")]["requestBody"]["content"]["application/json"]
     assert len(register["schema"]["oneOf"]) == 3  # anonymous, verified_email, ID-JAG
+    identity = operations[("POST", "/agent/identity")]["requestBody"]["content"]
+    assert len(identity["application/json"]["schema"]["oneOf"]) == 3  # the v0.6 door's types
+    for path in ("/agent/identity", "/oauth2/token", "/oauth2/revoke"):  # the family's shape
+        refusal = operations[("POST", path)]["responses"]["400"]["content"]["application/json"]
+        assert "error_description" in str(refusal["schema"]), path
     assert set(document["components"]["securitySchemes"]) == {"adminToken", "agentCredential"}

@@ -3,8 +3,10 @@ the claim or the lock, and the command only appends them (service/commands/claim
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,8 +21,16 @@ from events.registration import (
     RegistrationEvent,
     RegistrationExpired,
 )
-from service.domain.claim import Decision, OtpLimits, decide_complete, kept_key
+from service.domain.claim import (
+    Decision,
+    NewAttempt,
+    OtpLimits,
+    decide_complete,
+    decide_start_claim,
+    kept_key,
+)
 from service.domain.credentials import REVOKED_WITH_REGISTRATION
+from service.domain.errors import ProtocolError
 from service.domain.registration import Registration, evolve, fold
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -168,3 +178,25 @@ def test_the_key_changes_only_with_a_claim_or_a_lock(kind: str, misses: int, rig
     assert bool(revoked) == (locks and holds_key)
     assert len(decision.credential) <= 1
     assert (decision.claimed is not None) == right
+
+
+def test_a_v06_claim_token_is_refused_at_the_v1_door() -> None:
+    """Design section 3.4: E5 and E8 answer invalid_claim_token for a registration made at
+    /agent/identity, even with a live code (its agent could otherwise claim it alone)."""
+    created = RegistrationCreated(
+        registration_id="reg_6", kind="anonymous", requested_credential_type="access_token",
+        claim_token_hash="c" * 64, expires_at=T0 + timedelta(days=1),
+        pre_claim_scopes=("api.read",), post_claim_scopes=POST, dialect="v06",
+    )  # fmt: skip
+    v06 = fold([created])
+    assert v06 is not None
+    new = NewAttempt(attempt_id="cla_2", token_hash="t2", email_index="idx", email_sealed="")
+    with pytest.raises(ProtocolError) as start:
+        decide_start_claim(v06, new, now=T0, link_ttl=timedelta(minutes=10))
+    assert start.value.code == "invalid_claim_token"
+    assert "/agent/identity/claim" in start.value.message
+    coded = replace(registration("anonymous"), dialect="v06")  # with a live code
+    done = complete(coded, right=True, credential_id="cred_key")
+    assert done.events == () and done.claimed is None
+    assert done.error is not None and done.error.code == "invalid_claim_token"
+    assert complete(registration("anonymous"), right=True, credential_id="cred_key").claimed

@@ -1,0 +1,98 @@
+"""The OpenAPI declarations of the v0.6 door's routes (V1, V6, V8), beside route_docs.py's v1
+ones: their bodies as the contract has them, their answers, and refusals in each route
+family's own shape (service/http/envelopes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.http.answers import COMPACT_JWT, AnonymousIdentity, IdentityError, OAuthError
+from service.http.answers import TokenIssued as TokenIssuedAnswer
+from service.http.openapi import FORM, documented, json_body, link_body, ok
+from service.http.route_docs import EMAIL
+from service.tenancy.config import ID_JAG, JWT_BEARER
+
+MAX_ASSERTION = 8192  # service.crypto.assertions.MAX_ASSERTION_BYTES; an ID-JAG's cap too
+MAX_TOKEN = 8192  # a presented token at V8
+ASSERTION: dict[str, Any] = COMPACT_JWT | {
+    "maxLength": MAX_ASSERTION,
+    "description": "a compact JWS: the service's identity assertion, or an ID-JAG",
+}
+# An absolute URL without a fragment (RFC 8707 2); service.http.oauth checks the same.
+RESOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s#/?]+[^\s#]*$"
+
+
+def _identity(kind: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": {"const": kind}, **properties}
+    return {
+        "type": "object",
+        "properties": fields,
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+IDENTITY_BODY: dict[str, Any] = {
+    "title": "IdentityBody",
+    "oneOf": [
+        _identity("anonymous"),
+        _identity("service_auth", login_hint=EMAIL),
+        _identity("identity_assertion", assertion_type={"const": ID_JAG}, assertion=ASSERTION),
+    ],
+}
+IDENTITY_DOC = documented(
+    body=json_body(IDENTITY_BODY),
+    answers={
+        200: ok(
+            AnonymousIdentity,
+            "Registered anonymously (V1): an identity assertion to exchange at the token "
+            "endpoint, and the claim token. (`service_auth` and `identity_assertion` are "
+            "answered `*_not_enabled` until their slices land.)",
+            exchange=link_body("exchangeAssertion", assertion="identity_assertion"),
+        )
+    },
+    refusals=(400, 404, 413, 429),
+    operation_id="identify",
+    error_body=IdentityError,
+)
+TOKEN_BODY: dict[str, Any] = {
+    FORM: {
+        "type": "object",
+        "properties": {
+            "grant_type": {"type": "string", "enum": [JWT_BEARER]},
+            "assertion": ASSERTION,
+            "resource": {"type": "string", "maxLength": 2048, "pattern": RESOURCE_PATTERN},
+        },
+        "required": ["grant_type", "assertion"],
+        # RFC 6749 3.2: the token endpoint ignores parameters it does not know
+    }
+}
+TOKEN_DOC = documented(
+    body=TOKEN_BODY,
+    answers={200: ok(TokenIssuedAnswer, "An access token for the assertion (V6, RFC 7523)")},
+    refusals=(400, 404, 413, 429),
+    operation_id="exchangeAssertion",
+    error_body=OAuthError,
+)
+REVOKE_TOKEN_BODY: dict[str, Any] = {
+    FORM: {
+        "type": "object",
+        "properties": {
+            "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},
+            "token_type_hint": {"type": "string"},
+        },
+        "required": ["token"],
+    }
+}
+REVOKE_TOKEN_DOC = documented(
+    body=REVOKE_TOKEN_BODY,
+    answers={
+        200: ok(
+            {"text/plain": {"type": "string", "maxLength": 0}},
+            "Done, whether or not the token was a live one of this service (V8, RFC 7009)",
+        )
+    },
+    refusals=(400, 404, 413, 429),
+    operation_id="revokeToken",
+    error_body=OAuthError,
+)

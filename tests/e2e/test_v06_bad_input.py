@@ -1,0 +1,194 @@
+"""Malformed requests at the v0.6 door's routes (V1, V6, V8; docs/design/v06-dialect.md,
+section 5.1): each one a 4xx in its route family's shape (`{error, message,
+error_description}` at /agent/identity, RFC 6749's `{error, error_description}` at /oauth2/*),
+never cached, no stack trace, and no event written by the request (found by its correlation
+id, which every answer echoes as X-Request-ID)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from service.tenancy.config import ID_JAG, JWT_BEARER
+from tests.support.app_client import Service
+from tests.support.backends import Backend
+from tests.support.v06_door import (
+    FORM,
+    IDENTITY,
+    REVOKE,
+    TOKEN,
+    assert_identity_error,
+    assert_oauth_error,
+    identify,
+    token_for,
+    v06_service,
+    written_by,
+)
+
+JSON = {"content-type": "application/json"}
+Check = Callable[[httpx.Response, int, str], None]
+FAMILIES = [(IDENTITY, assert_identity_error), (TOKEN, assert_oauth_error),
+            (REVOKE, assert_oauth_error)]  # fmt: skip
+
+
+@pytest.fixture
+async def svc(backend: Backend, database_url: str) -> AsyncIterator[Service]:
+    async with v06_service(backend, database_url) as service:
+        yield service
+
+
+async def refused(svc: Service, response: httpx.Response, check: Check, status: int,
+                  error: str = "invalid_request") -> None:  # fmt: skip
+    """The family's refusal, and nothing recorded for it."""
+    check(response, status, error)
+    assert "Traceback" not in response.text
+    assert await written_by(svc, response) == []
+
+
+IDENTITY_BODIES = {
+    "malformed JSON": b'{"type":"anonymous"',
+    "not an object": b'["anonymous"]',
+    "unknown field": b'{"type":"anonymous","admin":true}',
+    "wrong field type": b'{"type":1}',
+    "missing type": b"{}",
+    "null type": b'{"type":null}',
+    "invalid UTF-8": b'{"type":"\xffanonymous"}',
+    "NUL escape": b'{"type":"anonymous\\u0000"}',
+    "empty body": b"",
+    "unknown type": b'{"type":"verified_email"}',
+    "anonymous with a hint": b'{"type":"anonymous","login_hint":"a@example.net"}',
+    "anonymous with an assertion": b'{"type":"anonymous","assertion":"a.b.c"}',
+    "service_auth without a hint": b'{"type":"service_auth"}',
+    "service_auth with an assertion": b'{"type":"service_auth","login_hint":"a@example.net",'
+    b'"assertion":"a.b.c"}',
+    "identity_assertion without one": b'{"type":"identity_assertion","assertion_type":"x"}',
+    "v1's assertion type": b'{"type":"identity_assertion","assertion_type":"verified_email",'
+    b'"assertion":"a@example.net"}',
+    "refresh (AuthKit, not served)": b'{"type":"refresh","refresh_token":"rt_x"}',
+    "v1's body": b'{"type":"anonymous","requested_credential_type":"api_key"}',
+}
+
+
+async def test_malformed_identity_bodies_are_400_in_the_identity_shape(svc: Service) -> None:
+    """Every body V1 must refuse: 400 `invalid_request` with both texts, nothing written."""
+    await identify(svc.client)  # something in the log, so "nothing written" means something
+    head = await svc.head()
+    for name, body in IDENTITY_BODIES.items():
+        response = await svc.client.post(IDENTITY, content=body, headers=JSON)
+        await refused(svc, response, assert_identity_error, 400)
+        assert response.json()["message"], name
+    for headers in ({"content-type": "text/plain"}, FORM, {}):
+        response = await svc.client.post(IDENTITY, content=b'{"type":"anonymous"}', headers=headers)
+        await refused(svc, response, assert_identity_error, 400)
+    assert await svc.head() == head
+
+
+async def test_types_not_served_yet_say_so(svc: Service) -> None:
+    """service_auth and identity_assertion, well formed: `*_not_enabled` (O-M), nothing
+    written, until their slices land."""
+    hint = {"type": "service_auth", "login_hint": "ana@example.net"}
+    jag = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": "a.b.c"}
+    for body, code in ((hint, "service_auth_not_enabled"), (jag, "identity_assertion_not_enabled")):
+        response = await svc.client.post(IDENTITY, json=body)
+        await refused(svc, response, assert_identity_error, 400, code)
+    assert await svc.head() == 0
+
+
+def forms(valid: dict[str, str], required: str) -> dict[str, bytes]:
+    """Form bodies the oauth routes must refuse, named by what is wrong with them."""
+    encoded = urlencode(valid).encode()
+    return {
+        "empty body": b"",
+        "required missing": urlencode({k: v for k, v in valid.items() if k != required}).encode(),
+        "required empty": urlencode({**valid, required: ""}).encode(),
+        "required repeated": encoded + b"&" + urlencode({required: valid[required]}).encode(),
+        "another repeated": encoded + b"&junk=1&junk=2",
+        "no equals sign": encoded + b"&flag",
+        "double ampersand": encoded + b"&&x=1",
+        "bad percent-escape": encoded + b"&x=%ff%fe",
+        "invalid UTF-8": encoded + b"&x=\xff",
+        "NUL": encoded + b"&x=%00",
+        "too many fields": encoded + b"".join(b"&f%d=1" % n for n in range(20)),
+    }
+
+
+@pytest.mark.parametrize(("path", "required"), [(TOKEN, "assertion"), (REVOKE, "token")])
+async def test_malformed_forms_are_400_in_the_oauth_shape(
+    svc: Service, path: str, required: str
+) -> None:
+    """Broken forms, repeated parameters (RFC 6749 3.2), a JSON body or another media type,
+    an oversized value: 400 `invalid_request` in RFC 6749's shape, nothing written; the
+    token a live one, so a form read too leniently would revoke or mint."""
+    assertion = (await identify(svc.client))["identity_assertion"]
+    token = await token_for(svc.client, assertion)
+    valid = (
+        {"grant_type": JWT_BEARER, "assertion": assertion} if path == TOKEN else {"token": token}
+    )
+    head = await svc.head()
+    for name, body in forms(valid, required).items():
+        response = await svc.client.post(path, content=body, headers=FORM)
+        await refused(svc, response, assert_oauth_error, 400)
+        assert response.json()["error_description"], name
+    for headers, body in (
+        (JSON, json.dumps(valid).encode()),
+        ({"content-type": "text/plain"}, urlencode(valid).encode()),
+        ({}, urlencode(valid).encode()),
+    ):
+        response = await svc.client.post(path, content=body, headers=headers)
+        await refused(svc, response, assert_oauth_error, 400)
+    huge = await svc.client.post(path, data={**valid, required: "a" * 9000})
+    await refused(svc, huge, assert_oauth_error, 400)
+    assert await svc.head() == head
+
+
+async def test_token_endpoint_refuses_a_resource_that_is_no_absolute_url(svc: Service) -> None:
+    """`resource` (optional, RFC 8707) must be an absolute URL without a fragment; one that
+    is passes and is ignored."""
+    assertion = (await identify(svc.client))["identity_assertion"]
+    head = await svc.head()
+    for resource in ("api", "/api/", "https://", "https://x.example/#frag", "urn:x",
+                     "https://x .example/", "https://x.example/" + "a" * 2100):  # fmt: skip
+        form = {"grant_type": JWT_BEARER, "assertion": assertion, "resource": resource}
+        response = await svc.client.post(TOKEN, data=form)
+        await refused(svc, response, assert_oauth_error, 400)
+    assert await svc.head() == head
+    form = {"grant_type": JWT_BEARER, "assertion": assertion,
+            "resource": "https://auth.example.test/api/", "unknown": "ignored"}  # fmt: skip
+    assert (await svc.client.post(TOKEN, data=form)).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "check"), FAMILIES)
+async def test_oversized_bodies_are_413_in_the_family_shape(
+    svc: Service, path: str, check: Check
+) -> None:
+    """A body past the routes' 16 KiB, announced or streamed chunked: 413 in the family's
+    shape, before it is read in full; nothing written."""
+    megabyte = b"a=" + b"b" * (1 << 20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(megabyte), 64 * 1024):
+            yield megabyte[start : start + 64 * 1024]
+
+    headers = JSON if path == IDENTITY else FORM
+    for body in (megabyte, b"x=" + b"y" * 20_000):
+        await refused(svc, await svc.client.post(path, content=body, headers=headers), check, 413)
+    streamed = await svc.client.post(path, content=chunks(), headers=headers)
+    await refused(svc, streamed, check, 413)
+    assert await svc.head() == 0
+
+
+@pytest.mark.parametrize(("path", "check"), FAMILIES)
+async def test_other_methods_are_405_in_the_family_shape(
+    svc: Service, path: str, check: Check
+) -> None:
+    """Litestar's own refusal before routing, answered in the family's shape with its
+    `Allow`; nothing written."""
+    for method in ("GET", "PUT", "DELETE"):
+        response = await svc.client.request(method, path)
+        await refused(svc, response, check, 405, "method_not_allowed")
+        assert "POST" in response.headers["allow"]
+    assert await svc.head() == 0
