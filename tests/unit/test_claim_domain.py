@@ -197,6 +197,7 @@ def test_a_v06_claim_token_is_refused_at_the_v1_door() -> None:
     assert "/agent/identity/claim" in start.value.message
     coded = replace(registration("anonymous"), dialect="v06")  # with a live code
     done = complete(coded, right=True, credential_id="cred_key")
-    assert done.events == () and done.claimed is None
-    assert done.error is not None and done.error.code == "invalid_claim_token"
+    assert (done.events, done.claimed) == ((), None)
+    assert done.error is not None
+    assert done.error.code == "invalid_claim_token"
     assert complete(registration("anonymous"), right=True, credential_id="cred_key").claimed
