@@ -168,7 +168,10 @@ class DevSmtpCatcher:
         await server.wait_closed()
 
 
-def _loopback_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def _loopback_only(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    # async: Litestar runs a plain-function guard in a worker thread
     host = connection.client.host if connection.client else ""
     try:
         loopback = ipaddress.ip_address(host).is_loopback
