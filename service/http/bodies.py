@@ -244,8 +244,8 @@ def v06_caller(request: Request[Any, Any, Any]) -> Caller:
 
 def timestamp(instant: datetime) -> str:
     """ISO 8601 UTC with milliseconds: `2026-07-01T09:30:00.000Z` (spec §1)."""
-    utc = instant.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is C and about twice as fast as strftime; its "+00:00" becomes the "Z"
+    return instant.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def json_reply(
