@@ -65,6 +65,9 @@ _REFUSED: dict[LimitName, str] = {
     "complete_per_ip": "too many claim completions from this address",
     "complete_per_registration": "too many claim completions for this registration",
     "revoke_per_issuer": "too many logout tokens from this issuer",
+    "sign_in_per_ip": "too many sign-in links asked for from this address",
+    "sign_in_per_tenant": "too many sign-in links asked for at this service",
+    "sign_in_use_per_ip": "too many sign-ins from this address",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
@@ -205,6 +208,20 @@ class RateLimiter:
         """E9: per issuer, called only once the logout token is verified (a forged token
         naming a trusted issuer spends nothing of that issuer's budget)."""
         await self.check(tenant_id, [("revoke_per_issuer", "issuer", issuer)])
+
+    async def sign_in(self, tenant_id: str, client_ip: str | None, email: str) -> None:
+        """v0.6 POST /login: per client network, then the address's mail budget (shared with
+        the claim mails: no mail-bombing through the sign-in page), then the tenant."""
+        network = client_network(client_ip)
+        checks: list[Check] = [] if network is None else [("sign_in_per_ip", "ip", network)]
+        checks.append(("mail_per_recipient", "email", normalise_email(email)))
+        await self.check(tenant_id, [*checks, ("sign_in_per_tenant", "tenant", tenant_id)])
+
+    async def sign_in_use(self, tenant_id: str, client_ip: str | None) -> None:
+        """v0.6 POST /login/email and the OIDC routes: per client network."""
+        network = client_network(client_ip)
+        if network is not None:
+            await self.check(tenant_id, [("sign_in_use_per_ip", "ip", network)])
 
     async def check(self, tenant_id: str, checks: Sequence[Check]) -> None:
         """Take one hit from each check's bucket, in order, or raise RateLimited naming the

@@ -45,6 +45,9 @@ LimitName = Literal[
     "complete_per_ip",  # E8, per client IP
     "complete_per_registration",  # E8, per registration
     "revoke_per_issuer",  # E9, per verified issuer
+    "sign_in_per_ip",  # v0.6 POST /login (a sign-in link mailed), per client IP
+    "sign_in_per_tenant",  # v0.6 POST /login, the whole tenant
+    "sign_in_use_per_ip",  # v0.6 POST /login/email and the OIDC routes, per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -91,6 +94,11 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "complete_per_ip": Rate(60, 3_600),
     "complete_per_registration": Rate(30, 3_600),
     "revoke_per_issuer": Rate(300, 60),
+    # The v0.6 sign-in pages (docs/design/v06-dialect.md, section 5.2): a person asks for a
+    # few links and follows a few, a mail-bombing run is also held by mail_per_recipient.
+    "sign_in_per_ip": Rate(10, 3_600),
+    "sign_in_per_tenant": Rate(1_000, 3_600),
+    "sign_in_use_per_ip": Rate(60, 3_600),
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.
