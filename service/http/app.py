@@ -44,6 +44,7 @@ from service.http.errors import (
     protocol_error,
 )
 from service.http.health import HealthController
+from service.http.identity_pages import identity_pages_router
 from service.http.index import index_route
 from service.http.metrics import metrics_router
 from service.http.openapi import SCHEMA_PATH, SECURITY
@@ -100,6 +101,7 @@ def create_app(
             audit_router(settings, gate),
             subscriptions_router(settings, gate),
             claim_page_router(),
+            identity_pages_router(),
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,
