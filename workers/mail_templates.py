@@ -1,9 +1,11 @@
-"""The claim e-mail (spec §6.3): plain text and simple HTML, built into one MIME message.
+"""The mails: plain text and simple HTML, built into one MIME message.
 
-It says an agent asks to act for the reader, names the address it was sent to, gives the link
-to the claim page (`<public_url>/agent/auth/claim/view?token=<cvt_…>`), the registration id and
-when the link stops working, and tells a reader who did not start this to ignore it: the agent
-stays limited and unlinked. Every value is HTML-escaped in the HTML part; there are no images,
+The claim e-mail (spec §6.3) says an agent asks to act for the reader, names the address it was
+sent to, gives the link to the claim page (`<public_url>/agent/auth/claim/view?token=<cvt_…>`),
+the registration id and when the link stops working, and tells a reader who did not start
+this to ignore it: the agent stays limited and unlinked. The sign-in e-mail (the v0.6 pages,
+contract V3) gives the link that signs the reader in (`<public_url>/login/email?token=<lgt_…>`)
+and when it stops working. Every value is HTML-escaped in the HTML part; there are no images,
 no remote resources and no tracking of any kind.
 """
 
@@ -17,7 +19,9 @@ from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
 CLAIM_VIEW_PATH = "/agent/auth/claim/view"
+SIGN_IN_PATH = "/login/email"
 SUBJECT = "An AI agent asks to act for you"
+SIGN_IN_SUBJECT = "Your sign-in link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +39,28 @@ class ClaimMail:
         return f"ClaimMail(attempt_id={self.attempt_id!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class SignInMail:
+    """What one sign-in e-mail says; holds the plain link token, so never log it."""
+
+    link_id: str  # sgn_…
+    recipient: str
+    link: str
+    link_expires_at: datetime
+    service_name: str = "authledger"
+
+    def __repr__(self) -> str:
+        return f"SignInMail(link_id={self.link_id!r})"
+
+
 def claim_link(public_url: str, link_token: str) -> str:
     """`<public_url>/agent/auth/claim/view?token=<cvt_…>`."""
     return f"{public_url.rstrip('/')}{CLAIM_VIEW_PATH}?token={quote(link_token, safe='')}"
+
+
+def sign_in_link(public_url: str, link_token: str) -> str:
+    """`<public_url>/login/email?token=<lgt_…>`."""
+    return f"{public_url.rstrip('/')}{SIGN_IN_PATH}?token={quote(link_token, safe='')}"
 
 
 def sender_for(public_url: str) -> str:
@@ -96,8 +119,44 @@ to you.</p>
 """
 
 
-def build_message(mail: ClaimMail, *, sender: str, now: datetime) -> EmailMessage:
-    """The MIME message (text and HTML alternatives) with a deterministic Message-ID.
+def render_sign_in_text(mail: SignInMail) -> str:
+    return (
+        f"Someone asked to sign in at {mail.service_name} as {mail.recipient}.\n"
+        "\n"
+        "If it was you, open this link and press the button on the page:\n"
+        "\n"
+        f"{mail.link}\n"
+        "\n"
+        f"The link works once, until {_expiry(mail.link_expires_at)}.\n"
+        "\n"
+        "If this was not you, ignore this e-mail: nobody is signed in without the link.\n"
+    )
+
+
+def render_sign_in_html(mail: SignInMail) -> str:
+    e = html.escape
+    link = e(mail.link, quote=True)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{e(SIGN_IN_SUBJECT)}</title></head>
+<body style="font-family: sans-serif; line-height: 1.5; color: #222; max-width: 36em;">
+<p>Someone asked to sign in at <strong>{e(mail.service_name)}</strong> as
+<strong>{e(mail.recipient)}</strong>.</p>
+<p>If it was you, open the link and press the button on the page:</p>
+<p><a href="{link}" style="display: inline-block; padding: 0.6em 1.2em; background: #1f5fbf;
+color: #fff; text-decoration: none; border-radius: 4px;">Sign in</a></p>
+<p style="font-size: 0.9em;">Or copy this link: <a href="{link}">{link}</a></p>
+<p style="font-size: 0.9em;">The link works once, until
+{e(_expiry(mail.link_expires_at))}.</p>
+<p>If this was not you, ignore this e-mail: nobody is signed in without the link.</p>
+</body>
+</html>
+"""
+
+
+def build_message(mail: ClaimMail | SignInMail, *, sender: str, now: datetime) -> EmailMessage:
+    """The MIME message (text and HTML alternatives) with a deterministic Message-ID: the
+    attempt's `<cla_…@authledger>`, or the sign-in link's `<sgn_…@authledger>`.
 
     Raises ValueError when a header value cannot be encoded safely (say, a line break in the
     recipient).
@@ -105,10 +164,16 @@ def build_message(mail: ClaimMail, *, sender: str, now: datetime) -> EmailMessag
     message = EmailMessage()
     message["From"] = sender
     message["To"] = mail.recipient
-    message["Subject"] = SUBJECT
     message["Date"] = format_datetime(now.astimezone(UTC))
-    message["Message-ID"] = message_id(mail.attempt_id)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(render_text(mail))
-    message.add_alternative(render_html(mail), subtype="html")
+    if isinstance(mail, SignInMail):
+        message["Subject"] = SIGN_IN_SUBJECT
+        message["Message-ID"] = message_id(mail.link_id)
+        message.set_content(render_sign_in_text(mail))
+        message.add_alternative(render_sign_in_html(mail), subtype="html")
+    else:
+        message["Subject"] = SUBJECT
+        message["Message-ID"] = message_id(mail.attempt_id)
+        message.set_content(render_text(mail))
+        message.add_alternative(render_html(mail), subtype="html")
     return message

@@ -4,7 +4,9 @@
 `claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15). It
 holds the recipient sealed (service/pii) and the `cvt_…` token under AES-GCM (aad = attempt
 id); both are opened in memory just before the send, and the token is wiped once the row is
-sent, failed or expired.
+sent, failed or expired. A row of kind `sign_in` (the v0.6 pages' sign-in link, queued by
+service/signin/email_link.py with its `lgt_…` token, its attempt id the link's `sgn_…`) is
+sent the same way as the sign-in mail.
 
 Mailers may run side by side: each round expires rows whose link window is over, claims due
 rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them and records each outcome at once.
@@ -16,7 +18,8 @@ anything else ends it, for the runner to report.
 
 Delivery is at least once: a crash between the SMTP server's acceptance and the `sent` update
 (made right after the reply to keep that window small), or a send outliving its lease, can
-send a mail twice; every copy has the Message-ID `<attempt_id@authledger>`, for dedupe.
+send a mail twice; every copy has the Message-ID `<attempt_id@authledger>` (a sign-in's
+`<sgn_…@authledger>`), for dedupe.
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ from service.tenancy.directory import TenantDirectory
 from workers.base.sleeper import Notified, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched
-from workers.mail_templates import ClaimMail, build_message, claim_link, sender_for
+from workers.mail_templates import (
+    ClaimMail,
+    SignInMail,
+    build_message,
+    claim_link,
+    sender_for,
+    sign_in_link,
+)
 from workers.smtp_url import smtp_options
 
 if TYPE_CHECKING:
@@ -56,7 +66,7 @@ if TYPE_CHECKING:
 
 Q = load_queries("workers", "mailer.sql")
 log = structlog.get_logger("workers.mailer")
-_SECRETS = re.compile(r"\S*@\S*|cvt_[\w-]+")  # addresses and link tokens, for error texts
+_SECRETS = re.compile(r"\S*@\S*|(?:cvt|lgt)_[\w-]+")  # addresses, link tokens: for error texts
 _jitter = random.SystemRandom()
 
 
@@ -227,14 +237,24 @@ class Mailer:
 
     async def _send(self, row: asyncpg.Record, recipient: str, token: str) -> None:
         public_url, service_name, sender_address = await self._face(row["tenant_id"])
-        mail = ClaimMail(
-            attempt_id=row["attempt_id"],
-            registration_id=row["registration_id"],
-            recipient=recipient,
-            link=claim_link(public_url, token),
-            link_expires_at=row["link_expires_at"],
-            service_name=service_name,
-        )
+        mail: ClaimMail | SignInMail
+        if row["kind"] == "sign_in":
+            mail = SignInMail(
+                link_id=row["attempt_id"],
+                recipient=recipient,
+                link=sign_in_link(public_url, token),
+                link_expires_at=row["link_expires_at"],
+                service_name=service_name,
+            )
+        else:
+            mail = ClaimMail(
+                attempt_id=row["attempt_id"],
+                registration_id=row["registration_id"],
+                recipient=recipient,
+                link=claim_link(public_url, token),
+                link_expires_at=row["link_expires_at"],
+                service_name=service_name,
+            )
         sender = formataddr((service_name, sender_address))
         message = build_message(mail, sender=sender, now=self._clock.now())
         try:

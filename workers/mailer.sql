@@ -19,7 +19,7 @@ WHERE m.attempt_id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING m.attempt_id, m.tenant_id, m.registration_id, m.recipient_sealed,
-          m.link_token_sealed, m.link_expires_at, m.tries
+          m.link_token_sealed, m.link_expires_at, m.tries, m.kind
 
 -- name: mark_sent
 -- Right after the SMTP server's reply. Not fenced by `tries`: the mail went out, whichever

@@ -10,7 +10,10 @@ mail and the client addresses of the calls that started it or asked for its code
 of its own, so an earlier attempt of someone else's registration is erased alone
 (`claim.attempts_erased`): the registration, its agent's key and its other attempts (another
 person's) stay. Attempts older than that key (sealed under the registration's) take their
-registration with them. The erased attempts' outbox rows are deleted.
+registration with them. The erased attempts' outbox rows are deleted. So are the address's
+e-mail sign-in links of the v0.6 pages (`sign_in_links`, no event behind them) with their
+mail, and their `sgn_…` keys are destroyed; a person known only by such links is erased
+without an event.
 
 One transaction records the events, revokes every credential still active for their users (an
 erased user can no longer be acted for; an unclaimed registration whose attempt merely named
@@ -27,6 +30,7 @@ read models drop it, so an erased address finds no one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 
@@ -43,6 +47,7 @@ from events.user import STREAM_TYPE as USER
 from events.user import UserErased
 from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
+from service.signin.email_link import forget_links, links_of
 
 USER_Q = load_queries("projections", "users.sql")
 REG_Q = load_queries("projections", "registrations.sql")
@@ -62,10 +67,11 @@ class Erasure:
     registrations: tuple[str, ...]  # erased as a whole
     revoked: tuple[str, ...]
     attempts: tuple[str, ...] = ()  # claim attempts whose own keys were destroyed
+    sign_in_links: tuple[str, ...] = ()  # the v0.6 pages' sign-in links, deleted, keys destroyed
 
     @property
     def subjects(self) -> tuple[str, ...]:
-        return self.users + self.registrations + self.attempts
+        return self.users + self.registrations + self.attempts + self.sign_in_links
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,8 @@ class Found:
     users: tuple[str, ...]
     registrations: tuple[str, ...]
     attempts: dict[str, tuple[str, ...]]  # registration -> its attempts with keys of their own
+    indexes: tuple[str, ...] = ()  # the person's addresses' blind indexes
+    sign_in_links: tuple[str, ...] = ()
 
 
 async def _find(ctx: Context, user_id: str | None, email: str | None) -> Found:
@@ -97,7 +105,9 @@ async def _find(ctx: Context, user_id: str | None, email: str | None) -> Found:
             whole.add(rid)
         else:
             attempts.setdefault(rid, []).append(row["attempt_id"])
-    return Found(users, tuple(sorted(whole)), {r: tuple(a) for r, a in attempts.items()})
+    links = await links_of(ctx.pool, tenant_id=tenant, indexes=indexes)
+    by_registration = {r: tuple(a) for r, a in attempts.items()}
+    return Found(users, tuple(sorted(whole)), by_registration, tuple(indexes), links)
 
 
 async def erase_person(
@@ -115,8 +125,10 @@ async def erase_person(
     async def attempt() -> Erasure:
         found = await _find(ctx, user_id, email)
         users, registrations = found.users, found.registrations
-        if not users and not registrations and not found.attempts:
-            raise NobodyToErase("no user, registration or claim attempt holds that person's data")
+        if not users and not registrations and not found.attempts and not found.sign_in_links:
+            raise NobodyToErase(
+                "no user, registration, claim attempt or sign-in link holds that person's data"
+            )
         credentials = [
             row
             for one in users
@@ -148,15 +160,23 @@ async def erase_person(
                 await ctx.sealer.erase(conn, subject, now=now)
             await conn.execute(Q["forget_mail"], tenant, list(attempts))
             await registration_state.forget(conn, touched)
+            links.extend(await forget_links(
+                conn, ctx.sealer, tenant_id=tenant, indexes=list(found.indexes), now=now
+            ))  # fmt: skip
 
-        await ctx.record(
-            changes,
-            metadata=Metadata(correlation_id=caller.request_id, actor=caller.actor),
-            now=ctx.clock.now(),
-            also=destroy_keys,
-        )
+        links: list[str] = []
+        if changes:
+            await ctx.record(
+                changes,
+                metadata=Metadata(correlation_id=caller.request_id, actor=caller.actor),
+                now=ctx.clock.now(),
+                also=destroy_keys,
+            )
+        else:  # sign-in links only: operational rows, no event to record
+            async with ctx.pool.acquire() as held, held.transaction():
+                await destroy_keys(cast(asyncpg.Connection, held))
         revoked = tuple(sorted({row["credential_id"] for row in credentials}))
-        return Erasure(users, registrations, revoked, attempts)
+        return Erasure(users, registrations, revoked, attempts, tuple(sorted(links)))
 
     return await retrying(attempt)
 

@@ -215,6 +215,7 @@ async def erase(request: AnyRequest, ctx: NamedDependency[Context]) -> Response[
             "users": list(erased.users),
             "registrations": list(erased.registrations),
             "attempts": list(erased.attempts),
+            "sign_in_links": list(erased.sign_in_links),
             "revoked": list(erased.revoked),
         }
     )

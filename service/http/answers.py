@@ -236,6 +236,7 @@ class Erased(Doc, frozen=True):
     users: Strings
     registrations: Strings  # erased as a whole
     attempts: Strings  # claim attempts whose own keys were destroyed (security issue 12.4)
+    sign_in_links: Strings  # the v0.6 pages' sign-in links: deleted, their keys destroyed
     revoked: Strings
 
 

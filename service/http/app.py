@@ -46,6 +46,7 @@ from service.http.errors import (
 )
 from service.http.health import HealthController
 from service.http.identity import identity_router
+from service.http.identity_pages import identity_pages_router
 from service.http.index import index_route
 from service.http.metrics import metrics_router
 from service.http.oauth import oauth_router
@@ -105,6 +106,7 @@ def create_app(
             audit_router(settings, gate),
             subscriptions_router(settings, gate),
             claim_page_router(),
+            identity_pages_router(),
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,

@@ -123,3 +123,9 @@ def index_view(service_name: str, sections: Sequence[tuple[str, Sequence[tuple[s
         )
         parts.append(f"<h2>{escape(heading)}</h2>\n<ul>\n{items}</ul>")
     return _page(service_name, "\n".join(parts))
+
+
+def page(title: str, body: str) -> str:
+    """A whole page in this house style (the sign-in pages' too); `body` is HTML whose values
+    the caller escaped."""
+    return _page(title, body)

@@ -1,9 +1,11 @@
 """The mail outbox's writer: a claim e-mail queued in `mail_outbox`, in the transaction that
-appends `claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15).
+appends `claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15);
+and, of kind `sign_in`, a v0.6 sign-in link's mail, in the transaction that stores the link
+(service/signin/email_link.py).
 
-The row holds the recipient sealed (service/pii) and the `cvt_…` link token under AES-GCM
-(aad = attempt id); the mailer (workers/mailer.py) opens both in memory just before the send.
-The queue's NOTIFY channel is `CHANNEL`, delivered when the append commits.
+The row holds the recipient sealed (service/pii) and the link token (`cvt_…`, `lgt_…`) under
+AES-GCM (aad = the row's attempt id); the mailer (workers/mailer.py) opens both in memory just
+before the send. The queue's NOTIFY channel is `CHANNEL`, delivered when the transaction commits.
 """
 
 from __future__ import annotations
@@ -61,3 +63,24 @@ async def enqueue_claim_mail(
         Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
         link_expires_at, now,
     )  # fmt: skip
+
+
+async def enqueue_sign_in_mail(
+    conn: Db,
+    *,
+    secret_key: str | bytes,
+    tenant_id: str,
+    link_id: str,
+    recipient_sealed: str,
+    link_token: str,
+    link_expires_at: datetime,
+    now: datetime,
+) -> None:
+    """Queue a sign-in link's mail (kind `sign_in`, no registration), inside the transaction
+    that stores the link; `recipient_sealed` under the link's own subject key."""
+    if now.tzinfo is None or link_expires_at.tzinfo is None:
+        raise ValueError("enqueue_sign_in_mail needs timezone-aware times")
+    token = seal_link_token(secret_key, link_id, link_token)
+    await conn.execute(
+        Q["enqueue_sign_in"], link_id, tenant_id, recipient_sealed, token, link_expires_at, now
+    )

@@ -11,3 +11,17 @@ WITH added AS (
     RETURNING attempt_id
 )
 SELECT pg_notify('authledger_mail', attempt_id) FROM added
+
+-- name: enqueue_sign_in
+-- A sign-in link's mail (v0.6 pages), in the transaction that stores the link: no
+-- registration; the attempt id is the link's `sgn_…` id.
+WITH added AS (
+    INSERT INTO mail_outbox (
+        attempt_id, tenant_id, registration_id, recipient_sealed, link_token_sealed,
+        link_expires_at, created_at, status, tries, next_try_at, kind
+    )
+    VALUES ($1, $2, NULL, $3, $4, $5, $6, 'pending', 0, $6, 'sign_in')
+    ON CONFLICT (attempt_id) DO NOTHING
+    RETURNING attempt_id
+)
+SELECT pg_notify('authledger_mail', attempt_id) FROM added

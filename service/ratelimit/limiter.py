@@ -68,6 +68,9 @@ _REFUSED: dict[LimitName, str] = {
     "token_per_ip": "too many token requests from this address",
     "token_per_subject": "too many tokens for this assertion's subject",
     "revoke_token_per_ip": "too many token revocations from this address",
+    "sign_in_per_ip": "too many sign-in links asked for from this address",
+    "sign_in_per_tenant": "too many sign-in links asked for at this service",
+    "sign_in_use_per_ip": "too many sign-ins from this address",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
@@ -220,6 +223,19 @@ class RateLimiter:
         """V6, once the assertion is verified: per its subject (a registration or an ID-JAG
         subject), so a leaked assertion cannot mint without bound until it expires."""
         await self.check(tenant_id, [("token_per_subject", "subject", subject)])
+    async def sign_in(self, tenant_id: str, client_ip: str | None, email: str) -> None:
+        """v0.6 POST /login: per client network, then the address's mail budget (shared with
+        the claim mails: no mail-bombing through the sign-in page), then the tenant."""
+        network = client_network(client_ip)
+        checks: list[Check] = [] if network is None else [("sign_in_per_ip", "ip", network)]
+        checks.append(("mail_per_recipient", "email", normalise_email(email)))
+        await self.check(tenant_id, [*checks, ("sign_in_per_tenant", "tenant", tenant_id)])
+
+    async def sign_in_use(self, tenant_id: str, client_ip: str | None) -> None:
+        """v0.6 POST /login/email and the OIDC routes: per client network."""
+        network = client_network(client_ip)
+        if network is not None:
+            await self.check(tenant_id, [("sign_in_use_per_ip", "ip", network)])
 
     async def check(self, tenant_id: str, checks: Sequence[Check]) -> None:
         """Take one hit from each check's bucket, in order, or raise RateLimited naming the

@@ -48,6 +48,9 @@ LimitName = Literal[
     "token_per_ip",  # V6 jwt-bearer, per client IP, before the assertion is verified
     "token_per_subject",  # V6 jwt-bearer, per verified assertion subject
     "revoke_token_per_ip",  # V8, per client IP
+    "sign_in_per_ip",  # v0.6 POST /login (a sign-in link mailed), per client IP
+    "sign_in_per_tenant",  # v0.6 POST /login, the whole tenant
+    "sign_in_use_per_ip",  # v0.6 POST /login/email and the OIDC routes, per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -99,6 +102,11 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "token_per_ip": Rate(600, 3_600),
     "token_per_subject": Rate(60, 3_600),
     "revoke_token_per_ip": Rate(600, 3_600),
+    # The v0.6 sign-in pages (docs/design/v06-dialect.md, section 5.2): a person asks for a
+    # few links and follows a few, a mail-bombing run is also held by mail_per_recipient.
+    "sign_in_per_ip": Rate(10, 3_600),
+    "sign_in_per_tenant": Rate(1_000, 3_600),
+    "sign_in_use_per_ip": Rate(60, 3_600),
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.

@@ -34,6 +34,9 @@ from service.outbound.policy import policy_of
 from service.providers.jwks import JwksCache
 from service.ratelimit import RateLimiter, WindowStore, load_limits
 from service.settings import ConfigError, Settings
+from service.signin.keys import SignInKeys
+from service.signin.oidc import OidcSignIn
+from service.signin.oidc_provider import OidcSettings
 from service.tenancy.config import TenantConfig
 from service.tenancy.directory import TENANT_EVENT_TYPES, TenantDirectory
 
@@ -122,6 +125,26 @@ class NatsLink:
         log.info("nats.reconnected")
 
 
+def oidc_sign_in(settings: Settings, clock: Clock) -> OidcSignIn | None:
+    """Sign-in through the installation's OpenID provider, when one is configured: its
+    requests go through the outbound guard (`AUTHLEDGER_OUTBOUND_ALLOW`), plain http only on
+    loopback with `AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP`."""
+    if settings.oidc_issuer is None or settings.oidc_client_id is None or not settings.secret_key:
+        return None
+    provider = OidcSettings(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        scopes=settings.oidc_scopes,
+        name=settings.oidc_name,
+    )
+    return OidcSignIn(
+        provider, SignInKeys.from_secret(settings.secret_key), clock=clock,
+        outbound=policy_of(settings.outbound_allow),
+        allow_loopback_http=settings.jwks_allow_loopback_http,
+    )  # fmt: skip
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -134,6 +157,7 @@ class Resources:
     metrics: Metrics | None = None  # /metrics (service.observability.metrics)
     tenants: TenantDirectory | None = None  # which tenant a Host is; kept current by the feed
     access: AccessCache | None = None  # scoped operator credentials; emptied by the feed
+    oidc: OidcSignIn | None = None  # the installation's OpenID provider (AUTHLEDGER_OIDC_*)
     _contexts: dict[str, Context] = field(default_factory=dict)  # per tenant but the default
     _keys_loaded: bool = False  # the sealer holds the retained keys (service.crypto.secret_keys)
 
@@ -214,6 +238,7 @@ class Resources:
                     ).inc(),
                 ),
             )
+            opened.oidc = oidc_sign_in(settings, clock)
             opened.limiter = RateLimiter(
                 limits,
                 WindowStore(pool),
@@ -261,6 +286,8 @@ class Resources:
         await self.store.close()
         if self.commands is not None and self.commands.provider_keys is not None:
             await self.commands.provider_keys.close()
+        if self.oidc is not None:
+            await self.oidc.close()
         if self.credentials is not None:
             await self.credentials.close()
         await self.nats.close()

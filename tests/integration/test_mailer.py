@@ -24,9 +24,17 @@ from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registr
 from service.dev.mailbox import DevSmtpCatcher, dev_mailbox_router
 from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_token
 from service.settings import ConfigError, Settings
+from service.signin.email_link import SentLink, send_link
 from tests.support.smtp_sink import Received, SmtpSink, free_port
-from workers.mail_templates import ClaimMail, render_html, render_text
-from workers.mailer import Mailer, MailerConfig, MailerStats, mailer_worker
+from workers.mail_templates import (
+    ClaimMail,
+    SignInMail,
+    render_html,
+    render_sign_in_html,
+    render_sign_in_text,
+    render_text,
+)
+from workers.mailer import Mailer, MailerConfig, MailerStats, describe_error, mailer_worker
 from workers.smtp_url import smtp_options
 
 SECRET = "m" * 48
@@ -339,6 +347,79 @@ async def test_dev_catcher_collects_mail_and_the_mailbox_shows_it(pool: asyncpg.
         assert (await client.get("/dev/mailbox/999")).status_code == 404
     async with AsyncTestClient(app=Litestar(route_handlers=[router])) as remote:
         assert (await remote.get("/dev/mailbox")).status_code == 404  # not a loopback client
+
+
+async def sign_in_link(pool: asyncpg.Pool, email: str = EMAIL) -> SentLink:
+    """A sign-in link queued as POST /login queues it (service/signin/email_link.py)."""
+    return await send_link(
+        pool, Sealer(SECRET), secret_key=SECRET, tenant_id="default", email=email,
+        return_to="/claim?claim_attempt_token=cvt_x", now=datetime.now(UTC),
+        ttl=timedelta(minutes=10),
+    )  # fmt: skip
+
+
+async def test_sign_in_mail_is_sent_by_its_kind(pool: asyncpg.Pool) -> None:
+    """A row of kind `sign_in`: the sign-in mail, its link to /login/email with the `lgt_`
+    token, Message-ID `<sgn_…@authledger>`; no plain token or address in the database, before
+    or after; the dev mailbox shows it like any mail."""
+    sent = await sign_in_link(pool)
+    queued = await pool.fetchrow("SELECT * FROM mail_outbox WHERE attempt_id = $1", sent.link_id)
+    assert queued is not None
+    assert (queued["kind"], queued["registration_id"]) == ("sign_in", None)
+    catcher = DevSmtpCatcher()
+    await catcher.start()
+    try:
+        async with running(mailer := a_mailer(pool, catcher.url)):
+            await reached(mailer, lambda s: s.sent == 1)
+    finally:
+        await catcher.stop()
+    [caught] = catcher.mailbox.messages()
+    assert caught.rcpt_tos == (EMAIL,)
+    assert (caught.subject, caught.message_id) == (
+        "Your sign-in link",
+        f"<{sent.link_id}@authledger>",
+    )
+    [link] = [w for w in caught.text.split() if w.startswith(PUBLIC_URL + "/login/email?token=")]
+    token = link.rsplit("=", 1)[1]
+    assert token.startswith("lgt_")
+    assert len(token) == 36
+    assert f'href="{escape(link, quote=True)}"' in (caught.html or "")
+    text = await database_text(pool)
+    for secret in (EMAIL.lower(), token.lower(), token.encode().hex()):
+        assert secret not in text
+    assert (await pool.fetchval("SELECT status FROM mail_outbox WHERE attempt_id = $1",
+                                sent.link_id)) == "sent"  # fmt: skip
+
+    router = dev_mailbox_router(catcher.mailbox, loopback_only=False)
+    async with AsyncTestClient(app=Litestar(route_handlers=[router])) as client:
+        [entry] = (await client.get("/dev/mailbox")).json()
+        assert (entry["message_id"], entry["subject"]) == (caught.message_id, "Your sign-in link")
+        assert link in entry["text"]
+
+
+def test_sign_in_template_and_errors_keep_the_token_out() -> None:
+    """The sign-in mail escapes every value and names its expiry; error texts blank out a
+    sign-in token as they do a claim token."""
+    mail = SignInMail(
+        link_id="sgn_x",
+        recipient='"><script>@example.net',
+        link="https://auth.example.org/login/email?token=lgt_a&b",
+        link_expires_at=datetime(2026, 7, 1, 9, 30, tzinfo=UTC),
+        service_name="Acme & Co",
+    )
+    page = render_sign_in_html(mail)
+    assert "<script>" not in page
+    assert "Acme &amp; Co" in page
+    assert 'href="https://auth.example.org/login/email?token=lgt_a&amp;b"' in page
+    text = render_sign_in_text(mail)
+    assert mail.link in text
+    assert "2026-07-01 09:30 UTC" in text
+    assert mail.recipient not in repr(mail)
+    assert "lgt_" not in repr(mail)
+    error = describe_error(ValueError("cannot send lgt_Secret-Token_1 to cvt_other"))
+    assert "lgt_" not in error
+    assert "cvt_" not in error
+    assert error.count("<redacted>") == 2
 
 
 def test_smtp_urls_give_the_right_transport() -> None:

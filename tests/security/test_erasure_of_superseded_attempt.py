@@ -138,6 +138,7 @@ async def test_erasing_a_replaced_attempts_address_leaves_no_readable_trace(
         "users": [],
         "registrations": [],  # the registration is kept: it is the agent's, and Ben's
         "attempts": [first_attempt],
+        "sign_in_links": [],
         "revoked": [],
     }
 
