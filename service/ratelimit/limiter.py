@@ -223,6 +223,7 @@ class RateLimiter:
         """V6, once the assertion is verified: per its subject (a registration or an ID-JAG
         subject), so a leaked assertion cannot mint without bound until it expires."""
         await self.check(tenant_id, [("token_per_subject", "subject", subject)])
+
     async def sign_in(self, tenant_id: str, client_ip: str | None, email: str) -> None:
         """v0.6 POST /login: per client network, then the address's mail budget (shared with
         the claim mails: no mail-bombing through the sign-in page), then the tenant."""
