@@ -9,7 +9,6 @@ Validation messages name the field, never the value sent.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
@@ -206,19 +205,23 @@ def _check_utf8(raw: bytes) -> None:
         raise ProtocolError("invalid_request", "the body is not valid UTF-8") from None
 
 
-def caller(request: Request[Any, Any, Any]) -> Caller:
+def caller(
+    request: Request[Any, Any, Any], *, door: str | None = None, dialect: str | None = None
+) -> Caller:
     """The request id bound by the app's middleware and the client's address, if known: the
-    peer's, or the forwarded one when the peer is a trusted proxy (service.http.client_address)."""
+    peer's, or the forwarded one when the peer is a trusted proxy (service.http.client_address);
+    the door and dialect the route speaks, when it is one of an agent door's."""
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     client = request.client
     proxies: tuple[Network, ...] = request.app.state.get(TRUSTED_PROXIES, ())
+    # Without trusted proxies no header is read: building the request's headers is a cost of
+    # its own on the registration path (issue 11).
+    forwarded = request.headers.getall(FORWARDED_FOR, []) if proxies else ()
     return Caller(
         request_id=request_id if isinstance(request_id, str) else None,
-        client_ip=client_address(
-            client.host if client is not None else None,
-            request.headers.getall(FORWARDED_FOR, []),
-            proxies,
-        ),
+        client_ip=client_address(client.host if client is not None else None, forwarded, proxies),
+        door=door,
+        dialect=dialect,
     )
 
 
@@ -229,7 +232,7 @@ V1_DIALECT = "0.1.0"  # auth.md as first published: the /agent/auth dialect
 def v1_caller(request: Request[Any, Any, Any]) -> Caller:
     """`caller` for the v1 door's routes (`/agent/auth…` and its claim page): the events they
     cause record door `v1`, dialect `0.1.0`."""
-    return replace(caller(request), door=V1_DOOR, dialect=V1_DIALECT)
+    return caller(request, door=V1_DOOR, dialect=V1_DIALECT)
 
 
 V06_DOOR = "v06"
@@ -239,7 +242,7 @@ V06_DIALECT = "0.6.0"  # auth.md 0.6.0: the /agent/identity dialect, its main pr
 def v06_caller(request: Request[Any, Any, Any]) -> Caller:
     """`caller` for the v0.6 door's routes: the events they cause record door `v06`, dialect
     `0.6.0`."""
-    return replace(caller(request), door=V06_DOOR, dialect=V06_DIALECT)
+    return caller(request, door=V06_DOOR, dialect=V06_DIALECT)
 
 
 def timestamp(instant: datetime) -> str:
