@@ -75,6 +75,17 @@ class DeliveryTerms:
         return min(claimed_at + self.window, expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Claimant:
+    """The person at the claim page: the account their signed-in address is (or becomes),
+    how they proved that address (`email_link`, `oidc:<issuer>`), and our issuer, the
+    audience of a step-up's delegation (O-D)."""
+
+    user_id: str
+    auth_method: str
+    issuer: str
+
+
 def decide_open_attempt(
     state: Registration, new: NewCode, *, now: datetime, link_ttl: timedelta, code_ttl: timedelta
 ) -> Decision:
@@ -123,21 +134,19 @@ def decide_enter_code(
     code_matches: OtpCheck,
     now: datetime,
     limits: OtpLimits,
-    user_id: str,
-    auth_method: str,
+    claimant: Claimant,
     terms: DeliveryTerms,
     active: tuple[str, ...],
-    issuer: str,
 ) -> Decision:
     """V5: the signed-in person types the code of the link's attempt. In order: the link is
     the current attempt's (404); the session's address is the hint, and for a step-up the
     user is the one it matched (403, O-J); claimed (409); ended or the link's window over
     (410); the code voided or past its end (410 `user_code_expired`); wrong (401, counted);
     right: the claim. `active`: the registration's active credentials, which the claim ends
-    (O-F); `issuer`: ours, the audience of a step-up's delegation (O-D)."""
+    (O-F)."""
     attempt = _page_attempt(state, link_hash)
     _signed_in_as_hint(attempt, signed_in_index)
-    if state.step_up is not None and user_id != state.step_up.user_id:
+    if state.step_up is not None and claimant.user_id != state.step_up.user_id:
         raise ProtocolError("wrong_account", "this claim is for another account")
     _not_claimed(state)
     if state.ended(now) or now >= attempt.link_expires_at:
@@ -145,10 +154,7 @@ def decide_enter_code(
     if attempt.otp_voided or attempt.otp_hash is None or not _fresh(attempt, now):
         raise ProtocolError("user_code_expired", "this code is no longer valid")
     if code_matches(attempt.attempt_id, attempt.otp_hash):
-        return _claim(
-            state, attempt, now=now, user_id=user_id, auth_method=auth_method, terms=terms,
-            active=active, issuer=issuer,
-        )  # fmt: skip
+        return _claim(state, attempt, now=now, claimant=claimant, terms=terms, active=active)
     voided = attempt.otp_misses + 1 >= limits.max_code_misses
     events: list[Event] = [
         OtpFailed(attempt_id=attempt.attempt_id, reason="mismatch", code_voided=voided)
@@ -246,19 +252,17 @@ def _claim(
     attempt: Attempt,
     *,
     now: datetime,
-    user_id: str,
-    auth_method: str,
+    claimant: Claimant,
     terms: DeliveryTerms,
     active: tuple[str, ...],
-    issuer: str,
 ) -> Decision:
     """The design's claim row: claimed with the delivery allowance recorded as decided; the
     registration's active credentials end (O-F); a step-up's subject is linked."""
     claimed = RegistrationClaimed(
         attempt_id=attempt.attempt_id,
-        user_id=user_id,
+        user_id=claimant.user_id,
         credential_id=None,
-        auth_method=auth_method,
+        auth_method=claimant.auth_method,
         max_deliveries=terms.max_deliveries,
         deliver_until=terms.until(now, state.expires_at),
     )
@@ -268,7 +272,7 @@ def _claim(
             DelegationCreated(
                 delegation_id=step_up.delegation_id,
                 issuer=step_up.issuer,
-                audience=issuer,
+                audience=claimant.issuer,
                 subject_sealed=step_up.subject_sealed,
                 user_id=step_up.user_id,
                 matched_by="step_up",

@@ -33,6 +33,7 @@ from service.domain.step_up import (
 from service.domain.step_up import StepUp as StepUpDecision
 from service.domain.trust_list import DelegationState, evolve_delegation
 from service.domain.user_code import (
+    Claimant,
     Deliver,
     DeliveryTerms,
     NewCode,
@@ -115,11 +116,9 @@ def type_code(
         code_matches=lambda _attempt, stored: hmac.compare_digest(stored, typed),
         now=T0,
         limits=OtpLimits(),
-        user_id=user,
-        auth_method="email_link",
+        claimant=Claimant(user, "email_link", ISSUER),
         terms=DeliveryTerms(),
         active=(),
-        issuer=ISSUER,
     )
 
 

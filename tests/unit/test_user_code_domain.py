@@ -34,6 +34,7 @@ from service.domain.claim import Decision, OtpLimits
 from service.domain.errors import ProtocolError
 from service.domain.registration import GROWTH_LIMIT, Registration, evolve, fold
 from service.domain.user_code import (
+    Claimant,
     Deliver,
     DeliveryTerms,
     NewCode,
@@ -124,11 +125,9 @@ def enter(
         code_matches=lambda _attempt, stored: hmac.compare_digest(stored, code),
         now=at,
         limits=LIMITS,
-        user_id=user,
-        auth_method="email_link",
+        claimant=Claimant(user, "email_link", ISSUER),
         terms=TERMS,
         active=active,
-        issuer=ISSUER,
     )
 
 
