@@ -4,7 +4,9 @@
                                            [--database-url URL]
 
 NAME is a database `bench/ledger_1m.py --keep` left behind. OTHER is another checkout (a
-worktree at an older commit, `make install`ed), compared with this one: each round runs
+worktree at an older commit, `make install`ed), compared with this one; both must read the
+database's schema and events (an older tree cannot read events written with fields it does
+not know: build the database with the older tree, then migrate it with this one): each round runs
 `projections.replay.replay` once with each tree's code and venv, in turn. `replay` is
 idempotent (it builds beside, checks, switches), so every run folds the whole log.
 
@@ -69,10 +71,13 @@ async def one_run(admin: asyncpg.Connection, url: str, database: str, tree: Path
             cwd=tree,
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
     finally:
         done.set()
+    if child.returncode != 0:  # e.g. an older tree that cannot read this schema's events
+        tail = "\n".join(child.stderr.strip().splitlines()[-5:])
+        raise SystemExit(f"replay in {tree} failed ({child.returncode}):\n{tail}")
     backend = await watcher
     applied, seconds, python = child.stdout.split()[-3:]
     rate = int(applied) / float(seconds)
