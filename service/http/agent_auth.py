@@ -55,11 +55,12 @@ async def register(
     request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
 ) -> Response[bytes]:
     body = await read_json(request, RegisterBody)
+    who = v1_caller(request)
 
     async def limit(flow: Flow, recipient: str | None = None) -> None:
         """Spec §10 (+ issue 12.5): before anything is verified, written or mailed."""
         await resources.limiter.registration(
-            ctx.tenant.tenant_id, flow, v1_caller(request).client_ip, recipient=recipient
+            ctx.tenant.tenant_id, flow, who.client_ip, recipient=recipient
         )
 
     if body.type == "anonymous":
@@ -67,7 +68,7 @@ async def register(
             raise ProtocolError("invalid_request", "anonymous registration takes no assertion")
         kind = _credential_kind(body.requested_credential_type)
         await limit("anonymous")
-        registered = await register_anonymous(ctx, kind, v1_caller(request))
+        registered = await register_anonymous(ctx, kind, who)
     elif body.type == "identity_assertion":
         if body.assertion_type is None or body.assertion is None:
             raise ProtocolError(
@@ -76,14 +77,14 @@ async def register(
         if body.assertion_type == ID_JAG:
             kind = _credential_kind(body.requested_credential_type)
             await limit("id_jag")
-            delegated = await register_id_jag(ctx, body.assertion, kind, v1_caller(request))
+            delegated = await register_id_jag(ctx, body.assertion, kind, who)
             return json_reply(_delegated(delegated))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
         kind = _credential_kind(body.requested_credential_type)
         await limit("verified_email", email)
-        registered = await register_verified_email(ctx, email, kind, v1_caller(request))
+        registered = await register_verified_email(ctx, email, kind, who)
     else:
         raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")
     return json_reply(_registered(ctx, registered))
