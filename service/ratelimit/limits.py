@@ -48,6 +48,8 @@ LimitName = Literal[
     "token_per_ip",  # V6 jwt-bearer, per client IP, before the assertion is verified
     "token_per_subject",  # V6 jwt-bearer, per verified assertion subject
     "revoke_token_per_ip",  # V8, per client IP
+    "service_auth_per_tenant",  # V1 service_auth, the whole tenant (its own budget)
+    "poll_per_ip",  # V7 claim grant polls, per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -99,6 +101,8 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "token_per_ip": Rate(600, 3_600),
     "token_per_subject": Rate(60, 3_600),
     "revoke_token_per_ip": Rate(600, 3_600),
+    "service_auth_per_tenant": Rate(1_000, 3_600),
+    "poll_per_ip": Rate(720, 3_600),  # one poll every 5 s, all hour long
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.
