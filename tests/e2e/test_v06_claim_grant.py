@@ -8,8 +8,10 @@ test clock moves time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -330,3 +332,60 @@ async def test_pre_claim_assertion_stays_pre_claim(svc: Service) -> None:
     assert (await start(svc.client, anonymous["claim_token"], email=HINT)).status_code == 200
     token = await token_for(svc.client, anonymous["identity_assertion"])
     assert (await me(svc.client, token)).json()["scopes"] == list(svc.tenant.pre_claim_scopes)
+
+
+async def test_racing_polls_deliver_within_the_allowance(
+    backend: Backend, database_url: str
+) -> None:
+    """O-E under concurrency: with an allowance of one delivery, polls sent at once deliver
+    exactly once (each appends `claim.delivered` at the version it decided on; the losers
+    decide again and find the allowance spent)."""
+    async with v06_service(backend, database_url, CLAIM_DELIVERIES="1") as one:
+        body = await service_auth(one.client)
+        claim = body["claim"]
+        uri, code = claim["verification_uri"], claim["user_code"]
+        await enter_code(one, body["claim_token"], link_token(uri), code, HINT)
+        answers = await asyncio.gather(*(poll(one.client, body["claim_token"]) for _ in range(4)))
+        assert sorted(a.status_code for a in answers) == [200, 400, 400, 400]
+        for refused in (a for a in answers if a.status_code == 400):
+            assert_oauth_error(refused, 400, "invalid_grant")
+        assert await one.count("claim.delivered") == 1
+        assert await one.count("credential.issued") == 1
+
+
+async def test_limits_service_auth_tenant_budget_and_polls_per_address(
+    backend: Backend, database_url: str, tmp_path: Path
+) -> None:
+    """V1 service_auth spends its own tenant budget (and identity_per_ip); V7 counts polls per
+    client address, unknown tokens included; V2 spends E5's per-registration bucket, only for
+    a known token. 429 `rate_limited` with Retry-After in each family's shape, nothing
+    written."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text(
+        '[default]\nservice_auth_per_tenant = "1/h"\npoll_per_ip = "2/h"\n'
+        'claim_per_registration = "1/h"\n'
+    )
+    async with v06_service(backend, database_url, RATE_LIMITS=str(limits)) as limited:
+        body = await service_auth(limited.client)
+        head = await limited.head()
+        refused = await limited.client.post(
+            IDENTITY, json={"type": "service_auth", "login_hint": "bo@example.net"}
+        )
+        assert_identity_error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) > 0
+        unknown = "clm_" + "z" * 26
+        assert_oauth_error(await poll(limited.client, unknown), 400, "expired_token")
+        assert_oauth_error(await poll(limited.client, unknown), 400, "expired_token")
+        over = await poll(limited.client, body["claim_token"])
+        assert_oauth_error(over, 429, "rate_limited")
+        assert int(over.headers["retry-after"]) > 0
+        assert await limited.head() == head
+        for _ in range(2):  # a made-up token spends nothing of a registration's budget
+            assert_identity_error(
+                await start(limited.client, unknown, email=HINT), 401, "invalid_claim_token"
+            )
+        assert (await start(limited.client, body["claim_token"], email=HINT)).status_code == 200
+        head = await limited.head()
+        again = await start(limited.client, body["claim_token"], email=HINT)
+        assert_identity_error(again, 429, "rate_limited")
+        assert await limited.head() == head
