@@ -23,9 +23,9 @@ from service.crypto.tokens import token_hash
 from service.http.bodies import timestamp
 from service.signin.return_to import safe_return_to
 from service.tenancy.config import CLAIM_GRANT
-from tests.support.app_client import PUBLIC_URL, Service
+from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
 from tests.support.backends import Backend
-from tests.support.v06_claim import enter_code, refused_code
+from tests.support.v06_claim import deny, enter_code, refused_code
 from tests.support.v06_door import (
     IDENTITY,
     assert_identity_error,
@@ -174,11 +174,49 @@ async def test_poll_refusals(svc: Service) -> None:
     refused = await poll(svc.client, v1["claim_token"])
     assert_oauth_error(refused, 400, "invalid_grant")
     assert "/agent/auth" in refused.json()["error_description"]
+    revoked = await service_auth(svc.client)
+    answer = await svc.client.post(
+        "/admin/revocations",
+        json={"registration_id": revoked["registration_id"]},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert answer.status_code == 200, answer.text
     body = await service_auth(svc.client)
     head = await svc.head()
+    assert_oauth_error(await poll(svc.client, revoked["claim_token"]), 400, "expired_token")
     svc.clock.advance(timedelta(days=1, seconds=1))
     assert_oauth_error(await poll(svc.client, body["claim_token"]), 400, "expired_token")
     assert await svc.head() == head
+
+
+async def test_denied_attempt_access_denied(svc: Service) -> None:
+    """O-G: after the person's Deny, the poll answers `access_denied`; a new attempt at V2
+    makes it pending again."""
+    body = await service_auth(svc.client)
+    await deny(svc, body["claim_token"], link_token(body["claim"]["verification_uri"]), HINT)
+    assert_oauth_error(await poll(svc.client, body["claim_token"]), 400, "access_denied")
+    assert (await start(svc.client, body["claim_token"], email=HINT)).status_code == 200
+    svc.clock.advance(timedelta(seconds=5))
+    assert_oauth_error(await poll(svc.client, body["claim_token"]), 400, "authorization_pending")
+
+
+async def test_idle_pacing_rows_are_pruned(svc: Service) -> None:
+    """`claim_polls` keeps timing only: a poll removes rows idle for more than a day, and
+    keeps its own and the recent ones."""
+    now = svc.clock.now()
+    insert = (
+        "INSERT INTO claim_polls (claim_token_hash, tenant_id, last_poll_at, interval_s,"
+        " too_fast) VALUES ($1, 'default', $2, 5, false)"
+    )
+    pool = svc.resources.pool
+    await pool.execute(insert, "old", now - timedelta(days=1, seconds=1))
+    await pool.execute(insert, "recent", now - timedelta(hours=23))
+    claim_token = (await service_auth(svc.client))["claim_token"]
+    assert_oauth_error(await poll(svc.client, claim_token), 400, "authorization_pending")
+    kept = await pool.fetch("SELECT claim_token_hash FROM claim_polls ORDER BY 1")
+    assert sorted(r["claim_token_hash"] for r in kept) == sorted(
+        ["recent", token_hash(claim_token)]
+    )
 
 
 async def test_right_code_then_poll_delivers(svc: Service) -> None:

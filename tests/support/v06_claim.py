@@ -18,7 +18,7 @@ from service.commands.context import Caller, Change
 from service.crypto.tokens import new_user_id, otp_matches, token_hash
 from service.domain.claim import OtpLimits
 from service.domain.errors import ProtocolError
-from service.domain.user_code import DeliveryTerms, decide_enter_code
+from service.domain.user_code import DeliveryTerms, decide_deny, decide_enter_code
 from tests.support.app_client import SECRET_KEY, Service
 
 USER_Q = load_queries("projections", "users.sql")
@@ -78,3 +78,20 @@ async def refused_code(
     except ProtocolError as exc:
         return exc
     raise AssertionError("the code claimed")
+
+
+async def deny(svc: Service, claim_token: str, link_token: str, email: str) -> None:
+    """Deny on the claim page by a person signed in as `email` (`claim.attempt_denied`)."""
+    ctx = await svc.resources.command_context()
+    state = await load_by_claim_token(ctx, claim_token)
+    assert state is not None
+    now = ctx.clock.now()
+    decision = decide_deny(
+        state, link_hash=token_hash(link_token), signed_in_index=ctx.sealer.blind_index(email),
+        now=now,
+    )  # fmt: skip
+    stream = ctx.stream(REGISTRATION, state.registration_id)
+    person = Caller(request_id=None, actor="user", door="v06", dialect="0.6.0")
+    await ctx.record([Change(stream, state.version, decision.events)],
+                     metadata=person.envelope(), now=now)  # fmt: skip
+    await registration_state.remember(ctx, state, decision.events)
