@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from events.delegation import STREAM_TYPE as DELEGATION
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
 from events.user import STREAM_TYPE as USER
@@ -51,9 +52,11 @@ async def enter_code(svc: Service, claim_token: str, link_token: str, code: str,
         issuer=tenant.issuer,
     )
     assert decision.revoke == ()  # no pre-claim credential in the tests that use this
-    assert decision.delegation == ()
     changes = [Change(ctx.stream(REGISTRATION, state.registration_id), state.version,
                       decision.events)]  # fmt: skip
+    if decision.delegation and state.step_up is not None:  # a step-up links its subject
+        stream = ctx.stream(DELEGATION, state.step_up.delegation_id)
+        changes.append(Change(stream, 0, decision.delegation))
     if decision.claimed is not None and known is None:
         created = UserCreated(
             user_id=user_id,
