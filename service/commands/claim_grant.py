@@ -53,10 +53,15 @@ class Delivered:
 async def poll(ctx: Context, claim_token: str, caller: Caller) -> Delivered:
     """One poll: a delivery, or ProtocolError with the RFC 8628 / RFC 6749 code."""
 
+    paced: tuple[bool, int] | None = None  # once per poll, not again when a delivery retries
+
     async def attempt() -> Delivered:
+        nonlocal paced
         state = await load_by_claim_token(ctx, claim_token)
         now = ctx.clock.now()
-        too_fast, interval = (False, 0) if state is None else await _pace(ctx, claim_token, now)
+        if paced is None:
+            paced = (False, 0) if state is None else await _pace(ctx, claim_token, now)
+        too_fast, interval = paced
         decided = decide_poll(state, now=now, too_fast=too_fast)
         if isinstance(decided, Refused):
             error = decided.error

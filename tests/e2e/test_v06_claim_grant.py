@@ -400,6 +400,8 @@ async def test_racing_polls_deliver_within_the_allowance(
             assert_oauth_error(refused, 400, "invalid_grant")
         assert await one.count("claim.delivered") == 1
         assert await one.count("credential.issued") == 1
+        row = await one.row("claim_polls", "claim_token_hash", token_hash(body["claim_token"]))
+        assert row["interval_s"] == 5 + 3 * 5  # three early polls; a retry paces nothing again
 
 
 async def test_limits_service_auth_tenant_budget_and_polls_per_address(
