@@ -1,5 +1,6 @@
-"""The person's half of a v0.6 claim, driven through the domain and the event store rather
-than the claim pages (V4/V5), which a later slice builds: what POST /claim will do for a
+"""The v0.6 claim as the agent drives it over HTTP (V1 service_auth, V2, the claim grant),
+and the person's half, driven through the domain and the event store rather than the claim
+pages (V4/V5), which a later slice builds: what POST /claim will do for a
 person signed in as the hint's address who types `user_code`. It lets the agent's half (V2,
 V7) be tested through to a delivery. Imports the service on purpose: it stands in for
 service code that does not exist yet, and goes once the pages do."""
@@ -7,6 +8,10 @@ service code that does not exist yet, and goes once the pages do."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
 
 from events.delegation import STREAM_TYPE as DELEGATION
 from events.registration import STREAM_TYPE as REGISTRATION
@@ -20,9 +25,37 @@ from service.crypto.tokens import new_user_id, otp_matches, token_hash
 from service.domain.claim import OtpLimits
 from service.domain.errors import ProtocolError
 from service.domain.user_code import DeliveryTerms, decide_deny, decide_enter_code
+from service.tenancy.config import CLAIM_GRANT
 from tests.support.app_client import SECRET_KEY, Service
+from tests.support.v06_door import IDENTITY, TOKEN
 
 USER_Q = load_queries("projections", "users.sql")
+CLAIM = "/agent/identity/claim"
+HINT = "ana@example.net"
+
+
+async def service_auth(client: httpx.AsyncClient, hint: str = HINT) -> dict[str, Any]:
+    """V1 service_auth, which must succeed."""
+    response = await client.post(IDENTITY, json={"type": "service_auth", "login_hint": hint})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def start(client: httpx.AsyncClient, claim_token: str, **body: str) -> httpx.Response:
+    """V2."""
+    return await client.post(CLAIM, json={"claim_token": claim_token, **body})
+
+
+async def poll(client: httpx.AsyncClient, claim_token: str) -> httpx.Response:
+    """V7, the claim grant."""
+    return await client.post(TOKEN, data={"grant_type": CLAIM_GRANT, "claim_token": claim_token})
+
+
+def link_token(verification_uri: str) -> str:
+    """The `cvt_` link token inside `verification_uri`'s `return_to`."""
+    return_to = parse_qs(urlsplit(verification_uri).query)["return_to"][0]
+    return parse_qs(urlsplit(return_to).query)["claim_attempt_token"][0]
 
 
 async def enter_code(svc: Service, claim_token: str, link_token: str, code: str, email: str) -> str:
