@@ -140,6 +140,45 @@ class TokenIssued(Doc, frozen=True):
     scope: str
 
 
+class UserCodeHandout(Doc, frozen=True):
+    """The v0.6 attempt as the agent gets it: the code it passes on to the person, where the
+    person goes (sign-in first), and how often to poll the claim grant."""
+
+    user_code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+    expires_in: int
+    verification_uri: str
+    interval: int
+
+
+class ServiceAuthIdentity(Doc, frozen=True):
+    """V1 service_auth: the claim handles and the attempt; no assertion before the claim."""
+
+    registration_id: str
+    registration_type: Literal["service_auth"]
+    claim_url: str
+    claim_token: str
+    claim_token_expires: Timestamp
+    post_claim_scopes: Strings
+    claim: UserCodeHandout
+
+
+class ClaimAttemptOpened(Doc, frozen=True):
+    """V2: a new attempt (the previous one's link and code are dead)."""
+
+    registration_id: str
+    claim_attempt_id: str
+    status: Literal["initiated"]
+    expires_at: Timestamp
+    claim_attempt: UserCodeHandout
+
+
+class ClaimGrantIssued(TokenIssued, frozen=True):
+    """V7's 200: the token answer plus an assertion for later exchanges (jwt-bearer)."""
+
+    identity_assertion: str
+    assertion_expires: Timestamp
+
+
 class ClaimStarted(Doc, frozen=True):
     registration_id: str
     claim_attempt_id: str

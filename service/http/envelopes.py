@@ -3,9 +3,9 @@
 The contract copies each family's shape from the reference, so a v0.6 agent parses every
 answer of a route the same way, Litestar's own refusals included:
 
-- identity: V1 (later V2 and AuthKit's complete): `{error, message, error_description}`, both
+- identity: V1, V2 (later AuthKit's complete): `{error, message, error_description}`, both
   texts the same (O-Q); 503 `unavailable`;
-- oauth: V6, V8 (later V7): RFC 6749's `{error, error_description}`; 503
+- oauth: V6, V7, V8: RFC 6749's `{error, error_description}`; 503
   `temporarily_unavailable`.
 
 Every answer of both (200 too) is `Cache-Control: no-store` with `Pragma: no-cache`
@@ -38,7 +38,12 @@ from service.http.errors import (
     error_headers,
 )
 from service.observability.metrics import note_refusal
-from service.tenancy.config import IDENTITY_PATH, TOKEN_PATH, TOKEN_REVOKE_PATH
+from service.tenancy.config import (
+    IDENTITY_CLAIM_PATH,
+    IDENTITY_PATH,
+    TOKEN_PATH,
+    TOKEN_REVOKE_PATH,
+)
 
 E = TypeVar("E", bound=Exception)
 AnyRequest = Request[Any, Any, Any]
@@ -129,6 +134,7 @@ OAUTH = Envelope(
 )
 FAMILY_PATHS: Mapping[str, Envelope] = {
     IDENTITY_PATH: IDENTITY,
+    IDENTITY_CLAIM_PATH: IDENTITY,
     TOKEN_PATH: OAUTH,
     TOKEN_REVOKE_PATH: OAUTH,
 }

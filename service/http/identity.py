@@ -2,11 +2,11 @@
 
 The body names its `type`; the fields of the other types are refused (`invalid_request`).
 `anonymous` registers at once (service/commands/agent_identity.py) under E4 anonymous's own
-rate-limit buckets (one budget whatever the door). `service_auth` and `identity_assertion` are
-read and checked here but not served yet: they answer `service_auth_not_enabled` and
-`identity_assertion_not_enabled` (O-M) until their slices land. Answers and refusals are the
-identity family's (service/http/envelopes.py); a tenant that keeps the v0.6 door shut answers
-404 `not_found` before anything is read.
+rate-limit buckets (one budget whatever the door); `service_auth` and V2 (the claim start)
+are service/http/identity_claim.py's. `identity_assertion` is read and checked here but not
+served yet: it answers `identity_assertion_not_enabled` (O-M) until its slice lands.
+Answers and refusals are the identity family's (service/http/envelopes.py); a tenant that
+keeps the v0.6 door shut answers 404 `not_found` before anything is read.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from service.http.bodies import (
     v06_caller,
 )
 from service.http.envelopes import IDENTITY
+from service.http.identity_claim import service_auth_reply, start_claim
 from service.http.tenancy import door_guard
 from service.http.v06_docs import IDENTITY_DOC
 from service.runtime.resources import Resources
@@ -75,10 +76,8 @@ async def identify(
             }
         )
     if body.type == "service_auth":
-        _only(body, "service_auth", "login_hint")
-        raise ProtocolError(
-            "service_auth_not_enabled", "service_auth registration is not served here yet"
-        )
+        _only(body, "service_auth", "login_hint")  # so login_hint is present
+        return await service_auth_reply(ctx, resources, who, body.login_hint or "")
     if body.type == "identity_assertion":
         _only(body, "identity_assertion", "assertion_type", "assertion")
         if body.assertion_type != ID_JAG:
@@ -106,7 +105,7 @@ def _only(body: IdentityBody, kind: str, *needed: str) -> None:
 def identity_router() -> Router:
     return Router(
         "/",
-        route_handlers=[identify],
+        route_handlers=[identify, start_claim],
         tags=["registration (v0.6)"],
         guards=[door_guard("v06")],
         exception_handlers=IDENTITY.handlers(),

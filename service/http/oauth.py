@@ -1,11 +1,12 @@
-"""The v0.6 door's OAuth endpoints: V6 `POST /oauth2/token` and V8 `POST /oauth2/revoke`.
+"""The v0.6 door's OAuth endpoints: V6 (and V7) `POST /oauth2/token`, V8 `POST /oauth2/revoke`.
 
 Both take an urlencoded form only, by RFC 6749 3.2's rules (`read_form`: each parameter at
 most once, unknown ones ignored), and answer in the oauth family's shape with `no-store` and
 `Pragma: no-cache` on every answer (service/http/envelopes.py).
 
 - V6, the jwt-bearer grant (RFC 7523): `grant_type` missing → `invalid_request`; another grant
-  → `unsupported_grant_type` (case 8; the claim grant, V7, is not served yet); `assertion`
+  → `unsupported_grant_type` (case 8); the claim grant (V7) is service/http/claim_grant.py's,
+  in the main profile only (AuthKit's has none); `assertion`
   required, at most 8 KiB; `resource` optional, an absolute URL without a fragment, then
   ignored. Limits: `token_per_ip` before the assertion is verified, `token_per_subject`
   after. Every refusal of the assertion is `invalid_grant` (case 7).
@@ -27,6 +28,7 @@ from service.commands.context import Context
 from service.commands.tokens import exchange, revoke_presented
 from service.domain.errors import ProtocolError
 from service.http.bodies import BODY_LIMIT, NO_STORE, json_reply, read_form, v06_caller
+from service.http.claim_grant import claim_grant_reply
 from service.http.envelopes import OAUTH
 from service.http.tenancy import door_guard
 from service.http.v06_docs import (
@@ -53,8 +55,8 @@ async def token(
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise ProtocolError("invalid_request", "grant_type is required")
-    if grant_type == CLAIM_GRANT:
-        raise ProtocolError("unsupported_grant_type", "the claim grant is not served here yet")
+    if grant_type == CLAIM_GRANT and ctx.tenant.v06_profile == "main":
+        return await claim_grant_reply(ctx, resources, v06_caller(request), form)
     if grant_type != JWT_BEARER:
         raise ProtocolError("unsupported_grant_type", f"grant_type must be {JWT_BEARER}")
     assertion = form.get("assertion")

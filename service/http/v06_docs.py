@@ -1,4 +1,4 @@
-"""The OpenAPI declarations of the v0.6 door's routes (V1, V6, V8), beside route_docs.py's v1
+"""The OpenAPI declarations of the v0.6 door's routes (V1, V2, V6/V7, V8), beside route_docs.py's v1
 ones: their bodies as the contract has them, their answers, and refusals in each route
 family's own shape (service/http/envelopes.py)."""
 
@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.http.answers import COMPACT_JWT, AnonymousIdentity, IdentityError, OAuthError
+from service.http.answers import (
+    COMPACT_JWT,
+    AnonymousIdentity,
+    ClaimAttemptOpened,
+    ClaimGrantIssued,
+    IdentityError,
+    OAuthError,
+    ServiceAuthIdentity,
+)
 from service.http.answers import TokenIssued as TokenIssuedAnswer
-from service.http.openapi import FORM, documented, json_body, link_body, ok
+from service.http.openapi import FORM, documented, json_body, link_body, ok, one_of
 from service.http.route_docs import EMAIL
-from service.tenancy.config import ID_JAG, JWT_BEARER
+from service.tenancy.config import CLAIM_GRANT, ID_JAG, JWT_BEARER
 
 MAX_ASSERTION = 8192  # service.crypto.assertions.MAX_ASSERTION_BYTES; an ID-JAG's cap too
 MAX_TOKEN = 8192  # a presented token at V8
@@ -44,10 +52,12 @@ IDENTITY_DOC = documented(
     body=json_body(IDENTITY_BODY),
     answers={
         200: ok(
-            AnonymousIdentity,
-            "Registered anonymously (V1): an identity assertion to exchange at the token "
-            "endpoint, and the claim token. (`service_auth` and `identity_assertion` are "
-            "answered `*_not_enabled` until their slices land.)",
+            one_of(AnonymousIdentity, ServiceAuthIdentity),
+            "Registered (V1). anonymous: an identity assertion to exchange at the token "
+            "endpoint, and the claim token. service_auth: the claim token and the attempt "
+            "(`claim`: the code for the person, `verification_uri`, the poll `interval`), no "
+            "assertion before the claim. (`identity_assertion` is answered "
+            "`identity_assertion_not_enabled` until its slice lands.)",
             exchange=link_body("exchangeAssertion", assertion="identity_assertion"),
         )
     },
@@ -55,21 +65,68 @@ IDENTITY_DOC = documented(
     operation_id="identify",
     error_body=IdentityError,
 )
+CLAIM_ATTEMPT_BODY: dict[str, Any] = {
+    "title": "ClaimBody",
+    "type": "object",
+    "properties": {
+        "claim_token": {"type": "string", "minLength": 1, "maxLength": 256,
+                        "pattern": "^[A-Za-z0-9._~-]+$"},
+        "email": EMAIL,
+        "login_hint": EMAIL,
+        "type": {"type": "string", "enum": ["login_hint", "service_auth", "email"]},
+    },
+    "required": ["claim_token"],
+    "oneOf": [{"required": ["email"]}, {"required": ["login_hint"]}],  # exactly one (O-P)
+    "additionalProperties": False,
+}  # fmt: skip
+IDENTITY_CLAIM_DOC = documented(
+    body=json_body(CLAIM_ATTEMPT_BODY),
+    answers={
+        200: ok(
+            ClaimAttemptOpened,
+            "A new claim attempt (V2): the code for the person and where they go; the "
+            "previous attempt's link and code are dead. Poll the claim grant for the outcome.",
+        )
+    },
+    refusals=(400, 401, 404, 409, 410, 413, 429),
+    operation_id="startClaimV06",
+    error_body=IdentityError,
+)
 TOKEN_BODY: dict[str, Any] = {
     FORM: {
-        "type": "object",
-        "properties": {
-            "grant_type": {"type": "string", "enum": [JWT_BEARER]},
-            "assertion": ASSERTION,
-            "resource": {"type": "string", "maxLength": 2048, "pattern": RESOURCE_PATTERN},
-        },
-        "required": ["grant_type", "assertion"],
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "grant_type": {"type": "string", "enum": [JWT_BEARER]},
+                    "assertion": ASSERTION,
+                    "resource": {"type": "string", "maxLength": 2048,
+                                 "pattern": RESOURCE_PATTERN},
+                },
+                "required": ["grant_type", "assertion"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "grant_type": {"type": "string", "enum": [CLAIM_GRANT]},
+                    "claim_token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},
+                },
+                "required": ["grant_type", "claim_token"],
+            },
+        ],
         # RFC 6749 3.2: the token endpoint ignores parameters it does not know
     }
-}
+}  # fmt: skip
 TOKEN_DOC = documented(
     body=TOKEN_BODY,
-    answers={200: ok(TokenIssuedAnswer, "An access token for the assertion (V6, RFC 7523)")},
+    answers={
+        200: ok(
+            one_of(TokenIssuedAnswer, ClaimGrantIssued),
+            "An access token: for the assertion (V6, RFC 7523), or for a claimed registration's "
+            "claim token (V7, polled as RFC 8628: 400 `authorization_pending`, `slow_down`, "
+            "`access_denied`, `expired_token`, `invalid_grant` until then), with an assertion",
+        )
+    },
     refusals=(400, 404, 413, 429),
     operation_id="exchangeAssertion",
     error_body=OAuthError,

@@ -42,7 +42,8 @@ from service.ratelimit.store import Hit, WindowStore
 from service.ratelimit.window import Window, retry_after
 
 FailurePolicy = Literal["open", "closed"]
-Flow = Literal["anonymous", "verified_email", "id_jag"]  # each with its own tenant budget
+# Each with its own tenant budget.
+Flow = Literal["anonymous", "verified_email", "id_jag", "service_auth"]
 SubjectKind = Literal["ip", "tenant", "registration", "email", "issuer", "subject"]
 Check = tuple[LimitName, SubjectKind, str]
 STORE_TIMEOUT = 2.0  # seconds; past it the check counts as a store failure
@@ -71,11 +72,14 @@ _REFUSED: dict[LimitName, str] = {
     "sign_in_per_ip": "too many sign-in links asked for from this address",
     "sign_in_per_tenant": "too many sign-in links asked for at this service",
     "sign_in_use_per_ip": "too many sign-ins from this address",
+    "service_auth_per_tenant": "too many service_auth registrations at this service",
+    "poll_per_ip": "too many claim polls from this address",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),
     "verified_email": ("identity_per_ip", "verified_email_per_tenant"),
     "id_jag": ("identity_per_ip", "id_jag_per_tenant"),
+    "service_auth": ("identity_per_ip", "service_auth_per_tenant"),
 }
 
 
@@ -141,11 +145,13 @@ class RateLimiter:
             checks.append(("mail_per_recipient", "email", normalise_email(recipient)))
         await self.check(tenant_id, [*checks, (per_tenant, "tenant", tenant_id)])
 
-    async def claim_start(self, tenant_id: str, claim_token: str, email: str) -> None:
+    async def claim_start(
+        self, tenant_id: str, claim_token: str, email: str, *, mail: bool = True
+    ) -> None:
         """E5: per registration, then per target address (§10's), then the address's claim
         mail budget, shared with E4 verified_email (security issue 12.5). An unknown claim
         token counts against nothing (the command answers 401), so made-up tokens cannot
-        spend an address's budget."""
+        spend an address's budget. V2 (`mail=False`) sends no mail: the first two only."""
         if not self.enabled or self._store is None:
             return
         try:
@@ -159,14 +165,13 @@ class RateLimiter:
         if row is None or row["tenant_id"] != tenant_id:
             return
         address = normalise_email(email)
-        await self.check(
-            tenant_id,
-            [
-                ("claim_per_registration", "registration", row["registration_id"]),
-                ("claim_per_email", "email", address),
-                ("mail_per_recipient", "email", address),
-            ],
-        )
+        checks: list[Check] = [
+            ("claim_per_registration", "registration", row["registration_id"]),
+            ("claim_per_email", "email", address),
+        ]
+        if mail:
+            checks.append(("mail_per_recipient", "email", address))
+        await self.check(tenant_id, checks)
 
     async def code(self, tenant_id: str, link_token: str, client_ip: str | None) -> None:
         """E7: per client network, then per registration (when the link is one of ours)."""

@@ -51,6 +51,8 @@ LimitName = Literal[
     "sign_in_per_ip",  # v0.6 POST /login (a sign-in link mailed), per client IP
     "sign_in_per_tenant",  # v0.6 POST /login, the whole tenant
     "sign_in_use_per_ip",  # v0.6 POST /login/email and the OIDC routes, per client IP
+    "service_auth_per_tenant",  # V1 service_auth, the whole tenant (its own budget)
+    "poll_per_ip",  # V7 claim grant polls, per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -107,6 +109,8 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "sign_in_per_ip": Rate(10, 3_600),
     "sign_in_per_tenant": Rate(1_000, 3_600),
     "sign_in_use_per_ip": Rate(60, 3_600),
+    "service_auth_per_tenant": Rate(1_000, 3_600),
+    "poll_per_ip": Rate(720, 3_600),  # one poll every 5 s, all hour long
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.

@@ -44,6 +44,7 @@ from tests.support.v06_door import (
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OTHER_URL = "https://auth.other.example"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628
 
 
 @pytest.fixture
@@ -160,12 +161,12 @@ async def test_bad_assertions_invalid_grant(svc: Service) -> None:
 
 
 async def test_unknown_grant_type(svc: Service) -> None:
-    """Case 8: another grant is `unsupported_grant_type` (the claim grant too, until it is
-    served); none at all, or a JSON body, is `invalid_request`; nothing written."""
+    """Case 8: another grant is `unsupported_grant_type` (the device grant the claim grant
+    is modelled on too); none at all, or a JSON body, is `invalid_request`; nothing written."""
     assertion = (await identify(svc.client))["identity_assertion"]
     head = await svc.head()
-    for grant in ("authorization_code", "client_credentials", "refresh_token", CLAIM_GRANT,
-                  JWT_BEARER.upper()):  # fmt: skip
+    for grant in ("authorization_code", "client_credentials", "refresh_token", DEVICE_CODE,
+                  JWT_BEARER.upper(), CLAIM_GRANT.upper()):  # fmt: skip
         response = await svc.client.post(TOKEN, data={"grant_type": grant, "assertion": assertion})
         assert_oauth_error(response, 400, "unsupported_grant_type")
     missing = await svc.client.post(TOKEN, data={"assertion": assertion})

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from service.tenancy.config import ID_JAG, JWT_BEARER
+from service.tenancy.config import CLAIM_GRANT, ID_JAG, JWT_BEARER
 from tests.support.app_client import Service
 from tests.support.backends import Backend
 from tests.support.v06_door import (
@@ -31,8 +31,9 @@ from tests.support.v06_door import (
 
 JSON = {"content-type": "application/json"}
 Check = Callable[[httpx.Response, int, str], None]
+CLAIM = "/agent/identity/claim"
 FAMILIES = [(IDENTITY, assert_identity_error), (TOKEN, assert_oauth_error),
-            (REVOKE, assert_oauth_error)]  # fmt: skip
+            (REVOKE, assert_oauth_error), (CLAIM, assert_identity_error)]  # fmt: skip
 
 
 @pytest.fixture
@@ -88,14 +89,59 @@ async def test_malformed_identity_bodies_are_400_in_the_identity_shape(svc: Serv
 
 
 async def test_types_not_served_yet_say_so(svc: Service) -> None:
-    """service_auth and identity_assertion, well formed: `*_not_enabled` (O-M), nothing
-    written, until their slices land."""
-    hint = {"type": "service_auth", "login_hint": "ana@example.net"}
+    """identity_assertion, well formed: `identity_assertion_not_enabled` (O-M), nothing
+    written, until its slice lands."""
     jag = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": "a.b.c"}
-    for body, code in ((hint, "service_auth_not_enabled"), (jag, "identity_assertion_not_enabled")):
+    for body, code in ((jag, "identity_assertion_not_enabled"),):
         response = await svc.client.post(IDENTITY, json=body)
         await refused(svc, response, assert_identity_error, 400, code)
     assert await svc.head() == 0
+
+
+async def test_service_auth_off_says_so(backend: Backend, database_url: str) -> None:
+    """A tenant whose flows leave out service_auth: 400 `service_auth_not_enabled` (O-M) for
+    a well-formed body, nothing written."""
+    async with v06_service(backend, database_url, FLOWS="anonymous id_jag") as svc:
+        body = {"type": "service_auth", "login_hint": "ana@example.net"}
+        response = await svc.client.post(IDENTITY, json=body)
+        await refused(svc, response, assert_identity_error, 400, "service_auth_not_enabled")
+        assert await svc.head() == 0
+
+
+CLAIM_BODIES = {
+    "malformed JSON": b'{"claim_token":"clm_x"',
+    "not an object": b'["clm_x"]',
+    "unknown field": b'{"claim_token":"%(t)s","email":"a@example.net","admin":true}',
+    "no address": b'{"claim_token":"%(t)s"}',
+    "both addresses": b'{"claim_token":"%(t)s","email":"a@example.net",'
+    b'"login_hint":"a@example.net"}',
+    "not an address": b'{"claim_token":"%(t)s","email":"ana"}',
+    "null address": b'{"claim_token":"%(t)s","email":null}',
+    "unknown type": b'{"claim_token":"%(t)s","email":"a@example.net","type":"identity_assertion"}',
+    "no claim token": b'{"email":"a@example.net"}',
+    "claim token of another alphabet": b'{"claim_token":"clm x","email":"a@example.net"}',
+    "wrong field type": b'{"claim_token":1,"email":"a@example.net"}',
+    "NUL escape": b'{"claim_token":"%(t)s","email":"a@example.net\\u0000"}',
+    "invalid UTF-8": b'{"claim_token":"%(t)s","email":"\xffa@example.net"}',
+    "empty body": b"",
+}
+
+
+async def test_malformed_claim_bodies_are_400_in_the_identity_shape(svc: Service) -> None:
+    """V2 (O-P): every body it must refuse, with a live claim token where one is named, so a
+    body read too leniently would open an attempt: 400 `invalid_request`, nothing written."""
+    claim_token = (await identify(svc.client))["claim_token"]
+    head = await svc.head()
+    for name, body in CLAIM_BODIES.items():
+        content = body.replace(b"%(t)s", claim_token.encode())
+        response = await svc.client.post(CLAIM, content=content, headers=JSON)
+        await refused(svc, response, assert_identity_error, 400)
+        assert response.json()["message"], name
+    valid = json.dumps({"claim_token": claim_token, "email": "a@example.net"}).encode()
+    for headers in ({"content-type": "text/plain"}, FORM, {}):
+        response = await svc.client.post(CLAIM, content=valid, headers=headers)
+        await refused(svc, response, assert_identity_error, 400)
+    assert await svc.head() == head
 
 
 def forms(valid: dict[str, str], required: str) -> dict[str, bytes]:
@@ -116,18 +162,24 @@ def forms(valid: dict[str, str], required: str) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize(("path", "required"), [(TOKEN, "assertion"), (REVOKE, "token")])
+@pytest.mark.parametrize(
+    ("path", "required"), [(TOKEN, "assertion"), (REVOKE, "token"), (TOKEN, "claim_token")]
+)
 async def test_malformed_forms_are_400_in_the_oauth_shape(
     svc: Service, path: str, required: str
 ) -> None:
     """Broken forms, repeated parameters (RFC 6749 3.2), a JSON body or another media type,
     an oversized value: 400 `invalid_request` in RFC 6749's shape, nothing written; the
-    token a live one, so a form read too leniently would revoke or mint."""
-    assertion = (await identify(svc.client))["identity_assertion"]
+    token a live one, so a form read too leniently would revoke or mint (the claim token a
+    v0.6 registration's, so it would pace or deliver)."""
+    registered = await identify(svc.client)
+    assertion = registered["identity_assertion"]
     token = await token_for(svc.client, assertion)
-    valid = (
-        {"grant_type": JWT_BEARER, "assertion": assertion} if path == TOKEN else {"token": token}
-    )
+    valid = {
+        "assertion": {"grant_type": JWT_BEARER, "assertion": assertion},
+        "token": {"token": token},
+        "claim_token": {"grant_type": CLAIM_GRANT, "claim_token": registered["claim_token"]},
+    }[required]
     head = await svc.head()
     for name, body in forms(valid, required).items():
         response = await svc.client.post(path, content=body, headers=FORM)
@@ -143,6 +195,7 @@ async def test_malformed_forms_are_400_in_the_oauth_shape(
     huge = await svc.client.post(path, data={**valid, required: "a" * 9000})
     await refused(svc, huge, assert_oauth_error, 400)
     assert await svc.head() == head
+    assert await svc.resources.pool.fetchval("SELECT count(*) FROM claim_polls") == 0
 
 
 async def test_token_endpoint_refuses_a_resource_that_is_no_absolute_url(svc: Service) -> None:
@@ -173,7 +226,7 @@ async def test_oversized_bodies_are_413_in_the_family_shape(
         for start in range(0, len(megabyte), 64 * 1024):
             yield megabyte[start : start + 64 * 1024]
 
-    headers = JSON if path == IDENTITY else FORM
+    headers = JSON if path in (IDENTITY, CLAIM) else FORM
     for body in (megabyte, b"x=" + b"y" * 20_000):
         await refused(svc, await svc.client.post(path, content=body, headers=headers), check, 413)
     streamed = await svc.client.post(path, content=chunks(), headers=headers)
