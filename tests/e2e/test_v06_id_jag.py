@@ -25,7 +25,7 @@ from service.crypto.assertions import verify_assertion
 from service.crypto.tokens import registration_id_for_identity
 from service.http.bodies import timestamp
 from service.tenancy.config import ID_JAG
-from tests.support.app_client import PUBLIC_URL, Service
+from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import jag as v1_jag
 from tests.support.id_jag import registered as v1_registered
@@ -42,6 +42,7 @@ from tests.support.v06_door import (
 )
 
 ALL_SCOPES = ["api.read", "api.write"]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -329,3 +330,52 @@ async def test_resource_audience_accepted_other_refused(
         refused = await present(svc, jag(svc, idp, sub="agent-27", aud=aud))
         assert_identity_error(refused, 400, "invalid_audience")
     assert await svc.head() == head
+
+
+@pytest.mark.parametrize("scope", ["user_id", "issuer", "registration_id"])
+async def test_operator_revocation_ends_the_subjects_assertions(
+    svc: Service, idp: IdentityProvider, scope: str
+) -> None:
+    """O-R, the delegation part: an operator's revocation by user, by provider or by the
+    subject's deterministic registration id appends `delegation.revoked` (operator) for the
+    delegations in scope, so an assertion the v0.6 door gave their subjects no longer
+    exchanges and the token it gave dies; a fresh ID-JAG is served again (O9)."""
+    body = await served(svc, jag(svc, idp, sub="agent-or"))
+    token = (await exchange(svc.client, body["identity_assertion"])).json()["access_token"]
+    delegation_id = "dlg_" + body["registration_id"][4:]
+    delegation = await svc.row("delegations", "delegation_id", delegation_id)
+    target = {
+        "user_id": delegation["user_id"],
+        "issuer": idp.issuer,
+        "registration_id": body["registration_id"],
+    }[scope]
+    response = await svc.client.post(
+        "/admin/revocations", json={scope: target, "reason": "incident 9"}, headers=ADMIN
+    )
+    assert response.status_code == 200, response.text
+    written = await written_by(svc, response)
+    assert types(written)[0] == "delegation.revoked"
+    assert written[0]["payload"]["reason"] == "operator"
+    assert "credential.revoked" in types(written)
+    assert (await me(svc.client, token)).status_code == 401
+    refused = await exchange(svc.client, body["identity_assertion"])
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    assert (await svc.row("delegations", "delegation_id", delegation_id))["generation"] == 1
+    fresh = await served(svc, jag(svc, idp, sub="agent-or"))
+    assert (await exchange(svc.client, fresh["identity_assertion"])).status_code == 200
+
+
+async def test_operator_revocation_of_a_random_registration_ends_no_delegation(
+    svc: Service, idp: IdentityProvider
+) -> None:
+    """By registration, only an ID-JAG subject's deterministic id names a delegation: an
+    anonymous registration's revocation leaves the subjects' assertions alone."""
+    body = await served(svc, jag(svc, idp, sub="agent-keep"))
+    anonymous = (await svc.client.post(IDENTITY, json={"type": "anonymous"})).json()
+    response = await svc.client.post(
+        "/admin/revocations", json={"registration_id": anonymous["registration_id"]},
+        headers=ADMIN,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert "delegation.revoked" not in types(await written_by(svc, response))
+    assert (await exchange(svc.client, body["identity_assertion"])).status_code == 200
