@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.http.answers import COMPACT_JWT, AnonymousIdentity, IdentityError, OAuthError
+from service.http.answers import (
+    COMPACT_JWT,
+    AnonymousIdentity,
+    AssertedIdentity,
+    IdentityError,
+    OAuthError,
+    StepUpRequired,
+)
 from service.http.answers import TokenIssued as TokenIssuedAnswer
-from service.http.openapi import FORM, documented, json_body, link_body, ok
+from service.http.openapi import FORM, documented, json_body, link_body, ok, schema_dict
 from service.http.route_docs import EMAIL
 from service.tenancy.config import ID_JAG, JWT_BEARER
 
@@ -44,12 +51,19 @@ IDENTITY_DOC = documented(
     body=json_body(IDENTITY_BODY),
     answers={
         200: ok(
-            AnonymousIdentity,
-            "Registered anonymously (V1): an identity assertion to exchange at the token "
-            "endpoint, and the claim token. (`service_auth` and `identity_assertion` are "
-            "answered `*_not_enabled` until their slices land.)",
+            {"oneOf": [schema_dict(AnonymousIdentity), schema_dict(AssertedIdentity)]},
+            "Registered (V1): anonymously, an identity assertion to exchange at the token "
+            "endpoint and the claim token; with an ID-JAG of a known or new subject, its "
+            "deterministic id and an identity assertion. (`service_auth` is answered "
+            "`service_auth_not_enabled` until its slice lands.)",
             exchange=link_body("exchangeAssertion", assertion="identity_assertion"),
-        )
+        ),
+        401: ok(
+            StepUpRequired,
+            "An ID-JAG not served yet: `interaction_required` (the account's owner must "
+            "sign in and type `claim.user_code`; the ceremony is open) or `login_required` "
+            "(`auth_time` older than `max_age` seconds: sign the user in again)",
+        ),
     },
     refusals=(400, 404, 413, 429),
     operation_id="identify",
