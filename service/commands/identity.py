@@ -11,6 +11,7 @@ the delegation's events, any new user and the burned `jti` commit in one transac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from events.catalogue import Event
 from events.delegation import STREAM_TYPE as DELEGATION
@@ -29,6 +30,7 @@ from service.domain.errors import ProtocolError
 from service.domain.trust_list import delegation_id_for
 from service.providers.assertions import verify_id_jag
 from service.providers.jwks import JwksCache
+from service.providers.jwt_parts import same_url
 from service.providers.trust import TrustedIssuer, VerifiedAssertion
 
 USER_Q = load_queries("projections", "users.sql")
@@ -57,9 +59,26 @@ async def register_id_jag(
             "unsupported_credential_type",
             f"ID-JAG registration offers {', '.join(tenant.identity_credential_types)}",
         )
+    verified, entry = await verify_presented(ctx, assertion)
+
+    async def attempt() -> Delegated:
+        return await _delegate(ctx, verified, entry, requested, caller)
+
+    return await retrying(attempt)
+
+
+async def verify_presented(
+    ctx: Context, assertion: str, *, v06: bool = False
+) -> tuple[VerifiedAssertion, TrustedIssuer]:
+    """A provider's ID-JAG checked (spec §7.3, all but the replay), and its issuer's entry.
+    `v06`: the v0.6 door's rules, O-C (our own issuer refused before any lookup) and O-D
+    (an `aud` naming the API's resource accepted beside our issuer)."""
+    tenant = ctx.tenant
     issuers: dict[str, TrustedIssuer | None] = {}
 
     async def trusted(issuer: str) -> TrustedIssuer | None:
+        if v06 and same_url(issuer, tenant.issuer):
+            raise ProtocolError("invalid_issuer", "this service's own assertions are no ID-JAGs")
         if issuer not in issuers:
             issuers[issuer] = await lookup(ctx, issuer)
         return issuers[issuer]
@@ -71,15 +90,12 @@ async def register_id_jag(
         audience=tenant.issuer,
         resource=tenant.resource,
         now=ctx.clock.now(),
+        resource_audience=v06,
     )
     entry = issuers[verified.issuer]
     if entry is None:  # verify_id_jag refuses untrusted issuers; this is for the type checker
         raise ProtocolError("invalid_issuer", "the issuer is not trusted")
-
-    async def attempt() -> Delegated:
-        return await _delegate(ctx, verified, entry, requested, caller)
-
-    return await retrying(attempt)
+    return verified, entry
 
 
 async def _delegate(
@@ -154,19 +170,40 @@ async def _match_user(
     """Spec §7.5 steps 2-4: an existing user by verified email (where this provider may link
     by email) or verified phone, else a new one. Returns the user id, how it was found and,
     for a new user, its `user.created`."""
+    found = await find_user(ctx, verified, by_email=entry.link_by_verified_email)
+    if found is not None:
+        return found[0], found[1], None
+    user_id, created = await provision_user(ctx, verified)
+    return user_id, "provisioned", created
+
+
+async def find_user(
+    ctx: Context, verified: VerifiedAssertion, *, by_email: bool
+) -> tuple[str, Literal["email", "phone"]] | None:
+    """The existing user the ID-JAG's verified email (when `by_email`) or else its verified
+    phone finds, and how; None when neither does."""
+    tenant_id, sealer = ctx.tenant.tenant_id, ctx.sealer
+    if verified.email is not None and by_email:
+        email_index = sealer.blind_index(verified.email)
+        found = await ctx.pool.fetchval(USER_Q["by_email"], tenant_id, email_index)
+        if found is not None:
+            return str(found), "email"
+    if verified.phone_number is not None:
+        phone_index = sealer.blind_index(verified.phone_number, "phone")
+        found = await ctx.pool.fetchval(USER_Q["by_phone"], tenant_id, phone_index)
+        if found is not None:
+            return str(found), "phone"
+    return None
+
+
+async def provision_user(ctx: Context, verified: VerifiedAssertion) -> tuple[str, Change]:
+    """A user made just in time for the ID-JAG's subject: its id and its `user.created`.
+    An address or phone another user already holds is kept, but finds only that one."""
     tenant_id, sealer = ctx.tenant.tenant_id, ctx.sealer
     email_index = sealer.blind_index(verified.email) if verified.email else None
     phone_index = (
         sealer.blind_index(verified.phone_number, "phone") if verified.phone_number else None
     )
-    if email_index is not None and entry.link_by_verified_email:
-        found = await ctx.pool.fetchval(USER_Q["by_email"], tenant_id, email_index)
-        if found is not None:
-            return str(found), "email", None
-    if phone_index is not None:
-        found = await ctx.pool.fetchval(USER_Q["by_phone"], tenant_id, phone_index)
-        if found is not None:
-            return str(found), "phone", None
     user_id = new_user_id()
     if email_index is not None and await ctx.pool.fetchval(
         USER_Q["email_taken"], tenant_id, email_index
@@ -187,7 +224,7 @@ async def _match_user(
         name_sealed=await _seal(ctx, user_id, verified.name),
         created_via=verified.issuer,
     )
-    return user_id, "provisioned", Change(ctx.stream(USER, user_id), 0, [created])
+    return user_id, Change(ctx.stream(USER, user_id), 0, [created])
 
 
 async def _seal(ctx: Context, subject_id: str, value: str | None) -> str | None:

@@ -36,6 +36,7 @@ from service.commands.context import Caller, Change, Context, retrying
 from service.commands.delegation_head import delegation_head
 from service.commands.identity import provider_keys
 from service.commands.jti import remember_jti
+from service.commands.operator_delegations import end_delegations
 from service.commands.trust_list import lookup
 from service.domain.registration import decide_revoke
 from service.domain.trust_list import delegation_id_for
@@ -91,6 +92,7 @@ async def revoke(
     args: tuple[object, ...] = (ctx.tenant.tenant_id, target)
     metadata = Metadata(correlation_id=caller.request_id, actor=caller.actor)
     ended = await _end_v06_registrations(ctx, scope, target, metadata, note)
+    await end_delegations(ctx, scope, target, metadata)  # O-R: their subjects' assertions
     done: list[str] = []
     while True:
 

@@ -28,6 +28,20 @@ from service.domain.user_code import NewCode, decide_open_attempt
 
 # `registration.revoked`'s reason when a newer step-up of the same subject replaces it.
 SUPERSEDED = "superseded"
+# The ID-JAG's `auth_time` (the person's last sign-in at the provider) must be at most this
+# many seconds old, with SKEW seconds either way (contract V1 identity_assertion).
+MAX_AGE = 3_600
+SKEW = 60
+
+
+def login_fresh(auth_time: datetime | None, now: datetime) -> bool:
+    """Whether an ID-JAG's `auth_time` allows V1 at the v0.6 door: present, at most
+    MAX_AGE + SKEW seconds old and at most SKEW seconds ahead. When not, V1 answers 401
+    `login_required` with `max_age` and writes nothing."""
+    if auth_time is None:
+        return False
+    age = (now - auth_time).total_seconds()
+    return -SKEW <= age <= MAX_AGE + SKEW
 
 
 @dataclass(frozen=True, slots=True)

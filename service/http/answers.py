@@ -383,3 +383,43 @@ class ChainReport(Doc, frozen=True):
     problems: list[dict[str, Any]]
     published: dict[str, Any] | None  # the newest checkpoint published off the database
     not_vouched: list[str]  # why it cannot vouch (empty when verified)
+
+
+class AssertedIdentity(Doc, frozen=True):
+    """V1 identity_assertion, a clean or just-in-time subject: its deterministic id and a
+    service-signed assertion for it (no credential)."""
+
+    registration_id: str
+    registration_type: Literal["identity_assertion"]
+    identity_assertion: str
+    assertion_expires: Timestamp
+    scopes: Strings
+
+
+class StepUpCeremony(Doc, frozen=True):
+    """The ceremony's fields of a step-up: the code for the agent to pass on to the person,
+    who signs in at `verification_uri` and types it."""
+
+    user_code: str
+    expires_in: int
+    verification_uri: str
+    interval: int
+
+
+class StepUpRequired(Doc, frozen=True):
+    """V1 identity_assertion, 401: `interaction_required` (the ID-JAG's address matched an
+    account; its owner must finish the ceremony) with the step-up's handles, or
+    `login_required` (`auth_time` not fresh) with `max_age`. Both with an `AgentAuth`
+    challenge in `WWW-Authenticate`."""
+
+    error: Literal["interaction_required", "login_required"]
+    message: str
+    error_description: str
+    registration_id: str | msgspec.UnsetType = msgspec.UNSET
+    registration_type: Literal["identity_assertion"] | msgspec.UnsetType = msgspec.UNSET
+    claim_url: str | msgspec.UnsetType = msgspec.UNSET
+    claim_token: str | msgspec.UnsetType = msgspec.UNSET
+    claim_token_expires: Timestamp | msgspec.UnsetType = msgspec.UNSET
+    post_claim_scopes: Strings | msgspec.UnsetType = msgspec.UNSET
+    claim: StepUpCeremony | msgspec.UnsetType = msgspec.UNSET
+    max_age: int | msgspec.UnsetType = msgspec.UNSET

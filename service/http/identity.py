@@ -3,10 +3,10 @@
 The body names its `type`; the fields of the other types are refused (`invalid_request`).
 `anonymous` registers at once (service/commands/agent_identity.py) under E4 anonymous's own
 rate-limit buckets (one budget whatever the door); `service_auth` and V2 (the claim start)
-are service/http/identity_claim.py's. `identity_assertion` is read and checked here but not
-served yet: it answers `identity_assertion_not_enabled` (O-M) until its slice lands.
-Answers and refusals are the identity family's (service/http/envelopes.py); a tenant that
-keeps the v0.6 door shut answers 404 `not_found` before anything is read.
+are service/http/identity_claim.py's, `identity_assertion` (an ID-JAG) is
+service/http/identity_jag.py's. Answers and refusals are the identity family's
+(service/http/envelopes.py); a tenant that keeps the v0.6 door shut answers 404 `not_found`
+before anything is read.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from service.http.bodies import (
 )
 from service.http.envelopes import IDENTITY
 from service.http.identity_claim import service_auth_reply, start_claim
+from service.http.identity_jag import identity_assertion
 from service.http.tenancy import door_guard
 from service.http.v06_docs import IDENTITY_DOC
 from service.runtime.resources import Resources
@@ -80,11 +81,9 @@ async def identify(
         return await service_auth_reply(ctx, resources, who, body.login_hint or "")
     if body.type == "identity_assertion":
         _only(body, "identity_assertion", "assertion_type", "assertion")
-        if body.assertion_type != ID_JAG:
+        if body.assertion_type != ID_JAG or body.assertion is None:
             raise ProtocolError("invalid_request", f"assertion_type must be {ID_JAG}")
-        raise ProtocolError(
-            "identity_assertion_not_enabled", "ID-JAG registration is not served here yet"
-        )
+        return await identity_assertion(request, ctx, resources, body.assertion)
     raise ProtocolError(
         "invalid_request", "type must be anonymous, service_auth or identity_assertion"
     )

@@ -9,11 +9,13 @@ from typing import Any
 from service.http.answers import (
     COMPACT_JWT,
     AnonymousIdentity,
+    AssertedIdentity,
     ClaimAttemptOpened,
     ClaimGrantIssued,
     IdentityError,
     OAuthError,
     ServiceAuthIdentity,
+    StepUpRequired,
 )
 from service.http.answers import TokenIssued as TokenIssuedAnswer
 from service.http.openapi import FORM, documented, json_body, link_body, ok, one_of
@@ -52,14 +54,20 @@ IDENTITY_DOC = documented(
     body=json_body(IDENTITY_BODY),
     answers={
         200: ok(
-            one_of(AnonymousIdentity, ServiceAuthIdentity),
+            one_of(AnonymousIdentity, ServiceAuthIdentity, AssertedIdentity),
             "Registered (V1). anonymous: an identity assertion to exchange at the token "
             "endpoint, and the claim token. service_auth: the claim token and the attempt "
             "(`claim`: the code for the person, `verification_uri`, the poll `interval`), no "
-            "assertion before the claim. (`identity_assertion` is answered "
-            "`identity_assertion_not_enabled` until its slice lands.)",
+            "assertion before the claim. identity_assertion (an ID-JAG of a known or new "
+            "subject): its deterministic id and an identity assertion.",
             exchange=link_body("exchangeAssertion", assertion="identity_assertion"),
-        )
+        ),
+        401: ok(
+            StepUpRequired,
+            "An ID-JAG not served yet: `interaction_required` (the account's owner must "
+            "sign in and type `claim.user_code`; the ceremony is open) or `login_required` "
+            "(`auth_time` older than `max_age` seconds: sign the user in again)",
+        ),
     },
     refusals=(400, 404, 413, 429),
     operation_id="identify",

@@ -30,10 +30,12 @@ async def verify_id_jag(
     audience: str,
     resource: str,
     now: datetime,
+    resource_audience: bool = False,
 ) -> VerifiedAssertion:
     """The claims of a valid ID-JAG; ProtocolError with the §7.3 code of the first failed check.
 
-    `audience` is our authorization server's issuer, `resource` the API's PRM `resource`.
+    `audience` is our authorization server's issuer, `resource` the API's PRM `resource`;
+    with `resource_audience` (the v0.6 door, O-D) an `aud` naming the resource is accepted.
     """
     jws = read_jws(token, typ=ID_JAG_TYPE)
     issuer = await _trusted_issuer(jws, trust)
@@ -46,6 +48,7 @@ async def verify_id_jag(
         now=now,
         key_id=jws.kid,
         algorithm=jws.alg,
+        resource_audience=resource_audience,
     )
 
 

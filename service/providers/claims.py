@@ -104,10 +104,18 @@ def check_id_jag(
     now: datetime,
     key_id: str,
     algorithm: str,
+    resource_audience: bool = False,
 ) -> VerifiedAssertion:
-    """The claims of a signature-checked ID-JAG, judged by §7.3 (all but the replay check)."""
-    if not audience_ok(payload.get("aud"), audience):
-        raise ProtocolError("invalid_audience", "the ID-JAG aud is not this authorization server")
+    """The claims of a signature-checked ID-JAG, judged by §7.3 (all but the replay check).
+    `resource_audience` (the v0.6 door, O-D): an `aud` naming the API's `resource` is
+    accepted too, and the verified `audience` says which of the two it named (ours first)."""
+    aud = payload.get("aud")
+    if not audience_ok(aud, audience):
+        if not (resource_audience and audience_ok(aud, resource)):
+            raise ProtocolError(
+                "invalid_audience", "the ID-JAG aud is not this authorization server"
+            )
+        audience = resource
     issued_at, expires_at = _times(payload, now)
     subject = text(payload, "sub", required=True)
     jti = text(payload, "jti", required=True)

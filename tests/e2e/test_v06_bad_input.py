@@ -88,14 +88,37 @@ async def test_malformed_identity_bodies_are_400_in_the_identity_shape(svc: Serv
     assert await svc.head() == head
 
 
-async def test_types_not_served_yet_say_so(svc: Service) -> None:
-    """identity_assertion, well formed: `identity_assertion_not_enabled` (O-M), nothing
-    written, until its slice lands."""
-    jag = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": "a.b.c"}
-    for body, code in ((jag, "identity_assertion_not_enabled"),):
+async def test_identity_assertions_that_are_no_id_jag_are_400(svc: Service) -> None:
+    """V1 identity_assertion with an assertion that cannot be an ID-JAG (no compact JWS, an
+    empty or oversized one, not a string) or the service's own identity assertion sent back
+    (O-C: our issuer is refused before any lookup): 400 in the identity shape, nothing
+    written."""
+    own = (await identify(svc.client))["identity_assertion"]
+    head = await svc.head()
+    for assertion, code in (
+        ("a.b.c", "invalid_request"),
+        ("not a jwt", "invalid_request"),
+        ("", "invalid_request"),
+        ("a" * 9000, "invalid_request"),
+        (7, "invalid_request"),
+        (["a.b.c"], "invalid_request"),
+        (own, "invalid_issuer"),
+    ):
+        body = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": assertion}
         response = await svc.client.post(IDENTITY, json=body)
         await refused(svc, response, assert_identity_error, 400, code)
-    assert await svc.head() == 0
+    assert await svc.head() == head
+
+
+async def test_identity_assertion_off_says_so(backend: Backend, database_url: str) -> None:
+    """A tenant whose flows leave out id_jag answers a well-formed ID-JAG registration 400
+    `identity_assertion_not_enabled` (O-M), nothing written."""
+    async with v06_service(backend, database_url, FLOWS="anonymous verified_email") as service:
+        body = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": "a.b.c"}
+        response = await service.client.post(IDENTITY, json=body)
+        await refused(service, response, assert_identity_error, 400,
+                      "identity_assertion_not_enabled")  # fmt: skip
+        assert await service.head() == 0
 
 
 async def test_service_auth_off_says_so(backend: Backend, database_url: str) -> None:

@@ -367,6 +367,34 @@ def test_wrong_or_missing_aud_is_invalid_audience(aud: object) -> None:
     )
 
 
+def at_v06_door(payload: Mapping[str, Any]) -> VerifiedAssertion:
+    return check_id_jag(
+        dict(payload), issuer=ISSUER, audience=AUD, resource=RESOURCE, now=NOW,
+        key_id="kid-1", algorithm="ES256", resource_audience=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("aud", "named"),
+    [(AUD, AUD), (AUD + "/", AUD), (RESOURCE, RESOURCE), (RESOURCE + "/", RESOURCE),
+     ([RESOURCE], RESOURCE), ([RESOURCE, AUD], AUD), (["x", RESOURCE], RESOURCE)],
+)  # fmt: skip
+def test_v06_door_accepts_the_resource_as_aud_and_says_which_was_named(
+    aud: object, named: str
+) -> None:
+    """O-D: at the v0.6 door an `aud` naming our issuer or the API's resource passes; the
+    verified audience is the one it named, ours when it named both."""
+    assert at_v06_door(claims(aud=aud)).audience == named
+
+
+@pytest.mark.parametrize("aud", ["", AUD + "//", "https://api.example.com/other", [], 7, ["x"]])
+def test_v06_door_refuses_any_other_aud(aud: object) -> None:
+    """O-D: anything but our issuer or the resource is still invalid_audience."""
+    with pytest.raises(ProtocolError) as refused:
+        at_v06_door(claims(aud=aud))
+    assert refused.value.code == "invalid_audience"
+
+
 def test_resource_claim_equal_to_our_resource_is_accepted() -> None:
     """A resource claim naming this API passes."""
     assert checked(claims(resource=RESOURCE)).subject == "user-1"

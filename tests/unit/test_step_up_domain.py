@@ -29,6 +29,7 @@ from service.domain.step_up import (
     StepUpTerms,
     UserMatch,
     decide_identity,
+    login_fresh,
 )
 from service.domain.step_up import StepUp as StepUpDecision
 from service.domain.trust_list import DelegationState, evolve_delegation
@@ -338,3 +339,17 @@ def test_v2_on_a_step_up_keeps_the_matched_address() -> None:
     with pytest.raises(ProtocolError):
         type_code(state, session="idx-mallory")
     assert type_code(state).claimed is not None
+
+
+@pytest.mark.parametrize(
+    ("age", "fresh"),
+    [(None, False), (0, True), (3_600, True), (3_660, True), (3_661, False), (86_400, False),
+     (-60, True), (-61, False), (-3_600, False)],
+)  # fmt: skip
+def test_login_fresh_takes_auth_time_within_the_hour_and_the_skew(
+    age: int | None, fresh: bool
+) -> None:
+    """V1 at the v0.6 door: `auth_time` missing, more than 3600 + 60 s old or more than 60 s
+    ahead is not fresh (401 login_required); anything between is."""
+    auth_time = None if age is None else T0 - timedelta(seconds=age)
+    assert login_fresh(auth_time, T0) is fresh
