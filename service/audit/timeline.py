@@ -1,9 +1,9 @@
-"""A subject's timeline: every event of its streams, in log order, with when it happened and
-was recorded, who did it (actor), from where (the client IP, opened with the subject's key,
-or `erased` once the person's key was destroyed), why (reason, note) and in which request
-(correlation and causation ids). Payload fields are shown as recorded: sealed values stay
-sealed, secrets were only ever stored hashed.
-"""
+"""A subject's timeline: every event of its streams, in log order, with when it happened and was
+recorded, who did it (actor), through which door and dialect (`v1` / `0.1.0`, `v06` / `0.6.0`;
+None for operator, worker and older events, shown as recorded, never guessed), from where (the
+client IP, opened with the subject's key, or `erased` once the person's key was destroyed), why
+(reason, note) and in which request (correlation and causation ids). Payload fields are shown as
+recorded: sealed values stay sealed, secrets were only ever stored hashed."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ async def entry(event: RecordedEvent, open_ip: IpOpener) -> dict[str, Any]:
         "stream_id": event.stream_id,
         "stream_version": event.stream_version,
         "actor": metadata.actor,
+        "door": metadata.door,
+        "dialect": metadata.dialect,
         "client_ip": await open_ip(metadata.client_ip),
         "reason": data.get("reason"),
         "note": data.get("note"),

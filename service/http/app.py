@@ -44,6 +44,7 @@ from service.http.errors import (
     database_unavailable,
     protocol_error,
 )
+from service.http.events import events_router
 from service.http.health import HealthController
 from service.http.identity import identity_router
 from service.http.identity_pages import identity_pages_router
@@ -102,6 +103,7 @@ def create_app(
             agent_auth_router(),
             identity_router(),  # the v0.6 door (V1, V6, V8): 404 where a tenant keeps it shut
             oauth_router(),
+            events_router(),  # V9, the v0.6 door's SET intake
             admin_router(settings, gate, list_revocations, *CREDENTIALS),
             audit_router(settings, gate),
             subscriptions_router(settings, gate),

@@ -6,17 +6,17 @@ answer of a route the same way, Litestar's own refusals included:
 - identity: V1, V2 (later AuthKit's complete): `{error, message, error_description}`, both
   texts the same (O-Q); 503 `unavailable`;
 - oauth: V6, V7, V8: RFC 6749's `{error, error_description}`; 503
-  `temporarily_unavailable`.
+  `temporarily_unavailable`;
+- events: V9: `{err, description}`; 503 `unavailable`.
 
-Every answer of both (200 too) is `Cache-Control: no-store` with `Pragma: no-cache`
+Every answer of each (200 too) is `Cache-Control: no-store` with `Pragma: no-cache`
 (`json_reply`); a 429 adds `Retry-After`. A family's router carries its `handlers()`, so a
 ProtocolError (a door that is off: 404 `not_found`), an oversized body, a Litestar
 HTTPException and a crash (500 `internal_error`; 503 while Postgres does not answer) are
 answered in its shape. Failures raised before routing (405: a path of the family, another
 method) reach the app's handlers, which ask `envelope_of(path)` first (`in_family`).
 
-Later slices add a family here (events: `{err, description}`; pages: HTML) and name its
-paths in FAMILY_PATHS.
+Later slices add a family here (pages: HTML) and name its paths in FAMILY_PATHS.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from service.http.errors import (
 )
 from service.observability.metrics import note_refusal
 from service.tenancy.config import (
+    EVENTS_PATH,
     IDENTITY_CLAIM_PATH,
     IDENTITY_PATH,
     TOKEN_PATH,
@@ -132,11 +133,17 @@ OAUTH = Envelope(
     lambda code, message: {"error": code, "error_description": message},
     "temporarily_unavailable",
 )
+EVENTS = Envelope(
+    "events",
+    lambda code, message: {"err": code, "description": message},
+    "unavailable",
+)
 FAMILY_PATHS: Mapping[str, Envelope] = {
     IDENTITY_PATH: IDENTITY,
     IDENTITY_CLAIM_PATH: IDENTITY,
     TOKEN_PATH: OAUTH,
     TOKEN_REVOKE_PATH: OAUTH,
+    EVENTS_PATH: EVENTS,
 }
 
 

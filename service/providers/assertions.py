@@ -1,4 +1,5 @@
-"""Verifying what an agent provider sends us: ID-JAGs (spec §7.3) and logout tokens (§8).
+"""Verifying what an agent provider sends us: ID-JAGs (spec §7.3), logout tokens (§8) and
+Security Event Tokens (contract V9, `verify_set`).
 
 The pure checks live in claims.py; this module adds the two steps that need I/O, in an order
 that keeps an untrusted party from making us fetch anything: the unverified `iss` must name a
@@ -19,6 +20,7 @@ from service.domain.errors import ProtocolError
 from service.providers.claims import ID_JAG_TYPE, LOGOUT_TYPE, check_id_jag, check_logout
 from service.providers.jwks import KeySource, KeyUnavailable
 from service.providers.jwt_parts import Jws, issuer_of, read_jws
+from service.providers.set_claims import SetRefused, VerifiedSet, check_set, read_set
 from service.providers.trust import TrustedIssuer, TrustLookup, VerifiedAssertion, VerifiedLogout
 
 
@@ -72,6 +74,25 @@ async def verify_logout_token(
         events_supported=events_supported,
         now=now,
     )
+
+
+async def verify_set(
+    token: str, *, trust: TrustLookup, keys: KeySource, audience: str, now: datetime
+) -> VerifiedSet:
+    """The claims of a valid SET (all but the replay check); ProtocolError with the events
+    family's code of the first failed check: the header (set_claims.read_set), `iss` trusted
+    (`invalid_issuer`), alg allowed for the issuer, key and signature (`authentication_failed`),
+    then the claims (set_claims.check_set)."""
+    try:
+        jws = read_set(token)
+        issuer = await _trusted_issuer(jws, trust)
+        try:
+            await _check_signature(jws, issuer, keys)
+        except ProtocolError as exc:
+            raise SetRefused("authentication_failed", exc.message) from None
+        return check_set(jws, issuer=issuer, audience=audience, now=now)
+    except SetRefused as refused:
+        raise ProtocolError(refused.code, refused.message) from None
 
 
 async def _trusted_issuer(jws: Jws, trust: TrustLookup) -> TrustedIssuer:

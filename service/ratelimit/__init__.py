@@ -17,7 +17,8 @@ What is limited, and where (defaults are spec §10's; every one configurable per
 - `claim_per_registration` 3/h, `claim_per_email` 3/h, then `mail_per_recipient`: E5, before
   the command, for a claim token that names a registration of this tenant (an E5 that only
   echoes the current attempt counts too: it needed a mail to exist).
-- `revoke_per_issuer` 300/min: E9, once the logout token is verified, before it takes effect.
+- `revoke_per_issuer` 300/min: E9 and V9 (one budget), once the logout token or SET is
+  verified, before it takes effect.
 
 E7 (10 codes per attempt) and E8 (§6.4 misses) are the domain's own rules
 (service/domain/registration.py), kept in the event log: they need no counter here. A

@@ -1,4 +1,5 @@
-"""Schemathesis hooks of the fuzz runs (tests/fuzz/run.py): one check of authledger's own.
+"""Schemathesis hooks of the fuzz runs (tests/fuzz/run.py): one check of authledger's own,
+and the serializer of V9's `application/secevent+jwt` body (the bare SET).
 
 `no_event_on_refusal`: a refused request (4xx) appended nothing. Every event carries the id of
 the request that caused it as its correlation id, and every answer carries that id in
@@ -38,6 +39,15 @@ RECORDED_REFUSALS = {
     },
 }
 T = TypeVar("T")
+
+
+@schemathesis.serializer("application/secevent+jwt")
+def secevent_jwt(ctx: Any, value: Any) -> bytes:
+    """V9's body is the SET itself: a generated string as its UTF-8 bytes (anything else the
+    schema would not generate is sent as its text, for the route to refuse)."""
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "surrogatepass")
 
 
 class EventLog:

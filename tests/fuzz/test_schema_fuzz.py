@@ -87,6 +87,7 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
         ("POST", "/oauth2/token"): {FORM},
         ("POST", "/oauth2/revoke"): {FORM},
         ("POST", "/agent/identity"): {"application/json"},
+        ("POST", "/agent/event/notify"): {"application/secevent+jwt"},
     }
     for key, expected in media.items():
         assert set(operations[key]["requestBody"]["content"]) == expected, key
@@ -106,4 +107,7 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     for path in ("/agent/identity", "/oauth2/token", "/oauth2/revoke"):  # the family's shape
         refusal = operations[("POST", path)]["responses"]["400"]["content"]["application/json"]
         assert "error_description" in str(refusal["schema"]), path
+    notify = operations[("POST", "/agent/event/notify")]["responses"]
+    assert set(notify["202"]["content"]) == {"text/plain"}
+    assert "description" in str(notify["400"]["content"]["application/json"]["schema"])
     assert set(document["components"]["securitySchemes"]) == {"adminToken", "agentCredential"}

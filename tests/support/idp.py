@@ -9,10 +9,10 @@ listening, or serve a JWKS larger than any cache should accept.
 With `oidc(client_id, client_secret)` it is also an OpenID Connect provider (discovery,
 /authorize, /token; tests/support/oidc_face.py), for the sign-in tests.
 
-Tokens are built by hand rather than with a JWT library so that any header member or claim can
-be set to anything, or left out, and so that wrong ones can be made on purpose: `alg: none`,
-HS256 keyed with the public key's PEM, a signature of another payload, a key the JWKS lacks.
-"""
+It mints ID-JAGs, logout tokens (E9) and Security Event Tokens (V9). Tokens are built by hand rather
+than with a JWT library so that any header member or claim can be set to anything, or left out, and
+so that wrong ones can be made on purpose: `alg: none`, HS256 keyed with the public key's PEM, a
+signature of another payload, a key the JWKS lacks."""
 
 from __future__ import annotations
 
@@ -341,6 +341,24 @@ class IdentityProvider:
         """A logout token (`typ: logout+jwt`, no exp), editable as `mint_id_jag`'s."""
         claims = self.logout_claims(aud=aud, now=now, sub=sub, overrides=overrides, remove=remove)
         full_header = self.header("logout+jwt", key=key, changes=header, remove=remove_header)
+        return self.sign(claims, header=full_header, key=key)
+
+    def mint_set(
+        self,
+        *,
+        aud: str | list[str],
+        now: datetime,
+        sub: str = "user-1",
+        overrides: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+        header: Mapping[str, Any] | None = None,
+        remove_header: Iterable[str] = (),
+        key: ProviderKey | None = None,
+    ) -> str:
+        """A Security Event Token as the contract's provider sends one to V9 (`typ:
+        secevent+jwt`, the revoked event URI, no exp), editable as `mint_id_jag`'s."""
+        claims = self.logout_claims(aud=aud, now=now, sub=sub, overrides=overrides, remove=remove)
+        full_header = self.header("secevent+jwt", key=key, changes=header, remove=remove_header)
         return self.sign(claims, header=full_header, key=key)
 
     # wrong on purpose

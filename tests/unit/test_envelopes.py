@@ -13,13 +13,17 @@ from litestar.testing import RequestFactory
 
 from service.domain.errors import ProtocolError
 from service.http.bodies import BodyTooLarge
-from service.http.envelopes import IDENTITY, OAUTH, Envelope, envelope_of, in_family
+from service.http.envelopes import EVENTS, IDENTITY, OAUTH, Envelope, envelope_of, in_family
 from service.ratelimit.limiter import RateLimited
 
 SHAPES = {
     IDENTITY: {"error", "message", "error_description"},
     OAUTH: {"error", "error_description"},
+    EVENTS: {"err", "description"},
 }
+# (code, text) members of each family's body
+FIELDS = {IDENTITY: ("error", "error_description"), OAUTH: ("error", "error_description"),
+          EVENTS: ("err", "description")}  # fmt: skip
 REQUEST = RequestFactory().post("/oauth2/token")
 
 
@@ -32,13 +36,14 @@ def assert_family(envelope: Envelope, response: Response[bytes], status: int, co
     assert response.status_code == status
     answer = body(response)
     assert set(answer) == SHAPES[envelope]
-    assert answer["error"] == code
-    assert answer["error_description"]
+    code_field, text_field = FIELDS[envelope]
+    assert answer[code_field] == code
+    assert answer[text_field]
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
 
 
-@pytest.mark.parametrize("envelope", [IDENTITY, OAUTH])
+@pytest.mark.parametrize("envelope", [IDENTITY, OAUTH, EVENTS])
 def test_each_failure_in_the_family_shape(envelope: Envelope) -> None:
     """A protocol refusal, a 429 with Retry-After, an oversized body, Litestar's 405 with its
     Allow and a 400, a crash (500) and an unreachable database (503 with Retry-After)."""
@@ -76,6 +81,7 @@ def test_paths_find_their_family() -> None:
     assert envelope_of("/agent/identity/") is IDENTITY
     assert envelope_of("/oauth2/token") is OAUTH
     assert envelope_of("/oauth2/revoke") is OAUTH
+    assert envelope_of("/agent/event/notify") is EVENTS
     for other in ("/agent/auth", "/oauth2/introspect", "/api/me", "/", "/oauth2/token/x"):
         assert envelope_of(other) is None
 
