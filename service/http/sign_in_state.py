@@ -62,7 +62,10 @@ def page_with(page: str, *cookies: CookieSpec | None) -> Response[str]:
 def redirect(location: str, *cookies: CookieSpec) -> Response[str]:
     """302 to `location` (an absolute URL of this service, or the provider's)."""
     headers = {**PAGE_HEADERS, "Location": location}
-    return Response("", status_code=302, headers=headers, cookies=[as_cookie(c) for c in cookies])
+    return Response(  # an empty page: Litestar's default media type would say JSON
+        "", status_code=302, media_type="text/html", headers=headers,
+        cookies=[as_cookie(c) for c in cookies],
+    )  # fmt: skip
 
 
 def seconds(value: int) -> timedelta:

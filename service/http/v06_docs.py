@@ -18,7 +18,7 @@ from service.http.answers import (
     StepUpRequired,
 )
 from service.http.answers import TokenIssued as TokenIssuedAnswer
-from service.http.openapi import FORM, documented, json_body, link_body, ok, one_of
+from service.http.openapi import FORM, documented, json_body, ok, one_of
 from service.http.route_docs import EMAIL
 from service.tenancy.config import CLAIM_GRANT, ID_JAG, JWT_BEARER
 
@@ -59,12 +59,12 @@ IDENTITY_DOC = documented(
             "endpoint, and the claim token. service_auth: the claim token and the attempt "
             "(`claim`: the code for the person, `verification_uri`, the poll `interval`), no "
             "assertion before the claim. identity_assertion (an ID-JAG of a known or new "
-            "subject): its deterministic id and an identity assertion.",
-            exchange=link_body("exchangeAssertion", assertion="identity_assertion"),
+            "subject): its deterministic id and an identity assertion. (No link to the token "
+            "endpoint: a service_auth answer has no assertion to exchange.)",
         ),
         401: ok(
             StepUpRequired,
-            "An ID-JAG not served yet: `interaction_required` (the account's owner must "
+            "An ID-JAG that needs a person first: `interaction_required` (the account's owner must "
             "sign in and type `claim.user_code`; the ceremony is open) or `login_required` "
             "(`auth_time` older than `max_age` seconds: sign the user in again)",
         ),
