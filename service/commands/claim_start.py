@@ -91,28 +91,33 @@ class AttemptOpened:
 
 
 @dataclass(frozen=True, slots=True)
-class _Minted:
+class MintedAttempt:
+    """A v0.6 attempt's secrets: what decide_open_attempt records (hashes, the sealed hint),
+    the attempt's fresh data subject, and what only the answer carries (link, code)."""
+
     new: NewCode
     subject: FreshSubject
     link_token: str
     user_code: str
 
 
-def _mint(ctx: Context, hint: str) -> _Minted:
-    """A new attempt's secrets, the hint sealed under the attempt's own (fresh) key."""
+def mint_attempt(ctx: Context, hint: str, *, hint_index: str | None = None) -> MintedAttempt:
+    """A new attempt's secrets, the hint sealed under the attempt's own (fresh) key, so that
+    erasing the address later takes this attempt alone. `hint_index`: the blind index to
+    record when it is not the hint's own (a step-up's: its matched user's, O-I)."""
     attempt_id, link_token, user_code = new_attempt_id(), new_attempt_token(), new_otp()
     subject = ctx.sealer.fresh(attempt_id)
     new = NewCode(
         attempt_id=attempt_id,
         link_hash=token_hash(link_token),
-        hint_index=ctx.sealer.blind_index(hint),
+        hint_index=ctx.sealer.blind_index(hint) if hint_index is None else hint_index,
         hint_sealed=subject.seal(hint),
         code_hash=otp_hash(ctx.secret_key, attempt_id, user_code),
     )
-    return _Minted(new, subject, link_token, user_code)
+    return MintedAttempt(new, subject, link_token, user_code)
 
 
-def _open(ctx: Context, state: Registration, minted: _Minted, now: datetime) -> Decision:
+def _open(ctx: Context, state: Registration, minted: MintedAttempt, now: datetime) -> Decision:
     tenant = ctx.tenant
     return decide_open_attempt(
         state,
@@ -123,7 +128,7 @@ def _open(ctx: Context, state: Registration, minted: _Minted, now: datetime) -> 
     )
 
 
-def _handout(ctx: Context, minted: _Minted, now: datetime) -> Handout:
+def _handout(ctx: Context, minted: MintedAttempt, now: datetime) -> Handout:
     tenant = ctx.tenant
     return Handout(
         attempt_id=minted.new.attempt_id,
@@ -154,7 +159,7 @@ async def register_service_auth(ctx: Context, hint: str, caller: Caller) -> Serv
         post_claim_scopes=tenant.post_claim_scopes,
         dialect="v06",
     )
-    minted = _mint(ctx, hint)
+    minted = mint_attempt(ctx, hint)
     decision = _open(ctx, evolve(None, created), minted, now)
     registration = ctx.sealer.fresh(registration_id)
     await ctx.record(
@@ -191,7 +196,7 @@ async def start(ctx: Context, claim_token: str, email: str, caller: Caller) -> A
         if state is None:
             raise ProtocolError("invalid_claim_token", "unknown claim token")
         now = ctx.clock.now()
-        minted = _mint(ctx, email)
+        minted = mint_attempt(ctx, email)
         decision = _open(ctx, state, minted, now)
         rid = state.registration_id
         await ctx.record(

@@ -33,18 +33,15 @@ from events.delegation import STREAM_TYPE as DELEGATION
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
 from service.commands import registration_state
+from service.commands.claim_start import mint_attempt
 from service.commands.context import Caller, Change, Context, InTransaction, retrying
 from service.commands.delegation_head import delegation_head
 from service.commands.identity import find_user, provision_user, verify_presented
 from service.commands.jti import remember_jti
 from service.crypto.assertions import issue_assertion
 from service.crypto.tokens import (
-    new_attempt_id,
-    new_attempt_token,
     new_claim_token,
-    new_otp,
     new_registration_id,
-    otp_hash,
     registration_id_for_identity,
     token_hash,
 )
@@ -63,7 +60,6 @@ from service.domain.step_up import (
     login_fresh,
 )
 from service.domain.trust_list import DelegationState, delegation_id_for
-from service.domain.user_code import NewCode
 from service.providers.trust import VerifiedAssertion
 
 Q = load_queries("service.commands", "identity_v06.sql")
@@ -242,23 +238,16 @@ async def _step_up(
     burned in the same transaction."""
     tenant, now = ctx.tenant, ctx.clock.now()
     registration_id, claim_token = new_registration_id(), new_claim_token()
-    attempt_id, link_token, user_code = new_attempt_id(), new_attempt_token(), new_otp()
     if decided.user.email_index is None:
         raise RuntimeError("a step-up needs the matched user's address")
-    # The hint and this call's client address under the attempt's own key, as at E5: erasing
-    # the address later takes this attempt alone.
-    attempt_subject = ctx.sealer.fresh(attempt_id)
+    # The hint (and this call's client address) under the attempt's own key, as at E5.
+    minted = mint_attempt(ctx, address, hint_index=decided.user.email_index)
+    attempt_subject, link_token, user_code = minted.subject, minted.link_token, minted.user_code
     new = NewStepUp(
         registration_id=registration_id,
         claim_token_hash=token_hash(claim_token),
         subject_sealed=await ctx.sealer.seal(ctx.pool, decided.user.user_id, verified.subject),
-        code=NewCode(
-            attempt_id=attempt_id,
-            link_hash=token_hash(link_token),
-            hint_index=decided.user.email_index,
-            hint_sealed=attempt_subject.seal(address),
-            code_hash=otp_hash(ctx.secret_key, attempt_id, user_code),
-        ),
+        code=minted.new,
     )
     terms = StepUpTerms(
         registration_ttl=timedelta(seconds=tenant.registration_ttl),
