@@ -2,12 +2,14 @@
 
 Only our own claim page: a path starting `/claim?` or `/claim/`, at most 512 characters of
 printable ASCII, with no `//` and no `\\` anywhere (browsers read `/\\evil.example` as another
-host), and no scheme or host. Anything else is refused, not rewritten.
+host), no scheme or host, and no `.` or `..` segment in its path, written plainly or
+percent-encoded (`/claim/../admin` would leave the claim page for another of our pages).
+Anything else is refused, not rewritten.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_RETURN_TO = 512
 PREFIXES = ("/claim?", "/claim/")
@@ -22,4 +24,7 @@ def safe_return_to(value: object) -> str | None:
     if not all("\x21" <= char <= "\x7e" for char in value):
         return None
     parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else None
+    if parts.scheme or parts.netloc:
+        return None
+    segments = unquote(parts.path).split("/")
+    return None if "." in segments or ".." in segments else value

@@ -167,10 +167,16 @@ def test_return_to_accepts_our_claim_page(value: str) -> None:
         "/claim?é",
         "/claim?" + "x" * (MAX_RETURN_TO - 6),
         "javascript:/claim?x",
+        "/claim/../admin",
+        "/claim/./x",
+        "/claim/%2e%2e/admin",
+        "/claim/%2E%2E/admin?x",
+        "/claim/deny/..",
     ],
 )
 def test_return_to_refuses_everything_else(value: object) -> None:
-    """Other paths, hosts, schemes, backslashes, whitespace, non-ASCII, too long: refused."""
+    """Other paths, hosts, schemes, backslashes, whitespace, non-ASCII, too long, and dot
+    segments (plain or percent-encoded) that would leave the claim page: refused."""
     assert safe_return_to(value) is None
 
 
