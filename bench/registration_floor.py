@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import secrets
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -256,6 +257,15 @@ def _child(url: str, clients: int, seconds: float, out: multiprocessing.Queue) -
         out.put(runner.run(process_main(url, clients, seconds)))
 
 
+def _follow_postgres(seen: dict[int, float], stop: threading.Event) -> None:
+    """Keep the latest CPU reading of every postgres process until `stop`."""
+    while True:
+        seen.update(postgres_cpu())
+        if stop.wait(0.1):
+            seen.update(postgres_cpu())
+            return
+
+
 def _busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -268,6 +278,10 @@ def measure(url: str, connections: int, processes: int, seconds: float, worker: 
     share = [connections // processes + (i < connections % processes) for i in range(processes)]
     children = [context.Process(target=_child, args=(url, n, seconds, out)) for n in share if n > 0]
     busy_before, postgres_before = _busy_seconds(), postgres_cpu()
+    # The writers' backends end with their pools, before the run's last look: follow them.
+    postgres_seen, stop = dict(postgres_before), threading.Event()
+    watcher = threading.Thread(target=_follow_postgres, args=(postgres_seen, stop), daemon=True)
+    watcher.start()
     worker_before = (cpu_of(worker) or 0.0) if worker is not None else 0.0
     for child in children:
         child.start()
@@ -275,7 +289,9 @@ def measure(url: str, connections: int, processes: int, seconds: float, worker: 
     for child in children:
         child.join()
     busy = _busy_seconds() - busy_before
-    postgres = spent(postgres_before, postgres_cpu())
+    stop.set()
+    watcher.join()
+    postgres = spent(postgres_before, postgres_seen)
     worker_cpu = ((cpu_of(worker) or 0.0) - worker_before) if worker is not None else 0.0
     count = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
