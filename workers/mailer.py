@@ -6,7 +6,7 @@ holds the recipient sealed (service/pii) and the `cvt_…` token under AES-GCM (
 id); both are opened in memory just before the send, and the token is wiped once the row is
 sent, failed or expired. A row of kind `sign_in` (the v0.6 pages' sign-in link, queued by
 service/signin/email_link.py with its `lgt_…` token, its attempt id the link's `sgn_…`) is
-sent the same way as the sign-in mail.
+sent the same way, as a sign-in mail (`SignInMail`, workers/mail_templates.py).
 
 Mailers may run side by side: each round expires rows whose link window is over, claims due
 rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them and records each outcome at once.
