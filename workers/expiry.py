@@ -64,7 +64,7 @@ from service.domain.expiry import Dated, decide_expiry
 from workers.base.sleeper import Listening, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched
-from workers.expiry_states import Case, State, case_of, read_states
+from workers.expiry_states import Case, State, case_of, no_token_unseen, read_states
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -262,11 +262,13 @@ class ExpiryWorker:
             for credential_id, dated in decision.tokens:
                 ref = StreamRef(case.tenant_id, CREDENTIAL, credential_id)
                 parts.append(_part(ref, versions[credential_id], dated))
+            also = no_token_unseen(case, state) if decision.registration else None
             try:
-                recorded = await self._store.append_many(parts, projector=project)
+                recorded = await self._store.append_many(parts, projector=project, also=also)
             except ConcurrencyConflict:
                 self.stats.conflicts += 1
-                registration, credential, tokens = (await read_states(self._pool, [case]))[case]
+                state = (await read_states(self._pool, [case]))[case]
+                registration, credential, tokens = state
                 continue
             self.stats.recorded.update(r.type for r in recorded)
             return len(recorded), True

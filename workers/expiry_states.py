@@ -14,8 +14,10 @@ from typing import NamedTuple, cast
 
 import asyncpg
 
+from events.appends import InTransaction
 from events.credential import CredentialEvent
 from events.envelope import RecordedEvent
+from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.registration import RegistrationEvent
 from events.sql import Conn, load_queries
@@ -86,6 +88,26 @@ async def read_states(db: Conn | asyncpg.Pool, cases: Sequence[Case]) -> dict[Ca
         folded = (_fold_credential(streams.get((case.tenant_id, i), [])) for i in ids)
         states[case] = (registration, credential, tuple(t for t in folded if t is not None))
     return states
+
+
+def no_token_unseen(case: Case, state: State) -> InTransaction | None:
+    """For the item of a v0.6 registration about to end: a step run under the append lock,
+    after the item's append, raising ConcurrencyConflict when the registration holds an
+    active token the decision did not see (a V6 exchange that committed after the item was
+    read), so the worker decides again with it and no token outlives the registration
+    unrecorded. None for any other item."""
+    registration, _, tokens = state
+    if registration is None or registration.dialect != "v06" or case.credential_id is not None:
+        return None
+    known = {token.credential_id for token in tokens}
+    tenant_id, registration_id = case.tenant_id, registration.registration_id
+
+    async def check(conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(Q["held_tokens"], [tenant_id], [registration_id])
+        if unseen := {str(row["credential_id"]) for row in rows} - known:
+            raise ConcurrencyConflict(tenant_id, min(unseen), 0, 1)  # expected none: one is
+
+    return check
 
 
 async def _read_streams(
