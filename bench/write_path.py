@@ -37,8 +37,8 @@ and RSS would count them once per process.
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
-records each HTTP child and the worker during the 16-connection runs of (b) and (e) into DIR
-(collapsed stacks, one file per process).
+records each HTTP child and the worker during the 16-connection runs of (b), (e) and (h) into
+DIR (collapsed stacks, one file per process and run).
 """
 
 from __future__ import annotations
@@ -129,13 +129,16 @@ class Bench:
         self.native = False
         self.figures = Figures()
 
-    async def measure(self) -> None:
+    async def measure(self, *, quick: bool = False) -> None:
         log("(a) static")
         await self.static()
         log("(b) anonymous registrations")
         await self.registrations()
         log("(c) the relay")
         await self.relay()
+        if quick:
+            self.note_memory()
+            return
         log("(d) /api/me")
         await self.me()
         log("(e) verified-email registrations")
@@ -147,6 +150,7 @@ class Bench:
             EventLog(self.events.conn),
             self.stack.env["AUTHLEDGER_ADMIN_TOKEN"],
             self.seconds,
+            spy=self._spy if self.profile is not None else None,
         ).measure()
         self.note_memory()
 
@@ -533,7 +537,7 @@ async def measure_floor(ours: Stack, workdir: Path, events: Log, args: argparse.
 
 async def measure_all(bench: Bench, workdir: Path, args: argparse.Namespace) -> Bench | None:
     """(a)-(e), then (g) with --memory and (f) with --floor: the floor's Bench, if run."""
-    await bench.measure()
+    await bench.measure(quick=args.quick)
     if args.memory:
         log("(g) memory after 50,000 and 200,000 registrations")
         await bench.memory_growth()
@@ -614,6 +618,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--floor", action="store_true", help="then the same against bench/floor_server.py"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="(a)-(c) only: static, anonymous, the relay"
     )
     parser.add_argument(
         "--memory",
