@@ -1,8 +1,9 @@
-"""The OpenAPI document (`/schema/openapi.json`) covers the v0.6 door (issue 14, item 8): every
-route the contract names (V1, V2, V6/V7, V8, V9) and the service's keys at `jwks_uri`, and
-the sign-in pages a person is sent to through `verification_uri` (V3), each with the bodies
-and answers of its family (docs/design/v06-dialect.md §5.1). The schemathesis runs
-(tests/fuzz) fuzz whatever this document lists, so a route missing here goes unfuzzed."""
+"""The documents of the v0.6 door over HTTP (issue 14, item 8). `/auth.md` walks an agent
+through both dialects. The OpenAPI document (`/schema/openapi.json`) covers every route the
+contract names (V1, V2, V6/V7, V8, V9), the service's keys at `jwks_uri`, and the sign-in
+pages a person is sent to through `verification_uri` (V3), each with the bodies and answers
+of its family (docs/design/v06-dialect.md §5.1). The schemathesis runs (tests/fuzz) fuzz
+whatever this document lists, so a route missing here goes unfuzzed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from service.http.authmd import render_auth_md
 from tests.support.app_client import Service
 from tests.support.backends import Backend
 from tests.support.v06_door import v06_service
@@ -40,12 +42,29 @@ GRANTS = {
 
 
 @pytest.fixture
-async def document(backend: Backend, database_url: str) -> AsyncIterator[dict[str, Any]]:
-    svc: Service
-    async with v06_service(backend, database_url) as svc:
-        response = await svc.client.get("/schema/openapi.json")
-        assert response.status_code == 200, response.text
-        yield response.json()
+async def svc(backend: Backend, database_url: str) -> AsyncIterator[Service]:
+    async with v06_service(backend, database_url) as service:
+        yield service
+
+
+@pytest.fixture
+async def document(svc: Service) -> dict[str, Any]:
+    response = await svc.client.get("/schema/openapi.json")
+    assert response.status_code == 200, response.text
+    schema: dict[str, Any] = response.json()
+    return schema
+
+
+async def test_auth_md_walks_through_both_dialects(svc: Service) -> None:
+    """With both doors open, `/auth.md` (the `skill`) is the generated walkthrough of both:
+    the v1 steps and the 0.6.0 part, with this service's own endpoints."""
+    response = await svc.client.get("/auth.md")
+    assert response.status_code == 200
+    assert response.text == render_auth_md(svc.tenant)
+    assert "## Step 3: Register" in response.text
+    part = response.text[response.text.index("## The 0.6.0 dialect") :]
+    assert f"`POST {svc.tenant.identity_endpoint}`" in part
+    assert f"`POST {svc.tenant.token_endpoint}`" in part
 
 
 def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -65,7 +84,7 @@ async def test_every_v06_route_is_in_the_schema(document: dict[str, Any]) -> Non
         assert key in listed, key
         assert listed[key]["summary"].startswith(f"{tag}:"), listed[key]["summary"]
     assert ("GET", "/.well-known/jwks.json") in listed
-    assert SIGN_IN_ROUTES <= set(listed), SIGN_IN_ROUTES - set(listed)
+    assert set(listed) >= SIGN_IN_ROUTES, SIGN_IN_ROUTES - set(listed)
 
 
 async def test_v06_bodies_and_answers_as_the_contract_has_them(document: dict[str, Any]) -> None:
