@@ -84,8 +84,9 @@ async def test_anonymous_claim_token_api_revoke(svc: Service) -> None:
     its assertion verified and exchanged for `api.read` → the API → V2 for the person's
     address → polling (pending once, then the claim while the agent waits) → the delivered
     token with the post-claim scopes and an assertion naming the person → the API as the
-    person's user → V8 → 401, while the delivered assertion still exchanges; the pre-claim
-    assertion no longer does (O-F). The agent waited `interval` before each poll."""
+    person's user → V8 → 401, after which the agent's fetch exchanges the delivered assertion
+    again and gets through; the pre-claim assertion no longer exchanges (O-F). The agent
+    waited `interval` before each poll."""
     agent = agent_on(svc)
     found = await agent.discover()
     assert (found.issuer, found.jwks_uri) == (PUBLIC_URL, f"{PUBLIC_URL}/.well-known/jwks.json")
@@ -127,8 +128,10 @@ async def test_anonymous_claim_token_api_revoke(svc: Service) -> None:
     await agent.revoke(delivered)
     assert (await agent.call(ME, delivered)).status_code == 401
     await agent.revoke(delivered)  # RFC 7009: revoked or unknown, still 200
-    again = await agent.exchange(delivered.assertion)
-    assert (await seen(agent, again))["user_id"] == me["user_id"]
+    response, again = await agent.fetch(ME, delivered, delivered.assertion)  # re-exchanges
+    assert response.status_code == 200, response.text
+    assert again.access_token != delivered.access_token
+    assert response.json()["user_id"] == me["user_id"]
     assert await svc.count("credential.revoked") >= 1
 
 

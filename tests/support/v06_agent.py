@@ -8,7 +8,8 @@ the service's keys at its `jwks_uri`; V1 registers (anonymous, service_auth with
 an ID-JAG); the identity assertion is verified against those keys before it is trusted; V2
 starts a claim; V7 polls the claim grant as RFC 8628 polls (`interval`, `slow_down` adds 5 s,
 `authorization_pending` waits, `expired_token` and `access_denied` end it); V6 trades an
-assertion for an access token; the API is called with it; V8 revokes it.
+assertion for an access token; the API is called with it (once more with a fresh token after
+a 401); V8 revokes it.
 
 Waiting and time are the caller's (`sleep`, `now`), so a test can run the ceremony on a manual
 clock and act as the person while the agent waits."""
@@ -241,6 +242,15 @@ class V06Agent:
         """The API (V10) with the access token as a bearer."""
         headers = {"Authorization": f"Bearer {token.access_token}"}
         return await self.http.request(method, url, headers=headers)
+
+    async def fetch(self, url: str, token: Token, assertion: str) -> tuple[httpx.Response, Token]:
+        """The API as an agent calls it: on a 401, drop the token, exchange the assertion
+        again and retry once. The answer, and the token now held."""
+        response = await self.call(url, token)
+        if response.status_code != 401:
+            return response, token
+        fresh = await self.exchange(assertion)
+        return await self.call(url, fresh), fresh
 
     async def revoke(self, token: Token) -> None:
         """V8 (RFC 7009): 200 whether or not the token was live."""
