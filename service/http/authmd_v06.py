@@ -242,7 +242,7 @@ an assertion before trusting it: `typ` `oauth-id-jag+jwt`, the signature with th
 
 def _claim(t: TenantConfig) -> str:
     started = {"registration_id": "reg_q3L…", "claim_attempt_id": "cla_V7d…",
-               "status": "initiated", "expires_at": example_time(t.otp_ttl),
+               "status": "initiated", "expires_at": example_time(t.claim_link_ttl),
                "claim_attempt": _attempt(t)}  # fmt: skip
     poll = f"grant_type={CLAIM_GRANT.replace(':', '%3A')}&claim_token=clm_Zp0…"
     delivered = {**_token(t, t.post_claim_scopes), **_assertion(t)}
@@ -257,7 +257,8 @@ def _claim(t: TenantConfig) -> str:
 
 2. Tell the person, for example: "Open <verification_uri>, sign in to {t.resource_name} as
    ana@example.net, and enter the code 042917." They must sign in with that very address.
-   The code lives {t.otp_ttl} s (`expires_in`).
+   The code lives {t.otp_ttl} s (`expires_in`), the link {t.claim_link_ttl} s (V2's
+   `expires_at`).
 3. Poll `POST {t.token_endpoint}` (form) every `interval` seconds ({t.claim_poll_interval}),
    never sooner (RFC 8628):
 
