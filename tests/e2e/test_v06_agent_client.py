@@ -206,3 +206,42 @@ async def test_id_jag_clean_subject(svc: Service) -> None:
         token = await agent.exchange(identity.assertion)
         assert token.scope == svc.tenant.scopes_supported
         assert (await seen(agent, token))["user_id"] is not None
+
+
+async def test_id_jag_step_up_then_clean(svc: Service) -> None:
+    """An ID-JAG whose verified address is an account's the provider has not linked yet: the
+    agent gets 401 `interaction_required` with the ceremony at the top level, passes the code
+    on, polls while the account's owner types it, and gets a token with every scope; a fresh
+    ID-JAG of the same subject is then clean (case 24)."""
+    agent = agent_on(svc)
+    await agent.discover()
+    owner = await agent.register_service_auth(HINT)  # the account: HINT, claimed once
+    assert owner.attempt is not None
+    assert owner.claim_token is not None
+    agent.sleep = Waits(svc, typing(svc, owner.claim_token, owner.attempt), person_at=1)
+    await agent.poll(owner.claim_token, owner.attempt.interval)
+    async with IdentityProvider() as idp:
+        await trust(svc, idp)
+
+        def id_jag() -> str:
+            auth_time = int(svc.clock.now().timestamp()) - 30
+            return idp.mint_id_jag(
+                aud=PUBLIC_URL, now=svc.clock.now(), sub="agent-client-2",
+                overrides={"auth_time": auth_time, "email": HINT},
+            )  # fmt: skip
+
+        with pytest.raises(AgentError) as step_up:
+            await agent.register_id_jag(id_jag())
+        assert (step_up.value.status, step_up.value.error) == (401, "interaction_required")
+        pending = agent.identity_of(step_up.value.body)
+        assert pending.assertion is None
+        assert pending.attempt is not None
+        assert pending.claim_token is not None
+        agent.sleep = Waits(svc, typing(svc, pending.claim_token, pending.attempt), person_at=1)
+        token = await agent.poll(pending.claim_token, pending.attempt.interval)
+        assert token.scope == svc.tenant.scopes_supported
+        clean = await agent.register_id_jag(id_jag())
+        assert clean.assertion is not None
+        assert clean.registration_id != pending.registration_id  # the subject's own id
+        again = await agent.exchange(clean.assertion)
+        assert (await seen(agent, again))["user_id"] == (await seen(agent, token))["user_id"]
