@@ -95,7 +95,8 @@ WWW-Authenticate: Bearer resource_metadata="{t.resource_metadata_url}"
 - `resource`: the API these credentials are for.
 - `resource_name`, `resource_logo_uri`: show them to the user when you ask for consent.
 - `authorization_servers`: take element 0, the issuer, and fetch its metadata (1b).
-- `scopes_supported`: every scope; you never request scopes, the stage decides (Step 3).
+- `scopes_supported`: every scope; you never request scopes, your registration's stage
+  decides.
 - `bearer_methods_supported`: `header`, i.e. `Authorization: Bearer <credential>`.
 
 ### 1b. Authorization server metadata

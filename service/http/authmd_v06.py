@@ -74,7 +74,7 @@ def reading_order(t: TenantConfig) -> str:
         return v1
     v06 = "the part *The 0.6.0 dialect* below (A1 to A7)"
     if not t.opens("v1"):
-        return f"Start with **Step 1** (discover), then follow {v06}: `/agent/identity`."
+        return f"Start with **Step 1** (discover), then follow {v06}, at `/agent/identity`."
     return (
         "This service speaks two dialects of auth.md to one ledger: `/agent/auth` (0.1.0) and "
         f"`/agent/identity` (0.6.0). Speak the one your client was written for; both start at "
@@ -95,13 +95,13 @@ def metadata_notes(t: TenantConfig) -> str:
             "- `identity_endpoint`, `claim_endpoint`, `token_endpoint`, `revocation_endpoint`,\n"
             "  `grant_types_supported`: the 0.6.0 dialect (A1 to A7)."
         )
+    keys = [("revocation_uri", t.opens("v1")), ("events_endpoint", t.v06_offered),
+            ("events_supported", True)]  # fmt: skip
+    providers = ", ".join(f"`{key}`" for key, shown in keys if shown)
     notes += [
         "- `identity_types_supported` and the `*_supported` lists: the only methods and credential"
         "\n  types you may use here; never send one that is missing.",
-        "- `revocation_uri`, `events_endpoint`, `events_supported`: for agent providers; just "
-        "note\n  them."
-        if t.v06_offered
-        else "- `revocation_uri`, `events_supported`: for agent providers; just note them.",
+        f"- {providers}: for agent providers; just note them.",
         "- `jwks_uri`, `introspection_endpoint`: for resource servers checking credentials, not "
         "you."
         if not t.v06_offered
