@@ -1,6 +1,6 @@
 """The claim grant's deliveries over HTTP (contract cases 16 and 19; O-E, O-G): once the
-person typed the code (tests/support/v06_claim.py stands in for the claim page until it is
-served), polls deliver an access token and an assertion within the allowance, racing polls
+person typed the code on the claim page (tests/support/v06_claim.py, over HTTP), polls
+deliver an access token and an assertion within the allowance, racing polls
 included, a step-up's for its subject; the slice's rate limits; and the pacing table's
 pruning. Real Postgres, NATS and SMTP; the test clock moves time."""
 
