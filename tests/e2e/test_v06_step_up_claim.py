@@ -41,8 +41,9 @@ async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> Asy
 async def test_after_step_up_clean(svc: Service, idp: IdentityProvider) -> None:
     """Case 24: the step-up's person, signed in as the matched address, sees which provider
     asks and approves with the code: `registration.claimed` and `delegation.created`
-    (matched_by step_up) for the matched user; the poll delivers every scope with an
-    assertion for the subject; a fresh ID-JAG of the subject → 200, its deterministic id,
+    (matched_by step_up) for the matched user; the poll delivers every scope (a credential
+    of the provider and the delegation) with an assertion for the subject, which exchanges
+    through the delegation; a fresh ID-JAG of the subject → 200, its deterministic id,
     exchanging for that user."""
     user_id = await user_with_address(svc, idp, ADDRESS)
     stepped = await present(svc, jag(svc, idp, sub="agent-24", overrides={"email": ADDRESS}))
@@ -71,7 +72,14 @@ async def test_after_step_up_clean(svc: Service, idp: IdentityProvider) -> None:
     claims = verify_assertion(
         ctx.keyring, answer["identity_assertion"], issuer=PUBLIC_URL, now=svc.clock.now()
     )
-    assert (claims.subject, claims.gen) == (subject_id, 0)
+    assert (claims.subject, claims.gen, claims.email) == (subject_id, 0, ADDRESS)
+    _, issued = await written_by(svc, delivered)
+    payload = issued["payload"]
+    assert (payload["issued_via"], payload["user_id"]) == ("id_jag", user_id)
+    assert (payload["issuer"], payload["delegation_id"]) == (idp.issuer, linked["delegation_id"])
+    assert payload["registration_id"] == body["registration_id"]
+    via_subject = await exchange(svc.client, answer["identity_assertion"])
+    assert via_subject.status_code == 200, via_subject.text
 
     fresh = await present(svc, jag(svc, idp, sub="agent-24", overrides={"email": ADDRESS}))
     assert fresh.status_code == 200, fresh.text
