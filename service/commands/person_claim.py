@@ -160,7 +160,7 @@ async def enter_code(
             changes,
             metadata=await ctx.metadata(_as_person(caller), _subject(state)),
             now=now,
-            also=_none_left(tenant.tenant_id, rid) if ends else None,
+            also=none_left(tenant.tenant_id, rid) if ends else None,
         )
         await registration_state.remember(ctx, state, decision.events)
         if decision.error is not None:
@@ -203,7 +203,7 @@ def _ended(ctx: Context, decision: Decision, versions: dict[str, int]) -> list[C
     ]
 
 
-def _none_left(tenant_id: str, registration_id: str) -> InTransaction:
+def none_left(tenant_id: str, registration_id: str) -> InTransaction:
     """Under the append lock, after this append's projections: ConcurrencyConflict if an
     active credential of the registration is still there (minted since the read)."""
 

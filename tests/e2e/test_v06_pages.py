@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 
+from events.errors import ConcurrencyConflict
+from service.commands.person_claim import none_left
 from service.http.page_templates import CSP
 from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
@@ -192,8 +195,14 @@ async def test_pre_claim_assertion_invalid_grant(svc: Service) -> None:
 
 async def test_claim_racing_exchanges_leaves_no_pre_claim_token(svc: Service) -> None:
     """Design 10.2: exchanges of the pre-claim assertion sent while the code is typed are
-    refused or end with the claim: no pre-claim token stays active once it is recorded."""
+    refused or end with the claim: no pre-claim token stays active once it is recorded. The
+    claim's `also` step is what sends a claim that missed one round again: under the lock it
+    refuses while an active credential of the registration is left, and passes once none is."""
     anonymous, _, link, code = await anonymous_with_token(svc)
+    check = none_left(svc.tenant.tenant_id, anonymous["registration_id"])
+    async with svc.resources.pool.acquire() as conn:
+        with pytest.raises(ConcurrencyConflict):
+            await check(cast(asyncpg.Connection, conn))
     results = await asyncio.gather(
         type_code(svc, link, code, HINT),
         *(exchange(svc.client, anonymous["identity_assertion"]) for _ in range(6)),
@@ -208,6 +217,8 @@ async def test_claim_racing_exchanges_leaves_no_pre_claim_token(svc: Service) ->
         anonymous["registration_id"],
     )
     assert active == 0
+    async with svc.resources.pool.acquire() as conn:
+        await check(cast(asyncpg.Connection, conn))
 
 
 async def test_lock_revokes_pre_claim_tokens(backend: Backend, database_url: str) -> None:
