@@ -6,7 +6,7 @@ family's `{err, description}` shape, 4xx, nothing written. Against real Postgres
 SMTP; the default tenant opens both doors.
 
 A subject's delegation is made by the v1 door's ID-JAG registration (E4) and its assertions
-are minted with the tenant's ring as V1 hands them out; a step-up is opened by V1 with an
+are V1's answers to a fresh ID-JAG at the v0.6 door; a step-up is opened by V1 with an
 ID-JAG whose address is an existing user's, and its claim token polled at V7, over HTTP."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from service.crypto.tokens import token_hash
 from service.domain.trust_list import delegation_id_for
 from tests.e2e.test_v06_id_jag import jag as v06_jag
-from tests.e2e.test_v06_id_jag import present
+from tests.e2e.test_v06_id_jag import present, served
 from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import LOGOUT, jag, registered
@@ -35,7 +35,6 @@ from tests.support.v06_events import (
     mint_set,
     notify,
     set_service,
-    subject_assertion,
 )
 
 OTHER_EVENT = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
@@ -83,7 +82,7 @@ async def test_set_revokes_tokens_assertion_claim_token(
     reason logout, `registration.revoked` reason logout); another subject's token survives."""
     pending = await step_up(svc, idp, "ana")  # before the v1 door linked the subject
     v1 = await registered(svc, jag(svc, idp, sub="ana"))
-    assertion = await subject_assertion(svc, v1["registration_id"], 0)
+    assertion = (await served(svc, v06_jag(svc, idp, sub="ana")))["identity_assertion"]
     v06_token = await token_for(svc.client, assertion)
     bystander = await registered(svc, jag(svc, idp, sub="bo"))
     assert await poll_verdict(svc, pending) == "authorization_pending"
@@ -228,7 +227,7 @@ async def test_fresh_id_jag_after_set(svc: Service, idp: IdentityProvider) -> No
     one of the old generation stays `invalid_grant`."""
     first = await registered(svc, jag(svc, idp, sub="ana"))
     user_id = (await me_v1(svc, first["credential"])).json()["user_id"]
-    old = await subject_assertion(svc, first["registration_id"], 0)
+    old = (await served(svc, v06_jag(svc, idp, sub="ana")))["identity_assertion"]
     svc.clock.advance(timedelta(seconds=1))
     assert_accepted(await notify(svc, mint_set(svc, idp, sub="ana")))
     svc.clock.advance(timedelta(seconds=2))  # past the end of the SET's iat second
@@ -238,7 +237,9 @@ async def test_fresh_id_jag_after_set(svc: Service, idp: IdentityProvider) -> No
     assert principal.status_code == 200
     assert principal.json()["user_id"] == user_id
     assert (await me_v1(svc, first["credential"])).status_code == 401
-    fresh = await token_for(svc.client, await subject_assertion(svc, first["registration_id"], 1))
+    renewed = await served(svc, v06_jag(svc, idp, sub="ana"))  # V1 at the v0.6 door too
+    assert renewed["registration_id"] == first["registration_id"]
+    fresh = await token_for(svc.client, renewed["identity_assertion"])
     assert (await me(svc.client, fresh)).status_code == 200
     assert_oauth_error(await exchange(svc.client, old), 400, "invalid_grant")
     assert await svc.count("delegation.created") == 1
