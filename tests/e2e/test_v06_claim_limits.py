@@ -1,13 +1,14 @@
 """The v0.6 claim page beyond the conformance cases (test_v06_pages.py has those): a claim
-made after an OpenID Connect sign-in records the provider as its `auth_method`, and V5 and
-Deny spend E8's buckets (429 pages with `Retry-After`, nothing written). Real Postgres, NATS,
-SMTP, and the test provider's OpenID face over HTTP."""
+made after an OpenID Connect sign-in records the provider as its `auth_method`; V5 and Deny
+spend E8's buckets (429 pages with `Retry-After`, nothing written); without the v0.6 door the
+pages are 404. Real Postgres, NATS, SMTP, and the test provider's OpenID face over HTTP."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.e2e.test_sign_in import OidcBrowser, oidc
+from tests.support.app_client import running_service
 from tests.support.backends import Backend
 from tests.support.person import claim_path, decline, type_code
 from tests.support.sign_in import forms_of
@@ -53,3 +54,13 @@ async def test_v5_spends_e8s_buckets(backend: Backend, database_url: str, tmp_pa
         assert refused.headers["content-type"].startswith("text/html")
         assert (await decline(svc, link, HINT)).status_code == 429
         assert await svc.head() == head
+
+
+async def test_claim_pages_need_the_door(backend: Backend, database_url: str) -> None:
+    """Where the tenant keeps the v0.6 door shut, the claim page, V5 and Deny are 404 pages."""
+    async with running_service(backend, database_url) as svc:  # DOORS = v1
+        for method, path in (("GET", claim_path("cvt_x")), ("POST", "/claim"),
+                             ("POST", "/claim/deny")):  # fmt: skip
+            answer = await svc.client.request(method, path)
+            assert answer.status_code == 404, path
+            assert answer.headers["content-type"].startswith("text/html"), path
