@@ -257,8 +257,9 @@ async def test_deny_over_the_page(svc: Service) -> None:
 
 async def test_refused_forms_write_nothing(svc: Service) -> None:
     """CSRF missing or wrong, or another purpose's token → 400; a cross-site post (Sec-Fetch-
-    Site or a foreign Origin) → 403; a code that is not six digits, an extra field or a
-    field twice → 400; none writes an event, and the right code still claims after them."""
+    Site or a foreign Origin) → 403; a code that is not six digits, an extra field, a field
+    twice or JSON → 400; a body past 16 KiB → 413; none writes an event, and the right code
+    still claims after them."""
     body = await service_auth(svc.client)
     link, code = handles(body)
     page = await open_claim_page(svc, link, HINT)
@@ -286,5 +287,9 @@ async def test_refused_forms_write_nothing(svc: Service) -> None:
         assert_page(answer, status)
     denied = await browser.post("/claim/deny", data={**deny_form.fields, "csrf": "0" * 32})
     assert_page(denied, 400)
+    assert_page(await browser.post("/claim", json=fields), 400)  # a form, not JSON
+    form_type = {"content-type": "application/x-www-form-urlencoded"}
+    huge = await browser.post("/claim", content=b"user_code=" + b"1" * 17_000, headers=form_type)
+    assert_page(huge, 413)
     assert await svc.head() == head
     assert_page(await browser.post("/claim", data=fields), 200)
