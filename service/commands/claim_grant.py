@@ -103,6 +103,7 @@ async def _deliver(
         user_id=deliver.user_id,
         issuer=step_up.issuer if step_up is not None else None,
         delegation_id=step_up.delegation_id if step_up is not None else None,
+        not_after=state.ends_by,  # None: a delivery follows the claim (R8)
     )
     sub, gen = await _assertion_subject(ctx, state)
     email = None
