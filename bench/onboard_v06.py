@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,10 +102,18 @@ class OnboardingFigures:
 
 class OnboardV06:
     def __init__(
-        self, server: Server, worker_pid: int, wrk: Wrk, log_: PairLog, seconds: float
+        self,
+        server: Server,
+        worker_pid: int,
+        wrk: Wrk,
+        log_: PairLog,
+        seconds: float,
+        *,
+        spy: Callable[[str], list[subprocess.Popen[bytes]]] | None = None,
     ) -> None:
         self.server, self.worker_pid, self.wrk = server, worker_pid, wrk
         self.events, self.seconds = log_, seconds
+        self.spy = spy  # py-spy on the HTTP children and the worker, for the c=16 run
         self.figures = OnboardingFigures()
 
     async def measure(self, connections: tuple[int, ...] = (16, 64)) -> OnboardingFigures:
@@ -118,6 +128,7 @@ class OnboardV06:
         head = await self.events.head()
         worker_before = cpu_of(self.worker_pid) or 0.0
         pairs_file = self.wrk.workdir / f"onboard-c{c}.pairs"
+        spies = self.spy("onboard-c16") if self.spy is not None and c == 16 else []
         run = await self.wrk.run(
             "v0.6 onboarding",
             SCRIPT,
@@ -127,6 +138,8 @@ class OnboardV06:
             env={"WRK_PAIRS": str(pairs_file), "WRK_FAILURE": str(pairs_file) + ".failure"},
         )
         spent = (cpu_of(self.worker_pid) or 0.0) - worker_before
+        for spy in spies:
+            await asyncio.to_thread(spy.wait, 60)
         await asyncio.sleep(SETTLE_SECONDS)
         identity_ids, token_ids = read_pairs(pairs_file)
         registrations = await self.events.registrations_after(head)

@@ -44,8 +44,8 @@ and RSS would count them once per process.
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
-records each HTTP child and the worker during the 16-connection runs of (b), (e) and (h) into
-DIR (collapsed stacks, one file per process and run).
+records each HTTP child and the worker during the 16-connection runs of (b), (e), (h) and (i)
+into DIR (collapsed stacks, one file per process and run).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Bench:
         log("(i) v0.6 onboarding: anonymous at /agent/identity + the token exchange")
         self.figures.onboarding = await OnboardV06(
             self.stack.server, self.stack.worker.pid, self.wrk, PairLog(self.events.conn),
-            self.seconds,
+            self.seconds, spy=self._spy if self.profile is not None else None,
         ).measure()  # fmt: skip
 
     async def measure_onboarding(self) -> None:
