@@ -5,6 +5,7 @@ bounded with no worker."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import pytest
@@ -17,7 +18,7 @@ ISSUER = "https://agents.example.net"
 
 async def burn(pool: asyncpg.Pool, jti: str, keep_until: datetime, now: datetime) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await remember_jti("default", ISSUER, jti, keep_until, now)(conn)
+        await remember_jti("default", ISSUER, jti, keep_until, now)(cast(asyncpg.Connection, conn))
 
 
 async def held(pool: asyncpg.Pool) -> set[str]:
