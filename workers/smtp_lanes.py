@@ -14,12 +14,14 @@ connection, so a relay's idle timeout costs no retry.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, TypeVar
 
 import aiosmtplib
 
 Row = TypeVar("Row")
+QUIT_WAIT = 2.0  # seconds a QUIT may take before the connection is simply closed
 
 
 class SmtpLane:
@@ -66,12 +68,14 @@ class SmtpLane:
             client.close()
 
     async def close(self) -> None:
-        """QUIT and close; errors are the server's business, the connection is gone anyway."""
+        """QUIT and close, waiting QUIT_WAIT seconds at most (a stopping mailer must not hang
+        on a silent relay); errors are the server's business, the connection is gone anyway."""
         client, self._client = self._client, None
         if client is None:
             return
         try:
-            await client.quit()
+            async with asyncio.timeout(QUIT_WAIT):
+                await client.quit()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             client.close()
 
