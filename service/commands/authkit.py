@@ -33,11 +33,11 @@ from service.commands.context import Caller, Change, Context, InTransaction, ret
 from service.commands.credentials import Minted
 from service.crypto.tokens import new_credential_id, new_otp, otp_hash, otp_matches, token_hash
 from service.domain.claim import OtpLimits
-from service.domain.confirm import decide_complete_confirmed, decide_confirm
+from service.domain.confirm import confirmable, decide_complete_confirmed, decide_confirm
 from service.domain.credentials import REVOKED_BY_CLAIM
 from service.domain.errors import ProtocolError
 from service.domain.refresh import INVALID, REUSED, ROTATED, Presented, Reuse, decide_refresh
-from service.domain.registration import Registration
+from service.domain.registration import Attempt, Registration
 from service.domain.user_code import Claimant
 
 Q = load_queries("service.commands", "authkit.sql")
@@ -61,25 +61,48 @@ def _limits(ctx: Context) -> OtpLimits:
     return OtpLimits(t.otp_max_misses, t.otp_max_mints, t.claim_max_misses)
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmView:
+    """What the confirm page tells the person before they authorize."""
+
+    registration_id: str
+    kind: str
+    link_expires_at: datetime
+
+
+async def _by_link(ctx: Context, link_token: str) -> tuple[Registration, Attempt]:
+    row = await ctx.pool.fetchrow(REG_Q["by_attempt_token"], token_hash(link_token))
+    if row is None or row["tenant_id"] != ctx.tenant.tenant_id:
+        raise ProtocolError("not_found", "this link is not valid")
+    state = await registration_state.load(ctx, row["registration_id"])
+    if state is None or state.attempt is None:
+        raise ProtocolError("not_found", "this link is not valid")
+    return state, state.attempt
+
+
+async def confirm_view(ctx: Context, link_token: str, *, email_index: str) -> ConfirmView:
+    """GET `/claim/confirm`: the page's checks (`confirmable`), reading only."""
+    state, _ = await _by_link(ctx, link_token)
+    link_hash, now = token_hash(link_token), ctx.clock.now()
+    attempt = confirmable(state, link_hash=link_hash, signed_in_index=email_index, now=now)
+    return ConfirmView(state.registration_id, state.kind, attempt.link_expires_at)
+
+
 async def confirm(
     ctx: Context, link_token: str, *, email_index: str, auth_method: str, caller: Caller
-) -> str:
+) -> tuple[str, datetime]:
     """POST `/claim/confirm`: the person signed in as `email_index` authorizes; the code they
-    read to the agent (only its HMAC is recorded). ProtocolError as `decide_confirm`."""
+    read to the agent (only its HMAC is recorded) and its end. ProtocolError as
+    `decide_confirm`."""
 
-    async def attempt() -> str:
-        row = await ctx.pool.fetchrow(REG_Q["by_attempt_token"], token_hash(link_token))
-        if row is None or row["tenant_id"] != ctx.tenant.tenant_id:
-            raise ProtocolError("not_found", "this link is not valid")
-        state = await registration_state.load(ctx, row["registration_id"])
-        if state is None or state.attempt is None:
-            raise ProtocolError("not_found", "this link is not valid")
+    async def attempt() -> tuple[str, datetime]:
+        state, current = await _by_link(ctx, link_token)
         code, now = new_otp(), ctx.clock.now()
         decision = decide_confirm(
             state,
             link_hash=token_hash(link_token),
             signed_in_index=email_index,
-            code_hash=otp_hash(ctx.secret_key, state.attempt.attempt_id, code),
+            code_hash=otp_hash(ctx.secret_key, current.attempt_id, code),
             auth_method=auth_method,
             now=now,
             code_ttl=timedelta(seconds=ctx.tenant.otp_ttl),
@@ -88,11 +111,11 @@ async def confirm(
         rid = state.registration_id
         await ctx.record(
             [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)],
-            metadata=await ctx.metadata(caller, state.attempt.attempt_id),
+            metadata=await ctx.metadata(caller, current.attempt_id),
             now=now,
         )
         await registration_state.remember(ctx, state, decision.events)
-        return code
+        return code, now + timedelta(seconds=ctx.tenant.otp_ttl)
 
     return await retrying(attempt)
 

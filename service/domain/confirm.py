@@ -66,13 +66,7 @@ def decide_confirm(
     the session's address is the hint (403, O-J); not claimed (409); not ended, the link's
     window not over (410); fewer codes than §6.4 allows (429). Then a (new) code, whose
     HMAC is `code_hash`, replacing any earlier one."""
-    attempt = confirm_attempt(state, link_hash)
-    if not hmac.compare_digest(attempt.email_index, signed_in_index):
-        raise ProtocolError("wrong_account", "you are signed in as another address")
-    if state.status == "claimed":
-        raise ProtocolError("already_claimed", "this registration is already claimed")
-    if state.ended(now) or not attempt.live or now >= attempt.link_expires_at:
-        raise ProtocolError("claim_expired", "this claim expired; ask the agent for a new one")
+    attempt = confirmable(state, link_hash=link_hash, signed_in_index=signed_in_index, now=now)
     if attempt.mints >= limits.max_mints:
         raise ProtocolError("rate_limited", "too many codes for this link")
     room_for(state, 1)
@@ -126,6 +120,22 @@ def decide_complete_confirmed(
         return replace(decided, events=events)
     missed = code_missed(state, attempt, limits)
     return Decision(missed, ProtocolError("invalid_user_code", "wrong code"))
+
+
+def confirmable(
+    state: Registration, *, link_hash: str, signed_in_index: str, now: datetime
+) -> Attempt:
+    """The page's checks (GET shows Authorize only when they pass; POST repeats them): the
+    link's attempt (404), the session's address is the hint (403), not claimed (409), not
+    ended and the link's window not over (410)."""
+    attempt = confirm_attempt(state, link_hash)
+    if not hmac.compare_digest(attempt.email_index, signed_in_index):
+        raise ProtocolError("wrong_account", "you are signed in as another address")
+    if state.status == "claimed":
+        raise ProtocolError("already_claimed", "this registration is already claimed")
+    if state.ended(now) or not attempt.live or now >= attempt.link_expires_at:
+        raise ProtocolError("claim_expired", "this claim expired; ask the agent for a new one")
+    return attempt
 
 
 def confirm_attempt(state: Registration, link_hash: str) -> Attempt:

@@ -35,6 +35,7 @@ from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
 from service.http.client_address import TRUSTED_PROXIES, networks
+from service.http.confirm_page import confirm_page_router
 from service.http.credentials import HANDLERS as CREDENTIALS
 from service.http.discovery import discovery_router
 from service.http.envelopes import in_family
@@ -109,6 +110,7 @@ def create_app(
             subscriptions_router(settings, gate),
             claim_page_router(),
             identity_pages_router(),
+            confirm_page_router(),  # the AuthKit profile's page (404 in the main profile)
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,
