@@ -112,6 +112,7 @@ async def test_anonymous_upgrade_confirm_complete_refresh_reuse(svc: Service) ->
         " metadata->>'dialect' AS dialect FROM events"
         " WHERE type = 'claim.otp_issued' ORDER BY position DESC LIMIT 1"
     )
+    assert confirmed is not None
     assert tuple(confirmed) == ("email_link", "user", DIALECT)
 
     wrong = await complete(svc.client, claim_token, "000000" if code != "000000" else "111111")
