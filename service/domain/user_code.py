@@ -29,16 +29,13 @@ from events.catalogue import Event
 from events.delegation import DelegationCreated
 from events.registration import (
     ClaimAttemptDenied,
-    ClaimAttemptLocked,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
     ClaimDelivered,
-    OtpFailed,
     OtpIssued,
     RegistrationClaimed,
-    RegistrationExpired,
 )
-from service.domain.claim import Decision, OtpCheck, OtpLimits, room_for
+from service.domain.claim import Decision, OtpCheck, OtpLimits, code_missed, room_for
 from service.domain.errors import Code, ProtocolError
 from service.domain.registration import Attempt, Registration
 
@@ -155,16 +152,9 @@ def decide_enter_code(
         raise ProtocolError("user_code_expired", "this code is no longer valid")
     if code_matches(attempt.attempt_id, attempt.otp_hash):
         return _claim(state, attempt, now=now, claimant=claimant, terms=terms, active=active)
-    voided = attempt.otp_misses + 1 >= limits.max_code_misses
-    events: list[Event] = [
-        OtpFailed(attempt_id=attempt.attempt_id, reason="mismatch", code_voided=voided)
-    ]
-    if state.misses + 1 >= limits.max_registration_misses:
-        events += [
-            ClaimAttemptLocked(attempt_id=attempt.attempt_id),
-            RegistrationExpired(reason="locked"),
-        ]
-    return Decision(tuple(events), ProtocolError("user_code_invalid", "wrong code"))
+    return Decision(
+        code_missed(state, attempt, limits), ProtocolError("user_code_invalid", "wrong code")
+    )
 
 
 def decide_deny(

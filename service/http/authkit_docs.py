@@ -8,18 +8,18 @@ from typing import Any
 
 from service.http.answers import Doc, IdentityError, Timestamp
 from service.http.openapi import documented, json_body, ok
+from service.http.v06_docs import CLAIM_ATTEMPT_BODY
 
 COMPLETE_BODY: dict[str, Any] = {
     "title": "CompleteBody",
     "type": "object",
     "properties": {
-        "claim_token": {"type": "string", "minLength": 1, "maxLength": 256,
-                        "pattern": "^[A-Za-z0-9._~-]+$"},
+        "claim_token": CLAIM_ATTEMPT_BODY["properties"]["claim_token"],
         "user_code": {"type": "string", "pattern": "^[0-9]{6}$"},
     },
     "required": ["claim_token", "user_code"],
     "additionalProperties": False,
-}  # fmt: skip
+}
 
 
 class RefreshToken(Doc, frozen=True):
