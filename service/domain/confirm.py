@@ -20,11 +20,13 @@ the claim itself at `POST /agent/identity/claim/complete`.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 import msgspec
 
+from events.catalogue import Event
 from events.registration import ClaimAttemptStarted, OtpIssued, RegistrationClaimed
 from service.domain.claim import Decision, OtpCheck, OtpLimits, code_missed, room_for
 from service.domain.errors import ProtocolError
@@ -43,12 +45,18 @@ def decide_open_confirm(
     """V1 service_auth and V2 in the AuthKit profile: a new attempt (superseding the live
     one) whose code waits for the person's confirmation. `new.code_hash` is not used."""
     opened = decide_open_attempt(state, new, now=now, link_ttl=link_ttl, code_ttl=link_ttl)
-    events = tuple(
+    return Decision(as_confirm(opened.events))
+
+
+def as_confirm(events: Sequence[Event]) -> tuple[Event, ...]:
+    """Main's events that open an attempt (its `decide_open_attempt`, a step-up's `open`),
+    made this profile's: the attempt's ceremony `confirm`, its code left to the person's
+    confirmation."""
+    return tuple(
         msgspec.structs.replace(e, ceremony="confirm") if isinstance(e, ClaimAttemptStarted) else e
-        for e in opened.events
+        for e in events
         if not isinstance(e, OtpIssued)
     )
-    return Decision(events)
 
 
 def decide_confirm(

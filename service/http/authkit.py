@@ -7,6 +7,9 @@ events (their metadata says dialect `0.6.0+authkit`); only the bodies differ:
   post_claim}`, `claim{token, expires_at, url, attempt{verification_uri, expires_at}}`. No
   `user_code` reaches the agent: the person reads it from the confirm page
   (service/http/confirm_page.py) and tells the agent.
+- V1 `identity_assertion` (an ID-JAG): `{id, type, identity{…}, scopes}` (a flat list); the
+  step-up's 401 carries `id`, `type`, `scopes{post_claim}` and `claim{…attempt}`, and opens a
+  `confirm` attempt like service_auth's (service/http/identity_jag.py, `nested`).
 - V1 `{type: refresh, refresh_token}`: the next refresh token and a fresh assertion; the old
   token dies (`invalid_refresh_token` for anything not live). Limit `refresh_per_ip`.
 - V2 `{type: service_auth, claim_token, login_hint}` (or `email`, O-P): `{id, type,
@@ -34,6 +37,7 @@ from service.domain.errors import ProtocolError
 from service.http.authkit_docs import COMPLETE_DOC
 from service.http.bodies import (
     BODY_LIMIT,
+    Assertion,
     Strict,
     Token,
     Word,
@@ -43,11 +47,17 @@ from service.http.bodies import (
     timestamp,
     v06_caller,
 )
+from service.http.identity_jag import identity_assertion
 from service.runtime.resources import Resources
-from service.tenancy.config import IDENTITY_COMPLETE_PATH
+from service.tenancy.config import ID_JAG, IDENTITY_COMPLETE_PATH
 
 AnyRequest = Request[Any, Any, Any]
 UserCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+_NEEDED = {
+    "service_auth": ("login_hint",),
+    "refresh": ("refresh_token",),
+    "identity_assertion": ("assertion_type", "assertion"),
+}
 NOT_AN_ADDRESS = "login_hint must be an email address"
 Hint = Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
 
@@ -58,6 +68,8 @@ class AuthKitBody(Strict, frozen=True):
     type: Word
     login_hint: Hint | None = None  # service_auth
     refresh_token: Token | None = None  # refresh
+    assertion_type: Word | None = None  # identity_assertion
+    assertion: Assertion | None = None  # identity_assertion (an ID-JAG, at most 8 KiB)
 
 
 class CompleteBody(Strict, frozen=True):
@@ -93,11 +105,12 @@ async def authkit_identify(
     """V1 of a tenant in the AuthKit profile (service/http/identity.py hands over)."""
     body = await read_json(request, AuthKitBody)
     who, tenant = v06_caller(request), ctx.tenant
-    given = {"login_hint": body.login_hint, "refresh_token": body.refresh_token}
-    needed = {"service_auth": "login_hint", "refresh": "refresh_token"}.get(body.type)
+    given = {"login_hint": body.login_hint, "refresh_token": body.refresh_token,
+             "assertion_type": body.assertion_type, "assertion": body.assertion}  # fmt: skip
+    needed = _NEEDED.get(body.type, ())
     for name, value in given.items():
-        if (value is not None) != (name == needed):
-            verb = "needs" if name == needed else "takes no"
+        if (value is not None) != (name in needed):
+            verb = "needs" if name in needed else "takes no"
             raise ProtocolError("invalid_request", f"{body.type} {verb} {name}")
     if body.type == "anonymous":
         await resources.limiter.registration(tenant.tenant_id, "anonymous", who.client_ip)
@@ -137,7 +150,13 @@ async def authkit_identify(
         return json_reply(
             {"id": rotated.registration_id, "type": "refresh", "identity": _identity(rotated)}
         )
-    raise ProtocolError("invalid_request", "type must be anonymous, service_auth or refresh")
+    if body.type == "identity_assertion":
+        if body.assertion_type != ID_JAG or body.assertion is None:
+            raise ProtocolError("invalid_request", f"assertion_type must be {ID_JAG}")
+        return await identity_assertion(request, ctx, resources, body.assertion, nested=True)
+    raise ProtocolError(
+        "invalid_request", "type must be anonymous, service_auth, identity_assertion or refresh"
+    )
 
 
 @post(IDENTITY_COMPLETE_PATH, summary="AuthKit: complete a claim with the person's code",
