@@ -8,8 +8,8 @@ workers, and whatever else schemathesis's own checks send in between. The one ex
 the protocol's: a wrong code against a live code at E8 is recorded (`claim.otp_failed`, and at
 the limits `claim.attempt_locked` and `registration.expired`, spec §6.4), and so is the v0.6
 door's ID-JAG step-up, whose 401 opens a ceremony (and, in the AuthKit profile, a wrong code
-at claim/complete and a reused refresh token, which ends its family); every other refused try writes nothing
-(docs/security.md, finding 1).
+at claim/complete and a reused refresh token, which ends its family); every other refused
+try writes nothing (docs/security.md, finding 1).
 """
 
 from __future__ import annotations
