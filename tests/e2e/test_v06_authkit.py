@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support.app_client import PUBLIC_URL, Service
+from subscriber.wire import public_keys, verify
+from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
 from tests.support.authkit import (
     CLAIM,
     COMPLETE,
@@ -39,6 +40,7 @@ from tests.support.v06_door import (
 
 HINT = "ana@example.net"
 DIALECT = "0.6.0+authkit"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ async def test_anonymous_upgrade_confirm_complete_refresh_reuse(svc: Service) ->
     person signs in and sees the code, a wrong code (401, counted), the right one (the claim,
     the pre-claim token ended, the first refresh token), once; a refresh rotates; the rotated
     token used again is refused and ends the live one; every event says dialect
-    0.6.0+authkit."""
+    0.6.0+authkit; the revocation feed announces the refresh tokens' ends with their kind."""
     made = await svc.client.post(IDENTITY, json={"type": "anonymous"})
     assert made.status_code == 200, made.text
     assert_no_store(made)
@@ -170,6 +172,15 @@ async def test_anonymous_upgrade_confirm_complete_refresh_reuse(svc: Service) ->
     dead = await refresh(svc.client, second)  # the family is over
     assert_identity_error(dead, 400, "invalid_refresh_token")
     assert await written_by(svc, dead) == []
+    feed = await svc.client.get("/admin/revocations", headers=ADMIN)
+    assert feed.status_code == 200, feed.text
+    jwks = public_keys((await svc.client.get("/.well-known/jwks.json")).json())
+    announced = [verify(entry["signed"], jwks) for entry in feed.json()["revocations"]]
+    assert [(c.credential_kind, c.reason) for c in announced] == [
+        ("access_token", "revoked:claimed"),
+        ("refresh_token", "revoked:rotated"),
+        ("refresh_token", "revoked:refresh_reuse"),
+    ]
 
 
 async def test_service_auth_nested_wrong_account_and_revocation(svc: Service) -> None:
