@@ -116,6 +116,9 @@ def decide_complete_confirmed(
         raise ProtocolError("claim_not_confirmed", NOT_CONFIRMED)
     if attempt.otp_voided or attempt.otp_expires_at is None or now >= attempt.otp_expires_at:
         raise ProtocolError("user_code_expired", "this code is no longer valid; confirm again")
+    if state.step_up is not None and claimant.user_id != state.step_up.user_id:
+        # the hint is the matched user's address: only an erased account gets here
+        raise ProtocolError("claim_expired", "the account this claim was for is gone")
     if attempt.otp_hash is not None and code_matches(attempt.attempt_id, attempt.otp_hash):
         by = replace(claimant, auth_method=attempt.confirmed_by)
         decided = claim(state, attempt, now=now, claimant=by, terms=NO_DELIVERIES, active=active)

@@ -6,6 +6,7 @@ answered in the identity family's shape with nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -220,6 +221,34 @@ async def test_service_auth_nested_wrong_account_and_revocation(svc: Service) ->
 def path_of_uri(response: Any) -> str:
     url = response.url
     return f"{url.path}?{url.query.decode()}"
+
+
+async def claimed_refresh_token(svc: Service) -> str:
+    """A service_auth registration claimed through the page: its first refresh token."""
+    body = await register(svc.client, type="service_auth", login_hint=HINT)
+    async with browser_of(svc) as person:
+        page = await sign_in_at(svc, person, body["claim"]["attempt"]["verification_uri"], HINT)
+        code = await authorize(person, page)
+    done = await complete(svc.client, body["claim"]["token"], code)
+    assert done.status_code == 200, done.text
+    token: str = done.json()["identity"]["refresh_token"]["value"]
+    return token
+
+
+async def test_two_refreshes_with_one_token_end_the_family(svc: Service) -> None:
+    """The same refresh token presented twice at once (a copy racing the agent): one rotates,
+    the other finds it rotated, so the family's live token (the winner's) ends too; neither
+    token refreshes afterwards."""
+    token = await claimed_refresh_token(svc)
+    answers = await asyncio.gather(refresh(svc.client, token), refresh(svc.client, token))
+    assert sorted(a.status_code for a in answers) == [200, 400]
+    [won] = [a for a in answers if a.status_code == 200]
+    [lost] = [a for a in answers if a.status_code == 400]
+    assert_identity_error(lost, 400, "invalid_refresh_token")
+    reasons = [e["payload"]["reason"] for e in await written_by(svc, lost)]
+    assert reasons == ["refresh_reuse"]
+    winner = won.json()["identity"]["refresh_token"]["value"]
+    assert_identity_error(await refresh(svc.client, winner), 400, "invalid_refresh_token")
 
 
 @pytest.mark.parametrize(
