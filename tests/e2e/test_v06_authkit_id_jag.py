@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from service.crypto.tokens import registration_id_for_identity
-from service.tenancy.config import ID_JAG
-from tests.e2e.test_v06_id_jag import jag, user_with_address
+from tests.e2e.test_v06_id_jag import idp, jag, present, user_with_address
 from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.authkit import (
-    IDENTITY,
     authkit_service,
     authorize,
     browser_of,
@@ -31,14 +28,9 @@ from tests.support.id_jag import trust
 from tests.support.idp import IdentityProvider
 from tests.support.v06_door import assert_no_store, me, token_for, written_by
 
+__all__ = ["idp"]  # the test provider fixture, shared with test_v06_id_jag.py
 ALL = ["api.read", "api.write"]
 OWNER = {"email": "ana@example.net"}  # the existing user's address
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[IdentityProvider]:
-    async with IdentityProvider() as provider:
-        yield provider
 
 
 @pytest.fixture
@@ -46,11 +38,6 @@ async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> Asy
     async with authkit_service(backend, database_url, JWKS_ALLOW_LOOPBACK_HTTP="true") as s:
         await trust(s, idp)
         yield s
-
-
-async def present(svc: Service, assertion: str) -> httpx.Response:
-    body = {"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": assertion}
-    return await svc.client.post(IDENTITY, json=body)
 
 
 async def test_clean_subject_nested(svc: Service, idp: IdentityProvider) -> None:
