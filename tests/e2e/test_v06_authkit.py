@@ -11,8 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
+from service.commands.context import Caller
+from service.commands.tenants import create_tenant
+from service.tenancy.config import JWT_BEARER
 from subscriber.wire import public_keys, verify
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
 from tests.support.authkit import (
@@ -41,6 +45,7 @@ from tests.support.v06_door import (
 
 HINT = "ana@example.net"
 DIALECT = "0.6.0+authkit"
+ACME_URL = "https://auth.acme.example"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -307,6 +312,33 @@ async def test_main_profile_serves_neither(backend: Backend, database_url: str) 
         assert_identity_error(response, 404, "not_found")
         assert (await main.client.get("/claim/confirm?claim_attempt_token=x")).status_code == 404
         assert await main.head() == head
+        flat = await main.client.post(IDENTITY, json={"type": "anonymous"})
+        assert "registration_id" in flat.json()
+        [created] = await written_by(main, flat)
+        assert created["metadata"]["dialect"] == "0.6.0"
+
+
+async def test_the_profile_is_a_tenant_setting(backend: Backend, database_url: str) -> None:
+    """One installation, two tenants: the default keeps the main profile (flat answers,
+    dialect 0.6.0), a tenant configured with `v06_profile = authkit` answers nested at its own
+    host, its events dialect 0.6.0+authkit, and serves claim/complete; its discovery lists
+    only the jwt-bearer grant."""
+    async with v06_service(backend, database_url) as main:
+        ctx = await main.resources.command_context()
+        settings = {"public_url": ACME_URL, "doors": "v1 v06", "v06_profile": "authkit"}
+        await create_tenant(ctx, main.resources.settings, "acme", hosts=["auth.acme.example"],
+                            settings=settings, caller=Caller(actor="test"))  # fmt: skip
+        transport = main.client._transport
+        async with httpx.AsyncClient(transport=transport, base_url=ACME_URL) as acme:
+            nested = await acme.post(IDENTITY, json={"type": "anonymous"})
+            assert nested.status_code == 200, nested.text
+            assert set(nested.json()) == {"id", "type", "identity", "scopes", "claim"}
+            [created] = await written_by(main, nested)
+            assert created["metadata"]["dialect"] == DIALECT
+            metadata = await acme.get("/.well-known/oauth-authorization-server")
+            assert metadata.json()["grant_types_supported"] == [JWT_BEARER]
+            unknown = await complete(acme, "clm_x", "123456")
+            assert_identity_error(unknown, 400, "invalid_claim")
         flat = await main.client.post(IDENTITY, json={"type": "anonymous"})
         assert "registration_id" in flat.json()
         [created] = await written_by(main, flat)
