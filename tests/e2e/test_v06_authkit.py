@@ -1,8 +1,8 @@
 """The v0.6 door's AuthKit profile over HTTP (contract [PR28]; docs/design/v06-dialect.md
 section 12), against real Postgres, NATS and SMTP: nested bodies, the person who signs in,
 presses Authorize and reads the code off the page, the agent that completes the claim with it,
-rotating refresh tokens (a rotated one used again ends its family), revocation, and bad input
-answered in the identity family's shape with nothing written."""
+rotating refresh tokens (a rotated one used again ends its family), revocation. Refusals and
+the per-tenant setting: test_v06_authkit_refusals.py; ID-JAGs: test_v06_authkit_id_jag.py."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
-from service.commands.context import Caller
-from service.commands.tenants import create_tenant
-from service.tenancy.config import JWT_BEARER
 from subscriber.wire import public_keys, verify
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
 from tests.support.authkit import (
     CLAIM,
-    COMPLETE,
     IDENTITY,
     authkit_service,
     authorize,
@@ -39,7 +34,6 @@ from tests.support.v06_door import (
     me,
     revoke,
     token_for,
-    v06_service,
     written_by,
 )
 
@@ -254,92 +248,3 @@ async def test_two_refreshes_with_one_token_end_the_family(svc: Service) -> None
     assert reasons == ["refresh_reuse"]
     winner = won.json()["identity"]["refresh_token"]["value"]
     assert_identity_error(await refresh(svc.client, winner), 400, "invalid_refresh_token")
-
-
-@pytest.mark.parametrize(
-    ("path", "payload", "status", "error"),
-    [
-        (IDENTITY, {"type": "refresh"}, 400, "invalid_request"),
-        (IDENTITY, {"type": "anonymous", "refresh_token": "rt_x"}, 400, "invalid_request"),
-        (IDENTITY, {"type": "refresh", "refresh_token": "rt_x", "login_hint": HINT}, 400,
-         "invalid_request"),
-        (IDENTITY, {"type": "refresh", "refresh_token": "rt_unknown"}, 400,
-         "invalid_refresh_token"),
-        (IDENTITY, {"type": "password"}, 400, "invalid_request"),
-        (IDENTITY, {"type": "anonymous", "extra": 1}, 400, "invalid_request"),
-        (COMPLETE, {"claim_token": "clm_x"}, 400, "invalid_request"),
-        (COMPLETE, {"claim_token": "clm_x", "user_code": "12345"}, 400, "invalid_request"),
-        (COMPLETE, {"claim_token": "clm_x", "user_code": "123456"}, 400, "invalid_claim"),
-        (CLAIM, {"claim_token": "clm_x", "login_hint": HINT}, 401, "invalid_claim_token"),
-    ],
-)  # fmt: skip
-async def test_bad_input_identity_shape_no_event(
-    svc: Service, path: str, payload: dict[str, Any], status: int, error: str
-) -> None:
-    """Malformed or unknown input at the profile's routes: the identity family's shape, 4xx,
-    nothing written."""
-    head = await svc.head()
-    response = await svc.client.post(path, json=payload)
-    assert_identity_error(response, status, error)
-    assert await svc.head() == head
-
-
-async def test_malformed_bodies_and_pages(svc: Service) -> None:
-    """Not JSON at complete, a confirm page without a link or session: refused, nothing
-    written; the confirm page without a session sends the person to sign in."""
-    head = await svc.head()
-    raw = await svc.client.post(
-        COMPLETE, content=b"{", headers={"content-type": "application/json"}
-    )
-    assert_identity_error(raw, 400, "invalid_request")
-    assert (await svc.client.get("/claim/confirm")).status_code == 404
-    away = await svc.client.get("/claim/confirm?claim_attempt_token=cvt_nothing")
-    assert away.status_code == 302
-    assert away.headers["location"].startswith(f"{PUBLIC_URL}/login?return_to=%2Fclaim%2Fconfirm")
-    forged = await svc.client.post(
-        "/claim/confirm", data={"claim_attempt_token": "cvt_nothing", "csrf": "x"}
-    )
-    assert forged.status_code == 302  # no session: sign in first
-    assert await svc.head() == head
-
-
-async def test_main_profile_serves_neither(backend: Backend, database_url: str) -> None:
-    """A tenant of the main profile: complete is 404 `not_found` (identity shape), the confirm
-    page 404, and V1 answers flat, its events dialect 0.6.0."""
-    async with v06_service(backend, database_url) as main:
-        head = await main.head()
-        response = await complete(main.client, "clm_x", "123456")
-        assert_identity_error(response, 404, "not_found")
-        assert (await main.client.get("/claim/confirm?claim_attempt_token=x")).status_code == 404
-        assert await main.head() == head
-        flat = await main.client.post(IDENTITY, json={"type": "anonymous"})
-        assert "registration_id" in flat.json()
-        [created] = await written_by(main, flat)
-        assert created["metadata"]["dialect"] == "0.6.0"
-
-
-async def test_the_profile_is_a_tenant_setting(backend: Backend, database_url: str) -> None:
-    """One installation, two tenants: the default keeps the main profile (flat answers,
-    dialect 0.6.0), a tenant configured with `v06_profile = authkit` answers nested at its own
-    host, its events dialect 0.6.0+authkit, and serves claim/complete; its discovery lists
-    only the jwt-bearer grant."""
-    async with v06_service(backend, database_url) as main:
-        ctx = await main.resources.command_context()
-        settings = {"public_url": ACME_URL, "doors": "v1 v06", "v06_profile": "authkit"}
-        await create_tenant(ctx, main.resources.settings, "acme", hosts=["auth.acme.example"],
-                            settings=settings, caller=Caller(actor="test"))  # fmt: skip
-        transport = main.client._transport
-        async with httpx.AsyncClient(transport=transport, base_url=ACME_URL) as acme:
-            nested = await acme.post(IDENTITY, json={"type": "anonymous"})
-            assert nested.status_code == 200, nested.text
-            assert set(nested.json()) == {"id", "type", "identity", "scopes", "claim"}
-            [created] = await written_by(main, nested)
-            assert created["metadata"]["dialect"] == DIALECT
-            metadata = await acme.get("/.well-known/oauth-authorization-server")
-            assert metadata.json()["grant_types_supported"] == [JWT_BEARER]
-            unknown = await complete(acme, "clm_x", "123456")
-            assert_identity_error(unknown, 400, "invalid_claim")
-        flat = await main.client.post(IDENTITY, json={"type": "anonymous"})
-        assert "registration_id" in flat.json()
-        [created] = await written_by(main, flat)
-        assert created["metadata"]["dialect"] == "0.6.0"
