@@ -37,7 +37,7 @@ and RSS would count them once per process.
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
-records each HTTP child and the worker during the 16-connection registration run into DIR
+records each HTTP child and the worker during the 16-connection runs of (b) and (e) into DIR
 (collapsed stacks, one file per process).
 """
 
@@ -126,6 +126,7 @@ class Bench:
     def __init__(self, stack: Stack, wrk: Wrk, events: Log, seconds: float) -> None:
         self.stack, self.wrk, self.events, self.seconds = stack, wrk, events, seconds
         self.profile: Path | None = None
+        self.native = False
         self.figures = Figures()
 
     async def measure(self) -> None:
@@ -161,13 +162,17 @@ class Bench:
     async def registrations(self) -> None:
         await self.wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
         for c in (1, 16, 64):
-            run, committed = await self.run_registrations("register.lua", c, profile=c == 16)
+            run, committed = await self.run_registrations(
+                "register.lua", c, profile="c16" if c == 16 else None
+            )
             self.figures.register[c], self.figures.committed[c] = run, committed
 
     async def email_registrations(self) -> None:
         """E4 verified_email: a registration, a data subject and a claim mail per request."""
         for c in (16, 64):
-            run, committed = await self.run_registrations("register_email.lua", c)
+            run, committed = await self.run_registrations(
+                "register_email.lua", c, profile="email-c16" if c == 16 else None
+            )
             self.figures.email[c], self.figures.email_committed[c] = run, committed
         mails = await self.events.conn.fetchval("SELECT count(*) FROM mail_outbox")
         self.figures.mails = int(mails)
@@ -193,14 +198,14 @@ class Bench:
             )
 
     async def run_registrations(
-        self, script: str, c: int, *, profile: bool = False
+        self, script: str, c: int, *, profile: str | None = None
     ) -> tuple[WrkRun, Committed]:
         worker = self.stack.worker.pid
         await asyncio.sleep(SETTLE_SECONDS)
         await self.events.checkpoint()
         head, before = await self.events.head(), await self.events.registrations()
         worker_before = cpu_of(worker) or 0.0
-        spies = self._spy() if profile else []
+        spies = self._spy(profile) if profile else []
         run = await self.wrk.run(
             "POST /agent/auth",
             script,
@@ -231,15 +236,17 @@ class Bench:
         log("  " + committed.line())
         return run, committed
 
-    def _spy(self) -> list[subprocess.Popen[bytes]]:
+    def _spy(self, name: str) -> list[subprocess.Popen[bytes]]:
         if self.profile is None:
             return []
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         pids = [*self.stack.server.http_children(), self.stack.worker.pid]
         argv = ["record", "-d", str(int(self.seconds)), "-r", "200", "--format", "raw"]
+        if self.native:
+            argv.append("--native")
         return [
             subprocess.Popen(  # noqa: S603 - our own profiler on our own processes
-                [spy, *argv, "-p", str(pid), "-o", str(self.profile / f"c16-{pid}.txt")],
+                [spy, *argv, "-p", str(pid), "-o", str(self.profile / f"{name}-{pid}.txt")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -562,6 +569,7 @@ async def run(args: argparse.Namespace) -> int:
             bench = Bench(stack, Wrk(server, workdir, args.threads), Log(conn), args.seconds)
             if args.profile is not None:
                 bench.profile = args.profile
+                bench.native = args.native
                 await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
             floor = await measure_all(bench, workdir, args)
         finally:
@@ -601,6 +609,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured run")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder")
+    parser.add_argument(
+        "--native", action="store_true", help="with --profile: C and Rust frames too"
+    )
     parser.add_argument(
         "--floor", action="store_true", help="then the same against bench/floor_server.py"
     )

@@ -3,7 +3,9 @@
 What it records is decided by `service.domain.expiry`: `registration.expired` (ttl) for an
 open registration past its TTL, with `credential.revoked` (`registration_expired`) of the
 pre-claim key it held, in one append; `claim.attempt_expired` when a live attempt's link
-window ends; `credential.expired` when an active credential's own `expires_at` passes. Each
+window ends; `credential.expired` when an active credential's own `expires_at` passes. A v0.6
+registration's pre-claim access tokens end with it as v1's key does, in the same append (one
+item: workers/expiry_states.py). Each
 event's occurred-at is its deadline; its recorded-at says when the worker got to it. Nothing
 waits for the worker: every check compares the deadline with the clock itself, so a stopped
 worker delays the facts in the log (and what the relay tells subscribers), never a refusal.
@@ -42,29 +44,27 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 import structlog
 
 from events.clock import Clock, SystemClock
 from events.credential import STREAM_TYPE as CREDENTIAL
-from events.credential import CredentialEvent
-from events.envelope import Metadata, RecordedEvent, StreamRef
+from events.envelope import Metadata, StreamRef
 from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import RegistrationEvent
 from events.sql import Conn, load_queries
-from events.store import EventStore, StreamAppend, row_to_event
+from events.store import EventStore, StreamAppend
 from projections.deadlines import next_deadline
 from projections.runner import project
 from service.backoff import Backoff
-from service.domain.expiry import CredentialState, Dated, decide_expiry, fold_credential
-from service.domain.registration import Registration, fold
+from service.domain.expiry import Dated, decide_expiry
 from workers.base.sleeper import Listening, Sleeper
 from workers.base.supervise import supervise
 from workers.base.watch import Watched
+from workers.expiry_states import Case, State, case_of, no_token_unseen, read_states
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -74,18 +74,6 @@ LOCK_CLASS = 0x6578_7079  # "expy": the advisory-lock class of the items a round
 METADATA = Metadata(actor=ACTOR)
 Q = load_queries("workers", "expiry.sql")
 log = structlog.get_logger("workers.expiry")
-
-
-class Case(NamedTuple):
-    """A registration and the credential it holds (or a credential and the registration it
-    belongs to): settled together, in one append."""
-
-    tenant_id: str
-    registration_id: str | None
-    credential_id: str | None
-
-
-State = tuple[Registration | None, CredentialState | None]
 
 
 @dataclass(frozen=True)
@@ -239,11 +227,11 @@ class ExpiryWorker:
         cfg = self.config
         async with conn.transaction():  # holds the claims until every append is done
             rows = await conn.fetch(Q["due"], now, cfg.batch, LOCK_CLASS, cfg.skip_locked)
-            cases = [c for c in dict.fromkeys(_case(r) for r in rows) if c not in seen]
+            cases = [c for c in dict.fromkeys(case_of(r) for r in rows) if c not in seen]
             seen.update(cases)
             if not cases:
                 return 0, 0, False
-            states = await _read_states(conn, cases)
+            states = await read_states(conn, cases)
             outcomes = await asyncio.gather(
                 *(self._settle(case, states[case], now) for case in cases),
                 return_exceptions=True,
@@ -258,9 +246,9 @@ class ExpiryWorker:
     async def _settle(self, case: Case, state: State, now: datetime) -> tuple[int, bool]:
         """Decide and append, again on fresh state when a stream moved. Returns (events
         appended, whether the item is settled)."""
-        registration, credential = state
+        registration, credential, tokens = state
         for _ in range(self.config.retries):
-            decision = decide_expiry(registration, credential, now)
+            decision = decide_expiry(registration, credential, now, tokens)
             if decision.empty:
                 return 0, True
             parts = []
@@ -270,11 +258,17 @@ class ExpiryWorker:
             if decision.credential and credential is not None:
                 ref = StreamRef(case.tenant_id, CREDENTIAL, credential.credential_id)
                 parts.append(_part(ref, credential.version, decision.credential))
+            versions = {token.credential_id: token.version for token in tokens}
+            for credential_id, dated in decision.tokens:
+                ref = StreamRef(case.tenant_id, CREDENTIAL, credential_id)
+                parts.append(_part(ref, versions[credential_id], dated))
+            also = no_token_unseen(case, state) if decision.registration else None
             try:
-                recorded = await self._store.append_many(parts, projector=project)
+                recorded = await self._store.append_many(parts, projector=project, also=also)
             except ConcurrencyConflict:
                 self.stats.conflicts += 1
-                registration, credential = (await _read_states(self._pool, [case]))[case]
+                state = (await read_states(self._pool, [case]))[case]
+                registration, credential, tokens = state
                 continue
             self.stats.recorded.update(r.type for r in recorded)
             return len(recorded), True
@@ -287,39 +281,9 @@ class ExpiryWorker:
         return 0, False
 
 
-def _case(row: asyncpg.Record) -> Case:
-    return Case(row["tenant_id"], row["registration_id"], row["credential_id"])
-
-
 def _part(stream: StreamRef, version: int, dated: Sequence[Dated]) -> StreamAppend:
     events = [LEDGER.new(d.event, occurred_at=d.at, metadata=METADATA) for d in dated]
     return StreamAppend(stream, version, events)
-
-
-async def _read_states(db: Conn | asyncpg.Pool, cases: Sequence[Case]) -> dict[Case, State]:
-    """The folded registration and credential of every case, read in one query."""
-    keys = {
-        (case.tenant_id, stream_id)
-        for case in cases
-        for stream_id in (case.registration_id, case.credential_id)
-        if stream_id is not None
-    }
-    tenants, streams = [k[0] for k in keys], [k[1] for k in keys]
-    by_stream: dict[tuple[str, str], list[RecordedEvent]] = {}
-    for row in await db.fetch(Q["read_streams"], tenants, streams):
-        recorded = row_to_event(row)
-        by_stream.setdefault((recorded.tenant_id, recorded.stream_id), []).append(recorded)
-    states: dict[Case, State] = {}
-    for case in cases:
-        registration = credential = None
-        if case.registration_id is not None:
-            events = by_stream.get((case.tenant_id, case.registration_id), [])
-            registration = fold([cast(RegistrationEvent, LEDGER.decode(r)) for r in events])
-        if case.credential_id is not None:
-            events = by_stream.get((case.tenant_id, case.credential_id), [])
-            credential = fold_credential(cast(CredentialEvent, LEDGER.decode(r)) for r in events)
-        states[case] = (registration, credential)
-    return states
 
 
 def expiry_worker(_: Settings, pool: asyncpg.Pool) -> Coroutine[Any, Any, None]:

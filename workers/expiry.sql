@@ -23,13 +23,20 @@ UNION ALL
  ORDER BY link_expires_at
  LIMIT $2)
 UNION ALL
-(SELECT 'credential', tenant_id, registration_id, credential_id, expires_at
- FROM credentials
- WHERE status = 'active' AND expires_at <= $1
+(SELECT 'credential', c.tenant_id, c.registration_id,
+        -- a token a v0.6 registration holds (not claimed) is settled with it: one item
+        CASE WHEN r.dialect = 'v06' AND r.status IN ('unclaimed', 'pending_claim', 'expired')
+             THEN NULL ELSE c.credential_id END,
+        c.expires_at
+ FROM credentials c
+ LEFT JOIN registrations r
+   ON r.tenant_id = c.tenant_id AND r.registration_id = c.registration_id
+ WHERE c.status = 'active' AND c.expires_at <= $1
    AND CASE WHEN $4
-            THEN pg_try_advisory_xact_lock($3, hashtext(coalesce(registration_id, credential_id)))
+            THEN pg_try_advisory_xact_lock($3, hashtext(coalesce(c.registration_id,
+                                                                 c.credential_id)))
             ELSE true END
- ORDER BY expires_at
+ ORDER BY c.expires_at
  LIMIT $2)
 
 -- name: read_streams
@@ -39,3 +46,11 @@ SELECT e.position, e.event_id, e.tenant_id, e.stream_type, e.stream_id, e.stream
 FROM unnest($1::text[], $2::text[]) AS s (tenant_id, stream_id)
 JOIN events e ON e.tenant_id = s.tenant_id AND e.stream_id = s.stream_id
 ORDER BY e.tenant_id, e.stream_id, e.stream_version
+
+-- name: held_tokens
+-- The active credentials of the registrations named by ($1 tenant ids, $2 registration ids):
+-- a v0.6 registration's pre-claim access tokens, which end with it.
+SELECT c.tenant_id, c.registration_id, c.credential_id
+FROM unnest($1::text[], $2::text[]) AS s (tenant_id, registration_id)
+JOIN credentials c ON c.tenant_id = s.tenant_id AND c.registration_id = s.registration_id
+WHERE c.status = 'active'

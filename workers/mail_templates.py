@@ -14,9 +14,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
+
+from workers.mime import alternative
 
 CLAIM_VIEW_PATH = "/agent/auth/claim/view"
 SIGN_IN_PATH = "/login/email"
@@ -154,26 +155,24 @@ color: #fff; text-decoration: none; border-radius: 4px;">Sign in</a></p>
 """
 
 
-def build_message(mail: ClaimMail | SignInMail, *, sender: str, now: datetime) -> EmailMessage:
-    """The MIME message (text and HTML alternatives) with a deterministic Message-ID: the
-    attempt's `<cla_…@authledger>`, or the sign-in link's `<sgn_…@authledger>`.
+def build_message(mail: ClaimMail | SignInMail, *, sender: str, now: datetime) -> bytes:
+    """The MIME message (text and HTML alternatives, workers/mime.py) with a deterministic
+    Message-ID: the attempt's `<cla_…@authledger>`, or the sign-in link's `<sgn_…@authledger>`.
 
-    Raises ValueError when a header value cannot be encoded safely (say, a line break in the
-    recipient).
+    Raises ValueError when a header value holds a line break (say, in the recipient).
     """
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = mail.recipient
-    message["Date"] = format_datetime(now.astimezone(UTC))
-    message["Auto-Submitted"] = "auto-generated"
     if isinstance(mail, SignInMail):
-        message["Subject"] = SIGN_IN_SUBJECT
-        message["Message-ID"] = message_id(mail.link_id)
-        message.set_content(render_sign_in_text(mail))
-        message.add_alternative(render_sign_in_html(mail), subtype="html")
+        subject, mid = SIGN_IN_SUBJECT, message_id(mail.link_id)
+        text, page = render_sign_in_text(mail), render_sign_in_html(mail)
     else:
-        message["Subject"] = SUBJECT
-        message["Message-ID"] = message_id(mail.attempt_id)
-        message.set_content(render_text(mail))
-        message.add_alternative(render_html(mail), subtype="html")
-    return message
+        subject, mid = SUBJECT, message_id(mail.attempt_id)
+        text, page = render_text(mail), render_html(mail)
+    headers = [
+        ("From", sender),
+        ("To", mail.recipient),
+        ("Date", format_datetime(now.astimezone(UTC))),
+        ("Subject", subject),
+        ("Message-ID", mid),
+        ("Auto-Submitted", "auto-generated"),
+    ]
+    return alternative(headers, text, page)

@@ -9,7 +9,8 @@ service/signin/email_link.py with its `lgt_…` token, its attempt id the link's
 sent the same way, as a sign-in mail (`SignInMail`, workers/mail_templates.py).
 
 Mailers may run side by side: each round expires rows whose link window is over, claims due
-rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them and records each outcome at once.
+rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them over a few SMTP connections kept open
+while mail flows (workers/smtp_lanes.py) and records each outcome at once.
 Failures are retried with capped exponential back-off and jitter (service/backoff.py) up to
 `max_tries`, then the row is `failed`. Between rounds it sleeps until a NOTIFY on
 `authledger_mail` or the next due retry or lease end (workers/base/sleeper.py); logs name the
@@ -59,6 +60,7 @@ from workers.mail_templates import (
     sender_for,
     sign_in_link,
 )
+from workers.smtp_lanes import SmtpLane, SmtpLanes
 from workers.smtp_url import smtp_options
 
 if TYPE_CHECKING:
@@ -84,14 +86,16 @@ class MailerConfig:
     backoff_initial: float = 5.0  # seconds before the second try; doubles after each
     backoff_max: float = 300.0
     lease: float = 120.0  # a claimed row is left alone this long; must exceed send_timeout
-    send_timeout: float = 60.0  # one whole SMTP conversation
-    batch: int = 16  # rows claimed (and sent concurrently) per round
+    send_timeout: float = 60.0  # one lane's SMTP conversation in a round (connect included)
+    batch: int = 16  # rows claimed per round
+    connections: int = 4  # SMTP connections (lanes) a round's rows are spread over
+    keep_alive: float = 30.0  # an idle connection is closed after this many seconds
     idle_timeout: float = 60.0  # longest sleep: bounds a NOTIFY lost while reconnecting
     restart_max: float = 30.0  # back-off cap when the database is unreachable
 
     def __post_init__(self) -> None:
-        if self.max_tries < 1 or self.batch < 1 or self.lease <= self.send_timeout:
-            raise ValueError("needs max_tries >= 1, batch >= 1 and lease > send_timeout")
+        if min(self.max_tries, self.batch, self.connections) < 1 or self.lease <= self.send_timeout:
+            raise ValueError("needs max_tries, batch and connections >= 1 and lease > send_timeout")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -131,7 +135,12 @@ class Mailer:
         self._secret_key = secret_key
         self._sealer = sealer
         self._clock = clock or SystemClock()
-        self._smtp = smtp_options(config.smtp_url)
+        self._lanes = SmtpLanes(
+            smtp_options(config.smtp_url),
+            config.send_timeout,
+            config.connections,
+            config.keep_alive,
+        )
         self._watch = Watched(MailerStats())
         self.stats = self._watch.stats
         self._restart = Backoff(0.1, config.restart_max)  # after a database failure
@@ -171,13 +180,18 @@ class Mailer:
                     due: datetime | None = await self._pool.fetchval(Q["next_due"])
                     if due is not None and due <= self._clock.now():
                         await self._sleeper.sleep(wake, None, 0.01)  # claimable soon, not now
-                    else:  # until a NOTIFY or the next due row
-                        await self._sleeper.sleep(wake, due, self.config.idle_timeout)
+                    else:  # until a NOTIFY or the next due row (or time to close idle lanes)
+                        cap = self.config.idle_timeout
+                        if self._lanes.open:
+                            cap = min(cap, self._lanes.keep_alive)
+                        await self._sleeper.sleep(wake, due, cap)
+                    await self._lanes.close_idle()
                     if listener.is_closed():
                         raise ConnectionError("the LISTEN connection was lost")
             finally:  # a listener left on a released connection makes asyncpg warn
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(CHANNEL, wake.notified)
+                await self._lanes.close()
 
     async def _round(self) -> bool:
         """Expire, claim and send one batch; True when the batch was full."""
@@ -187,8 +201,10 @@ class Mailer:
             log.info("mailer.expired", attempt_id=row["attempt_id"])
         lease_end = now + timedelta(seconds=self.config.lease)
         rows = await self._pool.fetch(Q["claim"], now, lease_end, self.config.batch)
+        deadline = asyncio.get_running_loop().time() + self.config.send_timeout
         results = await asyncio.gather(
-            *(self._deliver(row) for row in rows), return_exceptions=True
+            *(self._send_over(lane, share, deadline) for lane, share in self._lanes.spread(rows)),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -198,7 +214,12 @@ class Mailer:
         self._watch.changed()
         return len(rows) == self.config.batch
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
+    async def _send_over(self, lane: SmtpLane, rows: list[asyncpg.Record], deadline: float) -> None:
+        """A lane's share of the round, one mail after another on its connection."""
+        for row in rows:
+            await self._deliver(row, lane, deadline)
+
+    async def _deliver(self, row: asyncpg.Record, lane: SmtpLane, deadline: float) -> None:
         """Send one claimed row and record the outcome; database errors propagate."""
         attempt_id: str = row["attempt_id"]
         tries: int = row["tries"]
@@ -215,7 +236,7 @@ class Mailer:
                 log.warning("mailer.failed", attempt_id=attempt_id, error="recipient erased")
                 return
             token = open_link_token(self._secret_key, attempt_id, row["link_token_sealed"])
-            await self._send(row, recipient, token)
+            await self._send(row, recipient, token, lane, deadline)
         except (asyncpg.PostgresError, asyncpg.InterfaceError):
             raise  # the database: the round starts over, the lease ends, the row is retried
         except Exception as exc:  # SMTP, network, timeout, a value that does not open
@@ -235,7 +256,9 @@ class Mailer:
             raise LookupError(f"tenant {tenant_id} is unknown or disabled")
         return tenant.issuer, tenant.resource_name, sender_for(tenant.issuer)
 
-    async def _send(self, row: asyncpg.Record, recipient: str, token: str) -> None:
+    async def _send(
+        self, row: asyncpg.Record, recipient: str, token: str, lane: SmtpLane, deadline: float
+    ) -> None:
         public_url, service_name, sender_address = await self._face(row["tenant_id"])
         mail: ClaimMail | SignInMail
         if row["kind"] == "sign_in":
@@ -255,17 +278,11 @@ class Mailer:
                 link_expires_at=row["link_expires_at"],
                 service_name=service_name,
             )
-        sender = formataddr((service_name, sender_address))
+        sender = formataddr((service_name, sender_address), charset="utf-8")
         message = build_message(mail, sender=sender, now=self._clock.now())
         try:
-            async with asyncio.timeout(self.config.send_timeout):
-                await aiosmtplib.send(
-                    message,
-                    sender=sender_address,
-                    recipients=[recipient],
-                    timeout=self.config.send_timeout,
-                    **self._smtp,
-                )
+            async with asyncio.timeout_at(deadline):
+                await lane.send(message, sender_address, recipient)
         except aiosmtplib.SMTPException as exc:
             if "STARTTLS" in str(exc) and "not supported" in str(exc):
                 raise TlsUnavailable(

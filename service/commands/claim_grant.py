@@ -132,6 +132,7 @@ def mint_for_claim(
         issuer=step_up.issuer if step_up is not None else None,
         delegation_id=step_up.delegation_id if step_up is not None else None,
         credential_id=credential_id,
+        not_after=state.ends_by,  # None: a delivery follows the claim (R8)
     )
 
 

@@ -127,6 +127,16 @@ class Context:
         return recorded
 
 
+def in_turn(*steps: InTransaction) -> InTransaction:
+    """One `also` step running `steps` in order, in the append's transaction."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        for step in steps:
+            await step(conn)
+
+    return run
+
+
 async def retrying(attempt: Callable[[], Awaitable[T]], tries: int = RETRIES) -> T:
     """Run a command again when a stream it decided on moved, or when a racing command
     created the same user (a unique index) first: the next run sees what the winner wrote."""

@@ -19,6 +19,7 @@ class Minted:
     scopes: tuple[str, ...]
     expires_at: datetime | None
     change: Change
+    expires_in: int | None = None  # an access token's lifetime in seconds, as its `exp` says
 
 
 def mint(
@@ -34,17 +35,24 @@ def mint(
     issuer: str | None = None,
     delegation_id: str | None = None,
     credential_id: str | None = None,
+    not_after: datetime | None = None,
 ) -> Minted:
     """An API key (opaque, no expiry unless given), an AuthKit refresh token (opaque, its
     expiry given) or an RFC 9068 access token; its id is `credential_id` when a decision
-    already named it."""
+    already named it. An access token lives the tenant's `access_token_ttl`, cut to end by
+    `not_after` (what it acts for ends then: an unclaimed registration; its `exp` is never
+    later)."""
     credential_id = credential_id or new_credential_id()
+    expires_in = None
     if kind == "api_key":
         plain = new_api_key(ctx.tenant.api_key_prefix)
     elif kind == "refresh_token":
         plain = new_refresh_token()
     else:
         ttl = timedelta(seconds=ctx.tenant.access_token_ttl)
+        if not_after is not None:
+            ttl = min(ttl, max(not_after - now, timedelta(0)))
+        expires_in = int(ttl.total_seconds())
         expires_at = now + ttl
         plain = ctx.keyring.issue_access_token(
             issuer=ctx.tenant.issuer,
@@ -69,4 +77,4 @@ def mint(
         delegation_id=delegation_id,
     )
     change = Change(ctx.stream(STREAM_TYPE, credential_id), 0, [issued])
-    return Minted(credential_id, kind, plain, scopes, expires_at, change)
+    return Minted(credential_id, kind, plain, scopes, expires_at, change, expires_in)

@@ -28,12 +28,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import asyncpg
+
 from events.delegation import STREAM_TYPE as DELEGATION
+from events.errors import ConcurrencyConflict
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
 from service.commands import registration_state
 from service.commands.claim_start import mint_attempt, verification_uri
-from service.commands.context import Caller, Change, Context, InTransaction, retrying
+from service.commands.context import (
+    Caller,
+    Change,
+    Context,
+    InTransaction,
+    in_turn,
+    retrying,
+)
 from service.commands.delegation_head import delegation_head
 from service.commands.identity import find_user, provision_user, verify_presented
 from service.commands.jti import remember_jti
@@ -142,10 +152,10 @@ async def _serve(
         )
     )
     match, address = (None, None) if head is not None else await _match(ctx, verified)
-    open_step_up = (
+    open_step_up, seen = (
         await _open_step_up(ctx, presented.delegation_id, now)
         if head is None and match is not None
-        else None
+        else (None, frozenset[str]())
     )
     decided = decide_identity(delegation, match, open_step_up)
     if isinstance(decided, StepUp):
@@ -159,6 +169,7 @@ async def _serve(
             address=address,
             caller=caller,
             burn=burn,
+            seen=seen,
         )
     stream = ctx.stream(DELEGATION, presented.delegation_id)
     changes: list[Change] = []
@@ -206,15 +217,30 @@ async def _match(ctx: Context, verified: VerifiedAssertion) -> tuple[UserMatch |
     return UserMatch(user_id, matched_by, str(row["email_index"])), address
 
 
-async def _open_step_up(ctx: Context, delegation_id: str, now: datetime) -> Registration | None:
-    """The subject's step-up registration still running at `now`, if any."""
-    found = await ctx.pool.fetchval(Q["open_step_up"], ctx.tenant.tenant_id, delegation_id)
-    if found is None:
-        return None
-    state = await registration_state.load(ctx, str(found))
+async def _open_step_up(
+    ctx: Context, delegation_id: str, now: datetime
+) -> tuple[Registration | None, frozenset[str]]:
+    """The subject's step-up still running at `now`, if any, and the ids of every one seen."""
+    rows = await ctx.pool.fetch(Q["open_step_ups"], ctx.tenant.tenant_id, delegation_id, now)
+    seen = frozenset(str(row["registration_id"]) for row in rows)
+    state = await registration_state.load(ctx, str(rows[0]["registration_id"])) if rows else None
     if state is None or state.step_up is None or state.status == "claimed" or state.ended(now):
-        return None
-    return state
+        return None, seen
+    return state, seen
+
+
+def _alone(ctx: Context, delegation_id: str, mine: str, known: frozenset[str]) -> InTransaction:
+    """Under the append lock, after the step-up's append: ConcurrencyConflict if a step-up of
+    the subject unknown when deciding is open (one presented at the same instant), so that
+    `retrying` replaces it too: of racing step-ups the last to commit replaces the others."""
+    tenant_id, now = ctx.tenant.tenant_id, ctx.clock.now()
+
+    async def check(conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(Q["open_step_ups"], tenant_id, delegation_id, now)
+        if unseen := {str(row["registration_id"]) for row in rows} - known - {mine}:
+            raise ConcurrencyConflict(tenant_id, min(unseen), 0, 1)  # expected none: one is
+
+    return check
 
 
 async def _step_up(
@@ -226,9 +252,10 @@ async def _step_up(
     address: str,
     caller: Caller,
     burn: InTransaction,
+    seen: frozenset[str],
 ) -> SteppedUp:
-    """The step-up's registration and ceremony (replacing the subject's open one), the jti
-    burned in the same transaction."""
+    """The step-up's registration and ceremony (replacing the subject's open one, `seen`
+    with the others when deciding), the jti burned in the same transaction."""
     tenant, now = ctx.tenant, ctx.clock.now()
     registration_id, claim_token = new_registration_id(), new_claim_token()
     if decided.user.email_index is None:
@@ -258,7 +285,7 @@ async def _step_up(
         changes,
         metadata=ctx.fresh_metadata(caller, attempt_subject),
         now=now,
-        also=burn,
+        also=in_turn(burn, _alone(ctx, presented.delegation_id, registration_id, seen)),
         fresh=[attempt_subject],
     )
     if decided.supersede is not None and opened.superseded:

@@ -1,14 +1,15 @@
 -- V1 with an ID-JAG at the v0.6 door (service/commands/identity_v06.py).
 
--- name: open_step_up
--- The subject's step-up still running, if any (each new one revokes the previous, so at most
--- one is open; the newest is taken should a race have left two). The command folds it and
--- checks it has not ended by time.
+-- name: open_step_ups
+-- The subject's step-ups still running at $3, newest first: the newest is the one a new
+-- step-up replaces (each replaces the previous, so at most one is open; should a history
+-- written before that rule have left two, the older ones run out their time). Run again
+-- under the append lock, after the new one's append (its `also` step), where a step-up not
+-- seen when deciding is one recorded meanwhile, which the new one must replace too.
 SELECT registration_id FROM registrations
 WHERE tenant_id = $1 AND delegation_id = $2 AND status IN ('unclaimed', 'pending_claim')
-  AND erased_at IS NULL
+  AND erased_at IS NULL AND expires_at > $3
 ORDER BY created_at DESC, registration_id DESC
-LIMIT 1
 
 -- name: user_address
 -- The verified address a matched user signs in with: a step-up's hint.

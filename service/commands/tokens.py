@@ -76,6 +76,7 @@ async def exchange(
             user_id=grant.user_id,
             issuer=grant.issuer,
             delegation_id=grant.delegation_id,
+            not_after=grant.not_after,
         )
         # The client address under the key of the data subject the token acts for.
         owner = grant.user_id if grant.delegation_id is not None else grant.registration_id

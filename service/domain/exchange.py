@@ -8,7 +8,8 @@ log's state at the moment of the exchange (O-F), so nothing about an assertion i
   its stage (0 before the claim, 1 after). Stage 0 exchanges only for an anonymous
   registration (service_auth and step-up registrations never hold a pre-claim assertion);
   a step-up registration's assertions go through its delegation, never its own id. Scopes:
-  the pre-claim ones at stage 0, the post-claim ones at 1, both as recorded at creation;
+  the pre-claim ones at stage 0, the post-claim ones at 1, both as recorded at creation.
+  Before the claim the token ends by the registration's end (`not_after`);
 - a delegation (`sub` = the deterministic `reg_…` of an ID-JAG subject): `gen` equal to how
   many times it was revoked, its user not erased. Scopes: every supported one (as v1 gives an
   ID-JAG credential).
@@ -56,6 +57,7 @@ class Grant:
     user_id: str | None
     issuer: str | None = None
     delegation_id: str | None = None
+    not_after: datetime | None = None  # the token ends by then: its registration does
 
 
 def delegation_of(subject: str) -> str | None:
@@ -108,6 +110,7 @@ def _registration_grant(state: Registration, *, gen: int, now: datetime) -> Gran
         issued_via=state.kind,
         registration_id=state.registration_id,
         user_id=state.user_id,
+        not_after=state.ends_by,
     )
 
 

@@ -24,10 +24,17 @@ event's occurred-at) at the instant it became true, not when a worker got to it.
   `expires_at`; afterwards as revoked: a 401 either way.) A key whose own `expires_at` came
   first (were an unclaimed registration to hold an hour's access token) expired by itself, at
   its own deadline.
+- A v0.6 registration holds no key but may hold many pre-claim access tokens (V6, each a
+  credential of the registration, minted to end by the registration's end at the latest).
+  They end with it by the same rule and the same events as v1's key, in the same append as
+  `registration.expired`: `credential.revoked` (`registration_expired`), or
+  `credential.expired` at its own deadline for one whose own end came first. Give them as
+  `tokens`, every active one, beside the registration: it expires with them or not at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,23 +65,32 @@ class Dated:
 
 @dataclass(frozen=True, slots=True)
 class ExpiryDecision:
-    """Events for the registration's stream and for the credential's, in order."""
+    """Events for the registration's stream, for the credential's and for each token's (by
+    credential id), in order."""
 
     registration: tuple[Dated, ...] = ()
     credential: tuple[Dated, ...] = ()
+    tokens: tuple[tuple[str, tuple[Dated, ...]], ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.registration and not self.credential
+        return not self.registration and not self.credential and not self.tokens
 
 
 def holds(registration: Registration | None, credential: CredentialState | None) -> bool:
-    """Whether `credential` is the pre-claim key of `registration` (unclaimed, §5.1)."""
+    """Whether `credential` is the pre-claim key of `registration` (unclaimed, §5.1), or for
+    a v0.6 registration one of its pre-claim access tokens (all it holds before the claim)."""
     return (
         registration is not None
         and credential is not None
         and registration.status != "claimed"
-        and registration.credential_id == credential.credential_id
+        and (
+            registration.credential_id == credential.credential_id
+            or (
+                registration.dialect == "v06"
+                and credential.registration_id == registration.registration_id
+            )
+        )
     )
 
 
@@ -102,14 +118,18 @@ def _link_end(registration: Registration) -> tuple[str, datetime] | None:
 
 
 def decide_expiry(
-    registration: Registration | None, credential: CredentialState | None, now: datetime
+    registration: Registration | None,
+    credential: CredentialState | None,
+    now: datetime,
+    tokens: Sequence[CredentialState] = (),
 ) -> ExpiryDecision:
-    """Every deadline of this registration and credential that has passed at `now`, once,
-    in the order they passed: a worker that was down records what one running all along
-    would have, with the same dates.
+    """Every deadline of this registration and credential (and tokens) that has passed at
+    `now`, once, in the order they passed: a worker that was down records what one running
+    all along would have, with the same dates.
 
     Give a registration with the key it holds, a credential with the registration it belongs
-    to (if any): an open registration given without its key is left for that pair.
+    to (if any): an open registration given without its key is left for that pair. A v0.6
+    registration is given with every active token it holds (`tokens`).
     """
     ended_at: datetime | None = None  # when the registration ended, if it has
     registration_events: list[Dated] = []
@@ -121,20 +141,36 @@ def decide_expiry(
         if now >= open_registration.expires_at:  # R7; a claimed one ignores its TTL (R8)
             ended_at = open_registration.expires_at
             registration_events.append(Dated(RegistrationExpired(reason="ttl"), ended_at))
-    elif _ended_holding(registration, credential):
+    elif _ended_holding(registration, credential) or any(
+        _ended_holding(registration, token) for token in tokens
+    ):
         ended_at = now  # ended before (locked, §6.4); when exactly, the state does not say
-    credential_events: list[Dated] = []
-    if credential is not None and credential.status == "active":
-        own = credential.expires_at
-        if ended_at is not None and holds(registration, credential):
-            if own is not None and own < ended_at:  # its own end came first
-                credential_events.append(Dated(CredentialExpired(), own))
-            else:
-                revoked = CredentialRevoked(reason=REVOKED_WITH_REGISTRATION)
-                credential_events.append(Dated(revoked, ended_at))
-        elif own is not None and now >= own:
-            credential_events.append(Dated(CredentialExpired(), own))
-    return ExpiryDecision(tuple(registration_events), tuple(credential_events))
+    ends = ((token.credential_id, _end(registration, token, ended_at, now)) for token in tokens)
+    return ExpiryDecision(
+        tuple(registration_events),
+        _end(registration, credential, ended_at, now),
+        tuple((credential_id, dated) for credential_id, dated in ends if dated),
+    )
+
+
+def _end(
+    registration: Registration | None,
+    credential: CredentialState | None,
+    ended_at: datetime | None,
+    now: datetime,
+) -> tuple[Dated, ...]:
+    """An active credential's end: with the registration that held it when that ended at
+    `ended_at` (revoked, unless its own end came first), else at its own deadline."""
+    if credential is None or credential.status != "active":
+        return ()
+    own = credential.expires_at
+    if ended_at is not None and holds(registration, credential):
+        if own is not None and own < ended_at:  # its own end came first
+            return (Dated(CredentialExpired(), own),)
+        return (Dated(CredentialRevoked(reason=REVOKED_WITH_REGISTRATION), ended_at),)
+    if own is not None and now >= own:
+        return (Dated(CredentialExpired(), own),)
+    return ()
 
 
 def _ended_holding(registration: Registration | None, credential: CredentialState | None) -> bool:
@@ -149,20 +185,24 @@ def _ended_holding(registration: Registration | None, credential: CredentialStat
 
 
 def due_at(
-    registration: Registration | None, credential: CredentialState | None
+    registration: Registration | None,
+    credential: CredentialState | None,
+    tokens: Sequence[CredentialState] = (),
 ) -> datetime | None:
     """The first instant at which `decide_expiry` has something to record (OVERDUE: at any
     time), None when it never will. The worker's indexed queries mirror it, except OVERDUE:
-    the key of a registration that ended early (locked) is found at its own `expires_at`."""
+    the key (or token) of a registration that ended early (locked) is found at its own
+    `expires_at`."""
     deadlines: list[datetime] = []
     if (open_registration := _decidable(registration, credential)) is not None:
         deadlines.append(open_registration.expires_at)
         link = _link_end(open_registration)
         if link is not None:
             deadlines.append(link[1])
-    if _ended_holding(registration, credential):
-        deadlines.append(OVERDUE)
-    own = credential.expires_at if credential is not None else None
-    if own is not None and credential is not None and credential.status == "active":
-        deadlines.append(own)
+    for held in (credential, *tokens):
+        if _ended_holding(registration, held):
+            deadlines.append(OVERDUE)
+        own = held.expires_at if held is not None else None
+        if own is not None and held is not None and held.status == "active":
+            deadlines.append(own)
     return min(deadlines, default=None)

@@ -114,6 +114,12 @@ class Registration:
         return self.status == "revoked" or self.erased or self.expired_at(now)
 
     @property
+    def ends_by(self) -> datetime | None:
+        """When it ends by time, if it does: at its TTL while unclaimed (R7), never once
+        claimed (R8). No credential minted for it outlives that (v0.6 V6, V7)."""
+        return None if self.status == "claimed" else self.expires_at
+
+    @property
     def stage(self) -> int:
         """0 before the claim, 1 after: the generation a v0.6 registration's service-signed
         assertion must carry, so one minted before the claim gains no post-claim scope."""

@@ -53,6 +53,7 @@ from service.http.index import index_route
 from service.http.metrics import metrics_router
 from service.http.oauth import oauth_router
 from service.http.openapi import SCHEMA_PATH, SECURITY
+from service.http.page_family import pages_first
 from service.http.resource import resource_router
 from service.http.revocations import list_revocations
 from service.http.subscriptions import subscriptions_router
@@ -97,6 +98,9 @@ def create_app(
     access = resources.access or AccessCache(resources.pool)
     gate = AccessGate(settings.admin_token, access, tenant)
     operations = [] if resources.metrics is None else [metrics_router(gate, resources.metrics)]
+    pages = identity_pages_router()
+    confirm = confirm_page_router()  # the AuthKit profile's page (404 in the main profile)
+    page_paths = frozenset(route.path for router in (pages, confirm) for route in router.routes)
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -109,8 +113,8 @@ def create_app(
             audit_router(settings, gate),
             subscriptions_router(settings, gate),
             claim_page_router(),
-            identity_pages_router(),
-            confirm_page_router(),  # the AuthKit profile's page (404 in the main profile)
+            pages,
+            confirm,
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,
@@ -123,7 +127,7 @@ def create_app(
         },
         # A v0.6 family's path answers in its family's shape even before routing (a 405).
         exception_handlers={
-            HTTPException: in_family(http_error, lambda f: f.http_error),
+            HTTPException: pages_first(page_paths, in_family(http_error, lambda f: f.http_error)),
             ProtocolError: in_family(protocol_error, lambda f: f.protocol_error),
             BodyTooLarge: in_family(body_too_large, lambda f: f.body_too_large),
             Exception: in_family(internal_error, lambda f: f.internal_error),

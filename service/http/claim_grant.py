@@ -33,7 +33,7 @@ async def claim_grant_reply(
         {
             "access_token": delivered.token.plain,
             "token_type": "Bearer",
-            "expires_in": tenant.access_token_ttl,
+            "expires_in": delivered.token.expires_in,
             "scope": " ".join(delivered.token.scopes),
             "identity_assertion": delivered.identity_assertion,
             "assertion_expires": timestamp(delivered.assertion_expires),

@@ -76,7 +76,7 @@ async def token(
         {
             "access_token": minted.plain,
             "token_type": "Bearer",
-            "expires_in": tenant.access_token_ttl,
+            "expires_in": minted.expires_in,
             "scope": " ".join(minted.scopes),
         }
     )

@@ -4,14 +4,15 @@ v0.6 door answer, refusals included.
 Every answer is HTML with `PAGE_HEADERS` (no-store, the CSP, unframeable, no referrer). A
 refusal is a page saying what happened and what to do, with the status of its code; a 429
 carries `Retry-After`; a body past 16 KiB is a 413 page; a Litestar refusal (a 405, say) keeps
-its status and headers; Postgres not answering is a 503 page with `Retry-After`; anything else
-a 500 page, logged with its traceback and answered without one. Form bodies are urlencoded,
+its status and headers, also when raised before routing (`pages_first`, at the app); Postgres
+not answering is a 503 page with `Retry-After`; anything else a 500 page, logged with its
+traceback and answered without one. Form bodies are urlencoded,
 strict: each field exactly once, no field the page does not send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -106,6 +107,21 @@ def failed(request: AnyRequest, exc: Exception) -> Response[str]:
     log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
     note_refusal("internal_error")
     return problem_page(500, "Something went wrong", "Please try again later.")
+
+
+def pages_first(
+    paths: Collection[str], default: Callable[[AnyRequest, HTTPException], Response[Any]]
+) -> Callable[[AnyRequest, HTTPException], Response[Any]]:
+    """The app's handler of Litestar's refusals raised before routing (a 405: a page's path,
+    another method), which a router's handlers never see: on one of the pages' `paths` (one
+    trailing slash ignored) the family's page, elsewhere `default`'s answer."""
+
+    def handle(request: AnyRequest, exc: HTTPException) -> Response[Any]:
+        if (request.url.path.rstrip("/") or "/") in paths:
+            return http_refusal(request, exc)
+        return default(request, exc)
+
+    return handle
 
 
 PAGE_HANDLERS: ExceptionHandlersMap = {

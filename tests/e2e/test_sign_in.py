@@ -18,6 +18,7 @@ import pytest
 
 from service.crypto.pii import Sealer
 from service.http.app import create_app
+from service.http.page_templates import PAGE_HEADERS
 from service.signin.keys import SignInKeys
 from service.signin.sessions import Session, open_session
 from tests.e2e.test_erasure import _claimed_key
@@ -334,6 +335,27 @@ async def test_routes_need_the_door_and_the_method(backend: Backend, database_ur
             assert "/login/oidc?return_to=" in page.text
             assert (await svc.client.post("/login", data={})).status_code == 404
             assert (await svc.client.get("/login/email?token=lgt_x")).status_code == 404
+
+
+async def test_other_methods_are_405_pages(svc: Service) -> None:
+    """A method a sign-in route does not take is refused before routing: a 405 page of the
+    family (HTML, its CSP and headers, `Allow`), where the JSON APIs beside it keep their
+    JSON 405; nothing written."""
+    for method, path in (("PUT", "/login"), ("DELETE", "/login/email"), ("POST", "/login/oidc"),
+                         ("PATCH", "/login/oidc/callback"), ("GET", "/logout"),
+                         ("PUT", "/login/")):  # fmt: skip
+        page = await svc.client.request(method, path)
+        assert page.status_code == 405, path
+        assert page.headers["content-type"].startswith("text/html"), path
+        assert {k.lower(): v for k, v in PAGE_HEADERS.items()}.items() <= page.headers.items()
+        assert page.headers["allow"], path
+        assert "Method Not Allowed" in page.text
+    for path in ("/agent/identity", "/agent/auth", "/api/me"):
+        answer = await svc.client.request("PUT", path)
+        assert answer.status_code == 405, path
+        assert answer.headers["content-type"] == "application/json", path
+        assert answer.json()["error"] == "method_not_allowed"
+    assert await svc.head() == 0
 
 
 def _oidc(idp: IdentityProvider, secret: str | None = None) -> dict[str, str]:

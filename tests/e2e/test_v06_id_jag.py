@@ -12,6 +12,7 @@ slice S3a) and is left to it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,6 +24,7 @@ import pytest
 
 from service.crypto.assertions import verify_assertion
 from service.crypto.tokens import registration_id_for_identity
+from service.domain.errors import ProtocolError
 from service.http.bodies import timestamp
 from service.tenancy.config import ID_JAG
 from tests.support.app_client import ADMIN_TOKEN, PUBLIC_URL, Service
@@ -31,6 +33,7 @@ from tests.support.id_jag import jag as v1_jag
 from tests.support.id_jag import registered as v1_registered
 from tests.support.id_jag import trust
 from tests.support.idp import IdentityProvider
+from tests.support.v06_claim import enter_code, link_token
 from tests.support.v06_door import (
     IDENTITY,
     assert_identity_error,
@@ -259,6 +262,42 @@ async def test_step_up_by_phone_hints_the_users_address(
     )
     assert user is not None
     assert written[1]["payload"]["email_index"] == user["email_index"]
+
+
+async def test_step_ups_at_the_same_instant_leave_one_open(
+    svc: Service, idp: IdentityProvider
+) -> None:
+    """Four step-ups of one subject presented at once (the same clock instant, concurrent
+    requests): each gets its 401 ceremony, but every one but the last to commit is replaced
+    (`registration.revoked`, superseded), so exactly one stays open and only its code claims;
+    the others' codes are refused."""
+    await user_with_address(svc, idp, "ana@example.net")
+    jags = [jag(svc, idp, sub="agent-race", overrides={"email": "ana@example.net"})
+            for _ in range(4)]  # fmt: skip
+    answers = await asyncio.gather(*(present(svc, j) for j in jags))
+    assert [a.status_code for a in answers] == [401] * 4, [a.text for a in answers]
+    bodies = [a.json() for a in answers]
+    statuses = {
+        b["registration_id"]: (await svc.row("registrations", "registration_id",
+                                             b["registration_id"]))["status"]
+        for b in bodies
+    }  # fmt: skip
+    assert sorted(statuses.values()) == ["pending_claim", "revoked", "revoked", "revoked"]
+    reasons = await svc.resources.pool.fetch(
+        "SELECT payload->>'reason' AS reason FROM events WHERE type = 'registration.revoked'"
+    )
+    assert [r["reason"] for r in reasons] == ["superseded"] * 3
+    claimed = []
+    for body in bodies:
+        link = link_token(body["claim"]["verification_uri"])
+        try:
+            await enter_code(svc, body["claim_token"], link, body["claim"]["user_code"],
+                             "ana@example.net")  # fmt: skip
+        except ProtocolError:
+            continue
+        claimed.append(body["registration_id"])
+    assert [statuses[rid] for rid in claimed] == ["pending_claim"]
+    assert await svc.count("registration.claimed") == 1
 
 
 @pytest.mark.parametrize(

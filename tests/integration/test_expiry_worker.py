@@ -26,16 +26,19 @@ from events.store import EventStore, row_to_event
 from projections.runner import TABLES, rebuild
 from service.caches.credentials import CredentialCache, Refusal
 from service.caches.principal import Principal
+from service.commands.agent_identity import register_anonymous_v06
 from service.commands.claim import claim_page, complete_claim, issue_otp, start_claim
 from service.commands.context import Caller, Context
 from service.commands.credentials import Minted
 from service.commands.registration import register_anonymous, register_verified_email
+from service.commands.tokens import exchange
 from service.crypto.tokens import token_hash
 from service.domain.errors import ProtocolError
 from service.mail.outbox import open_link_token
 from service.settings import Settings
 from tests.support.commands import command_context
 from workers.expiry import ACTOR, ExpiryConfig, ExpiryStats, ExpiryWorker
+from workers.expiry_states import Case, read_states
 from workers.runner import workers
 
 SECRET = "e" * 40
@@ -512,4 +515,29 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[tuple[object, ...]]]:
     return {
         table: [tuple(r.values()) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1")]
         for table in TABLES
+    }
+
+
+async def test_a_v06_token_minted_while_its_registration_is_read_ends_with_it(
+    store: EventStore, pool: asyncpg.Pool, clock: ManualClock, short_ctx: Context
+) -> None:
+    """A V6 exchange committing after the worker read a v0.6 registration it is about to
+    expire (just before its end): the append sees the unseen token under the append lock and
+    the item is decided again, so the registration ends with both its tokens in one append."""
+    registered = await register_anonymous_v06(short_ctx, CALLER)
+    first = await exchange(short_ctx, registered.identity_assertion, CALLER)
+    clock.advance(timedelta(minutes=29))
+    case = Case("default", registered.registration_id, None)
+    stale = (await read_states(pool, [case]))[case]
+    late = await exchange(short_ctx, registered.identity_assertion, CALLER)
+    assert late.expires_at == registered.claim_token_expires  # cut to the registration's end
+    clock.advance(timedelta(minutes=2))
+    worker = ExpiryWorker(pool, store=store, clock=clock)
+    assert await worker._settle(case, stale, clock.now()) == (3, True)
+    assert worker.stats.conflicts == 1
+    ended = {r.stream_id: r.type for r in await expiry_events(pool)}
+    assert ended == {
+        registered.registration_id: "registration.expired",
+        first.credential_id: "credential.expired",  # its own 20 minutes came first
+        late.credential_id: "credential.revoked",
     }

@@ -26,6 +26,7 @@ from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_t
 from service.settings import ConfigError, Settings
 from service.signin.email_link import SentLink, send_link
 from tests.support.smtp_sink import Received, SmtpSink, free_port
+from tests.support.waiting import wait_until
 from workers.mail_templates import (
     ClaimMail,
     SignInMail,
@@ -244,6 +245,45 @@ async def test_server_down_then_up_delivers_once_after_retries(pool: asyncpg.Poo
             await asyncio.sleep(0.3)  # time for a second mail, were there one
     assert sink.per_message_id() == {attempt.message_id: 1}
     assert (done["status"], done["tries"] >= 3) == ("sent", True)
+
+
+async def test_a_burst_of_mail_shares_a_few_kept_connections(pool: asyncpg.Pool) -> None:
+    """40 mails in three rounds over 4 lanes: at most 4 SMTP connections, kept from round to
+    round, and each mail once (a connection a mail cost a handshake each, issue 11)."""
+    attempts = [Attempt(f"person{i}@example.net") for i in range(40)]
+    async with SmtpSink() as sink:
+        for attempt in attempts:
+            await enqueue(pool, attempt)
+        async with running(mailer := a_mailer(pool, sink.url, connections=4)):
+            await reached(mailer, lambda s: s.sent == 40)
+            assert mailer.stats.rounds >= 3  # batch 16: the lanes outlived their round
+    assert sink.per_message_id() == {a.message_id: 1 for a in attempts}
+    assert 1 <= sink.connections <= 4
+
+
+async def test_a_kept_connection_the_server_closed_costs_no_retry(pool: asyncpg.Pool) -> None:
+    """The relay hangs up an idle kept connection: the next mail goes over a fresh one at
+    once, not after a failed try and a back-off."""
+    first, second = Attempt(), Attempt("bea@example.net")
+    async with SmtpSink() as sink, running(mailer := a_mailer(pool, sink.url)):
+        await enqueue(pool, first)
+        await reached(mailer, lambda s: s.sent == 1)
+        assert sink.hang_up() == 1  # the lane the mailer kept
+        await enqueue(pool, second)
+        await reached(mailer, lambda s: s.sent == 2)
+        assert (mailer.stats.retried, mailer.stats.failed) == (0, 0)
+    assert sink.per_message_id() == {first.message_id: 1, second.message_id: 1}
+    assert sink.connections == 2
+
+
+async def test_an_idle_connection_is_closed(pool: asyncpg.Pool) -> None:
+    """After keep_alive seconds without mail the mailer quits its connections."""
+    async with SmtpSink() as sink, running(mailer := a_mailer(pool, sink.url, keep_alive=1.0)):
+        await enqueue(pool, Attempt())
+        await reached(mailer, lambda s: s.sent == 1)
+        assert len(sink.open_connections()) == 1
+        await wait_until(lambda: not sink.open_connections(), within=WAIT, what="closed")
+        assert (mailer.stats.retried, mailer.stats.failed) == (0, 0)
 
 
 async def test_a_stop_that_lands_with_a_notify_still_stops(pool: asyncpg.Pool) -> None:

@@ -69,6 +69,8 @@ class SmtpSink:
         self.auth_tries: list[str] = []  # the mechanisms clients tried
         self.heard = bytearray()  # every byte received (after STARTTLS: decrypted)
         self.received: list[Received] = []
+        self.connections = 0  # client connections accepted so far
+        self._sessions: set[_ListeningSMTP] = set()
         self.refused = 0  # recipients refused
         self.patience = 10.0  # seconds `wait_for` waits at most
         self._server: asyncio.Server | None = None
@@ -86,7 +88,8 @@ class SmtpSink:
         loop = asyncio.get_running_loop()
 
         def session() -> Any:
-            return _ListeningSMTP(
+            self.connections += 1
+            made = _ListeningSMTP(
                 self,
                 hostname="sink.test",
                 ident="test sink",
@@ -96,6 +99,8 @@ class SmtpSink:
                 authenticator=self._authenticate if self.offer_auth else None,
                 auth_require_tls=not self.offer_auth,  # a downgrade sink offers it in clear
             )
+            self._sessions.add(made)
+            return made
 
         self._server = await loop.create_server(
             session, host=self.host, port=self.port, reuse_address=True
@@ -146,6 +151,18 @@ class SmtpSink:
         return "250 Message accepted"
 
     # for the test
+
+    def open_connections(self) -> list[asyncio.BaseTransport]:
+        """The client connections still open."""
+        transports = (s.transport for s in self._sessions)
+        return [t for t in transports if t is not None and not t.is_closing()]
+
+    def hang_up(self) -> int:
+        """Close every client connection, as a relay's idle timeout would; how many."""
+        open_ones = self.open_connections()
+        for transport in open_ones:
+            transport.close()
+        return len(open_ones)
 
     def per_message_id(self) -> Counter[str]:
         return Counter(r.message_id for r in self.received)

@@ -78,14 +78,17 @@ def test_fresh_anonymous_registration_exchanges_for_pre_claim_scopes() -> None:
     assert (grant.registration_id, grant.user_id) == ("reg_a", None)
     assert grant.issuer is None
     assert grant.delegation_id is None
+    assert grant.not_after == T0 + TTL  # its token ends by the registration's end
 
 
 def test_claimed_registration_exchanges_gen_1_for_post_claim_scopes() -> None:
-    """Stage 1, gen 1: the post-claim scopes recorded at creation, for the claiming user."""
+    """Stage 1, gen 1: the post-claim scopes recorded at creation, for the claiming user;
+    its token is not cut short (a claimed registration does not end by time, R8)."""
     grant = decide_exchange(claimed_state(), sub="reg_a", gen=1, scopes_supported=ALL, now=T0)
     assert grant.scopes == POST
     assert grant.user_id == "usr_1"
     assert grant.version == 4
+    assert grant.not_after is None
 
 
 def test_a_pre_claim_assertion_dies_with_the_claim() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -223,6 +224,69 @@ def test_an_open_registration_without_its_key_is_left_for_the_pair() -> None:
     assert due_at(reg, None) is None
     other = CredentialState("cred_9", "reg_1", None)
     assert decide_expiry(reg, other, T0 + 2 * TTL).empty
+
+
+def v06_token(n: int, expires_at: datetime) -> CredentialState:
+    """A pre-claim access token minted at V6 for the v0.6 registration reg_1."""
+    issued = CredentialIssued(
+        credential_id=f"cred_t{n}",
+        kind="access_token",
+        token_hash=f"{n}" * 64,
+        scopes=("api.read",),
+        issued_via="anonymous",
+        registration_id="reg_1",
+        expires_at=expires_at,
+    )
+    return credential(issued)
+
+
+def v06_created() -> RegistrationCreated:
+    return msgspec.structs.replace(created(), credential_id=None, dialect="v06",
+                                   requested_credential_type="access_token")  # fmt: skip
+
+
+def test_a_v06_registration_and_its_tokens_end_together() -> None:
+    """A v0.6 registration holds no key but its V6 tokens: at its TTL, registration.expired
+    and, in the same decision, each active token revoked (registration_expired) at the TTL,
+    or expired at its own end when that came first; an ended token gets nothing."""
+    reg = registration(v06_created())
+    early, capped = v06_token(1, T0 + TOKEN_TTL), v06_token(2, T0 + TTL)
+    gone = evolve_credential(v06_token(3, T0 + TTL), CredentialRevoked(reason="agent"))
+    tokens = (early, capped, gone)
+    assert due_at(reg, None, tokens) == T0 + TOKEN_TTL
+    decision = decide_expiry(reg, None, T0 + TTL + timedelta(hours=1), tokens)
+    assert decision.registration == (Dated(RegistrationExpired(reason="ttl"), T0 + TTL),)
+    assert decision.credential == ()
+    revoked = CredentialRevoked(reason="registration_expired")
+    assert decision.tokens == (
+        ("cred_t1", (Dated(CredentialExpired(), T0 + TOKEN_TTL),)),
+        ("cred_t2", (Dated(revoked, T0 + TTL),)),
+    )
+    before = decide_expiry(reg, None, T0 + TOKEN_TTL, tokens)  # only the first token is due
+    assert before == ExpiryDecision(
+        tokens=(("cred_t1", (Dated(CredentialExpired(), T0 + TOKEN_TTL),)),)
+    )
+
+
+def test_the_tokens_of_a_locked_v06_registration_are_revoked_when_seen() -> None:
+    """A v0.6 registration expired early (locked) still holding a token: owed at once."""
+    reg = registration(v06_created(), RegistrationExpired(reason="locked"))
+    token = v06_token(1, T0 + TTL)
+    assert due_at(reg, None, (token,)) == OVERDUE
+    at = T0 + timedelta(minutes=3)
+    decision = decide_expiry(reg, None, at, (token,))
+    revoked = CredentialRevoked(reason="registration_expired")
+    assert decision == ExpiryDecision(tokens=(("cred_t1", (Dated(revoked, at),)),))
+
+
+def test_a_claimed_v06_registrations_tokens_expire_by_themselves() -> None:
+    """After the claim a v0.6 registration holds nothing: its tokens end at their own exp."""
+    claimed = RegistrationClaimed(attempt_id="cla_1", user_id="usr_1", credential_id=None)
+    reg = registration(v06_created(), started(1), issued(1), claimed)
+    token = v06_token(1, T0 + TOKEN_TTL)
+    assert due_at(reg, None, (token,)) == T0 + TOKEN_TTL
+    decision = decide_expiry(reg, token, T0 + 2 * TTL)
+    assert decision == ExpiryDecision(credential=(Dated(CredentialExpired(), T0 + TOKEN_TTL),))
 
 
 def test_an_ended_credential_stays_ended() -> None:
