@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,9 +51,17 @@ class ReturningFigures:
 
 class ReturningAgents:
     def __init__(
-        self, server: Server, workdir: Path, events: EventLog, admin_token: str, seconds: float
+        self,
+        server: Server,
+        workdir: Path,
+        events: EventLog,
+        admin_token: str,
+        seconds: float,
+        *,
+        spy: Callable[[str], list[subprocess.Popen[bytes]]] | None = None,
     ) -> None:
         self.server, self.workdir, self.events = server, workdir, events
+        self.spy = spy  # py-spy on the HTTP children and the worker, for the c=16 run
         self.admin_token, self.seconds = admin_token, seconds
         self.wrk = Wrk(server, workdir, 1)  # id_jag.lua: each token once, so one thread
         self.figures = ReturningFigures()
@@ -71,7 +81,10 @@ class ReturningAgents:
                 await asyncio.sleep(SETTLE_SECONDS)
                 await self.events.checkpoint()
                 head = await self.events.head()
+                spies = self.spy("idjag-c16") if self.spy is not None and c == 16 else []
                 run, exhausted = await self._tokens("ID-JAG returning", tokens, c, self.seconds)
+                for spy in spies:
+                    await asyncio.to_thread(spy.wait, 60)
                 await asyncio.sleep(SETTLE_SECONDS)
                 recorded = await self.events.id_jag_credentials_after(head)
                 ok_ids = set(run.ok_ids)

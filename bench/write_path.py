@@ -28,6 +28,13 @@ e. verified-email registrations (identity_assertion, verified_email, an address 
    at 16 and 64 connections; every 200 in the log, and a mail in the outbox for each.
 h. ID-JAG registrations of returning users (ES256, a test provider's JWKS over HTTP on
    127.0.0.1; bench/returning_agents.py), at 16 and 64 connections; every 200 in the log.
+i. v0.6 onboarding (bench/onboard_v06.py): per connection V1 anonymous at /agent/identity,
+   then its assertion exchanged at /oauth2/token; a completed pair is one agent; at 16 and
+   64 connections, as agents per second and CPU per agent beside (b)'s registrations; every
+   pair's two events in the log by request id. Both doors are open on the stack.
+
+With --only-onboarding, only (a), (b) at 16 and 64 connections and (i) run: the v0.6
+figures beside v1's, nothing else.
 
 With --memory, (g): registrations at c=16 until the log holds 50,000, then 200,000, and the
 memory (RSS and PSS) of every process at each mark. The target is read on PSS: the HTTP
@@ -37,8 +44,8 @@ and RSS would count them once per process.
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
-records each HTTP child and the worker during the 16-connection runs of (b) and (e) into DIR
-(collapsed stacks, one file per process).
+records each HTTP child and the worker during the 16-connection runs of (b), (e), (h) and (i)
+into DIR (collapsed stacks, one file per process and run).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from aiosmtpd.controller import Controller
 from console import log
 from id_jag import EventLog
 from machine import load_average, other_sessions
+from onboard_v06 import OnboardingFigures, OnboardV06, PairLog, report_onboarding, report_only
 from process_use import Memory, cpu_of, memory_of
 from registrations import REGISTER_BODY, Committed, Log
 from returning_agents import LOOPBACK_PROVIDER_ENV, ReturningAgents, ReturningFigures
@@ -120,6 +128,7 @@ class Figures:
     published: bool = False
     memory: str = ""
     returning: ReturningFigures | None = None  # (h) ID-JAG registrations of returning users
+    onboarding: OnboardingFigures | None = None  # (i) v0.6 anonymous + token exchange
 
 
 class Bench:
@@ -129,13 +138,16 @@ class Bench:
         self.native = False
         self.figures = Figures()
 
-    async def measure(self) -> None:
+    async def measure(self, *, quick: bool = False) -> None:
         log("(a) static")
         await self.static()
         log("(b) anonymous registrations")
         await self.registrations()
         log("(c) the relay")
         await self.relay()
+        if quick:
+            self.note_memory()
+            return
         log("(d) /api/me")
         await self.me()
         log("(e) verified-email registrations")
@@ -147,8 +159,25 @@ class Bench:
             EventLog(self.events.conn),
             self.stack.env["AUTHLEDGER_ADMIN_TOKEN"],
             self.seconds,
+            spy=self._spy if self.profile is not None else None,
         ).measure()
+        await self.onboarding()
         self.note_memory()
+
+    async def onboarding(self) -> None:
+        log("(i) v0.6 onboarding: anonymous at /agent/identity + the token exchange")
+        self.figures.onboarding = await OnboardV06(
+            self.stack.server, self.stack.worker.pid, self.wrk, PairLog(self.events.conn),
+            self.seconds, spy=self._spy if self.profile is not None else None,
+        ).measure()  # fmt: skip
+
+    async def measure_onboarding(self) -> None:
+        """--only-onboarding: the baseline, v1's registrations and (i), nothing else."""
+        log("(a) static")
+        await self.static()
+        log("(b) anonymous registrations")
+        await self.registrations(connections=(16, 64))
+        await self.onboarding()
 
     async def static(self) -> None:
         await self.wrk.run("warm-up", "get.lua", STATIC, connections=64, seconds=2)
@@ -159,9 +188,9 @@ class Bench:
             self.figures.static[c] = run
             log(run.line())
 
-    async def registrations(self) -> None:
+    async def registrations(self, connections: tuple[int, ...] = (1, 16, 64)) -> None:
         await self.wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
-        for c in (1, 16, 64):
+        for c in connections:
             run, committed = await self.run_registrations(
                 "register.lua", c, profile="c16" if c == 16 else None
             )
@@ -453,10 +482,21 @@ def report(f: Figures) -> bool:
         c.holds for c in (*f.committed.values(), *f.email_committed.values(), *returning_committed)
     )
     target("every 200 committed", "yes" if committed else "NO", committed)
+    if f.onboarding is not None:
+        paired = report_onboarding(f.onboarding, f.register, f.worker_ms, static)
+        committed = committed and paired
     tokens_sufficed = f.returning is None or f.returning.exhausted == 0
     if not tokens_sufficed:
         print("  the ID-JAG runs ran out of tokens: their figures are void")
     return committed and f.published and tokens_sufficed
+
+
+def report_onboarding_only(f: Figures) -> bool:
+    """--only-onboarding's report: (a), (b) and (i)."""
+    if f.onboarding is None:
+        return False
+    committed = all(c.holds for c in f.committed.values())
+    return report_only(f.static, f.register, f.worker_ms, committed, f.onboarding)
 
 
 def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
@@ -471,6 +511,7 @@ def stack_env(url: str, suffix: str, smtp_port: int) -> dict[str, str]:
         "AUTHLEDGER_RATE_LIMITS": "off",
         "AUTHLEDGER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?tls=none",
         **LOOPBACK_PROVIDER_ENV,  # (h): the test provider's keys, over http on 127.0.0.1
+        "AUTHLEDGER_DOORS": "v1 v06",  # (i) onboards through the v0.6 door
     }
     for default in ("AUTHLEDGER_PUBLIC_URL", "AUTHLEDGER_LOG_LEVEL", "AUTHLEDGER_LOG_FORMAT"):
         env.pop(default, None)
@@ -532,8 +573,12 @@ async def measure_floor(ours: Stack, workdir: Path, events: Log, args: argparse.
 
 
 async def measure_all(bench: Bench, workdir: Path, args: argparse.Namespace) -> Bench | None:
-    """(a)-(e), then (g) with --memory and (f) with --floor: the floor's Bench, if run."""
-    await bench.measure()
+    """(a)-(e), (h), (i), then (g) with --memory and (f) with --floor: the floor's Bench, if
+    run. With --only-onboarding: (a), (b) and (i) only; with --quick: (a)-(c) only."""
+    if args.only_onboarding:
+        await bench.measure_onboarding()
+        return None
+    await bench.measure(quick=args.quick)
     if args.memory:
         log("(g) memory after 50,000 and 200,000 registrations")
         await bench.memory_growth()
@@ -578,7 +623,9 @@ async def run(args: argparse.Namespace) -> int:
             f"load average {load_average()}; other client sessions {await other_sessions(admin)}"
             f"; wrk -t{args.threads}, {args.seconds:g} s a run; logs in {workdir}"
         )
-        ok = report(bench.figures)
+        ok = (
+            report_onboarding_only(bench.figures) if args.only_onboarding else report(bench.figures)
+        )
         if floor is not None:
             ok = report_floor(bench.figures, floor.figures) and ok
         return 0 if ok else 1
@@ -616,10 +663,19 @@ def main() -> int:
         "--floor", action="store_true", help="then the same against bench/floor_server.py"
     )
     parser.add_argument(
+        "--quick", action="store_true", help="(a)-(c) only: static, anonymous, the relay"
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="then register until the log holds 50,000 and 200,000 registrations, reading "
         "every process's memory at each (about 4 minutes more)",
+    )
+    parser.add_argument(
+        "--only-onboarding",
+        action="store_true",
+        help="only the static baseline, v1's anonymous registrations at 16 and 64 connections "
+        "and the v0.6 onboarding (i)",
     )
     parser.add_argument(
         "--as-superuser",

@@ -7,9 +7,8 @@
 -- When the tokens run out, the thread stops, and the requests it must still hand wrk go to
 -- GET /bench/tokens-exhausted (a 404; counted as `exhausted`): the run is then void, and the
 -- bench says so. Keeps the X-Request-ID of every 200 answer when $WRK_IDS is set (report.lua).
--- Besides report.lua's report, writes to $WRK_TOKEN_REPORT one line "<sent> <exhausted>
--- <tokens>", and to $WRK_FAILURE the status and the first 1,000 bytes of the body of the first
--- answer other than 200, if there was one.
+-- Besides report.lua's report (and its $WRK_FAILURE), writes to $WRK_TOKEN_REPORT one line
+-- "<sent> <exhausted> <tokens>".
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
 collect_ids = os.getenv("WRK_IDS") ~= nil
@@ -21,11 +20,9 @@ local HEADERS = {["Content-Type"] = "application/json"}
 
 local tokens = {}
 local next_token = 1
-local my_threads = {}
 sent = 0
 exhausted = 0
 tokens_loaded = 0
-failure = nil
 
 function init(args)
    local path = assert(os.getenv("WRK_TOKENS"), "WRK_TOKENS is not set")
@@ -50,40 +47,17 @@ function request()
    return wrk.format("POST", "/agent/auth", HEADERS, PREFIX .. token .. SUFFIX)
 end
 
-local report_setup = setup
-function setup(thread)
-   report_setup(thread)
-   my_threads[#my_threads + 1] = thread
-end
-
-local report_response = response
-function response(status, headers, body)
-   report_response(status, headers, body)
-   if status ~= 200 and failure == nil then
-      failure = tostring(status) .. " " .. (body or ""):sub(1, 1000)
-   end
-end
-
 local report_done = done
 function done(summary, latency, requests)
    report_done(summary, latency, requests)
-   local total_sent, total_exhausted, total_tokens, first_failure = 0, 0, 0, nil
-   for _, thread in ipairs(my_threads) do
+   local total_sent, total_exhausted, total_tokens = 0, 0, 0
+   for _, thread in ipairs(report_threads) do
       total_sent = total_sent + (thread:get("sent") or 0)
       total_exhausted = total_exhausted + (thread:get("exhausted") or 0)
       total_tokens = total_tokens + (thread:get("tokens_loaded") or 0)
-      first_failure = first_failure or thread:get("failure")
    end
    local path = os.getenv("WRK_TOKEN_REPORT")
    if path then
-      local f = assert(io.open(path, "w"))
-      f:write(string.format("%d %d %d\n", total_sent, total_exhausted, total_tokens))
-      f:close()
-   end
-   local failure_path = os.getenv("WRK_FAILURE")
-   if failure_path and first_failure then
-      local f = assert(io.open(failure_path, "w"))
-      f:write(first_failure)
-      f:close()
+      write_file(path, string.format("%d %d %d\n", total_sent, total_exhausted, total_tokens))
    end
 end

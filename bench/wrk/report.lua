@@ -6,22 +6,36 @@
 -- X-Request-ID of every 200 response (the script must set `collect_ids = true`).
 -- When $WRK_MAX_REQUESTS is set, each thread stops sending after that many responses; wrk
 -- itself still waits for the end of -d (or a SIGINT, which bench/http_load.py sends once the count
--- is reached), then reports.
+-- is reached), then reports. When $WRK_FAILURE is set, writes there the status and the first
+-- 1,000 bytes of the body of the first answer other than 200, if there was one.
+--
+-- For the scripts: `report_threads` (every thread, for their own totals in done()) and
+-- `write_file(path, text)`.
 
-local threads = {}
+report_threads = {}
 statuses = {}
+failure = nil
 ok_ids = {}
 responses = 0
 collect_ids = false
 local max_requests = tonumber(os.getenv("WRK_MAX_REQUESTS") or "")
 
 function setup(thread)
-   table.insert(threads, thread)
+   table.insert(report_threads, thread)
+end
+
+function write_file(path, text)
+   local f = assert(io.open(path, "w"))
+   f:write(text)
+   f:close()
 end
 
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
    responses = responses + 1
+   if status ~= 200 and failure == nil then
+      failure = tostring(status) .. " " .. (body or ""):sub(1, 1000)
+   end
    if collect_ids and status == 200 then
       ok_ids[#ok_ids + 1] = headers["x-request-id"] or headers["X-Request-ID"] or "?"
    end
@@ -40,7 +54,9 @@ end
 function done(summary, latency, requests)
    local merged = {}
    local ids = {}
-   for _, thread in ipairs(threads) do
+   local first_failure = nil
+   for _, thread in ipairs(report_threads) do
+      first_failure = first_failure or thread:get("failure")
       for status, count in pairs(thread:get("statuses") or {}) do
          merged[status] = (merged[status] or 0) + count
       end
@@ -70,14 +86,14 @@ function done(summary, latency, requests)
    }
    local path = os.getenv("WRK_REPORT")
    if path then
-      local f = assert(io.open(path, "w"))
-      f:write("{" .. table.concat(out, ", ") .. "}\n")
-      f:close()
+      write_file(path, "{" .. table.concat(out, ", ") .. "}\n")
    end
    local ids_path = os.getenv("WRK_IDS")
    if ids_path then
-      local f = assert(io.open(ids_path, "w"))
-      f:write(table.concat(ids, "\n"))
-      f:close()
+      write_file(ids_path, table.concat(ids, "\n"))
+   end
+   local failure_path = os.getenv("WRK_FAILURE")
+   if failure_path and first_failure then
+      write_file(failure_path, first_failure)
    end
 end

@@ -15,26 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import asyncpg
 import structlog
 
 from events.credential import STREAM_TYPE as CREDENTIAL
 from events.credential import CredentialRevoked
 from events.delegation import STREAM_TYPE as DELEGATION
-from events.errors import ConcurrencyConflict
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
 from service.commands import registration_state
-from service.commands.claim import _new_user as new_user
-from service.commands.claim import _user_id_for as user_id_for
+from service.commands.claim import new_user, user_id_for
 from service.commands.claim_grant import claimed_assertion, mint_for_claim
 from service.commands.claim_start import load_by_claim_token
-from service.commands.context import Caller, Change, Context, InTransaction, retrying
+from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted
+from service.commands.person_claim import ended_by, none_left
 from service.crypto.tokens import new_credential_id, new_otp, otp_hash, otp_matches, token_hash
 from service.domain.claim import OtpLimits
 from service.domain.confirm import confirmable, decide_complete_confirmed, decide_confirm
-from service.domain.credentials import REVOKED_BY_CLAIM
 from service.domain.errors import ProtocolError
 from service.domain.refresh import INVALID, REUSED, ROTATED, Presented, Reuse, decide_refresh
 from service.domain.registration import Attempt, Registration
@@ -142,14 +139,11 @@ async def complete(ctx: Context, claim_token: str, user_code: str, caller: Calle
             active=tuple(active),
         )
         changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
+        changes += ended_by(ctx, decision, active)  # the claim's (O-F) or the lock's (§6.4)
         refresh: Minted | None = None
         if (claimed := decision.claimed) is not None:
             if first_claim:
                 changes.append(await new_user(ctx, state, user_id))
-            ended = [CredentialRevoked(reason=REVOKED_BY_CLAIM)]
-            changes += [
-                Change(ctx.stream(CREDENTIAL, c), active[c], ended) for c in decision.revoke
-            ]
             if decision.delegation and state.step_up is not None:
                 stream = ctx.stream(DELEGATION, state.step_up.delegation_id)
                 changes.append(Change(stream, 0, decision.delegation))
@@ -162,7 +156,7 @@ async def complete(ctx: Context, claim_token: str, user_code: str, caller: Calle
             changes,
             metadata=await ctx.metadata(caller, rid),
             now=now,
-            also=_same_active(ctx.tenant.tenant_id, rid, active) if refresh else None,
+            also=none_left(ctx.tenant.tenant_id, rid) if decision.revoke else None,
         )
         await registration_state.remember(ctx, state, decision.events)
         if decision.error is not None or refresh is None:
@@ -242,16 +236,3 @@ async def _active(ctx: Context, registration_id: str) -> dict[str, int]:
     """The credentials a claim of the registration ends, by id, with their versions."""
     rows = await ctx.pool.fetch(Q["active_pre_claim"], ctx.tenant.tenant_id, registration_id)
     return {r["credential_id"]: r["version"] for r in rows}
-
-
-def _same_active(tenant_id: str, registration_id: str, seen: dict[str, int]) -> InTransaction:
-    """Under the append lock: ConcurrencyConflict if a credential the claim should end was
-    issued since `seen` was read (an exchange that raced the claim), so the claim runs again
-    and ends it too (design section 10.2)."""
-
-    async def check(conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(Q["active_pre_claim"], tenant_id, registration_id)
-        if any(r["credential_id"] not in seen for r in rows):
-            raise ConcurrencyConflict(tenant_id, registration_id, len(seen), len(rows))
-
-    return check

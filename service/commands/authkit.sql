@@ -12,8 +12,8 @@ ORDER BY issued_at, credential_id
 
 -- name: active_pre_claim
 -- What a claim ends (O-F): the registration's active credentials other than refresh tokens
--- (the pre-claim access tokens of an anonymous registration). Read again under the append
--- lock, so a token an exchange minted since the first read sends the claim round again.
+-- (the pre-claim access tokens of an anonymous registration); person_claim's `none_left`
+-- checks under the append lock that no other was minted since.
 SELECT credential_id, version FROM credentials
 WHERE tenant_id = $1 AND registration_id = $2 AND status = 'active' AND kind <> 'refresh_token'
 ORDER BY issued_at, credential_id

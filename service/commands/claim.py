@@ -188,7 +188,7 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
             raise ProtocolError("invalid_claim_token", "unknown claim token")
         now = ctx.clock.now()
         rid = state.registration_id
-        user_id, new_user = await _user_id_for(ctx, state)
+        user_id, first = await user_id_for(ctx, state)
         kept = kept_key(state)  # re-scoped in place; else a credential minted once claimed
         decision = decide_complete(
             state,
@@ -216,8 +216,8 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
         if (claimed := decision.claimed) is None:
             changes += key
         else:
-            if new_user:
-                changes.append(await _new_user(ctx, state, user_id))
+            if first:
+                changes.append(await new_user(ctx, state, user_id))
             if kept is None:  # the code was right: now mint the credential the claim binds
                 credential = mint(
                     ctx,
@@ -244,7 +244,7 @@ async def complete_claim(ctx: Context, claim_token: str, otp: str, caller: Calle
     return await retrying(attempt, tries=_limits(ctx).max_registration_misses + 2)
 
 
-async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:
+async def user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:
     """The verified local user with the attempt's email, else a new id (spec R6)."""
     email_index = state.attempt.email_index if state.attempt is not None else None
     if email_index is not None:
@@ -254,7 +254,7 @@ async def _user_id_for(ctx: Context, state: Registration) -> tuple[str, bool]:
     return new_user_id(), True
 
 
-async def _new_user(ctx: Context, state: Registration, user_id: str) -> Change:
+async def new_user(ctx: Context, state: Registration, user_id: str) -> Change:
     """`user.created` for a first claim by this email, sealed under the user's own key."""
     attempt = state.attempt
     email = await ctx.sealer.open(ctx.pool, attempt.email_sealed) if attempt else None

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from events.appends import row_to_event
 from events.catalogue import Event
 from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS, STREAM_TYPE, RegistrationEvent
@@ -31,16 +32,20 @@ _decode = msgspec.json.Decoder(Registration).decode
 
 
 async def load(ctx: Context, registration_id: str) -> Registration | None:
-    """The registration's current state: its snapshot, folded forward with newer events."""
-    row = await ctx.pool.fetchrow(Q["snapshot"], ctx.tenant.tenant_id, registration_id)
+    """The registration's current state: its snapshot, folded forward with newer events (one
+    query reads both; a second only for a snapshot that does not decode)."""
+    rows = await ctx.pool.fetch(Q["load"], ctx.tenant.tenant_id, registration_id)
+    snapshot = rows[0]["state"]  # the query always answers a row, NULLs for what is not there
     state: Registration | None = None
-    if row is not None:
+    if snapshot is not None:
         try:
-            state = _decode(row["state"])
+            state = _decode(snapshot)
         except msgspec.DecodeError:
             state = None  # an older shape: fold from the start
-    after = state.version + 1 if state is not None else 1
-    recorded = await ctx.store.read_stream(ctx.stream(STREAM_TYPE, registration_id), after)
+    if snapshot is not None and state is None:
+        recorded = await ctx.store.read_stream(ctx.stream(STREAM_TYPE, registration_id), 1)
+    else:
+        recorded = [row_to_event(r) for r in rows if r["position"] is not None]
     events = [LEDGER.decode_as(r, REGISTRATION_EVENTS) for r in recorded]
     return fold(events, state)
 

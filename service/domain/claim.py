@@ -78,7 +78,8 @@ class Decision:
     ended (service.domain.credentials).
 
     The v0.6 claim (service.domain.user_code) adds two: `revoke`, the credentials its claim
-    ends (each gets `credential.revoked` with REVOKED_BY_CLAIM, at any version), and
+    ends (each gets `credential.revoked` with REVOKED_BY_CLAIM) or its lock ends (with
+    REVOKED_WITH_REGISTRATION, as a v1 lock ends the pre-claim key), and
     `delegation`, the events of the step-up's delegation stream (`delegation.created`, from
     version 0)."""
 

@@ -27,7 +27,12 @@ from datetime import datetime, timedelta
 import msgspec
 
 from events.catalogue import Event
-from events.registration import ClaimAttemptStarted, OtpIssued, RegistrationClaimed
+from events.registration import (
+    ClaimAttemptStarted,
+    OtpIssued,
+    RegistrationClaimed,
+    RegistrationExpired,
+)
 from service.domain.claim import Decision, OtpCheck, OtpLimits, code_missed, room_for
 from service.domain.errors import ProtocolError
 from service.domain.registration import Attempt, Registration
@@ -100,7 +105,8 @@ def decide_complete_confirmed(
     """The agent's `claim/complete` (contract [PR28]): a v1 registration is not ours
     (`invalid_claim`); claimed (409 `already_claimed`); ended (410 `claim_expired`); no
     confirmed code (409 `claim_not_confirmed`); the code voided or past its end (410
-    `user_code_expired`); wrong (401 `invalid_user_code`, counted); right: the claim, with
+    `user_code_expired`); wrong (401 `invalid_user_code`, counted; the lock ends `active` too,
+    as V5's); right: the claim, with
     `refresh_id` as its credential. The claimant is the hint's account: the person who
     confirmed was signed in as it (`decide_confirm`)."""
     if state.dialect != "v06":
@@ -130,7 +136,9 @@ def decide_complete_confirmed(
         )
         return replace(decided, events=events)
     missed = code_missed(state, attempt, limits)
-    return Decision(missed, ProtocolError("invalid_user_code", "wrong code"))
+    locked = any(isinstance(e, RegistrationExpired) for e in missed)  # its tokens end with it
+    ended = active if locked else ()
+    return Decision(missed, ProtocolError("invalid_user_code", "wrong code"), revoke=ended)
 
 
 def confirmable(

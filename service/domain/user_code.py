@@ -12,6 +12,7 @@ page (V4/V5) or declines (Deny); the agent polls the token endpoint's claim gran
   a refusal of a code that can no longer match; a wrong code that could have matched counts
   toward the §6.4 limits (O-H); the right one claims (O-E's allowance recorded, O-F's
   revocation of the pre-claim tokens, the step-up's delegation).
+- `decide_view`: V4, what the claim page may show (the same checks as V5 before the code).
 - `decide_deny`: the person declines; the next poll answers `access_denied` (O-G).
 - `decide_poll`: V7's answer, in the design's order; a delivery's event is the command's
   to write once it minted the credential.
@@ -34,6 +35,7 @@ from events.registration import (
     ClaimDelivered,
     OtpIssued,
     RegistrationClaimed,
+    RegistrationExpired,
 )
 from service.domain.claim import Decision, OtpCheck, OtpLimits, code_missed, room_for
 from service.domain.errors import Code, ProtocolError
@@ -140,7 +142,7 @@ def decide_enter_code(
     user is the one it matched (403, O-J); claimed (409); ended or the link's window over
     (410); the code voided or past its end (410 `user_code_expired`); wrong (401, counted);
     right: the claim. `active`: the registration's active credentials, which the claim ends
-    (O-F)."""
+    (O-F), and so does the lock at the registration's limit (as v1's lock ends its key)."""
     attempt = _page_attempt(state, link_hash)
     _signed_in_as_hint(attempt, signed_in_index)
     if state.step_up is not None and claimant.user_id != state.step_up.user_id:
@@ -152,9 +154,23 @@ def decide_enter_code(
         raise ProtocolError("user_code_expired", "this code is no longer valid")
     if code_matches(attempt.attempt_id, attempt.otp_hash):
         return _claim(state, attempt, now=now, claimant=claimant, terms=terms, active=active)
-    return Decision(
-        code_missed(state, attempt, limits), ProtocolError("user_code_invalid", "wrong code")
-    )
+    missed = code_missed(state, attempt, limits)
+    locked = any(isinstance(e, RegistrationExpired) for e in missed)  # §6.4: it ends, so do
+    ended = active if locked else ()  # its tokens (as E8's lock revokes v1's key)
+    return Decision(missed, ProtocolError("user_code_invalid", "wrong code"), revoke=ended)
+
+
+def decide_view(
+    state: Registration, *, link_hash: str, signed_in_index: str, now: datetime
+) -> Attempt:
+    """V4: the attempt the claim page may offer the code form for; V5's checks before the
+    code, in its order (404, 403, 409, 410). Nothing is written, whatever the answer."""
+    attempt = _page_attempt(state, link_hash)
+    _signed_in_as_hint(attempt, signed_in_index)
+    _not_claimed(state)
+    if state.ended(now) or now >= attempt.link_expires_at:
+        raise ProtocolError("claim_expired", "this claim expired; ask the agent for a new one")
+    return attempt
 
 
 def decide_deny(

@@ -4,15 +4,15 @@ clock, so one configuration always renders the same bytes."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.http.authmd_v06 import metadata_notes, reading_order, render_v06
+from service.http.markdown import codes, example_time, json_block
 from service.tenancy.config import ID_JAG, ME_PATH, TenantConfig
 
-EXAMPLE_NOW = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)
 METHODS = {"id_jag": "agent provider (ID-JAG)", "verified_email": "verified email",
-           "anonymous": "anonymous start"}  # fmt: skip
+           "anonymous": "anonymous start",
+           "service_auth": "sign-in at the service (service_auth, 0.6.0)"}  # fmt: skip
 # Every error code of spec §9, plus `insufficient_scope` (O11), and the retry policy.
 ERRORS = """## Errors
 
@@ -53,37 +53,29 @@ resend unchanged; fix it or follow the table. `401`: drop the credential, go to 
 
 def render_auth_md(t: TenantConfig) -> str:
     """The whole document; plain Markdown, one trailing newline."""
-    parts = [_preamble(t), _pick(t), _register(t), _claim(t), _use_and_errors(t)]
+    parts = [_preamble(t)]
+    if t.opens("v1"):
+        parts += [_pick(t), _register(t), _claim(t), _use_and_errors(t)]
+    if t.v06_offered:
+        parts.append(render_v06(t))
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
-
-
-def _json(document: Any) -> str:
-    return "```json\n" + json.dumps(document, indent=2, ensure_ascii=False) + "\n```"
-
-
-def _codes(names: tuple[str, ...]) -> str:
-    return ", ".join(f"`{name}`" for name in names) or "none"
-
-
-def _at(seconds: int) -> str:
-    return (EXAMPLE_NOW + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _preamble(t: TenantConfig) -> str:
     links = [("Terms", t.terms_url), ("Privacy", t.privacy_url), ("Contact", t.contact_url)]
-    methods = ", ".join(name for flow, name in METHODS.items() if flow in t.flows)
+    offered = {flow for flow in t.flows if t.opens("v1") or flow != "verified_email"}
+    offered -= set() if t.v06_offered else {"service_auth"}
+    methods = ", ".join(name for flow, name in METHODS.items() if flow in offered)
     return f"""# {t.resource_name}: how an agent gets a credential
 
-You are an AI agent and want to call the {t.resource_name} API at `{t.resource}`. Follow the
-steps in order: **1** discover, **2** pick a method, **3** register, **4** claim (only when
-the method needs a person), **5** use the credential. This document is generated from the
-service's configuration: URLs, scopes and lifetimes below are the real ones. Treat every
-token, key and code as opaque and secret; never log them.
+You are an AI agent and want to call the {t.resource_name} API at `{t.resource}`. {reading_order(t)}
+This document is generated from the service's configuration: URLs, scopes and lifetimes below
+are the real ones. Treat every token, key and code as opaque and secret; never log them.
 
 - Issuer (authorization server): `{t.issuer}`
 - Protected resource metadata: <{t.resource_metadata_url}>
 - Methods offered: {methods}
-- Scopes: {_codes(t.scopes_supported)}
+- Scopes: {codes(t.scopes_supported)}
 {"".join(f"- {label}: <{url}>{chr(10)}" for label, url in links if url)}
 ## Step 1: Discover
 
@@ -98,27 +90,22 @@ WWW-Authenticate: Bearer resource_metadata="{t.resource_metadata_url}"
 
 `GET {t.resource_metadata_url}` (also served at `{t.root_resource_metadata_url}`):
 
-{_json(t.protected_resource_metadata())}
+{json_block(t.protected_resource_metadata())}
 
 - `resource`: the API these credentials are for.
 - `resource_name`, `resource_logo_uri`: show them to the user when you ask for consent.
 - `authorization_servers`: take element 0, the issuer, and fetch its metadata (1b).
-- `scopes_supported`: every scope; you never request scopes, the stage decides (Step 3).
+- `scopes_supported`: every scope; you never request scopes, your registration's stage
+  decides.
 - `bearer_methods_supported`: `header`, i.e. `Authorization: Bearer <credential>`.
 
 ### 1b. Authorization server metadata
 
 `GET {t.as_metadata_url}`:
 
-{_json(t.authorization_server_metadata())}
+{json_block(t.authorization_server_metadata())}
 
-- `issuer`: the value an ID-JAG's `aud` must equal.
-- `agent_auth.skill`: this document. `register_uri`: Step 3. `claim_uri`: Step 4
-  (`claim_uri` + `/complete` takes the code).
-- `identity_types_supported` and the `*_supported` lists: the only methods and credential
-  types you may use here; never send one that is missing.
-- `revocation_uri`, `events_supported`: for agent providers; just note them.
-- `jwks_uri`, `introspection_endpoint`: for resource servers checking credentials, not you.
+{metadata_notes(t)}
 """
 
 
@@ -129,7 +116,7 @@ def _pick(t: TenantConfig) -> str:
         "verified_email": "You know only the user's email address → **verified email**: the "
         "user reads you a one-time code from an email, then you get the credential.",
         "anonymous": "You have nothing → **anonymous start**: an API key at once with "
-        f"{_codes(t.pre_claim_scopes)}; a person may claim it later.",
+        f"{codes(t.pre_claim_scopes)}; a person may claim it later.",
     }
     options = [text for flow, text in when.items() if flow in t.flows]
     listed = "\n".join(f"{i}. {text}" for i, text in enumerate(options, 1))
@@ -148,7 +135,7 @@ def _register(t: TenantConfig) -> str:
     stages = [(t.offers("anonymous"), "unclaimed anonymous key", t.pre_claim_scopes),
               (t.claimable, "after a claim", t.post_claim_scopes),
               (t.offers("id_jag"), "ID-JAG", t.scopes_supported)]  # fmt: skip
-    by_stage = "; ".join(f"{name}: {_codes(scopes)}" for on, name, scopes in stages if on)
+    by_stage = "; ".join(f"{name}: {codes(scopes)}" for on, name, scopes in stages if on)
     no_consent = " Anonymous start shares no identity: no consent." if t.offers("anonymous") else ""
     parts = [
         f"""## Step 3: Register
@@ -169,11 +156,11 @@ Consent gate: before registering with the user's identity, show the user `resour
 
 ID-JAGs are accepted only from trusted providers; the list is not published, so ask the
 operator{contact}. The ID-JAG's `aud` must be `{t.issuer}`; a `resource` claim, if present,
-must be `{t.resource}`. `requested_credential_type`: {_codes(kinds)}.
+must be `{t.resource}`. `requested_credential_type`: {codes(kinds)}.
 
-{_json(ask)}
+{json_block(ask)}
 
-{_json(got)}
+{json_block(got)}
 
 Nothing to claim. Each call mints a new credential; there is no refresh token: to extend,
 mint a fresh ID-JAG and register again.""")
@@ -184,23 +171,23 @@ mint a fresh ID-JAG and register again.""")
                **_claim_fields(t)}  # fmt: skip
         parts.append(f"""### Verified email
 
-`requested_credential_type`: {_codes(kinds)}. The service emails the user a link at once;
+`requested_credential_type`: {codes(kinds)}. The service emails the user a link at once;
 no credential yet: go to Step 4b.
 
-{_json(ask)}
+{json_block(ask)}
 
-{_json(got)}""")
+{json_block(got)}""")
     if t.offers("anonymous"):
         got = {"registration_id": "reg_q3L…", "registration_type": "anonymous",
                **_credential(t, "api_key", t.pre_claim_scopes), **_claim_fields(t)}  # fmt: skip
         parts.append(f"""### Anonymous start
 
-{_json({"type": "anonymous", "requested_credential_type": "api_key"})}
+{json_block({"type": "anonymous", "requested_credential_type": "api_key"})}
 
-{_json(got)}
+{json_block(got)}
 
 Use the key now (Step 5). Claiming is optional: it binds the key to a person and widens it
-to {_codes(t.post_claim_scopes)}; unclaimed, it ends with its registration.""")
+to {codes(t.post_claim_scopes)}; unclaimed, it ends with its registration.""")
     if t.claimable:
         parts.append(f"""Keep `claim_token` in memory only, never on disk, in logs or in
 chat: it is returned once and lives {t.registration_ttl} s (`claim_token_expires`).""")
@@ -208,14 +195,14 @@ chat: it is returned once and lives {t.registration_ttl} s (`claim_token_expires
 
 
 def _credential(t: TenantConfig, kind: str, scopes: tuple[str, ...]) -> dict[str, Any]:
-    expires = None if kind == "api_key" else _at(t.access_token_ttl)
+    expires = None if kind == "api_key" else example_time(t.access_token_ttl)
     return {"credential_type": kind, "credential": "sk_test_9fK…" if expires is None else "eyJ…",
             "credential_expires": expires, "scopes": list(scopes)}  # fmt: skip
 
 
 def _claim_fields(t: TenantConfig) -> dict[str, Any]:
     return {"claim_url": t.claim_uri, "claim_token": "clm_Zp0…",
-            "claim_token_expires": _at(t.registration_ttl),
+            "claim_token_expires": example_time(t.registration_ttl),
             "post_claim_scopes": list(t.post_claim_scopes)}  # fmt: skip
 
 
@@ -226,14 +213,14 @@ def _claim(t: TenantConfig) -> str:
              "one-time code."]  # fmt: skip
     if t.offers("anonymous"):
         started = {"registration_id": "reg_q3L…", "claim_attempt_id": "cla_V7d…",
-                   "status": "initiated", "expires_at": _at(t.claim_link_ttl)}  # fmt: skip
+                   "status": "initiated", "expires_at": example_time(t.claim_link_ttl)}  # fmt: skip
         parts.append(f"""### 4a. Trigger (anonymous only)
 
 Ask the user for their email address, then `POST {t.claim_uri}`:
 
-{_json({"claim_token": "clm_Zp0…", "email": "ana@example.net"})}
+{json_block({"claim_token": "clm_Zp0…", "email": "ana@example.net"})}
 
-{_json(started)}
+{json_block(started)}
 
 The emailed link works for {t.claim_link_ttl} s (`expires_at`). The same email inside that
 window returns the same attempt and sends no mail; a new email, or a call after the window,
@@ -254,17 +241,17 @@ voids the previous one. {t.otp_max_misses} wrong tries void a code, a link shows
 
 `POST {t.claim_complete_uri}`:
 
-{_json({"claim_token": "clm_Zp0…", "otp": "042917"})}""")
+{json_block({"claim_token": "clm_Zp0…", "otp": "042917"})}""")
     if t.offers("anonymous"):
-        parts.append(f"""Anonymous: your key now has {_codes(t.post_claim_scopes)}; no rotation.
+        parts.append(f"""Anonymous: your key now has {codes(t.post_claim_scopes)}; no rotation.
 
-{_json({"registration_id": "reg_q3L…", "status": "claimed"})}""")
+{json_block({"registration_id": "reg_q3L…", "status": "claimed"})}""")
     if t.offers("verified_email"):
         done = {"registration_id": "reg_8Hs2…", "status": "claimed",
                 **_credential(t, t.identity_credential_types[0], t.post_claim_scopes)}  # fmt: skip
         parts.append(f"""Verified email: the credential comes once, in this response only.
 
-{_json(done)}""")
+{json_block(done)}""")
     return "\n\n".join(parts)
 
 

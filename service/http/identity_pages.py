@@ -23,6 +23,7 @@ from litestar.di import NamedDependency
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
 from service.http.bodies import BODY_LIMIT, caller, check_email
+from service.http.claim_pages import CLAIM_HANDLERS
 from service.http.oidc_pages import OIDC_HANDLERS
 from service.http.openapi import HTML, Answer, documented, form_body, ok, query
 from service.http.page_family import (
@@ -242,11 +243,11 @@ async def logout(request: AnyRequest, ctx: NamedDependency[Context]) -> Response
 
 
 def identity_pages_router() -> Router:
-    """The sign-in pages, behind the v0.6 door, answering in the pages family."""
+    """The sign-in and claim pages, behind the v0.6 door, answering in the pages family."""
     return Router(
         "/",
         route_handlers=[login_page, send_sign_in_link, link_page, use_sign_in_link, logout,
-                        *OIDC_HANDLERS],
+                        *OIDC_HANDLERS, *CLAIM_HANDLERS],
         tags=["sign-in"],
         guards=[door_guard("v06")],
         exception_handlers={**PAGE_HANDLERS, CrossSite: cross_site},

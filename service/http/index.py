@@ -37,7 +37,7 @@ CANDIDATES = (
     Link(AGENTS, "oauth-protected-resource", PRM_PATH, "Protected resource metadata (RFC 9728)"),
     Link(AGENTS, "oauth-authorization-server", AS_METADATA_PATH,
          "Authorization server metadata (RFC 8414)"),
-    Link(AGENTS, "jwks", JWKS_PATH, "The access tokens' signing keys (JWK Set)"),
+    Link(AGENTS, "jwks", JWKS_PATH, "The service's signing keys (JWK Set)"),
     Link(TRY, "sample-resource", ME_PATH,
          "/api/me: the sample protected resource (send a credential as a bearer token)"),
     Link(DOCS, "service-doc", SCHEMA_PATH, "API reference (Swagger UI, works offline)"),

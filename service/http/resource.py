@@ -177,7 +177,7 @@ def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
     still be live (access tokens, and the v0.6 door's identity assertions: the longer of the
     two lifetimes, plus the skew)."""
 
-    @get(JWKS_PATH, summary="The access tokens' signing keys (JWK Set)", operation_class=JWKS_DOC)
+    @get(JWKS_PATH, summary="The service's signing keys (JWK Set)", operation_class=JWKS_DOC)
     async def jwks(request: AnyRequest) -> Response[bytes]:
         keys: dict[str, Any] = {"keys": []}
         tenant = tenant_of(request) or auth.tenant

@@ -89,7 +89,9 @@ AUTH_MD_DOC = documented(
     answers={200: ok({"text/markdown": MARKDOWN_TEXT}, "The walkthrough for agents (§3.4)")},
     database=False,
 )
-JWKS_DOC = documented(answers={200: ok(KeySet, "The access tokens' signing keys")})
+JWKS_DOC = documented(
+    answers={200: ok(KeySet, "The keys of the access tokens and of the v0.6 identity assertions")}
+)
 ME_DOC = documented(
     answers={200: ok(Me, "The credential presented")}, refusals=(401, 403), security=AGENT
 )

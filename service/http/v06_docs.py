@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar.openapi.spec import Link
+
 from service.http.answers import (
     COMPACT_JWT,
     AnonymousIdentity,
@@ -18,7 +20,7 @@ from service.http.answers import (
     StepUpRequired,
 )
 from service.http.answers import TokenIssued as TokenIssuedAnswer
-from service.http.openapi import FORM, documented, json_body, ok, one_of
+from service.http.openapi import FORM, documented, json_body, link_body, ok, one_of
 from service.http.route_docs import EMAIL
 from service.tenancy.config import CLAIM_GRANT, ID_JAG, JWT_BEARER
 
@@ -42,6 +44,20 @@ def _identity(kind: str, **properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _form_link(operation_id: str, grant_type: str | None = None, **fields: str) -> Link:
+    """The next form's fields from this answer (`name=json pointer`), and a fixed grant."""
+    body: dict[str, str] = {} if grant_type is None else {"grant_type": grant_type}
+    body |= {name: f"$response.body#/{pointer}" for name, pointer in fields.items()}
+    return Link(operation_id=operation_id, request_body=body)
+
+
+# Where an answer leads (the fuzzer's stateful phase follows these): the assertion to V6, the
+# claim token to V2 and to V7's poll, the access token to V8.
+IDENTITY_LINKS = {
+    "exchange": _form_link("exchangeAssertion", JWT_BEARER, assertion="identity_assertion"),
+    "start_claim": link_body("startClaimV06", claim_token="claim_token"),  # noqa: S106
+    "poll": _form_link("exchangeAssertion", CLAIM_GRANT, claim_token="claim_token"),  # noqa: S106
+}
 IDENTITY_BODY: dict[str, Any] = {
     "title": "IdentityBody",
     "oneOf": [
@@ -59,8 +75,10 @@ IDENTITY_DOC = documented(
             "endpoint, and the claim token. service_auth: the claim token and the attempt "
             "(`claim`: the code for the person, `verification_uri`, the poll `interval`), no "
             "assertion before the claim. identity_assertion (an ID-JAG of a known or new "
-            "subject): its deterministic id and an identity assertion. (No link to the token "
-            "endpoint: a service_auth answer has no assertion to exchange.)",
+            "subject): its deterministic id and an identity assertion. (The links' fields are "
+            "absent from the answers that lack them: no assertion before a service_auth claim, "
+            "no claim token for an ID-JAG.)",
+            **IDENTITY_LINKS,
         ),
         401: ok(
             StepUpRequired,
@@ -133,6 +151,7 @@ TOKEN_DOC = documented(
             "An access token: for the assertion (V6, RFC 7523), or for a claimed registration's "
             "claim token (V7, polled as RFC 8628: 400 `authorization_pending`, `slow_down`, "
             "`access_denied`, `expired_token`, `invalid_grant` until then), with an assertion",
+            revoke=_form_link("revokeToken", token="access_token"),  # noqa: S106
         )
     },
     refusals=(400, 404, 413, 429),

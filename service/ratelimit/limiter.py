@@ -190,6 +190,14 @@ class RateLimiter:
             ("complete_per_ip", "complete_per_registration"),
         )  # fmt: skip
 
+    async def user_code(self, tenant_id: str, link_token: str, client_ip: str | None) -> None:
+        """V5 and Deny on the v0.6 claim page: E8's buckets, the registration found by the
+        link's hash (design section 5.2), so one budget per registration whatever the door."""
+        await self._by_token(
+            tenant_id, "by_attempt_token", link_token, client_ip,
+            ("complete_per_ip", "complete_per_registration"),
+        )  # fmt: skip
+
     async def _by_token(
         self,
         tenant_id: str,

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_v06_id_jag import jag as v06_jag
+from tests.e2e.test_v06_id_jag import served
 from tests.support.app_client import PUBLIC_URL, Service, link_token_of, otp_of
 from tests.support.audit import run_authledger
 from tests.support.backends import Backend
@@ -23,7 +25,6 @@ from tests.support.v06_events import (
     mint_set,
     notify,
     set_service,
-    subject_assertion,
 )
 
 EMAIL = "ana@example.net"  # the test provider's address for its subject "ana"
@@ -74,9 +75,9 @@ async def test_v06_set_revokes_v1_id_jag_not_the_claimed_anonymous(
     user_id = (await me(svc, anonymous["credential"])).json()["user_id"]
     id_jag = await registered(svc, jag(svc, idp, sub="ana"))
     assert (await me(svc, id_jag["credential"])).json()["user_id"] == user_id
-    v06_token = await token_for(
-        svc.client, await subject_assertion(svc, id_jag["registration_id"], 0)
-    )
+    v06 = await served(svc, v06_jag(svc, idp, sub="ana"))  # the same subject at V1 (v0.6)
+    assert v06["registration_id"] == id_jag["registration_id"]
+    v06_token = await token_for(svc.client, v06["identity_assertion"])
     assert_accepted(await notify(svc, mint_set(svc, idp, sub="ana")))
     assert (await me(svc, id_jag["credential"])).status_code == 401
     assert (await me(svc, v06_token)).status_code == 401
@@ -98,8 +99,9 @@ async def test_v06_set_revokes_v1_id_jag_not_the_claimed_anonymous(
     assert ("registration.claimed", "v1") in by_door
     assert ("delegation.created", "v1") in by_door
     assert ("delegation.revoked", "v06") in by_door
-    v06 = [e for e in entries if e["door"] == "v06"]
-    assert [e["type"] for e in v06] == [
-        "credential.issued", "delegation.revoked", "credential.revoked", "credential.revoked",
+    v06_entries = [e for e in entries if e["door"] == "v06"]
+    assert [e["type"] for e in v06_entries] == [
+        "delegation.used", "credential.issued", "delegation.revoked", "credential.revoked",
+        "credential.revoked",
     ]  # fmt: skip
-    assert all(e["actor"] == f"provider:{idp.issuer}" for e in v06[1:])
+    assert all(e["actor"] == f"provider:{idp.issuer}" for e in v06_entries[2:])

@@ -1,7 +1,7 @@
 """The claim grant's deliveries over HTTP (contract cases 16 and 19; O-E, O-G): once the
-person typed the code (tests/support/v06_claim.py stands in for the claim page until it is
-served), polls deliver an access token and an assertion within the allowance, racing polls
-included, a step-up's for its subject; the slice's rate limits; and the pacing table's
+person typed the code on the claim page (tests/support/v06_claim.py, over HTTP), polls
+deliver an access token and an assertion within the allowance, racing polls
+included; the slice's rate limits; and the pacing table's
 pruning. Real Postgres, NATS and SMTP; the test clock moves time."""
 
 from __future__ import annotations
@@ -13,21 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from events.registration import STREAM_TYPE as REGISTRATION
-from service.commands.context import Caller, Change
 from service.crypto.assertions import verify_assertion
-from service.crypto.tokens import (
-    new_attempt_id,
-    new_attempt_token,
-    new_claim_token,
-    new_registration_id,
-    otp_hash,
-    token_hash,
-)
-from service.domain.step_up import NewStepUp, Presented, StepUp, StepUpTerms, UserMatch
-from service.domain.user_code import NewCode
+from service.crypto.tokens import token_hash
 from service.http.bodies import timestamp
-from tests.support.app_client import PUBLIC_URL, SECRET_KEY, Service
+from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
 from tests.support.v06_claim import (
     HINT,
@@ -192,75 +181,3 @@ async def test_limits_service_auth_tenant_budget_and_polls_per_address(
         again = await start(limited.client, body["claim_token"], email=HINT)
         assert_identity_error(again, 429, "rate_limited")
         assert await limited.head() == head
-
-
-async def test_step_up_delivery_goes_through_the_delegation(svc: Service) -> None:
-    """A step-up (an ID-JAG subject matched to an existing account, slice S4's, opened here
-    through its domain rule) delivers like any claim, but for the subject: every supported
-    scope, `issued_via = id_jag` with the provider and the delegation on the credential, and
-    an assertion naming the subject's deterministic id at its delegation's generation, which
-    V6 then exchanges through the delegation."""
-    known = await service_auth(svc.client)  # the account the step-up matches
-    claim = known["claim"]
-    user_id = await enter_code(
-        svc, known["claim_token"], link_token(claim["verification_uri"]), claim["user_code"],
-        HINT,
-    )  # fmt: skip
-    ctx = await svc.resources.command_context()
-    now = svc.clock.now()
-    hex22 = "0123456789abcdef012345"
-    index = ctx.sealer.blind_index(HINT)
-    link, code, claim_token = new_attempt_token(), "123456", new_claim_token()
-    attempt_id, registration_id = new_attempt_id(), new_registration_id()
-    attempt_key = ctx.sealer.fresh(attempt_id)
-    presented = Presented(
-        delegation_id="dlg_" + hex22, issuer="https://idp.example", jti="j1", client_id="c1"
-    )
-    opened = StepUp(UserMatch(user_id, "email", index)).open(
-        presented,
-        NewStepUp(
-            registration_id=registration_id,
-            claim_token_hash=token_hash(claim_token),
-            subject_sealed=await ctx.sealer.seal(ctx.pool, user_id, "provider-sub-1"),
-            code=NewCode(
-                attempt_id=attempt_id,
-                link_hash=token_hash(link),
-                hint_index=index,
-                hint_sealed=attempt_key.seal(HINT),
-                code_hash=otp_hash(SECRET_KEY, attempt_id, code),
-            ),
-        ),
-        now=now,
-        terms=StepUpTerms(
-            registration_ttl=timedelta(days=1),
-            link_ttl=timedelta(minutes=10),
-            code_ttl=timedelta(minutes=10),
-            post_claim_scopes=svc.tenant.scopes_supported,
-        ),
-    )
-    await ctx.record(
-        [Change(ctx.stream(REGISTRATION, registration_id), 0, opened.events)],
-        metadata=Caller(door="v06", dialect="0.6.0").envelope(),
-        now=now,
-        fresh=[ctx.sealer.fresh(registration_id), attempt_key],
-    )
-    assert_oauth_error(await poll(svc.client, claim_token), 400, "authorization_pending")
-    assert await enter_code(svc, claim_token, link, code, HINT) == user_id
-    svc.clock.advance(timedelta(seconds=5))
-    response = await poll(svc.client, claim_token)
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    assert answer["scope"] == " ".join(svc.tenant.scopes_supported)
-    claims = verify_assertion(
-        ctx.keyring, answer["identity_assertion"], issuer=PUBLIC_URL, now=svc.clock.now()
-    )
-    assert (claims.subject, claims.gen, claims.email) == ("reg_" + hex22, 0, HINT)
-    _, issued = await written_by(svc, response)
-    payload = issued["payload"]
-    assert (payload["issued_via"], payload["user_id"]) == ("id_jag", user_id)
-    assert (payload["issuer"], payload["delegation_id"]) == ("https://idp.example", "dlg_" + hex22)
-    assert payload["registration_id"] == registration_id
-    exchanged = await exchange(svc.client, answer["identity_assertion"])
-    assert exchanged.status_code == 200, exchanged.text
-    seen = await me(svc.client, exchanged.json()["access_token"])
-    assert seen.json()["user_id"] == user_id

@@ -1,10 +1,10 @@
 """The agent's half of the v0.6 claim ceremony over HTTP (contract cases 9-12, 20, 21;
 docs/design/v06-dialect.md, slice S3a): V1 service_auth hands the agent a `user_code` and a
 `verification_uri`, V2 opens a new attempt, and the claim grant at /oauth2/token (V7) is
-polled with RFC 8628's answers until the claim delivers a token and an assertion. The
-person's half (sign-in, the claim page) is not served yet: where a test needs the code typed,
-tests/support/v06_claim.py does what POST /claim will. Deliveries in detail are
-test_v06_claim_delivery.py's. Real Postgres, NATS and SMTP; the test clock moves time."""
+polled with RFC 8628's answers until the claim delivers a token and an assertion. Where a
+test needs the code typed or denied, the person signs in and uses the claim page over HTTP
+(tests/support/v06_claim.py); the pages themselves are test_v06_pages.py's, deliveries in
+detail test_v06_claim_delivery.py's. Real Postgres, NATS and SMTP; the test clock moves time."""
 
 from __future__ import annotations
 

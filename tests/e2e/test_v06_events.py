@@ -5,9 +5,9 @@ generation moves on), its open step-up registrations — and refusals come in th
 family's `{err, description}` shape, 4xx, nothing written. Against real Postgres, NATS and
 SMTP; the default tenant opens both doors.
 
-Until V1 takes ID-JAGs at the v0.6 door (slice S4), a subject's delegation is made by the v1
-door's ID-JAG registration (E4), its assertions are minted with the tenant's ring as V1 would
-hand them out, and a step-up registration is recorded as V1 would record it."""
+A subject's delegation is made by the v1 door's ID-JAG registration (E4) and its assertions
+are V1's answers to a fresh ID-JAG at the v0.6 door; a step-up is opened by V1 with an
+ID-JAG whose address is an existing user's, and its claim token polled at V7, over HTTP."""
 
 from __future__ import annotations
 
@@ -17,19 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from events.envelope import Metadata
-from events.registration import STREAM_TYPE as REGISTRATION
-from events.registration import RegistrationCreated, StepUp
-from service.commands import registration_state
-from service.commands.context import Change
 from service.crypto.tokens import token_hash
 from service.domain.trust_list import delegation_id_for
-from service.domain.user_code import decide_poll
+from tests.e2e.test_v06_id_jag import jag as v06_jag
+from tests.e2e.test_v06_id_jag import present, served
 from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import LOGOUT, jag, registered
 from tests.support.id_jag import me as me_v1
 from tests.support.idp import IdentityProvider
+from tests.support.v06_claim import poll
 from tests.support.v06_door import assert_oauth_error, exchange, me, token_for, written_by
 from tests.support.v06_events import (
     NOTIFY,
@@ -38,7 +35,6 @@ from tests.support.v06_events import (
     mint_set,
     notify,
     set_service,
-    subject_assertion,
 )
 
 OTHER_EVENT = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
@@ -57,31 +53,24 @@ async def svc(backend: Backend, database_url: str, idp: IdentityProvider) -> Asy
 
 
 async def step_up(svc: Service, idp: IdentityProvider, sub: str) -> str:
-    """A pending step-up registration of the subject (as V1 records one when an ID-JAG's
-    address matches a user and no delegation exists yet); its id."""
-    rid = f"reg_stepup{sub.replace('-', '')}"[:26]
-    ctx = await svc.resources.command_context()
-    now = svc.clock.now()
-    created = RegistrationCreated(
-        registration_id=rid, kind="id_jag", requested_credential_type="access_token",
-        claim_token_hash=token_hash(f"clm_{rid}"), expires_at=now + timedelta(days=1),
-        pre_claim_scopes=(), post_claim_scopes=svc.tenant.post_claim_scopes, dialect="v06",
-        step_up=StepUp(delegation_id=delegation_id_for(idp.issuer, sub, PUBLIC_URL),
-                       issuer=idp.issuer, subject_sealed="sealed", user_id="usr_stepup",
-                       matched_by="email", jti=f"jti-{rid}", client_id=idp.issuer),
-    )  # fmt: skip
-    await ctx.record([Change(ctx.stream(REGISTRATION, rid), 0, [created])],
-                     metadata=Metadata(actor="agent", door="v06", dialect="0.6.0"),
-                     now=now)  # fmt: skip
-    return rid
+    """A pending step-up of the subject, opened by V1 with an ID-JAG (no delegation yet)
+    whose verified address is a user's (made at the v1 door by another subject): its claim
+    token."""
+    address = f"{sub}-owner@example.net"
+    await registered(svc, jag(svc, idp, sub=f"owner-{sub}", overrides={"email": address}))
+    answer = await present(svc, v06_jag(svc, idp, sub=sub, overrides={"email": address}))
+    assert answer.status_code == 401, answer.text
+    claim_token: str = answer.json()["claim_token"]
+    return claim_token
 
 
-async def poll_verdict(svc: Service, rid: str) -> str:
-    """What V7 decides for the registration's claim token (service/domain/user_code.py)."""
-    ctx = await svc.resources.command_context()
-    state = await registration_state.load(ctx, rid)
-    verdict = decide_poll(state, now=svc.clock.now(), too_fast=False)
-    return getattr(verdict, "code", "deliver")
+async def poll_verdict(svc: Service, claim_token: str) -> str:
+    """What V7 answers for the claim token (its error code; `deliver` for a 200)."""
+    response = await poll(svc.client, claim_token)
+    if response.status_code == 200:
+        return "deliver"
+    error: str = response.json()["error"]
+    return error
 
 
 async def test_set_revokes_tokens_assertion_claim_token(
@@ -91,11 +80,11 @@ async def test_set_revokes_tokens_assertion_claim_token(
     its assertion → `invalid_grant`; its open step-up's claim token → `expired_token`; all in
     one request's events at door v06 (`delegation.revoked` reason logout, `credential.revoked`
     reason logout, `registration.revoked` reason logout); another subject's token survives."""
+    pending = await step_up(svc, idp, "ana")  # before the v1 door linked the subject
     v1 = await registered(svc, jag(svc, idp, sub="ana"))
-    assertion = await subject_assertion(svc, v1["registration_id"], 0)
+    assertion = (await served(svc, v06_jag(svc, idp, sub="ana")))["identity_assertion"]
     v06_token = await token_for(svc.client, assertion)
     bystander = await registered(svc, jag(svc, idp, sub="bo"))
-    pending = await step_up(svc, idp, "ana")
     assert await poll_verdict(svc, pending) == "authorization_pending"
     svc.clock.advance(timedelta(seconds=2))  # the SET is signed after the tokens were issued
     response = await notify(svc, mint_set(svc, idp, sub="ana"))
@@ -117,7 +106,8 @@ async def test_set_revokes_tokens_assertion_claim_token(
     dlg = delegation_id_for(idp.issuer, "ana", PUBLIC_URL)
     delegation = await svc.row("delegations", "delegation_id", dlg)
     assert delegation["generation"] == 1
-    assert (await svc.row("registrations", "registration_id", pending))["status"] == "revoked"
+    ended = await svc.row("registrations", "claim_token_hash", token_hash(pending))
+    assert ended["status"] == "revoked"
 
 
 async def test_set_ends_a_step_up_before_any_delegation(
@@ -237,7 +227,7 @@ async def test_fresh_id_jag_after_set(svc: Service, idp: IdentityProvider) -> No
     one of the old generation stays `invalid_grant`."""
     first = await registered(svc, jag(svc, idp, sub="ana"))
     user_id = (await me_v1(svc, first["credential"])).json()["user_id"]
-    old = await subject_assertion(svc, first["registration_id"], 0)
+    old = (await served(svc, v06_jag(svc, idp, sub="ana")))["identity_assertion"]
     svc.clock.advance(timedelta(seconds=1))
     assert_accepted(await notify(svc, mint_set(svc, idp, sub="ana")))
     svc.clock.advance(timedelta(seconds=2))  # past the end of the SET's iat second
@@ -247,7 +237,9 @@ async def test_fresh_id_jag_after_set(svc: Service, idp: IdentityProvider) -> No
     assert principal.status_code == 200
     assert principal.json()["user_id"] == user_id
     assert (await me_v1(svc, first["credential"])).status_code == 401
-    fresh = await token_for(svc.client, await subject_assertion(svc, first["registration_id"], 1))
+    renewed = await served(svc, v06_jag(svc, idp, sub="ana"))  # V1 at the v0.6 door too
+    assert renewed["registration_id"] == first["registration_id"]
+    fresh = await token_for(svc.client, renewed["identity_assertion"])
     assert (await me(svc.client, fresh)).status_code == 200
     assert_oauth_error(await exchange(svc.client, old), 400, "invalid_grant")
     assert await svc.count("delegation.created") == 1

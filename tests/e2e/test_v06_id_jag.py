@@ -6,8 +6,8 @@ address that matches an account steps up (401 `interaction_required` and the cer
 are refused; the API's resource is accepted as `aud` (O-D). A real test provider serves its
 JWKS over HTTP; Postgres, NATS and SMTP are real.
 
-Case 24 (a fresh ID-JAG after the step-up is completed) needs the person's claim page (V4/V5,
-slice S3a) and is left to it.
+Case 24 (a fresh ID-JAG after the step-up is completed on the claim page) is
+test_v06_step_up_claim.py's.
 """
 
 from __future__ import annotations

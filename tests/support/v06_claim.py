@@ -1,35 +1,23 @@
-"""The v0.6 claim as the agent drives it over HTTP (V1 service_auth, V2, the claim grant),
-and the person's half, driven through the domain and the event store rather than the claim
-pages (V4/V5), which a later slice builds: what POST /claim will do for a
-person signed in as the hint's address who types `user_code`. It lets the agent's half (V2,
-V7) be tested through to a delivery. Imports the service on purpose: it stands in for
-service code that does not exist yet, and goes once the pages do."""
+"""The v0.6 claim as the agent drives it over HTTP (V1 service_auth, V2, the claim grant), and
+the person's half as a browser drives the pages (tests/support/person.py): signed in as an
+address through the mailed link, the person types the agent's `user_code` on the claim page
+(V4, V5) or denies. `enter_code`, `refused_code` and `deny` keep the shape they had while they
+stood in for the pages through the domain: a user id, or the refusal as a ProtocolError whose
+code is the one the page's status says."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from events.delegation import STREAM_TYPE as DELEGATION
-from events.registration import STREAM_TYPE as REGISTRATION
-from events.sql import load_queries
-from events.user import STREAM_TYPE as USER
-from events.user import UserCreated
-from service.commands import registration_state
-from service.commands.claim_start import load_by_claim_token
-from service.commands.context import Caller, Change
-from service.crypto.tokens import new_user_id, otp_matches, token_hash
-from service.domain.claim import OtpLimits
 from service.domain.errors import ProtocolError
-from service.domain.user_code import Claimant, DeliveryTerms, decide_deny, decide_enter_code
 from service.tenancy.config import CLAIM_GRANT
-from tests.support.app_client import SECRET_KEY, Service
+from tests.support.app_client import Service
+from tests.support.person import claimed_by, decline, type_code
 from tests.support.v06_door import IDENTITY, TOKEN
 
-USER_Q = load_queries("projections", "users.sql")
 CLAIM = "/agent/identity/claim"
 HINT = "ana@example.net"
 
@@ -58,50 +46,30 @@ def link_token(verification_uri: str) -> str:
     return parse_qs(urlsplit(return_to).query)["claim_attempt_token"][0]
 
 
+# The page's status, as the code the claim's rules refused with (410: by the page's title).
+_REFUSALS = {400: "invalid_request", 401: "user_code_invalid", 403: "wrong_account",
+             404: "not_found", 409: "previously_claimed", 410: "claim_expired",
+             429: "rate_limited"}  # fmt: skip
+
+
+def refusal_of(page: httpx.Response) -> ProtocolError:
+    """The refusal a claim page answered, as the ProtocolError of its status."""
+    code = _REFUSALS[page.status_code]
+    if page.status_code == 410 and "This code no longer works" in page.text:
+        code = "user_code_expired"
+    return ProtocolError(code, f"the page answered {page.status_code}")  # type: ignore[arg-type]
+
+
 async def enter_code(svc: Service, claim_token: str, link_token: str, code: str, email: str) -> str:
-    """V5 for a person signed in as `email` (their user, or a new one): the claim's user
-    id, or the ProtocolError V5 would answer (a wrong code's `claim.otp_failed` recorded first)."""
-    ctx = await svc.resources.command_context()
-    state = await load_by_claim_token(ctx, claim_token)
-    assert state is not None
-    now = ctx.clock.now()
-    tenant = ctx.tenant
-    index = ctx.sealer.blind_index(email)
-    known = await ctx.pool.fetchval(USER_Q["by_email"], tenant.tenant_id, index)
-    user_id = str(known) if known is not None else new_user_id()
-    decision = decide_enter_code(
-        state,
-        link_hash=token_hash(link_token),
-        signed_in_index=index,
-        code_matches=lambda aid, stored: otp_matches(stored, SECRET_KEY, aid, code),
-        now=now,
-        limits=OtpLimits(),
-        claimant=Claimant(user_id, "email_link", tenant.issuer),
-        terms=DeliveryTerms(
-            tenant.claim_deliveries, timedelta(seconds=tenant.claim_delivery_window)
-        ),
-        active=(),
-    )
-    assert decision.revoke == ()  # no pre-claim credential in the tests that use this
-    changes = [Change(ctx.stream(REGISTRATION, state.registration_id), state.version,
-                      decision.events)]  # fmt: skip
-    if decision.delegation and state.step_up is not None:  # a step-up links its subject
-        stream = ctx.stream(DELEGATION, state.step_up.delegation_id)
-        changes.append(Change(stream, 0, decision.delegation))
-    if decision.claimed is not None and known is None:
-        created = UserCreated(
-            user_id=user_id,
-            email_sealed=await ctx.sealer.seal(ctx.pool, user_id, email),
-            email_index=index,
-            email_verified=True,
-        )
-        changes.append(Change(ctx.stream(USER, user_id), 0, [created]))
-    person = Caller(request_id=None, actor="user", door="v06", dialect="0.6.0")
-    await ctx.record(changes, metadata=person.envelope(), now=now)
-    await registration_state.remember(ctx, state, decision.events)
-    if decision.error is not None:
-        raise decision.error
-    return user_id
+    """V5 by the person signed in as `email`: the claim's user id, or the ProtocolError of
+    the page's answer (a wrong code's `claim.otp_failed` recorded first). `claim_token` is
+    the agent's: the person never sees it (kept for the callers' sake)."""
+    del claim_token
+    page = await type_code(svc, link_token, code, email)
+    if page.status_code != 200:
+        raise refusal_of(page)
+    assert "Approved" in page.text, page.text
+    return await claimed_by(svc, link_token)
 
 
 async def refused_code(
@@ -115,17 +83,9 @@ async def refused_code(
 
 
 async def deny(svc: Service, claim_token: str, link_token: str, email: str) -> None:
-    """Deny on the claim page by a person signed in as `email` (`claim.attempt_denied`)."""
-    ctx = await svc.resources.command_context()
-    state = await load_by_claim_token(ctx, claim_token)
-    assert state is not None
-    now = ctx.clock.now()
-    decision = decide_deny(
-        state, link_hash=token_hash(link_token), signed_in_index=ctx.sealer.blind_index(email),
-        now=now,
-    )  # fmt: skip
-    stream = ctx.stream(REGISTRATION, state.registration_id)
-    person = Caller(request_id=None, actor="user", door="v06", dialect="0.6.0")
-    await ctx.record([Change(stream, state.version, decision.events)],
-                     metadata=person.envelope(), now=now)  # fmt: skip
-    await registration_state.remember(ctx, state, decision.events)
+    """Deny on the claim page by the person signed in as `email` (`claim.attempt_denied`)."""
+    del claim_token
+    page = await decline(svc, link_token, email)
+    if page.status_code != 200:
+        raise refusal_of(page)
+    assert "Declined" in page.text, page.text

@@ -1,18 +1,14 @@
 """V9 as its e2e tests drive it: a service with both doors open that trusts a test provider,
-the provider's SETs posted to `/agent/event/notify`, the events family's refusal shape, and
-service-signed assertions for an ID-JAG subject (minted with the tenant's ring, as V1 with an
-ID-JAG would hand them out)."""
+the provider's SETs posted to `/agent/event/notify`, and the events family's refusal shape."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from service.crypto.assertions import issue_assertion
 from tests.support.app_client import PUBLIC_URL, Service
 from tests.support.backends import Backend
 from tests.support.id_jag import trust
@@ -63,11 +59,3 @@ def assert_events_error(response: httpx.Response, status: int, err: str) -> None
     assert body["description"]
     assert response.headers["cache-control"] == "no-store"
     assert "Traceback" not in response.text
-
-
-async def subject_assertion(svc: Service, registration_id: str, gen: int) -> str:
-    """A service-signed assertion for an ID-JAG subject (`sub` = its deterministic id)."""
-    ctx = await svc.resources.command_context()
-    token, _ = issue_assertion(ctx.keyring, issuer=PUBLIC_URL, sub=registration_id, gen=gen,
-                               now=svc.clock.now(), ttl=timedelta(hours=1))  # fmt: skip
-    return token

@@ -110,6 +110,7 @@ def test_origin_of(url: str, origin: str) -> None:
         {"sec-fetch-site": "none"},
         {"Sec-Fetch-Site": "same-site"},
         {"ORIGIN": "https://AUTH.example.com"},
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},  # no-referrer hides our origin
     ],
 )
 def test_same_site_requests_pass(headers: dict[str, str]) -> None:
@@ -124,6 +125,8 @@ def test_same_site_requests_pass(headers: dict[str, str]) -> None:
         {"sec-fetch-site": "Cross-Site", "Origin": PUBLIC},
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
+        {"Origin": "null", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
         {"Origin": "http://auth.example.com"},
         {"Origin": "https://auth.example.com:8443"},
         {"Origin": ""},

@@ -3,9 +3,10 @@
 Tags, as the code writes them: E1-E10 (endpoints), R1-R8 (a registration's transitions),
 O1-O20 (decisions), W1-W17 (upstream weaknesses), and `§n` / `§n.m` (sections of the page).
 A `§` right after an RFC number (`RFC 8935 §2.3`, also across a line break or a comment
-marker) is that RFC's section and not a tag. docs/protocol.md defines a tag by a heading
-that starts with it (`### E4 — register`, `## §6.4 Wrong codes`) or by a list item that starts
-with it in bold (`- **R3** …`).
+marker) is that RFC's section and not a tag; so is one right after `contract` (the v0.6
+contract, ../shared/spec/auth-md-v06.md) or `v06-dialect.md` (its design page).
+docs/protocol.md defines a tag by a heading that starts with it (`### E4 — register`,
+`## §6.4 Wrong codes`) or by a list item that starts with it in bold (`- **R3** …`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ SUFFIXES = {".py", ".sql", ".lua", ".toml", ".html", ".txt", ".md"}
 
 LETTER_TAG = re.compile(r"(?<![\w\-.])[EROW](?:[1-9]|1[0-9]|20)(?![\w\-])")
 SECTION_TAG = re.compile(r"§(\d+(?:\.\d+)*)")
-# What stands before an RFC's own section sign: "RFC 7662 ", "RFC\n    # 8935 ", "7662 ".
-RFC_BEFORE = re.compile(r"(?:RFC\s*)?\d{3,5}\s*$")
+# What stands before another document's section sign: "RFC 7662 ", "RFC\n    # 8935 ",
+# "7662 ", "contract ", "docs/design/v06-dialect.md ".
+RFC_BEFORE = re.compile(r"(?:(?:RFC\s*)?\d{3,5}|contract|v06 dialect\.md)\s*$")  # "-" read as " "
 DEFINING_HEADING = re.compile(r"^#{1,6} ([EROW]\d{1,2}|§\d+(?:\.\d+)*)(?=[\s—:-]|$)", re.M)
 DEFINING_ITEM = re.compile(r"^- \*\*([EROW]\d{1,2}|§\d+(?:\.\d+)*)\*\*", re.M)
 
@@ -67,6 +69,7 @@ def test_the_tag_grammar_reads_what_the_code_writes() -> None:
     assert tags_in("spec §10 W15.") == {"§10", "W15"}
     # RFC sections, HTTP statuses, algorithms, ruff codes and hashes are not tags.
     assert tags_in("RFC 8935 §2.3, RFC\n    # 7662 §2.1, RFC 6749\n    §2.3.1") == set()
+    assert tags_in("(contract §4), docs/design/v06-dialect.md §10.2, spec §12") == {"§12"}
     assert tags_in("ES256 S256 E501 W605 404 HH24 T0 sha256:E4f a-E4 R2D2 O20x") == set()
 
 

@@ -44,6 +44,7 @@ from service.domain.user_code import (
     decide_enter_code,
     decide_open_attempt,
     decide_poll,
+    decide_view,
 )
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -465,6 +466,43 @@ def test_twenty_misses_lock_the_registration() -> None:
     assert poll_code(state) == "expired_token"
     error = refusal(decide_open_attempt, state, new_code(5), now=T0, link_ttl=LINK, code_ttl=CODE)
     assert error.code == "claim_expired"
+
+
+def test_the_lock_ends_the_pre_claim_tokens() -> None:
+    """The twentieth miss ends the registration's active credentials with it (as v1's lock
+    ends the pre-claim key); a miss before it ends none."""
+    state, misses = pending(), 0
+    for n in range(1, 5):
+        if n > 1:
+            state = opened(state, n)
+        for _ in range(LIMITS.max_code_misses):
+            misses += 1
+            decision = enter(state, link=f"cvt-{n}", code="wrong", active=("cred_a",))
+            expected = ("cred_a",) if misses == LIMITS.max_registration_misses else ()
+            assert decision.revoke == expected
+            state = apply(state, decision)
+    assert state.status == "expired"
+
+
+def test_view_checks_as_v5_before_the_code() -> None:
+    """V4: the live attempt for the hinted person; else 404 (unknown, replaced or denied
+    link), 403 (another address), 409 (claimed), 410 (ended, or the link's window over)."""
+    state = pending()
+    attempt = decide_view(state, link_hash="cvt-1", signed_in_index="idx-ana", now=T0)
+    assert attempt.attempt_id == "cla_1"
+    denied = apply(state, decide_deny(state, link_hash="cvt-1", signed_in_index="idx-ana", now=T0))
+    cases = [
+        (state, "cvt-0", "idx-ana", T0, "not_found"),
+        (opened(state, 2), "cvt-1", "idx-ana", T0, "not_found"),
+        (denied, "cvt-1", "idx-ana", T0, "not_found"),
+        (state, "cvt-1", "idx-bob", T0, "wrong_account"),
+        (claimed(pending()), "cvt-1", "idx-ana", T0, "previously_claimed"),
+        (state, "cvt-1", "idx-ana", T0 + LINK, "claim_expired"),
+        (state, "cvt-1", "idx-ana", T0 + TTL, "claim_expired"),
+    ]
+    for regn, link, session, at, code in cases:
+        error = refusal(decide_view, regn, link_hash=link, signed_in_index=session, now=at)
+        assert error.code == code
 
 
 def test_ttl_and_revocation_end_the_ceremony() -> None:
