@@ -5,16 +5,19 @@ next step sees the state the log would fold."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from events.registration import (
+    ClaimAttemptLocked,
     ClaimAttemptStarted,
     OtpFailed,
     OtpIssued,
     RegistrationClaimed,
     RegistrationCreated,
+    RegistrationExpired,
     RegistrationRevoked,
 )
 from service.domain.claim import Decision, OtpLimits
@@ -188,3 +191,13 @@ def test_refresh_reuse_and_refusals() -> None:
         (presented(), None, T0),
     ]:
         refused("invalid_refresh_token", decide_refresh, token, state, family=family, now=at)
+
+
+def test_the_lock_at_complete_ends_the_tokens() -> None:
+    """The wrong code that reaches the registration's §6.4 limit locks it and ends its active
+    credentials with it (as V5's lock)."""
+    state = replace(confirmed(), misses=LIMITS.max_registration_misses - 1)
+    locked = complete(state, False)
+    assert [type(e) for e in locked.events] == [OtpFailed, ClaimAttemptLocked, RegistrationExpired]
+    assert locked.revoke == ("cred_pre",)
+    assert complete(confirmed(), False).revoke == ()
