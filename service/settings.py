@@ -37,11 +37,10 @@ Mode = Literal[
 # `anonymous` and `id_jag` apply at both doors, `verified_email` at v1 only.
 FLOWS = ("anonymous", "verified_email", "id_jag", "service_auth")
 CREDENTIAL_TYPES = ("access_token", "api_key")
-# The HTTP surfaces: `v1` (/agent/auth, auth.md 0.1.0) and `v06` (/agent/identity, 0.6.0).
-# Only v1 by default until the v0.6 routes exist (docs/design/v06-dialect.md, slice S1): a
-# document must not advertise routes that answer 404.
+# The HTTP surfaces: `v1` (/agent/auth, auth.md 0.1.0) and `v06` (/agent/identity, 0.6.0),
+# both open by default (issue 14); a tenant closes one with `doors`.
 DOORS = ("v1", "v06")
-DEFAULT_DOORS = ("v1",)
+DEFAULT_DOORS = DOORS
 V06_PROFILES = ("main", "authkit")
 SIGN_IN_METHODS = ("email", "oidc")  # how a person proves an address on the v0.6 claim page
 

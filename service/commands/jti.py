@@ -23,9 +23,10 @@ def remember_jti(
     everything the token would have done)."""
 
     async def remember(conn: asyncpg.Connection) -> None:
-        status = await conn.execute(Q["remember_jti"], tenant_id, issuer, jti, keep_until)
+        status = await conn.execute(
+            Q["remember_jti"], tenant_id, issuer, jti, keep_until, now, PRUNE_BATCH
+        )
         if status.endswith(" 0"):
             raise ProtocolError("replay_detected", "this token's jti was already used")
-        await conn.execute(Q["prune_jtis"], now, PRUNE_BATCH)
 
     return remember

@@ -1,7 +1,10 @@
 -- name: remember_jti
+-- The pair, and up to $6 entries past their keep_until pruned, in one statement (one round
+-- trip under the append lock). A pruned entry belonged to a token past its `exp`, which no
+-- check accepts any more, so whether it still counts as a conflict here changes nothing.
+WITH pruned AS (
+    DELETE FROM seen_jtis
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM seen_jtis WHERE keep_until < $5 LIMIT $6))
+)
 INSERT INTO seen_jtis (tenant_id, issuer, jti, keep_until) VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
-
--- name: prune_jtis
-DELETE FROM seen_jtis
-WHERE ctid = ANY (ARRAY(SELECT ctid FROM seen_jtis WHERE keep_until < $1 LIMIT $2))

@@ -78,7 +78,7 @@ class TenantConfig(msgspec.Struct, frozen=True, kw_only=True):
     otp_max_misses: int  # wrong codes before one code is voided (§6.4)
     otp_max_mints: int  # codes per claim attempt
     claim_max_misses: int  # wrong codes before the registration expires
-    doors: tuple[Door, ...] = ("v1",)
+    doors: tuple[Door, ...] = ("v1", "v06")
     v06_profile: V06Profile = "main"
     assertion_ttl: int = 3_600  # the service-signed identity assertion (v0.6)
     claim_poll_interval: int = 5  # V7's `interval`

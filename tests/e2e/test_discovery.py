@@ -97,7 +97,8 @@ async def test_path_inserted_metadata_url_matches_its_resource(
 async def test_authorization_server_metadata_lists_the_default_methods(
     default_agent: tuple[httpx.AsyncClient, TenantConfig],
 ) -> None:
-    """GET the AS metadata: the PRM fields, O13 fields and the full `agent_auth` block."""
+    """GET the AS metadata: the PRM fields, O13 fields and the full `agent_auth` block, with
+    both doors open (the default): v1's keys as they were, v0.6's beside them (O-O)."""
     client, _ = default_agent
     response = await client.get(AS_METADATA)
     assert response.status_code == 200
@@ -115,7 +116,10 @@ async def test_authorization_server_metadata_lists_the_default_methods(
         "register_uri": f"{PUBLIC_URL}/agent/auth",
         "claim_uri": f"{PUBLIC_URL}/agent/auth/claim",
         "revocation_uri": f"{PUBLIC_URL}/agent/auth/revoke",
-        "identity_types_supported": ["anonymous", "identity_assertion"],
+        "identity_endpoint": f"{PUBLIC_URL}/agent/identity",
+        "claim_endpoint": f"{PUBLIC_URL}/agent/identity/claim",
+        "events_endpoint": f"{PUBLIC_URL}/agent/event/notify",
+        "identity_types_supported": ["anonymous", "identity_assertion", "service_auth"],
         "anonymous": {"credential_types_supported": ["api_key"]},
         "identity_assertion": {
             "assertion_types_supported": [ID_JAG, "verified_email"],

@@ -319,7 +319,7 @@ async def test_rate_limits(backend: Backend, database_url: str, tmp_path: Path) 
 async def test_routes_need_the_door_and_the_method(backend: Backend, database_url: str) -> None:
     """Without the v0.6 door every sign-in route is a 404 page; with SIGN_IN=oidc only, the
     e-mail routes are."""
-    async with running_service(backend, database_url) as svc:  # DOORS = v1
+    async with running_service(backend, database_url, DOORS="v1") as svc:
         for method, path in (("GET", login_path()), ("POST", "/login"), ("GET", "/login/email"),
                              ("POST", "/login/email"), ("GET", "/login/oidc"),
                              ("GET", "/login/oidc/callback"), ("POST", "/logout")):  # fmt: skip

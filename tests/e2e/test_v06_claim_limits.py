@@ -58,7 +58,7 @@ async def test_v5_spends_e8s_buckets(backend: Backend, database_url: str, tmp_pa
 
 async def test_claim_pages_need_the_door(backend: Backend, database_url: str) -> None:
     """Where the tenant keeps the v0.6 door shut, the claim page, V5 and Deny are 404 pages."""
-    async with running_service(backend, database_url) as svc:  # DOORS = v1
+    async with running_service(backend, database_url, DOORS="v1") as svc:
         for method, path in (("GET", claim_path("cvt_x")), ("POST", "/claim"),
                              ("POST", "/claim/deny")):  # fmt: skip
             answer = await svc.client.request(method, path)

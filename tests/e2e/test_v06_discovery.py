@@ -67,7 +67,8 @@ async def metadata(client: httpx.AsyncClient) -> dict[str, Any]:
 
 async def test_as_metadata_fields(svc: Service, both: httpx.AsyncClient) -> None:
     """Case 1: `issuer`, `token_endpoint`, `revocation_endpoint` and both grant URNs, with no
-    client authentication; the default tenant (v1 alone) advertises none of them."""
+    client authentication; the default tenant opens both doors by default, so it advertises
+    them too, on its own host."""
     document = await metadata(both)
     assert document["issuer"] == BOTH_URL
     assert document["token_endpoint"] == f"{BOTH_URL}/oauth2/token"
@@ -78,8 +79,10 @@ async def test_as_metadata_fields(svc: Service, both: httpx.AsyncClient) -> None
     assert document["jwks_uri"] == f"{BOTH_URL}/.well-known/jwks.json"
     default = await metadata(svc.client)
     assert default["issuer"] == PUBLIC_URL
-    assert {"token_endpoint", "revocation_endpoint", "grant_types_supported"}.isdisjoint(default)
-    assert "identity_endpoint" not in default["agent_auth"]
+    assert default["token_endpoint"] == f"{PUBLIC_URL}/oauth2/token"
+    assert default["revocation_endpoint"] == f"{PUBLIC_URL}/oauth2/revoke"
+    assert default["grant_types_supported"] == [JWT_BEARER, CLAIM_GRANT]
+    assert default["agent_auth"]["identity_endpoint"] == f"{PUBLIC_URL}/agent/identity"
 
 
 async def test_agent_auth_block(svc: Service, both: httpx.AsyncClient) -> None:

@@ -34,6 +34,9 @@ SIGN_IN_ROUTES = {
     ("POST", "/logout"),
     ("GET", "/login/oidc"),
     ("GET", "/login/oidc/callback"),
+    ("GET", "/claim"),  # V4, V5 and Deny: the person's claim pages
+    ("POST", "/claim"),
+    ("POST", "/claim/deny"),
 }
 GRANTS = {
     "urn:ietf:params:oauth:grant-type:jwt-bearer",

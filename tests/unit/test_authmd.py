@@ -59,7 +59,10 @@ STEPS = [
 
 
 def tenant(**changes: Any) -> TenantConfig:
+    """A tenant with the v1 door alone: this file reads the v1 walkthrough (the v0.6 part is
+    tests/unit/test_authmd_v06.py's)."""
     settings = Settings(database_url="", nats_url="", public_url="https://auth.example.com")
+    changes.setdefault("doors", ("v1",))
     return msgspec.structs.replace(TenantConfig.from_settings(settings), **changes)
 
 

@@ -37,8 +37,8 @@ def test_defaults_follow_the_reference_and_spec() -> None:
     )
     assert (t.resource_name, t.resource_logo_uri) == ("authledger", None)
     assert t.flows == ("anonymous", "verified_email", "id_jag", "service_auth")
-    assert t.doors == ("v1",)  # until the v0.6 routes exist (slice S1 of the v0.6 design)
-    assert t.identity_types_supported == ("anonymous", "identity_assertion")
+    assert t.doors == ("v1", "v06")  # both dialects (issue 14)
+    assert t.identity_types_supported == ("anonymous", "identity_assertion", "service_auth")
     assert t.assertion_types_supported == (ID_JAG, "verified_email")
     assert t.anonymous_credential_types == ("api_key",)
     assert t.identity_credential_types == ("access_token", "api_key")
@@ -251,8 +251,11 @@ def test_protected_resource_metadata_has_the_rfc_9728_fields() -> None:
 
 
 def test_authorization_server_metadata_matches_the_reference_table() -> None:
-    """By default `agent_auth` holds the §3.3 reference values, plus the O13 fields outside."""
-    document = tenant(SCOPES="api.read api.write files:read").authorization_server_metadata()
+    """At the v1 door `agent_auth` holds the §3.3 reference values, plus the O13 fields
+    outside (both doors, the default: test_both_doors_publish_the_union_of_their_keys)."""
+    document = tenant(
+        SCOPES="api.read api.write files:read", DOORS="v1"
+    ).authorization_server_metadata()
     assert document["issuer"] == "https://auth.example.com"
     assert document["jwks_uri"] == "https://auth.example.com/.well-known/jwks.json"
     assert document["introspection_endpoint"] == "https://auth.example.com/oauth2/introspect"
@@ -313,8 +316,9 @@ def test_both_doors_publish_the_union_of_their_keys() -> None:
     """O-O: every v1 key stays as it was; v0.6 adds its endpoints (RFC 8414 top level and in
     `agent_auth`), its grants, `service_auth` and no client authentication; the type lists
     merge, in the contract's order."""
-    both = tenant(DOORS="v1 v06").authorization_server_metadata()
-    v1_only = tenant().authorization_server_metadata()
+    both = tenant().authorization_server_metadata()  # the default
+    assert both == tenant(DOORS="v1 v06").authorization_server_metadata()
+    v1_only = tenant(DOORS="v1").authorization_server_metadata()
     assert both == {
         **{k: v for k, v in v1_only.items() if k != "agent_auth"},
         "token_endpoint": f"{V06}/oauth2/token",
