@@ -117,3 +117,15 @@ async def test_the_profile_is_a_tenant_setting(backend: Backend, database_url: s
         assert "registration_id" in flat.json()
         [created] = await written_by(main, flat)
         assert created["metadata"]["dialect"] == "0.6.0"
+
+
+async def test_auth_md_walks_the_profile(svc: Service) -> None:
+    """An AuthKit tenant's auth.md tells an agent the profile's way: nested answers, the
+    person reading the code from the confirm page, claim/complete and refresh; not the poll."""
+    page = (await svc.client.get("/auth.md")).text
+    a4 = page[page.index("### A4.") : page.index("### A5.")]
+    assert f"{PUBLIC_URL}/agent/identity/claim/complete" in a4
+    assert '"type": "refresh"' in a4
+    assert "%2Fclaim%2Fconfirm%3Fclaim_attempt_token" in page
+    assert "authorization_pending" not in a4
+    assert '"identity": {' in page[page.index("### A2.") : page.index("### A3.")]
