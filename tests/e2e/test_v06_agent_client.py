@@ -85,7 +85,8 @@ async def test_anonymous_claim_token_api_revoke(svc: Service) -> None:
     address → polling (pending once, then the claim while the agent waits) → the delivered
     token with the post-claim scopes and an assertion naming the person → the API as the
     person's user → V8 → 401, after which the agent's fetch exchanges the delivered assertion
-    again and gets through; the pre-claim assertion no longer exchanges (O-F). The agent
+    again and gets through; the pre-claim token is refused and the pre-claim assertion no
+    longer exchanges (O-F). The agent
     waited `interval` before each poll."""
     agent = agent_on(svc)
     found = await agent.discover()
@@ -121,6 +122,7 @@ async def test_anonymous_claim_token_api_revoke(svc: Service) -> None:
     assert me["user_id"] is not None
     assert me["scopes"] == list(svc.tenant.post_claim_scopes)
 
+    assert (await agent.call(ME, first)).status_code == 401  # the claim ended it (case 17)
     with pytest.raises(AgentError) as stale:
         await agent.exchange(identity.assertion)
     assert (stale.value.status, stale.value.error) == (400, "invalid_grant")
