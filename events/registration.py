@@ -21,7 +21,8 @@ import msgspec
 from events.catalogue import Event
 
 RegistrationKind = Literal["anonymous", "verified_email", "service_auth", "id_jag"]
-CredentialKind = Literal["api_key", "access_token"]
+# `refresh_token`: the AuthKit profile's rotating refresh tokens (never a bearer at a resource).
+CredentialKind = Literal["api_key", "access_token", "refresh_token"]
 Dialect = Literal["v1", "v06"]
 # Who sees and who types the code: `email` (v1: the code is shown on the mailed link's page,
 # the agent types it at E8), `user_code` (v0.6: the agent gets the code, the signed-in person
@@ -82,9 +83,15 @@ class ClaimAttemptSuperseded(Event, frozen=True, kw_only=True, tag="claim.attemp
 
 
 class OtpIssued(Event, frozen=True, kw_only=True, tag="claim.otp_issued"):
+    """`confirmed_by`: in the AuthKit profile (ceremony `confirm`) the code is minted when the
+    signed-in person confirms on the page, which shows it to them; how they proved their
+    address (`email_link`, `oidc:<issuer>`), for the claim the agent completes with it. None
+    elsewhere (v1's code and v0.6 main's are minted without a person)."""
+
     attempt_id: str
     otp_hash: str
     expires_at: datetime
+    confirmed_by: str | None = None
 
 
 OtpFailure = Literal[

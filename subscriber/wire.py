@@ -55,7 +55,7 @@ MSG_ID_SUFFIX = ":revocation"
 POSITION_HEADER = "Authledger-Revocation-Position"
 SUBJECT_WORD = "revocations"
 PREFIX_LENGTH = 16
-CredentialKind = Literal["api_key", "access_token"]
+CredentialKind = Literal["api_key", "access_token", "refresh_token"]
 
 
 class Revocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -5,4 +5,4 @@ SELECT c.credential_id, c.tenant_id, c.kind, c.scopes, c.registration_id, c.user
        c.expires_at, c.issued_at, c.version, r.status AS registration_status
 FROM credentials c
 LEFT JOIN registrations r ON r.registration_id = c.registration_id
-WHERE c.token_hash = $1
+WHERE c.token_hash = $1 AND c.kind <> 'refresh_token'  -- never a bearer (AuthKit)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from events.credential import IssuedVia
-from events.registration import STREAM_TYPE, ClaimDelivered
+from events.registration import STREAM_TYPE, ClaimDelivered, CredentialKind
 from events.sql import load_queries
 from service.commands.claim_start import load_by_claim_token
 from service.commands.context import Caller, Change, Context, retrying
@@ -91,36 +91,10 @@ async def _pace(ctx: Context, claim_token: str, now: datetime) -> tuple[bool, in
 async def _deliver(
     ctx: Context, state: Registration, deliver: Deliver, caller: Caller, now: datetime
 ) -> Delivered:
-    tenant = ctx.tenant
-    step_up = state.step_up
-    token = mint(
-        ctx,
-        "access_token",
-        now=now,
-        scopes=tenant.scopes_supported if step_up is not None else deliver.scopes,
-        issued_via="id_jag" if step_up is not None else _issued_via(state),
-        registration_id=deliver.registration_id,
-        user_id=deliver.user_id,
-        issuer=step_up.issuer if step_up is not None else None,
-        delegation_id=step_up.delegation_id if step_up is not None else None,
-        not_after=state.ends_by,  # None: a delivery follows the claim (R8)
-    )
-    sub, gen = await _assertion_subject(ctx, state)
-    email = None
-    if state.attempt is not None:  # the claimed attempt: its hint is the signed-in address
-        email = await ctx.sealer.open(ctx.pool, state.attempt.email_sealed)
-    assertion, expires = issue_assertion(
-        ctx.keyring,
-        issuer=tenant.issuer,
-        sub=sub,
-        gen=gen,
-        now=now,
-        ttl=timedelta(seconds=tenant.assertion_ttl),
-        email=email,
-        email_verified=True if email is not None else None,
-    )
+    token = mint_for_claim(ctx, state, "access_token", now=now, user_id=deliver.user_id)
+    assertion, expires = await claimed_assertion(ctx, state, now)
     delivered = ClaimDelivered(credential_id=token.credential_id)
-    owner = deliver.user_id if step_up is not None else deliver.registration_id
+    owner = deliver.user_id if state.step_up is not None else deliver.registration_id
     await ctx.record(
         [
             Change(ctx.stream(STREAM_TYPE, state.registration_id), state.version, [delivered]),
@@ -132,6 +106,58 @@ async def _deliver(
     return Delivered(token, assertion, expires)
 
 
+def mint_for_claim(
+    ctx: Context,
+    state: Registration,
+    kind: CredentialKind,
+    *,
+    now: datetime,
+    user_id: str,
+    expires_at: datetime | None = None,
+    credential_id: str | None = None,
+) -> Minted:
+    """A credential a claim delivers (V7's access tokens, AuthKit's refresh tokens): the
+    post-claim scopes for `user_id`; for a step-up every supported scope, as an `id_jag`
+    credential of the subject's delegation."""
+    step_up = state.step_up
+    return mint(
+        ctx,
+        kind,
+        now=now,
+        scopes=ctx.tenant.scopes_supported if step_up is not None else state.post_claim_scopes,
+        issued_via="id_jag" if step_up is not None else _issued_via(state),
+        registration_id=state.registration_id,
+        user_id=user_id,
+        expires_at=expires_at,
+        issuer=step_up.issuer if step_up is not None else None,
+        delegation_id=step_up.delegation_id if step_up is not None else None,
+        credential_id=credential_id,
+        not_after=state.ends_by,  # None: a delivery follows the claim (R8)
+    )
+
+
+async def claimed_assertion(
+    ctx: Context, state: Registration, now: datetime
+) -> tuple[str, datetime]:
+    """A claimed registration's assertion (and its end): gen 1 and the claimed address, or
+    for a step-up the subject's (`assertion_subject`)."""
+    tenant = ctx.tenant
+    sub, gen = await assertion_subject(ctx, state)
+    email = None
+    if state.attempt is not None:  # the claimed attempt: its hint is the signed-in address
+        email = await ctx.sealer.open(ctx.pool, state.attempt.email_sealed)
+    return issue_assertion(
+        ctx.keyring,
+        issuer=tenant.issuer,
+        sub=sub,
+        gen=gen,
+        now=now,
+        ttl=timedelta(seconds=tenant.assertion_ttl),
+        email=email,
+        email_verified=True if email is not None else None,
+    )
+
+
 def _issued_via(state: Registration) -> IssuedVia:
     if state.kind == "anonymous":
         return "anonymous"
@@ -140,7 +166,7 @@ def _issued_via(state: Registration) -> IssuedVia:
     raise ProtocolError("invalid_grant", "this registration delivers nothing here")
 
 
-async def _assertion_subject(ctx: Context, state: Registration) -> tuple[str, int]:
+async def assertion_subject(ctx: Context, state: Registration) -> tuple[str, int]:
     """(sub, gen): the registration at stage 1; for a step-up, the subject's deterministic
     id and its delegation's revocation count, so later exchanges go through the delegation."""
     if state.step_up is None:

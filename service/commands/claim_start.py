@@ -38,6 +38,7 @@ from service.crypto.tokens import (
     token_hash,
 )
 from service.domain.claim import Decision
+from service.domain.confirm import decide_open_confirm
 from service.domain.errors import ProtocolError
 from service.domain.registration import Registration, evolve
 from service.domain.user_code import NewCode, decide_open_attempt
@@ -47,11 +48,14 @@ REG_Q = load_queries("projections", "registrations.sql")
 # The person's pages (V3, V4): the sign-in first, which sends them on to the claim page.
 LOGIN_PATH = "/login"
 CLAIM_PAGE_PATH = "/claim"
+CONFIRM_PAGE_PATH = "/claim/confirm"  # the AuthKit profile's page: Authorize, then the code
 
 
 def verification_uri(tenant: TenantConfig, link_token: str) -> str:
-    """Where the person goes: the sign-in, returning to the claim page of this link."""
-    return_to = f"{CLAIM_PAGE_PATH}?claim_attempt_token={link_token}"
+    """Where the person goes: the sign-in, returning to the claim page of this link (the
+    confirm page in the AuthKit profile)."""
+    page = CONFIRM_PAGE_PATH if tenant.v06_profile == "authkit" else CLAIM_PAGE_PATH
+    return_to = f"{page}?claim_attempt_token={link_token}"
     return f"{tenant.issuer}{LOGIN_PATH}?return_to={quote(return_to, safe='')}"
 
 
@@ -118,7 +122,12 @@ def mint_attempt(ctx: Context, hint: str, *, hint_index: str | None = None) -> M
 
 
 def _open(ctx: Context, state: Registration, minted: MintedAttempt, now: datetime) -> Decision:
+    """The attempt's events: with the agent's code (main), or waiting for the person's
+    confirmation, which mints the code (AuthKit, service/domain/confirm.py)."""
     tenant = ctx.tenant
+    if tenant.v06_profile == "authkit":
+        link_ttl = timedelta(seconds=tenant.claim_link_ttl)
+        return decide_open_confirm(state, minted.new, now=now, link_ttl=link_ttl)
     return decide_open_attempt(
         state,
         minted.new,

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from events.credential import STREAM_TYPE, CredentialIssued, IssuedVia
 from events.registration import CredentialKind
 from service.commands.context import Change, Context
-from service.crypto.tokens import new_api_key, new_credential_id, token_hash
+from service.crypto.tokens import new_api_key, new_credential_id, new_refresh_token, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +37,17 @@ def mint(
     credential_id: str | None = None,
     not_after: datetime | None = None,
 ) -> Minted:
-    """An API key (opaque, no expiry unless given) or an RFC 9068 access token; its id is
-    `credential_id` when a decision already named it. An access token lives the tenant's
-    `access_token_ttl`, cut to end by `not_after` (what it acts for ends then: an unclaimed
-    registration; its `exp` is never later)."""
+    """An API key (opaque, no expiry unless given), an AuthKit refresh token (opaque, its
+    expiry given) or an RFC 9068 access token; its id is `credential_id` when a decision
+    already named it. An access token lives the tenant's `access_token_ttl`, cut to end by
+    `not_after` (what it acts for ends then: an unclaimed registration; its `exp` is never
+    later)."""
     credential_id = credential_id or new_credential_id()
     expires_in = None
     if kind == "api_key":
         plain = new_api_key(ctx.tenant.api_key_prefix)
+    elif kind == "refresh_token":
+        plain = new_refresh_token()
     else:
         ttl = timedelta(seconds=ctx.tenant.access_token_ttl)
         if not_after is not None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
 import asyncpg
 
@@ -36,7 +35,7 @@ from events.errors import ConcurrencyConflict
 from events.registration import STREAM_TYPE as REGISTRATION
 from events.sql import load_queries
 from service.commands import registration_state
-from service.commands.claim_start import mint_attempt
+from service.commands.claim_start import mint_attempt, verification_uri
 from service.commands.context import (
     Caller,
     Change,
@@ -55,6 +54,7 @@ from service.crypto.tokens import (
     registration_id_for_identity,
     token_hash,
 )
+from service.domain.confirm import as_confirm
 from service.domain.errors import ProtocolError
 from service.domain.registration import Registration
 from service.domain.step_up import (
@@ -73,8 +73,6 @@ from service.domain.trust_list import DelegationState, delegation_id_for
 from service.providers.trust import VerifiedAssertion
 
 Q = load_queries("service.commands", "identity_v06.sql")
-LOGIN_PATH = "/login"  # the sign-in page a `verification_uri` goes through (V3)
-CLAIM_PAGE = "/claim?claim_attempt_token="  # the person's claim page (V4)
 
 
 class LoginRequired(ProtocolError):
@@ -112,12 +110,7 @@ class SteppedUp:
     expires_in: int
     verification_uri: str
     interval: int
-
-
-def verification_uri(issuer: str, link_token: str) -> str:
-    """`<issuer>/login?return_to=` + the claim page's path with the attempt's link token,
-    URL-encoded (contract case 10)."""
-    return f"{issuer}{LOGIN_PATH}?return_to={quote(CLAIM_PAGE + link_token, safe='')}"
+    link_expires_at: datetime
 
 
 async def register_identity_v06(ctx: Context, assertion: str, caller: Caller) -> Served | SteppedUp:
@@ -283,7 +276,8 @@ async def _step_up(
         post_claim_scopes=tenant.scopes_supported,  # a step-up claims every scope (as Clean)
     )
     opened = decided.open(presented, new, now=now, terms=terms)
-    changes = [Change(ctx.stream(REGISTRATION, registration_id), 0, opened.events)]
+    events = as_confirm(opened.events) if tenant.v06_profile == "authkit" else opened.events
+    changes = [Change(ctx.stream(REGISTRATION, registration_id), 0, events)]
     if opened.superseded_id is not None and decided.supersede is not None:
         old = ctx.stream(REGISTRATION, opened.superseded_id)
         changes.append(Change(old, decided.supersede.version, opened.superseded))
@@ -303,6 +297,7 @@ async def _step_up(
         post_claim_scopes=terms.post_claim_scopes,
         user_code=user_code,
         expires_in=tenant.otp_ttl,
-        verification_uri=verification_uri(tenant.issuer, link_token),
+        verification_uri=verification_uri(tenant, link_token),
+        link_expires_at=now + terms.link_ttl,
         interval=tenant.claim_poll_interval,
     )

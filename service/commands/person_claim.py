@@ -148,7 +148,7 @@ async def enter_code(
             active=tuple(versions),
         )
         changes = [Change(ctx.stream(REGISTRATION, rid), state.version, decision.events)]
-        changes += _ended(ctx, decision, versions)
+        changes += ended_by(ctx, decision, versions)
         if decision.claimed is not None:
             if decision.delegation and state.step_up is not None:
                 stream = ctx.stream(DELEGATION, state.step_up.delegation_id)
@@ -194,7 +194,7 @@ async def deny(ctx: Context, link_token: str, person: Person, caller: Caller) ->
     return await retrying(attempt)
 
 
-def _ended(ctx: Context, decision: Decision, versions: dict[str, int]) -> list[Change]:
+def ended_by(ctx: Context, decision: Decision, versions: dict[str, int]) -> list[Change]:
     """`credential.revoked` for each credential the decision ends, at the version read."""
     reason = REVOKED_BY_CLAIM if decision.claimed is not None else REVOKED_WITH_REGISTRATION
     return [

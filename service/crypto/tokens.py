@@ -101,6 +101,11 @@ def new_access_token() -> str:
     return random_token(ACCESS_TOKEN_PREFIX, 32)
 
 
+def new_refresh_token() -> str:
+    """`rt_` + 43 base64url characters (32 random bytes): an AuthKit refresh token."""
+    return random_token("rt_", 32)
+
+
 def new_user_id() -> str:
     """`usr_` + 22 base64url characters (16 random bytes)."""
     return random_token("usr_", 16)

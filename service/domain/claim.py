@@ -42,7 +42,7 @@ from events.registration import (
 )
 from service.domain.credentials import REVOKED_WITH_REGISTRATION
 from service.domain.errors import ProtocolError
-from service.domain.registration import GROWTH_LIMIT, Registration
+from service.domain.registration import GROWTH_LIMIT, Attempt, Registration
 
 # What E5, E7 and E8 answer for a registration made at the v0.6 door (design section 3.4).
 V06_CLAIM = (
@@ -241,6 +241,21 @@ def decide_complete(
         if state.credential_id is not None:  # the pre-claim key ends with it (R7)
             key = (CredentialRevoked(reason=REVOKED_WITH_REGISTRATION),)
     return Decision(tuple(events), ProtocolError("otp_invalid", "wrong code"), credential=key)
+
+
+def code_missed(state: Registration, attempt: Attempt, limits: OtpLimits) -> tuple[Event, ...]:
+    """A wrong code that could have matched (§6.4): counted, the code voided at its limit,
+    the attempt locked and the registration ended at the registration's."""
+    voided = attempt.otp_misses + 1 >= limits.max_code_misses
+    events: list[Event] = [
+        OtpFailed(attempt_id=attempt.attempt_id, reason="mismatch", code_voided=voided)
+    ]
+    if state.misses + 1 >= limits.max_registration_misses:
+        events += [
+            ClaimAttemptLocked(attempt_id=attempt.attempt_id),
+            RegistrationExpired(reason="locked"),
+        ]
+    return tuple(events)
 
 
 def _refuse(

@@ -73,6 +73,7 @@ class Attempt:
     otp_voided: bool = False
     mints: int = 0
     ceremony: Ceremony = "email"
+    confirmed_by: str | None = None  # AuthKit: how the person who confirmed signed in
 
     @property
     def live(self) -> bool:
@@ -167,6 +168,7 @@ def evolve(state: Registration | None, event: RegistrationEvent) -> Registration
                 otp_misses=0,
                 otp_voided=False,
                 mints=attempt.mints + 1,
+                confirmed_by=event.confirmed_by,
             )
             return _next(current, attempt=attempt)
         case OtpFailed():

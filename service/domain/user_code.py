@@ -30,16 +30,14 @@ from events.catalogue import Event
 from events.delegation import DelegationCreated
 from events.registration import (
     ClaimAttemptDenied,
-    ClaimAttemptLocked,
     ClaimAttemptStarted,
     ClaimAttemptSuperseded,
     ClaimDelivered,
-    OtpFailed,
     OtpIssued,
     RegistrationClaimed,
     RegistrationExpired,
 )
-from service.domain.claim import Decision, OtpCheck, OtpLimits, room_for
+from service.domain.claim import Decision, OtpCheck, OtpLimits, code_missed, room_for
 from service.domain.errors import Code, ProtocolError
 from service.domain.registration import Attempt, Registration
 
@@ -156,18 +154,10 @@ def decide_enter_code(
         raise ProtocolError("user_code_expired", "this code is no longer valid")
     if code_matches(attempt.attempt_id, attempt.otp_hash):
         return _claim(state, attempt, now=now, claimant=claimant, terms=terms, active=active)
-    voided = attempt.otp_misses + 1 >= limits.max_code_misses
-    events: list[Event] = [
-        OtpFailed(attempt_id=attempt.attempt_id, reason="mismatch", code_voided=voided)
-    ]
-    ended: tuple[str, ...] = ()
-    if state.misses + 1 >= limits.max_registration_misses:
-        events += [
-            ClaimAttemptLocked(attempt_id=attempt.attempt_id),
-            RegistrationExpired(reason="locked"),
-        ]
-        ended = active
-    return Decision(tuple(events), ProtocolError("user_code_invalid", "wrong code"), revoke=ended)
+    missed = code_missed(state, attempt, limits)
+    locked = any(isinstance(e, RegistrationExpired) for e in missed)  # §6.4: it ends, so do
+    ended = active if locked else ()  # its tokens (as E8's lock revokes v1's key)
+    return Decision(missed, ProtocolError("user_code_invalid", "wrong code"), revoke=ended)
 
 
 def decide_view(

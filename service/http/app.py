@@ -35,6 +35,7 @@ from service.http.audit import audit_router
 from service.http.bodies import BodyTooLarge
 from service.http.claim_page import claim_page_router
 from service.http.client_address import TRUSTED_PROXIES, networks
+from service.http.confirm_page import confirm_page_router
 from service.http.credentials import HANDLERS as CREDENTIALS
 from service.http.discovery import discovery_router
 from service.http.envelopes import in_family
@@ -98,7 +99,8 @@ def create_app(
     gate = AccessGate(settings.admin_token, access, tenant)
     operations = [] if resources.metrics is None else [metrics_router(gate, resources.metrics)]
     pages = identity_pages_router()
-    page_paths = frozenset(route.path for route in pages.routes)
+    confirm = confirm_page_router()  # the AuthKit profile's page (404 in the main profile)
+    page_paths = frozenset(route.path for router in (pages, confirm) for route in router.routes)
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -112,6 +114,7 @@ def create_app(
             subscriptions_router(settings, gate),
             claim_page_router(),
             pages,
+            confirm,
             resource_router(tenant, resources, gate),
             *operations,
             *dev_routes,

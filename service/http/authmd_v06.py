@@ -1,12 +1,13 @@
 """The auth.md's part for the v0.6 door (`/agent/identity`, auth.md 0.6.0; docs/protocol.md
 §12): generated from the tenant like the v1 steps, present only while the door is open and
 offers one of its flows, and alone after Step 1 when the v1 door is shut. The main profile
-(V1-V8); the AuthKit profile's shapes are not served yet."""
+(V1-V8); the AuthKit profile's A2 and A4 are service/http/authmd_authkit.py's."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from service.http.authmd_authkit import claim_authkit, register_authkit
 from service.http.markdown import codes, example_time, json_block
 from service.tenancy.config import CLAIM_GRANT, ID_JAG, JWT_BEARER, Flow, TenantConfig
 
@@ -59,7 +60,10 @@ def render_v06(t: TenantConfig) -> str:
         f"| `{c}` | {status} | {where} | {todo} |" for c, status, where, todo in ERROR_ROWS
     )
     errors = ERRORS.replace("{id_jag}", codes(ID_JAG_CODES)).replace("{rows}", rows)
-    parts = [_endpoints(t), _pick(t), _register(t), _exchange(t), _claim(t), _use(t), errors,
+    authkit = t.v06_profile == "authkit"
+    register = register_authkit(t) if authkit else _register(t)
+    claim = claim_authkit(t) if authkit else _claim(t)
+    parts = [_endpoints(t), _pick(t), register, _exchange(t), claim, _use(t), errors,
              _revocation(t)]  # fmt: skip
     return "\n\n".join(part.strip("\n") for part in parts if part)
 
@@ -135,7 +139,11 @@ def _pick(t: TenantConfig) -> str:
         "id_jag": "Your agent provider can mint ID-JAGs → `identity_assertion`: an assertion "
         "at once for a user the service knows through the provider.",
         "service_auth": "You know the user's e-mail address → `service_auth`: the person signs "
-        "in here and types a code you give them; then the assertion.",
+        + (
+            "in here and reads you a code; then the assertion."
+            if t.v06_profile == "authkit"
+            else "in here and types a code you give them; then the assertion."
+        ),
         "anonymous": f"You have nothing → `anonymous`: an assertion at once for "
         f"{codes(t.pre_claim_scopes)}; a person may claim it later.",
     }

@@ -21,6 +21,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from service.commands.context import Caller
 from service.domain.errors import ProtocolError
 from service.http.client_address import FORWARDED_FOR, TRUSTED_PROXIES, Network, client_address
+from service.tenancy.config import TenantConfig
 
 T = TypeVar("T", bound=msgspec.Struct)
 BODY_LIMIT = 16 * 1024  # every body of this dialect fits in a few hundred bytes
@@ -237,12 +238,17 @@ def v1_caller(request: Request[Any, Any, Any]) -> Caller:
 
 V06_DOOR = "v06"
 V06_DIALECT = "0.6.0"  # auth.md 0.6.0: the /agent/identity dialect, its main profile
+AUTHKIT_DIALECT = "0.6.0+authkit"  # its AuthKit production profile (contract [PR28])
 
 
 def v06_caller(request: Request[Any, Any, Any]) -> Caller:
     """`caller` for the v0.6 door's routes: the events they cause record door `v06`, dialect
-    `0.6.0`."""
-    return caller(request, door=V06_DOOR, dialect=V06_DIALECT)
+    `0.6.0`, or `0.6.0+authkit` for a tenant of the AuthKit profile (the tenant middleware's
+    TenantConfig in the scope's state)."""
+    # "tenant": service.http.tenancy's TENANT_STATE (which imports this module's callers)
+    tenant = request.scope.get("state", {}).get("tenant")
+    authkit = isinstance(tenant, TenantConfig) and tenant.v06_profile == "authkit"
+    return caller(request, door=V06_DOOR, dialect=AUTHKIT_DIALECT if authkit else V06_DIALECT)
 
 
 def timestamp(instant: datetime) -> str:

@@ -3,7 +3,7 @@
 The contract copies each family's shape from the reference, so a v0.6 agent parses every
 answer of a route the same way, Litestar's own refusals included:
 
-- identity: V1, V2 (later AuthKit's complete): `{error, message, error_description}`, both
+- identity: V1, V2, AuthKit's complete: `{error, message, error_description}`, both
   texts the same (O-Q); 503 `unavailable`;
 - oauth: V6, V7, V8: RFC 6749's `{error, error_description}`; 503
   `temporarily_unavailable`;
@@ -41,6 +41,7 @@ from service.observability.metrics import note_refusal
 from service.tenancy.config import (
     EVENTS_PATH,
     IDENTITY_CLAIM_PATH,
+    IDENTITY_COMPLETE_PATH,
     IDENTITY_PATH,
     TOKEN_PATH,
     TOKEN_REVOKE_PATH,
@@ -141,6 +142,7 @@ EVENTS = Envelope(
 FAMILY_PATHS: Mapping[str, Envelope] = {
     IDENTITY_PATH: IDENTITY,
     IDENTITY_CLAIM_PATH: IDENTITY,
+    IDENTITY_COMPLETE_PATH: IDENTITY,
     TOKEN_PATH: OAUTH,
     TOKEN_REVOKE_PATH: OAUTH,
     EVENTS_PATH: EVENTS,

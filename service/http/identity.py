@@ -20,6 +20,7 @@ from litestar.di import NamedDependency
 from service.commands.agent_identity import register_anonymous_v06
 from service.commands.context import Context
 from service.domain.errors import ProtocolError
+from service.http.authkit import authkit_identify, complete_claim
 from service.http.bodies import (
     BODY_LIMIT,
     Assertion,
@@ -57,6 +58,8 @@ async def identify(
     ctx: NamedDependency[Context],
     resources: NamedDependency[Resources],
 ) -> Response[bytes]:
+    if ctx.tenant.v06_profile == "authkit":
+        return await authkit_identify(request, ctx, resources)
     body = await read_json(request, IdentityBody)
     who = v06_caller(request)
     if body.type == "anonymous":
@@ -104,7 +107,7 @@ def _only(body: IdentityBody, kind: str, *needed: str) -> None:
 def identity_router() -> Router:
     return Router(
         "/",
-        route_handlers=[identify, start_claim],
+        route_handlers=[identify, start_claim, complete_claim],
         tags=["registration (v0.6)"],
         guards=[door_guard("v06")],
         exception_handlers=IDENTITY.handlers(),

@@ -19,6 +19,7 @@ from litestar.di import NamedDependency
 from service.commands.claim_start import register_service_auth, start
 from service.commands.context import Caller, Context
 from service.domain.errors import ProtocolError
+from service.http.authkit import attempt_answer
 from service.http.bodies import (
     BODY_LIMIT,
     Email,
@@ -71,6 +72,41 @@ async def service_auth_reply(
     )
 
 
+def _address(body: ClaimBody) -> str:
+    """The address V2 names, by either name (O-P); `invalid_request` otherwise."""
+    if (body.email is None) == (body.login_hint is None):
+        raise ProtocolError("invalid_request", "send exactly one of email and login_hint")
+    if body.type is not None and body.type not in CLAIM_TYPES:
+        raise ProtocolError("invalid_request", f"type must be one of {', '.join(CLAIM_TYPES)}")
+    return check_email((body.email or body.login_hint or "").strip(), "email")
+
+
+async def _authkit_start(
+    request: Request[Any, Any, Any],
+    ctx: Context,
+    resources: Resources,
+    claim_token: str,
+    email: str,
+) -> Response[bytes]:
+    """V2 in the AuthKit profile: `{id, type, attempt{verification_uri, expires_at}}`; a
+    claimed registration is 409 `already_claimed` (contract [PR28])."""
+    who = v06_caller(request)
+    await resources.limiter.claim_start(ctx.tenant.tenant_id, claim_token, email, mail=False)
+    try:
+        opened = await start(ctx, claim_token, email, who)
+    except ProtocolError as refused:
+        if refused.code != "claimed_or_in_flight":
+            raise
+        raise ProtocolError("already_claimed", refused.message) from None
+    return json_reply(
+        {
+            "id": opened.registration_id,
+            "type": "service_auth",
+            "attempt": attempt_answer(opened.claim),
+        }
+    )
+
+
 @post(IDENTITY_CLAIM_PATH, summary="V2: start a claim (the v0.6 door)",
       request_max_body_size=BODY_LIMIT, operation_class=IDENTITY_CLAIM_DOC)  # fmt: skip
 async def start_claim(
@@ -79,11 +115,9 @@ async def start_claim(
     resources: NamedDependency[Resources],
 ) -> Response[bytes]:
     body = await read_json(request, ClaimBody)
-    if (body.email is None) == (body.login_hint is None):
-        raise ProtocolError("invalid_request", "send exactly one of email and login_hint")
-    if body.type is not None and body.type not in CLAIM_TYPES:
-        raise ProtocolError("invalid_request", f"type must be one of {', '.join(CLAIM_TYPES)}")
-    email = check_email((body.email or body.login_hint or "").strip(), "email")
+    email = _address(body)
+    if ctx.tenant.v06_profile == "authkit":
+        return await _authkit_start(request, ctx, resources, body.claim_token, email)
     who = v06_caller(request)
     await resources.limiter.claim_start(ctx.tenant.tenant_id, body.claim_token, email, mail=False)
     opened = await start(ctx, body.claim_token, email, who)

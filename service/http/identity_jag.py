@@ -20,7 +20,7 @@ import structlog
 from litestar import Request, Response
 
 from service.commands.context import Context
-from service.commands.identity_v06 import LoginRequired, Served, register_identity_v06
+from service.commands.identity_v06 import LoginRequired, Served, SteppedUp, register_identity_v06
 from service.http.bodies import json_reply, timestamp, v06_caller
 from service.http.envelopes import IDENTITY
 from service.observability.metrics import note_refusal
@@ -30,6 +30,10 @@ REGISTRATION_TYPE = "identity_assertion"
 STEP_UP_MESSAGE = (
     "this identity matches an existing account: its owner must sign in at verification_uri "
     "and enter user_code to link it"
+)
+CONFIRM_MESSAGE = (
+    "this identity matches an existing account: its owner must sign in at verification_uri, "
+    "authorize, and give you the code for claim/complete"
 )
 log = structlog.get_logger("service.http")
 
@@ -42,8 +46,16 @@ def challenge(error: str, description: str, **params: str) -> str:
 
 
 async def identity_assertion(
-    request: Request[Any, Any, Any], ctx: Context, resources: Resources, assertion: str
+    request: Request[Any, Any, Any],
+    ctx: Context,
+    resources: Resources,
+    assertion: str,
+    *,
+    nested: bool = False,
 ) -> Response[bytes]:
+    """V1 with an ID-JAG; `nested`: the AuthKit profile's bodies (contract [PR28]: `id`,
+    `type`, `identity{…}` and a flat `scopes` when served; on a step-up `scopes{post_claim}`
+    and `claim{token, expires_at, url, attempt{verification_uri, expires_at}}`, no code)."""
     who = v06_caller(request)
     await resources.limiter.registration(ctx.tenant.tenant_id, "id_jag", who.client_ip)
     try:
@@ -55,32 +67,66 @@ async def identity_assertion(
         headers = {"WWW-Authenticate": challenge(exc.code, exc.message, max_age=max_age)}
         return IDENTITY.reply(exc.code, exc.message, exc.status, headers, max_age=exc.max_age)
     if isinstance(answer, Served):
-        return json_reply(
-            {
-                "registration_id": answer.registration_id,
-                "registration_type": REGISTRATION_TYPE,
-                "identity_assertion": answer.identity_assertion,
-                "assertion_expires": timestamp(answer.assertion_expires),
-                "scopes": list(answer.scopes),
-            }
-        )
+        return json_reply(_served_nested(answer) if nested else _served(answer))
     log.info("identity.step_up", registration_id=answer.registration_id)
     code = "interaction_required"
-    return IDENTITY.reply(
-        code,
-        STEP_UP_MESSAGE,
-        401,
-        {"WWW-Authenticate": challenge(code, STEP_UP_MESSAGE)},
-        registration_id=answer.registration_id,
-        registration_type=REGISTRATION_TYPE,
-        claim_url=ctx.tenant.claim_endpoint,
-        claim_token=answer.claim_token,
-        claim_token_expires=timestamp(answer.claim_token_expires),
-        post_claim_scopes=list(answer.post_claim_scopes),
-        claim={
+    message = CONFIRM_MESSAGE if nested else STEP_UP_MESSAGE
+    handles = _step_up_nested(ctx, answer) if nested else _step_up(ctx, answer)
+    headers = {"WWW-Authenticate": challenge(code, message)}
+    return IDENTITY.reply(code, message, 401, headers, **handles)
+
+
+def _served(answer: Served) -> dict[str, Any]:
+    return {
+        "registration_id": answer.registration_id,
+        "registration_type": REGISTRATION_TYPE,
+        "identity_assertion": answer.identity_assertion,
+        "assertion_expires": timestamp(answer.assertion_expires),
+        "scopes": list(answer.scopes),
+    }
+
+
+def _served_nested(answer: Served) -> dict[str, Any]:
+    return {
+        "id": answer.registration_id,
+        "type": REGISTRATION_TYPE,
+        "identity": {
+            "assertion": answer.identity_assertion,
+            "expires_at": timestamp(answer.assertion_expires),
+        },
+        "scopes": list(answer.scopes),
+    }
+
+
+def _step_up(ctx: Context, answer: SteppedUp) -> dict[str, Any]:
+    return {
+        "registration_id": answer.registration_id,
+        "registration_type": REGISTRATION_TYPE,
+        "claim_url": ctx.tenant.claim_endpoint,
+        "claim_token": answer.claim_token,
+        "claim_token_expires": timestamp(answer.claim_token_expires),
+        "post_claim_scopes": list(answer.post_claim_scopes),
+        "claim": {
             "user_code": answer.user_code,
             "expires_in": answer.expires_in,
             "verification_uri": answer.verification_uri,
             "interval": answer.interval,
         },
-    )
+    }
+
+
+def _step_up_nested(ctx: Context, answer: SteppedUp) -> dict[str, Any]:
+    return {
+        "id": answer.registration_id,
+        "type": REGISTRATION_TYPE,
+        "scopes": {"post_claim": list(answer.post_claim_scopes)},
+        "claim": {
+            "token": answer.claim_token,
+            "expires_at": timestamp(answer.claim_token_expires),
+            "url": ctx.tenant.claim_endpoint,
+            "attempt": {
+                "verification_uri": answer.verification_uri,
+                "expires_at": timestamp(answer.link_expires_at),
+            },
+        },
+    }

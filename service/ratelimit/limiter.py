@@ -74,6 +74,7 @@ _REFUSED: dict[LimitName, str] = {
     "sign_in_use_per_ip": "too many sign-ins from this address",
     "service_auth_per_tenant": "too many service_auth registrations at this service",
     "poll_per_ip": "too many claim polls from this address",
+    "refresh_per_ip": "too many refreshes from this address",
 }
 _TIERS: dict[Flow, tuple[LimitName, LimitName]] = {
     "anonymous": ("anonymous_per_ip", "anonymous_per_tenant"),

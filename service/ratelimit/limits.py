@@ -53,6 +53,7 @@ LimitName = Literal[
     "sign_in_use_per_ip",  # v0.6 POST /login/email and the OIDC routes, per client IP
     "service_auth_per_tenant",  # V1 service_auth, the whole tenant (its own budget)
     "poll_per_ip",  # V7 claim grant polls, per client IP
+    "refresh_per_ip",  # V1 `type: refresh` (the AuthKit profile), per client IP
 ]
 LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
 VARIABLE = PREFIX + "RATE_LIMITS"
@@ -111,6 +112,7 @@ SPEC_LIMITS: Mapping[LimitName, Rate] = {
     "sign_in_use_per_ip": Rate(60, 3_600),
     "service_auth_per_tenant": Rate(1_000, 3_600),
     "poll_per_ip": Rate(720, 3_600),  # one poll every 5 s, all hour long
+    "refresh_per_ip": Rate(120, 3_600),  # an assertion lives an hour: a refresh now and then
 }
 TenantLimits = Mapping[LimitName, Rate | None]  # None: that limit is off
 # Older names a limits file may still use, and the limits each one sets.

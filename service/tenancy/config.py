@@ -40,6 +40,7 @@ ME_PATH = "/api/me"  # the sample protected resource (E10)
 # The v0.6 door's agent-facing paths (V1, V2, V6/V7, V8, V9).
 IDENTITY_PATH = "/agent/identity"
 IDENTITY_CLAIM_PATH = "/agent/identity/claim"
+IDENTITY_COMPLETE_PATH = "/agent/identity/claim/complete"  # the AuthKit profile's
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 TOKEN_REVOKE_PATH = "/oauth2/revoke"  # noqa: S105
 EVENTS_PATH = "/agent/event/notify"

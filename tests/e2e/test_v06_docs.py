@@ -38,6 +38,12 @@ SIGN_IN_ROUTES = {
     ("POST", "/claim"),
     ("POST", "/claim/deny"),
 }
+# The AuthKit profile's own routes (404 in the main profile, documented all the same).
+AUTHKIT_ROUTES = {
+    ("POST", "/agent/identity/claim/complete"),
+    ("GET", "/claim/confirm"),
+    ("POST", "/claim/confirm"),
+}
 GRANTS = {
     "urn:ietf:params:oauth:grant-type:jwt-bearer",
     "urn:workos:agent-auth:grant-type:claim",
@@ -80,14 +86,16 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 
 
 async def test_every_v06_route_is_in_the_schema(document: dict[str, Any]) -> None:
-    """The agent's routes, named by their contract tag, the JWKS and the sign-in pages are
-    all operations of the document."""
+    """The agent's routes, named by their contract tag, the JWKS, the sign-in pages and the
+    AuthKit profile's routes are all operations of the document."""
     listed = operations(document)
     for key, tag in V06_ROUTES.items():
         assert key in listed, key
         assert listed[key]["summary"].startswith(f"{tag}:"), listed[key]["summary"]
     assert ("GET", "/.well-known/jwks.json") in listed
     assert set(listed) >= SIGN_IN_ROUTES, SIGN_IN_ROUTES - set(listed)
+    for key in AUTHKIT_ROUTES:
+        assert listed[key]["summary"].startswith("AuthKit:"), key
 
 
 async def test_v06_bodies_and_answers_as_the_contract_has_them(document: dict[str, Any]) -> None:

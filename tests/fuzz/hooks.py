@@ -8,8 +8,9 @@ workers, and whatever else schemathesis's own checks send in between. The one ex
 the protocol's: a wrong code against a live code at E8 is recorded (`claim.otp_failed`, and at
 the limits `claim.attempt_locked` and `registration.expired`, spec §6.4), and so is one at the
 v0.6 claim page's V5 (with the lock's revocations of the pre-claim tokens), and the v0.6
-door's ID-JAG step-up, whose 401 opens a ceremony; every other refused try writes nothing
-(docs/security.md, finding 1).
+door's ID-JAG step-up, whose 401 opens a ceremony (and, in the AuthKit profile, a wrong code
+at claim/complete, with the same lock, and a reused refresh token, which ends its family);
+every other refused try writes nothing (docs/security.md, finding 1).
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ RECORDED_REFUSALS = {
         "credential.revoked",
     },
     # V1's step-up 401 (`interaction_required`) opens the ceremony: the step-up registration,
-    # its attempt and code, the subject's open step-up revoked (design section 5.1).
+    # its attempt and code, the subject's open step-up revoked (design section 5.1). In the
+    # AuthKit profile a rotated refresh token presented again ends its family's live one
+    # (`credential.revoked`, refresh_reuse) before the 400 (design section 12).
     ("POST", "/agent/identity"): {
         "registration.created",
         "claim.attempt_started",
         "claim.otp_issued",
         "registration.revoked",
+        "credential.revoked",
+    },
+    # AuthKit's claim/complete: a wrong code counts, as at V5 (the lock ending the tokens).
+    ("POST", "/agent/identity/claim/complete"): {
+        "claim.otp_failed",
+        "claim.attempt_locked",
+        "registration.expired",
+        "credential.revoked",
     },
 }
 T = TypeVar("T")
