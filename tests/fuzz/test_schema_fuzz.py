@@ -103,7 +103,9 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     register = operations[("POST", "/agent/auth")]["requestBody"]["content"]["application/json"]
     assert len(register["schema"]["oneOf"]) == 3  # anonymous, verified_email, ID-JAG
     identity = operations[("POST", "/agent/identity")]["requestBody"]["content"]
-    assert len(identity["application/json"]["schema"]["oneOf"]) == 3  # the v0.6 door's types
+    assert (
+        len(identity["application/json"]["schema"]["oneOf"]) == 4
+    )  # the v0.6 door's types + refresh
     for path in ("/agent/identity", "/oauth2/token", "/oauth2/revoke"):  # the family's shape
         refusal = operations[("POST", path)]["responses"]["400"]["content"]["application/json"]
         assert "error_description" in str(refusal["schema"]), path
