@@ -38,6 +38,29 @@ async def test_schema_fuzz_run_is_clean(
     assert result.total >= 20 * EXAMPLES, result.summary()
 
 
+async def test_schema_fuzz_run_of_an_authkit_tenant_is_clean(
+    backend: Backend, database_url: str, owner_database_url: str, tmp_path: Path
+) -> None:
+    """The v0.6 door's operations again, the tenant in the AuthKit profile (its nested V1/V2
+    answers, refresh, complete, the confirm page): every check passes, no 5xx, a clean stop."""
+    result = await run_fuzz(
+        database_url,
+        backend.nats_url,
+        examples=EXAMPLES,
+        phases="coverage,fuzzing,stateful",
+        seed=SEED,
+        report_dir=tmp_path,
+        owner_url=owner_database_url,
+        profile="authkit",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.server_status == 0, result.server_log.read_text()
+    assert result.requests["5xx"] == 0, result.summary()
+    assert result.requests["2xx"] >= 20, result.summary()  # anonymous, service_auth, V2, pages
+    assert result.operations >= 15, result.summary()  # V1, V2, complete, tokens, the pages
+    assert result.total >= 10 * EXAMPLES, result.summary()
+
+
 def scopes_of(method: str, path: str) -> list[str]:
     """The scoped credentials each operator route accepts (security finding 2)."""
     if path in ("/admin/credentials", "/admin/credentials/{credential_id}", "/admin/audit/verify"):
