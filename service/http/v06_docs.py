@@ -65,7 +65,9 @@ def _form_link(operation_id: str, grant_type: str | None = None, **fields: str) 
 
 # Where an answer leads (the fuzzer's stateful phase follows these): the assertion to V6, the
 # claim token to V2 and to V7's poll, the access token to V8; in the AuthKit profile the
-# nested assertion to V6, the claim token to V2 and to complete, the refresh token to V1.
+# nested assertion to V6, the claim token to V2, the refresh token to V1. None leads to
+# complete: a main-profile tenant answers it 404 (the fuzzer's check that what a POST made
+# is found would fail), and without the person's code it could only answer 409.
 NESTED_EXCHANGE = _form_link("exchangeAssertion", JWT_BEARER, assertion="identity/assertion")
 REFRESH_LINK = Link(
     operation_id="identify",
@@ -80,7 +82,6 @@ IDENTITY_LINKS = {
     "poll": _form_link("exchangeAssertion", CLAIM_GRANT, claim_token="claim_token"),  # noqa: S106
     "exchange_nested": NESTED_EXCHANGE,
     "start_claim_nested": link_body("startClaimV06", claim_token="claim/token"),  # noqa: S106
-    "complete": link_body("completeClaimAuthKit", claim_token="claim/token"),  # noqa: S106
     "refresh": REFRESH_LINK,
 }
 REFRESH_KIND = _identity("refresh", refresh_token=schema_dict(Token))
@@ -128,7 +129,7 @@ IDENTITY_DOC = documented(
             "the handles nest and the owner presses Authorize at `claim.attempt`'s page and "
             "reads the code to the agent, which completes the claim) or `login_required` "
             "(`auth_time` older than `max_age` seconds: sign the user in again)",
-            **{n: IDENTITY_LINKS[n] for n in ("start_claim", "start_claim_nested", "complete")},
+            **{n: IDENTITY_LINKS[n] for n in ("start_claim", "start_claim_nested")},
         ),
     },
     refusals=(400, 404, 413, 429),

@@ -142,6 +142,16 @@ def _answer(operation: dict[str, Any], status: str) -> list[dict[str, Any]]:
     return list(schema.get("anyOf", [schema]))
 
 
+def _links(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every link of every answer of the document."""
+    return [
+        link
+        for operation in operations(document).values()
+        for answer in operation["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+
+
 def _shape(alternatives: list[dict[str, Any]], **consts: str) -> dict[str, Any]:
     """The one alternative whose properties pin these values (`const`, or a one-value `enum`)."""
 
@@ -161,7 +171,8 @@ async def test_both_profiles_bodies_at_the_shared_paths(document: dict[str, Any]
     (anonymous with `identity` and `claim` without a code, service_auth with
     `claim.attempt`, a clean ID-JAG with a flat `scopes`, refresh with the next refresh
     token); the step-up 401 and V2 list the nested variant too; complete answers `{id,
-    status, identity{…, refresh_token}}` and links its tokens on to V6 and V1's refresh."""
+    status, identity{…, refresh_token}}` and links its tokens on to V6 and V1's refresh; no
+    link leads to complete, which a main-profile tenant answers 404."""
     listed = operations(document)
     identity = listed[("POST", "/agent/identity")]
     kinds = identity["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
@@ -193,7 +204,11 @@ async def test_both_profiles_bodies_at_the_shared_paths(document: dict[str, Any]
     assert links["exchange_nested"]["requestBody"]["assertion"] == (
         "$response.body#/identity/assertion"
     )
-    assert links["complete"]["operationId"] == "completeClaimAuthKit"
+    assert (
+        links["start_claim_nested"]["requestBody"]["claim_token"] == "$response.body#/claim/token"
+    )
+    # nothing links to complete: a main-profile tenant answers it 404
+    assert all(link["operationId"] != "completeClaimAuthKit" for link in _links(document))
     assert links["refresh"]["requestBody"]["type"] == "refresh"
     step_ups = _answer(identity, "401")
     nested = _shape(step_ups, type="identity_assertion")
