@@ -46,6 +46,12 @@ ASSERTION: dict[str, Any] = COMPACT_JWT | {
 RESOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s#/?]+[^\s#]*$"
 
 
+def _may_be_blank(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional form parameter: sent without a value (empty, or a null the client encodes
+    so) it counts as omitted (RFC 6749 3.1, service.http.bodies.read_form)."""
+    return {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}, schema]}
+
+
 def _identity(kind: str, **properties: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": {"const": kind}, **properties}
     return {
@@ -174,8 +180,8 @@ TOKEN_BODY: dict[str, Any] = {
                 "properties": {
                     "grant_type": {"type": "string", "enum": [JWT_BEARER]},
                     "assertion": ASSERTION,
-                    "resource": {"type": "string", "maxLength": 2048,
-                                 "pattern": RESOURCE_PATTERN},
+                    "resource": _may_be_blank({"type": "string", "maxLength": 2048,
+                                               "pattern": RESOURCE_PATTERN}),
                 },
                 "required": ["grant_type", "assertion"],
             },
@@ -211,7 +217,7 @@ REVOKE_TOKEN_BODY: dict[str, Any] = {
         "type": "object",
         "properties": {
             "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},
-            "token_type_hint": {"type": "string"},
+            "token_type_hint": _may_be_blank({"type": "string", "minLength": 1}),
         },
         "required": ["token"],
     }

@@ -114,6 +114,13 @@ async def test_v06_bodies_and_answers_as_the_contract_has_them(document: dict[st
     token = listed[("POST", "/oauth2/token")]
     grants = token["requestBody"]["content"][FORM]["schema"]["oneOf"]
     assert {g["properties"]["grant_type"]["enum"][0] for g in grants} == GRANTS
+    # an optional parameter sent without a value counts as omitted (RFC 6749 3.1): documented
+    [bearer] = [g for g in grants if "assertion" in g["properties"]]
+    blank = bearer["properties"]["resource"]["anyOf"]
+    assert {"type": "null"} in blank
+    assert {"type": "string", "maxLength": 0} in blank
+    revoke_form = listed[("POST", "/oauth2/revoke")]["requestBody"]["content"][FORM]["schema"]
+    assert {"type": "null"} in revoke_form["properties"]["token_type_hint"]["anyOf"]
     oauth = token["responses"]["400"]["content"]["application/json"]["schema"]
     assert set(_properties(document, oauth)) == {"error", "error_description"}
     revoke = listed[("POST", "/oauth2/revoke")]["responses"]["200"]["content"]
