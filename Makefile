@@ -60,7 +60,7 @@ test-embedded: $(DEV_STAMP) ## the store and relay suites again, forced onto emb
 faults: $(DEV_STAMP) ## fault tests (~2 min): SIGKILL, NATS down 30 s, Postgres down, 2 serve + 2 workers
 	$(BIN)/pytest -m faults tests/faults
 
-fuzz: $(DEV_STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests)
+fuzz: $(DEV_STAMP) ## schemathesis on every endpoint of a real `authledger serve` (>10,000 requests), then the AuthKit profile's v0.6 door
 	$(BIN)/python -m tests.fuzz.run --examples $(FUZZ_EXAMPLES)
 
 lint: $(DEV_STAMP) ## ruff (lint + format check), mypy strict and the import contracts

@@ -1,10 +1,17 @@
 """Schemathesis against a real `authledger serve`: `make fuzz`, and (smaller) `make test`.
 
     python -m tests.fuzz.run [--examples N] [--phases P,...] [--workers W] [--seed S]
+                             [--profiles main,authkit]
+
+For each v0.6 profile asked (both by default; docs/design/v06-dialect.md section 12):
 
 1. a fresh, migrated database on the test backend (tests/support/backends: the env's, the
    local 127.0.0.1 servers, containers or embedded ones);
-2. `authledger serve` on a free port, rate limits off (the fuzzer is one client on one IP);
+2. `authledger serve` on a free port, rate limits off (the fuzzer is one client on one IP),
+   both doors open, the v0.6 door in that profile (`AUTHLEDGER_V06_PROFILE`). The main
+   profile's run fuzzes every operation; the AuthKit profile's only the v0.6 door's
+   (`AUTHKIT_PATHS`: V1, V2, complete, the token endpoint, the person's pages), whose
+   bodies differ there; the rest answers as in the main run;
 3. one anonymous registration: its API key is the `agentCredential` for `/api/me`;
 4. `schemathesis run` on `/schema/openapi.json` with tests/fuzz/schemathesis.toml: the admin
    token and that key, every check but positive_data_acceptance (see the file), and
@@ -13,7 +20,8 @@
 6. SIGTERM: the server must stop cleanly (exit 0). Its log (warnings and errors, JSON) is
    kept in the report folder, beside schemathesis's JUnit report.
 
-The exit status is schemathesis's, or 1 when the server did not stop cleanly.
+The exit status is 0 when every run was clean (schemathesis's exit 0, no 5xx, the server
+stopped cleanly), else 1.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -46,6 +55,11 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 ADMIN_TOKEN = "fuzz-admin-" + "t" * 24
 SECRET_KEY = "fuzz-secret-" + "k" * 40
 PHASES = "examples,coverage,fuzzing,stateful"
+PROFILES = ("main", "authkit")
+# The operations whose bodies or answers an AuthKit tenant changes, or that only it serves:
+# V1, V2, complete, the token endpoint the nested assertion goes to, the confirm page and
+# the sign-in pages in front of it.
+AUTHKIT_PATHS = r"^/(agent/identity(/.*)?|oauth2/(token|revoke)|claim(/.*)?|login(/.*)?|logout)$"
 
 
 @dataclass
@@ -61,13 +75,20 @@ class FuzzResult:
         return sum(self.requests.values())
 
     @property
+    def operations(self) -> int:
+        """How many operations schemathesis selected (its report says)."""
+        found = re.search(r"Operations:\s+(\d+) selected", self.output)
+        return int(found.group(1)) if found else 0
+
+    @property
     def ok(self) -> bool:
         return self.exit_code == 0 and self.server_status == 0 and not self.requests["5xx"]
 
     def summary(self) -> str:
         classes = ", ".join(f"{n} {c}" for c, n in sorted(self.requests.items()))
         return (
-            f"{self.total} requests answered ({classes}); schemathesis exit {self.exit_code}; "
+            f"{self.total} requests answered ({classes}) on {self.operations} operations; "
+            f"schemathesis exit {self.exit_code}; "
             f"server exit {self.server_status}; server log {self.server_log}"
         )
 
@@ -83,9 +104,10 @@ async def run_fuzz(
     max_time: int | None = None,
     report_dir: Path | None = None,
     owner_url: str | None = None,
+    profile: str = "main",
 ) -> FuzzResult:
-    """Serve on `database_url` (migrated here, as `owner_url` when given, if need be) and
-    fuzz it; see the module doc."""
+    """Serve on `database_url` (migrated here, as `owner_url` when given, if need be), the
+    v0.6 door in `profile`, and fuzz it; see the module doc."""
     conn = await asyncpg.connect(owner_url or database_url)
     try:
         await migrate(conn)
@@ -105,6 +127,7 @@ async def run_fuzz(
         "AUTHLEDGER_PUBLIC_URL": url,
         "AUTHLEDGER_RATE_LIMITS": "off",
         "AUTHLEDGER_DOORS": "v1 v06",  # both doors' routes answer, so both are fuzzed
+        "AUTHLEDGER_V06_PROFILE": profile,
         "AUTHLEDGER_LOG_FORMAT": "json",
         "AUTHLEDGER_LOG_LEVEL": "warning",
     }
@@ -137,6 +160,7 @@ async def run_fuzz(
                         seed=seed,
                         max_time=max_time,
                         report=report,
+                        paths=AUTHKIT_PATHS if profile == "authkit" else None,
                     ),
                 )
                 after = await _answered(http)
@@ -161,6 +185,7 @@ def _arguments(
     seed: int | None,
     max_time: int | None,
     report: Path,
+    paths: str | None = None,
 ) -> list[str]:
     args = [
         f"--max-examples={examples}",
@@ -174,6 +199,8 @@ def _arguments(
         args.append(f"--seed={seed}")
     if max_time is not None:
         args.append(f"--max-time={max_time}")
+    if paths is not None:
+        args.append(f"--include-path-regex={paths}")
     return args
 
 
@@ -215,35 +242,45 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-time", type=int)
+    parser.add_argument("--profiles", default=",".join(PROFILES), help="main, authkit or both")
     parser.add_argument("--report-dir", type=Path, help="default: a new temporary folder")
     args = parser.parse_args(argv)
+    profiles = args.profiles.split(",")
+    if not set(profiles) <= set(PROFILES):
+        parser.error(f"--profiles: one or more of {', '.join(PROFILES)}")
     backend = choose_backend()
-    name = f"authledger_fuzz_{uuid.uuid4().hex[:12]}"
+    results: list[tuple[str, FuzzResult]] = []
     await ensure_roles(backend.database_url)  # serve as the runtime role, as in production
     admin = await asyncpg.connect(backend.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
-        try:
-            url = with_database(backend.database_url, name)
-            result = await run_fuzz(
-                as_runtime(url),
-                backend.nats_url,
-                owner_url=as_owner(url),
-                examples=args.examples,
-                phases=args.phases,
-                workers=args.workers,
-                seed=args.seed,
-                max_time=args.max_time,
-                report_dir=args.report_dir,
-            )
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for profile in profiles:
+            name = f"authledger_fuzz_{uuid.uuid4().hex[:12]}"
+            await admin.execute(f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
+            try:
+                url = with_database(backend.database_url, name)
+                report = None if args.report_dir is None else args.report_dir / profile
+                result = await run_fuzz(
+                    as_runtime(url),
+                    backend.nats_url,
+                    owner_url=as_owner(url),
+                    examples=args.examples,
+                    phases=args.phases,
+                    workers=args.workers,
+                    seed=args.seed,
+                    max_time=args.max_time,
+                    report_dir=report,
+                    profile=profile,
+                )
+            finally:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            print(result.output)
+            results.append((profile, result))
     finally:
         await admin.close()
         backend.stop()
-    print(result.output)
-    print(result.summary())
-    return 0 if result.ok else 1
+    for profile, result in results:
+        print(f"{profile}: {result.summary()}")
+    return 0 if all(result.ok for _, result in results) else 1
 
 
 if __name__ == "__main__":

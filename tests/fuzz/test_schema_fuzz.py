@@ -38,6 +38,29 @@ async def test_schema_fuzz_run_is_clean(
     assert result.total >= 20 * EXAMPLES, result.summary()
 
 
+async def test_schema_fuzz_run_of_an_authkit_tenant_is_clean(
+    backend: Backend, database_url: str, owner_database_url: str, tmp_path: Path
+) -> None:
+    """The v0.6 door's operations again, the tenant in the AuthKit profile (its nested V1/V2
+    answers, refresh, complete, the confirm page): every check passes, no 5xx, a clean stop."""
+    result = await run_fuzz(
+        database_url,
+        backend.nats_url,
+        examples=EXAMPLES,
+        phases="coverage,fuzzing,stateful",
+        seed=SEED,
+        report_dir=tmp_path,
+        owner_url=owner_database_url,
+        profile="authkit",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.server_status == 0, result.server_log.read_text()
+    assert result.requests["5xx"] == 0, result.summary()
+    assert result.requests["2xx"] >= 20, result.summary()  # anonymous, service_auth, V2, pages
+    assert result.operations >= 15, result.summary()  # V1, V2, complete, tokens, the pages
+    assert result.total >= 10 * EXAMPLES, result.summary()
+
+
 def scopes_of(method: str, path: str) -> list[str]:
     """The scoped credentials each operator route accepts (security finding 2)."""
     if path in ("/admin/credentials", "/admin/credentials/{credential_id}", "/admin/audit/verify"):
@@ -103,7 +126,9 @@ async def test_every_operation_is_documented(backend: Backend, database_url: str
     register = operations[("POST", "/agent/auth")]["requestBody"]["content"]["application/json"]
     assert len(register["schema"]["oneOf"]) == 3  # anonymous, verified_email, ID-JAG
     identity = operations[("POST", "/agent/identity")]["requestBody"]["content"]
-    assert len(identity["application/json"]["schema"]["oneOf"]) == 3  # the v0.6 door's types
+    assert (
+        len(identity["application/json"]["schema"]["oneOf"]) == 4
+    )  # the v0.6 door's types + refresh
     for path in ("/agent/identity", "/oauth2/token", "/oauth2/revoke"):  # the family's shape
         refusal = operations[("POST", path)]["responses"]["400"]["content"]["application/json"]
         assert "error_description" in str(refusal["schema"]), path

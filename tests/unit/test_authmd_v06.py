@@ -21,6 +21,16 @@ from service.http.answers import (
     TokenIssued,
     UserCodeHandout,
 )
+from service.http.authkit_answers import (
+    AnonymousNested,
+    AssertedNested,
+    AttemptOpenedNested,
+    ClaimCompleted,
+    ClaimHandles,
+    CompletedIdentity,
+    Refreshed,
+    ServiceAuthNested,
+)
 from service.http.authmd import render_auth_md
 from service.http.authmd_v06 import HEADING
 from service.settings import Settings
@@ -97,19 +107,65 @@ def test_examples_have_the_answers_fields() -> None:
     assert all(list(c) == list(UserCodeHandout.__struct_fields__) for c in ceremonies)
 
 
-def test_every_code_with_its_status() -> None:
-    """The dialect's table lists each code once, with the status the service answers it."""
-    part = v06_part(render_auth_md(tenant()))
-    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", part, re.M)
-    assert len(rows) == len({code for code, _ in rows})
+def table_codes(profile: str) -> set[str]:
+    """A6's codes for a profile; each listed once, with the status the service answers it."""
+    part = v06_part(render_auth_md(tenant(v06_profile=profile)))
+    table = part[part.index("### A6.") : part.index("### A7.")]
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", table, re.M)
+    assert len(rows) == len({code for code, _ in rows}), profile
     statuses = {str(code): status for code, status in STATUS.items()}
     statuses["internal_error"] = 500  # the one code no ProtocolError carries
     for code, status in rows:
         assert statuses[code] == int(status), code
-    codes = {code for code, _ in rows}
-    assert {"invalid_grant", "authorization_pending", "slow_down", "access_denied",
-            "expired_token", "interaction_required", "login_required",
-            "invalid_login_hint"} <= codes  # fmt: skip
+    return {code for code, _ in rows}
+
+
+POLLING = {"authorization_pending", "slow_down", "access_denied", "expired_token"}
+COMPLETE = {"invalid_claim", "claim_not_confirmed", "invalid_user_code", "user_code_expired",
+            "already_claimed"}  # fmt: skip
+
+
+def test_every_code_with_its_status() -> None:
+    """The main profile's table lists each code once, with the status the service answers
+    it: the claim grant's polling codes, none of the AuthKit profile's own."""
+    codes = table_codes("main")
+    assert {"invalid_grant", "interaction_required", "login_required",
+            "invalid_login_hint", "claimed_or_in_flight"} | POLLING <= codes  # fmt: skip
+    assert not codes & (COMPLETE | {"invalid_refresh_token"})
+
+
+def test_authkit_table_has_its_own_codes() -> None:
+    """An AuthKit tenant's table: complete's codes, `already_claimed` for V2's 409 and
+    `invalid_refresh_token`, each with its status; no claim grant, so no polling code; the
+    complete route answers in the identity family's shape."""
+    codes = table_codes("authkit")
+    assert COMPLETE | {"invalid_refresh_token", "claim_expired", "invalid_grant"} <= codes
+    assert not codes & (POLLING | {"claimed_or_in_flight"})
+    part = v06_part(render_auth_md(tenant(v06_profile="authkit")))
+    assert "`claim_endpoint` (and its `/complete`)" in part
+
+
+def test_authkit_examples_have_the_answers_fields() -> None:
+    """An AuthKit tenant's A2 and A4 examples have exactly the fields, in order, of the
+    nested answers (service/http/authkit_answers.py), down to `claim` and `identity`; A3
+    and A5 speak of refresh tokens, not of their absence."""
+    part = v06_part(render_auth_md(tenant(v06_profile="authkit")))
+    blocks = [b for b in json_blocks(part) if len(b) > 1]
+    shapes = [list(b) for b in blocks]
+    for answer in (AnonymousNested, ServiceAuthNested, AssertedNested, AttemptOpenedNested,
+                   ClaimCompleted, Refreshed):  # fmt: skip
+        assert list(answer.__struct_fields__) in shapes, answer.__name__
+    claims = [b["claim"] for b in blocks if isinstance(b.get("claim"), dict)]
+    assert claims
+    assert all(list(c) in (list(ClaimHandles.__struct_fields__),
+                           list(ClaimHandles.__struct_fields__)[:-1]) for c in claims)  # fmt: skip
+    held = [
+        b["identity"] for b in blocks if b.get("status") == "claimed" or b.get("type") == "refresh"
+    ]
+    assert [list(i) for i in held] == [list(CompletedIdentity.__struct_fields__)] * 2
+    assert "there is no refresh token" not in part
+    assert "`token=<refresh_token>`" in part
+    assert "user_code" not in json.dumps(blocks)  # the agent never gets the code
 
 
 def test_real_lifetimes_and_pacing() -> None:
