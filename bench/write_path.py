@@ -44,8 +44,8 @@ and RSS would count them once per process.
 With --floor, then (f): the same registrations and relay check against bench/floor_server.py
 (the floor's unavoidable work behind the smallest HTTP server, same database, same worker),
 each figure beside ours and beside the static endpoint measured in (a). With --profile DIR, py-spy
-records each HTTP child and the worker during the 16-connection runs of (b), (e), (h) and (i)
-into DIR (collapsed stacks, one file per process and run).
+records each HTTP child and the worker during the 16-connection runs of (a), (b), (d), (e),
+(h) and (i) into DIR (collapsed stacks, one file per process and run).
 """
 
 from __future__ import annotations
@@ -182,9 +182,12 @@ class Bench:
     async def static(self) -> None:
         await self.wrk.run("warm-up", "get.lua", STATIC, connections=64, seconds=2)
         for c in (16, 64):
+            spies = self._spy("static-c16") if self.profile is not None and c == 16 else []
             run = await self.wrk.run(
                 f"GET {STATIC}", "get.lua", STATIC, connections=c, seconds=self.seconds
             )
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 60)
             self.figures.static[c] = run
             log(run.line())
 
@@ -322,9 +325,12 @@ class Bench:
             raise RuntimeError(f"registration answered {status}: {body[:300]!r}")
         bearer = {"WRK_BEARER": str(json.loads(body)["credential"])}
         await self.wrk.run("warm-up", "get.lua", "/api/me", connections=16, seconds=2, env=bearer)
+        spies = self._spy("me-c16") if self.profile is not None else []
         self.figures.me = await self.wrk.run(
             "GET /api/me", "get.lua", "/api/me", connections=16, seconds=self.seconds, env=bearer
         )
+        for spy in spies:
+            await asyncio.to_thread(spy.wait, 60)
         log(self.figures.me.line())
 
 
