@@ -31,7 +31,7 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
-from registration_floor import Registration, writer
+from registration_floor import Registration, commit, writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -109,7 +109,7 @@ async def serve(url: str, port: int) -> None:
     pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
     queue: asyncio.Queue[Registration] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    committing = loop.create_task(writer(pool, queue))
+    committing = loop.create_task(writer(pool, queue, commit))
     server = await loop.create_server(
         lambda: Connection(queue), "127.0.0.1", port, reuse_port=True, backlog=1024
     )

@@ -56,6 +56,7 @@ from registration_floor import (
     Registration,
     _follow_postgres,
     _sha,
+    writer,
 )
 from scratch_database import add_database_url, with_database
 from served import migrate
@@ -258,25 +259,6 @@ async def commit(conn: Conn, batch: list[Work]) -> None:
         w.done.set_result(None)
 
 
-async def writer(pool: asyncpg.Pool, queue: asyncio.Queue[Work]) -> None:
-    slots = asyncio.Semaphore(1)  # one batch in flight, as events/writer.py
-
-    async def run(batch: list[Work]) -> None:
-        try:
-            async with pool.acquire() as conn:
-                await commit(conn, batch)
-        finally:
-            slots.release()
-
-    while True:
-        first = await queue.get()
-        await slots.acquire()
-        batch = [first]
-        while not queue.empty() and len(batch) < 500:
-            batch.append(queue.get_nowait())
-        asyncio.get_running_loop().create_task(run(batch))
-
-
 async def one(queue: asyncio.Queue[Work], work: Work) -> None:
     queue.put_nowait(work)
     await work.done
@@ -299,7 +281,7 @@ async def client(kind: str, pool: asyncpg.Pool, queue: asyncio.Queue[Work], unti
 async def process_main(url: str, kind: str, clients: int, seconds: float) -> tuple[int, float]:
     pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
     queue: asyncio.Queue[Work] = asyncio.Queue()
-    task = asyncio.get_running_loop().create_task(writer(pool, queue))
+    task = asyncio.get_running_loop().create_task(writer(pool, queue, commit))
     cpu, until = time.process_time(), time.monotonic() + seconds
     counts = await asyncio.gather(*(client(kind, pool, queue, until) for _ in range(clients)))
     cpu = time.process_time() - cpu

@@ -39,8 +39,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -58,6 +60,7 @@ from events.hashchain import framed_after_position
 from events.sql import Conn
 
 _encode = msgspec.json.Encoder().encode
+Item = TypeVar("Item")  # what one request leaves for the writer
 KEK = AESGCM(os.urandom(32))
 SCOPES = ["api.read"]
 INSERT_KEY = "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
@@ -205,10 +208,16 @@ async def commit(conn: Conn, batch: list[Registration]) -> None:
         r.done.set_result(None)
 
 
-async def writer(pool: asyncpg.Pool, queue: asyncio.Queue[Registration]) -> None:
-    slots = asyncio.Semaphore(1)  # one batch in flight, as events/writer.py
+async def writer(
+    pool: asyncpg.Pool,
+    queue: asyncio.Queue[Item],
+    commit: Callable[[Conn, list[Item]], Awaitable[None]],
+) -> None:
+    """Group commit: whatever waits goes in one batch, one batch in flight (as
+    events/writer.py); `commit` writes a batch (bench/onboarding_floor.py passes its own)."""
+    slots = asyncio.Semaphore(1)
 
-    async def run(batch: list[Registration]) -> None:
+    async def run(batch: list[Item]) -> None:
         try:
             async with pool.acquire() as conn:
                 await commit(conn, batch)
@@ -239,7 +248,7 @@ async def client(queue: asyncio.Queue[Registration], until: float, latencies: li
 async def process_main(url: str, clients: int, seconds: float) -> tuple[int, list[float], float]:
     pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
     queue: asyncio.Queue[Registration] = asyncio.Queue()
-    task = asyncio.get_running_loop().create_task(writer(pool, queue))
+    task = asyncio.get_running_loop().create_task(writer(pool, queue, commit))
     latencies: list[float] = []
     cpu = time.process_time()
     until = time.monotonic() + seconds
