@@ -11,10 +11,13 @@ a. the static endpoint, `GET /.well-known/oauth-protected-resource`, one caller;
 b. `GET /api/me` with one API key, one caller;
 c. anonymous registrations (`POST /agent/auth`) at 1, 8 and 16 concurrent callers, with the
    batches the store's writer made (group commit: fewer, larger batches at more callers);
-d. for comparison, the command alone (`register_anonymous` called directly) at 16 callers.
+d. for comparison, the same at 16 callers through Litestar's route (`hot_paths=False`: what
+   every registration paid before service.http.hot_routes), and the command alone
+   (`register_anonymous` called directly) at 16 callers.
 
-What (c) costs beyond (d) is the HTTP layer in our hands: Litestar, the middlewares, the
-body and the answer. What `bench/write_path.py` measures beyond (c) is the HTTP server, the
+What (c) costs beyond the command is the HTTP layer in our hands: the middlewares, the body
+and the answer (and in (d)'s first figure Litestar's routing, guard, injection, Request and
+Response). What `bench/write_path.py` measures beyond (c) is the HTTP server, the
 event loop under several processes, and the worker. Prints the figures; drops the database.
 """
 
@@ -60,10 +63,11 @@ async def call(
     app: App, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
 ) -> tuple[int, bytes]:
     """One request through the ASGI app, as a server would hand it over."""
+    length = [(b"content-length", str(len(body)).encode())] if body else []
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"127.0.0.1:8000"), *headers],
+        "root_path": "", "headers": [(b"host", b"127.0.0.1:8000"), *headers, *length],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": {},
     }  # fmt: skip
     pending = [{"type": "http.request", "body": body, "more_body": False}]
@@ -128,8 +132,10 @@ async def measure(url: str, seconds: float) -> None:
             if (await call(app, "GET", path, headers))[0] != 200:
                 raise RuntimeError(f"GET {path} did not answer 200")
 
-        async def post() -> None:
-            if (await call(app, "POST", "/agent/auth", JSON, REGISTER))[0] != 200:
+        framework: App = create_app(settings, resources=resources, hot_paths=False)  # type: ignore[assignment]
+
+        async def post(through: App = app) -> None:
+            if (await call(through, "POST", "/agent/auth", JSON, REGISTER))[0] != 200:
                 raise RuntimeError("a registration did not answer 200")
 
         ctx = resources.commands
@@ -153,6 +159,8 @@ async def measure(url: str, seconds: float) -> None:
                 f"registration, {callers:2} caller(s):      {rate:8,.0f}/s {cpu:6.0f} µs CPU "
                 f"a request; {row['registrations'] / max(row['batches'], 1):.1f} a batch"
             )
+        rate, cpu = await per_request(lambda: post(framework), 16, seconds)
+        print(f"the framework's route, 16 callers: {rate:6,.0f}/s {cpu:6.0f} µs CPU a request")
         rate, cpu = await per_request(command, 16, seconds)
         print(f"the command alone, 16 callers:   {rate:8,.0f}/s {cpu:6.0f} µs CPU a request")
     finally:

@@ -73,7 +73,8 @@ class EventStore:
 
     @property
     def batches(self) -> dict[str, int]:
-        """Append batches committed in one trip and the long way, since start."""
+        """Append batches committed in one trip and the long way, and those held for callers
+        on their way back, since start."""
         return dict(self._writer.batches)
 
     # -- writing ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import cast
 
@@ -64,6 +64,8 @@ from events.hashchain import GENESIS
 from events.sql import Conn, load_queries
 
 Q = load_queries("events", "store.sql")
+GATHER_WAIT = 0.001  # seconds a batch waits at most for callers on their way back (Writer._gather)
+GATHER_MEMORY = 32  # batches over which the writer remembers how many callers it had
 log = structlog.get_logger("events.writer")
 _replace = msgspec.structs.replace
 
@@ -93,10 +95,17 @@ class Writer:
         self._writer: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._unfinished = 0  # batches dispatched whose database work is not done yet
+        self._callers = 0  # requests queued or in a batch in flight, not yet answered
+        self._peak = 0  # the most `_callers` since the last batch finished
+        # `_peak` of each of the last batches: how many this process has at once (_gather)
+        self._recent: deque[int] = deque(maxlen=GATHER_MEMORY)
+        self._want = 0  # the queue's length _gather waits for (0: it is not waiting)
+        self._enough = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._one_trip = True  # False when the database lacks events_append (not migrated)
         # Batches committed each way, since start: a long way taken often means conflicts or
-        # requests that need per-request answers, never that another process appended.
+        # requests that need per-request answers, never that another process appended. And
+        # "held": batches that waited for callers on their way back (_gather).
         self.batches: Counter[str] = Counter()
 
     async def submit(
@@ -113,7 +122,12 @@ class Writer:
                 self._write_loop(), context=contextvars.Context()
             )
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._answered)
         self._queue.put_nowait(AppendRequest(parts, projector, future, writes, also))
+        self._callers += 1
+        self._peak = max(self._peak, self._callers)
+        if self._want and self._queue.qsize() >= self._want:
+            self._enough.set()
         return await future
 
     async def close(self) -> None:
@@ -134,6 +148,7 @@ class Writer:
             while self._unfinished >= self._max_in_flight:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+            await self._gather()
             # Share what is waiting between the free slots: while one batch is in the
             # database, the callers of the other get their answers and make their next appends.
             free = self._max_in_flight - self._unfinished
@@ -152,6 +167,29 @@ class Writer:
                 task.add_done_callback(self._batches.discard)
             for _ in batch:
                 self._queue.task_done()  # dispatched: what `close` waits for
+
+    async def _gather(self) -> None:
+        """Hold the next batch, at most GATHER_WAIT, until as many requests wait as this
+        process recently had waiting or in flight at once.
+
+        With one batch in flight, callers split into groups that take turns: while one
+        group's batch commits, the other's waits, so each batch holds half of the callers
+        and pays a whole batch's round trips. The callers answered by the last commit come
+        back within a fraction of a millisecond; waiting for them joins the groups into
+        one batch (docs/benchmarks.md, session 8). A lone caller never waits."""
+        target = max(self._recent, default=0)
+        if self._queue.qsize() + 1 >= target:
+            return
+        self.batches["held"] += 1
+        self._want = target - 1
+        self._enough.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GATHER_WAIT):
+                await self._enough.wait()
+        self._want = 0
+
+    def _answered(self, _: asyncio.Future[list[RecordedEvent]]) -> None:
+        self._callers -= 1  # answered, failed or cancelled: no longer the writer's
 
     def _slot_done(self) -> None:
         self._unfinished -= 1
@@ -172,6 +210,8 @@ class Writer:
                 except Exception as single_exc:
                     fail(request, single_exc)
         finally:
+            self._recent.append(self._peak)
+            self._peak = self._callers
             self._slot_done()
 
     async def _commit(self, batch: list[AppendRequest]) -> None:

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 
 from events.registration import CredentialKind
 from service.commands.claim import complete_claim, start_claim
-from service.commands.context import Context
+from service.commands.context import Caller, Context
 from service.commands.identity import Delegated, register_id_jag
 from service.commands.registration import (
     Registered,
@@ -55,7 +55,14 @@ async def register(
     request: AnyRequest, ctx: NamedDependency[Context], resources: NamedDependency[Resources]
 ) -> Response[bytes]:
     body = await read_json(request, RegisterBody)
-    who = v1_caller(request)
+    return json_reply(await registration_answer(ctx, resources, body, v1_caller(request)))
+
+
+async def registration_answer(
+    ctx: Context, resources: Resources, body: RegisterBody, who: Caller
+) -> dict[str, Any]:
+    """E4 once the body is read: limits, the command, the answer's fields (spec §5). The
+    framework route above and service.http.hot_routes both answer with it."""
 
     async def limit(flow: Flow, recipient: str | None = None) -> None:
         """Spec §10 (+ issue 12.5): before anything is verified, written or mailed."""
@@ -77,8 +84,7 @@ async def register(
         if body.assertion_type == ID_JAG:
             kind = _credential_kind(body.requested_credential_type)
             await limit("id_jag")
-            delegated = await register_id_jag(ctx, body.assertion, kind, who)
-            return json_reply(_delegated(delegated))
+            return _delegated(await register_id_jag(ctx, body.assertion, kind, who))
         if body.assertion_type != "verified_email":
             raise ProtocolError("invalid_request", "assertion_type is not one we accept")
         email = check_email(body.assertion, "assertion")
@@ -87,7 +93,7 @@ async def register(
         registered = await register_verified_email(ctx, email, kind, who)
     else:
         raise ProtocolError("invalid_request", "type must be anonymous or identity_assertion")
-    return json_reply(_registered(ctx, registered))
+    return _registered(ctx, registered)
 
 
 @post(CLAIM_PATH, summary="E5: start a claim (anonymous registrations)",

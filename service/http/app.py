@@ -32,21 +32,17 @@ from service.http.admin import admin_router
 from service.http.agent_auth import agent_auth_router
 from service.http.api_docs import assets_router, render_plugins
 from service.http.audit import audit_router
-from service.http.bodies import BodyTooLarge
+from service.http.bodies import BodyTooLarge, json_reply
 from service.http.claim_page import claim_page_router
 from service.http.client_address import TRUSTED_PROXIES, networks
 from service.http.confirm_page import confirm_page_router
 from service.http.credentials import HANDLERS as CREDENTIALS
 from service.http.discovery import discovery_router
 from service.http.envelopes import in_family
-from service.http.errors import (
-    body_too_large,
-    database_down,
-    database_unavailable,
-    protocol_error,
-)
+from service.http.errors import body_too_large, protocol_error, unhandled
 from service.http.events import events_router
 from service.http.health import HealthController
+from service.http.hot_routes import hot_routes
 from service.http.identity import identity_router
 from service.http.identity_pages import identity_pages_router
 from service.http.index import index_route
@@ -75,10 +71,13 @@ def create_app(
     *,
     resources: Resources,
     dev_routes: Sequence[ControllerRouterHandler] = (),
+    hot_paths: bool = True,
 ) -> Litestar:
     """The HTTP app: routes, error handling and request ids; settings passed in.
 
     `dev_routes` (the dev mailbox) are only ever passed by `authledger dev` (spec W13).
+    `hot_paths=False` leaves every request to the framework (service.http.hot_routes'
+    tests compare the two).
     """
     tenant = TenantConfig.from_settings(settings)
 
@@ -147,6 +146,8 @@ def create_app(
     app.register(index_route({route.path for route in app.routes}))  # links to what is served
     # Around routing and error handling too, so 404s, 405s and 500s carry the id.
     handler = app.asgi_handler
+    if hot_paths:
+        handler = hot_routes(handler, resources, networks(settings.trusted_proxies))
     if resources.tenants is not None:
         handler = tenant_middleware(handler, resources.tenants)
     app.asgi_handler = request_id_middleware(handler, resources.metrics)
@@ -176,15 +177,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Anything unexpected: logged with its traceback, answered without one. Postgres not
     answering is no bug: 503 `unavailable` with Retry-After (service.http.errors)."""
-    if database_unavailable(exc):
-        return database_down(request, exc)
-    log.error("http.unhandled", method=request.method, path=request.url.path, exc_info=exc)
-    note_refusal("internal_error")
-    return Response(
-        error_body("internal_error", "internal error"),
-        status_code=500,
-        media_type=MediaType.JSON,
-    )
+    return json_reply(*unhandled(request.method, request.url.path, exc))
 
 
 def request_id_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIApp:

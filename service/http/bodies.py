@@ -17,6 +17,7 @@ import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import Scope
 
 from service.commands.context import Caller
 from service.domain.errors import ProtocolError
@@ -30,6 +31,7 @@ FORM = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # A `\u0000` escape that is not itself escaped: Postgres text (and json's ->>) holds no NUL.
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_FORWARDED_FOR = FORWARDED_FOR.encode()
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._~-]+\Z")]
@@ -100,7 +102,12 @@ async def read_json(request: Request[Any, Any, Any], kind: type[T]) -> T:
     media = media_type(request)
     if media != MediaType.JSON and not media.endswith("+json"):
         raise ProtocolError("invalid_request", "send the body as application/json")
-    raw = await read_raw(request)
+    return decode_json(await read_raw(request), kind)
+
+
+def decode_json(raw: bytes, kind: type[T]) -> T:
+    """A whole body (already read, within its limit) decoded into `kind`, with read_json's
+    checks; service.http.hot_routes reads bodies without a Request."""
     _check_utf8(raw)
     if not raw.strip():
         raise ProtocolError("invalid_request", "the body is empty; a JSON object is required")
@@ -212,15 +219,24 @@ def caller(
     """The request id bound by the app's middleware and the client's address, if known: the
     peer's, or the forwarded one when the peer is a trusted proxy (service.http.client_address);
     the door and dialect the route speaks, when it is one of an agent door's."""
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    client = request.client
     proxies: tuple[Network, ...] = request.app.state.get(TRUSTED_PROXIES, ())
+    return scope_caller(request.scope, proxies, door=door, dialect=dialect)
+
+
+def scope_caller(
+    scope: Scope, proxies: tuple[Network, ...], *, door: str | None, dialect: str | None
+) -> Caller:
+    """`caller` from the ASGI scope itself (service.http.hot_routes has no Request)."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    client = scope.get("client")
     # Without trusted proxies no header is read: building the request's headers is a cost of
     # its own on the registration path (issue 11).
-    forwarded = request.headers.getall(FORWARDED_FOR, []) if proxies else ()
+    forwarded = (
+        [v.decode("latin-1") for k, v in scope["headers"] if k == _FORWARDED_FOR] if proxies else ()
+    )
     return Caller(
         request_id=request_id if isinstance(request_id, str) else None,
-        client_ip=client_address(client.host if client is not None else None, forwarded, proxies),
+        client_ip=client_address(client[0] if client else None, forwarded, proxies),
         door=door,
         dialect=dialect,
     )

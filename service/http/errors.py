@@ -9,7 +9,7 @@ is not a bug: it gets 503 `unavailable` with `Retry-After`, never a 500.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import structlog
@@ -43,11 +43,24 @@ def error_headers(exc: ProtocolError) -> dict[str, str]:
     return headers
 
 
+class Reply(NamedTuple):
+    """A JSON answer before it is a Response (service.http.hot_routes sends it itself)."""
+
+    body: dict[str, Any]
+    status: int
+    headers: dict[str, str]
+
+
+def refused(path: str, exc: ProtocolError) -> Reply:
+    """A ProtocolError's answer, logged and counted."""
+    log.info("http.refused", path=path, error=exc.code, status=exc.status)
+    note_refusal(exc.code)
+    return Reply({"error": exc.code, "message": exc.message}, exc.status, error_headers(exc))
+
+
 def protocol_error(request: Request[Any, Any, Any], exc: ProtocolError) -> Response[bytes]:
     """A ProtocolError raised by a JSON route."""
-    log.info("http.refused", path=request.url.path, error=exc.code, status=exc.status)
-    note_refusal(exc.code)
-    return json_reply({"error": exc.code, "message": exc.message}, exc.status, error_headers(exc))
+    return json_reply(*refused(request.url.path, exc))
 
 
 def body_too_large(request: Request[Any, Any, Any], exc: BodyTooLarge) -> Response[bytes]:
@@ -83,12 +96,27 @@ def _raised_in_asyncpg(tb: TracebackType | None) -> bool:
 
 def database_down(request: Request[Any, Any, Any], exc: BaseException) -> Response[bytes]:
     """503 `unavailable` with `Retry-After`: the database did not answer; nothing to fix here."""
+    return json_reply(*unavailable(request.method, request.url.path, exc))
+
+
+def unavailable(method: str, path: str, exc: BaseException) -> Reply:
+    """database_down's answer, logged and counted."""
     log.warning(
         "http.database_unavailable",
-        method=request.method,
-        path=request.url.path,
+        method=method,
+        path=path,
         error=f"{type(exc).__name__}: {exc}",
     )
     note_refusal("unavailable")
     body = {"error": "unavailable", "message": "the database is unavailable; retry later"}
-    return json_reply(body, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+    return Reply(body, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+
+
+def unhandled(method: str, path: str, exc: BaseException) -> Reply:
+    """Anything unexpected: logged with its traceback, answered without one; Postgres not
+    answering is no bug (`unavailable`)."""
+    if database_unavailable(exc):
+        return unavailable(method, path, exc)
+    log.error("http.unhandled", method=method, path=path, exc_info=exc)
+    note_refusal("internal_error")
+    return Reply({"error": "internal_error", "message": "internal error"}, 500, {})

@@ -262,6 +262,10 @@ class Metrics:
         )
         self.feed_lag.labels("inline").set(0)  # projected in the append's own transaction
         self._seen = {"hit": 0, "negative_hit": 0, "miss": 0}
+        # (method, route template, status) -> its request counter and latency histogram: few
+        # keys, since routes are templates and unmatched paths share one label
+        self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._appended: dict[str, Counter] = {}  # event type -> its counter (a catalogue's worth)
         for result in self._seen:
             self.lookups.labels(result)  # present (at 0) before the first check
 
@@ -271,7 +275,10 @@ class Metrics:
         """`Context.on_recorded`: count what this process appended."""
         outcome = _OUTCOME.get()
         for event in recorded:
-            self.appended.labels(event.type).inc()
+            child = self._appended.get(event.type)
+            if child is None:
+                child = self._appended[event.type] = self.appended.labels(event.type)
+            child.inc()
             if outcome is not None:
                 outcome.appended.append(event.type)
 
@@ -280,8 +287,16 @@ class Metrics:
     ) -> None:
         """Called by the request middleware once the response has started."""
         label = route or UNMATCHED
-        self.requests.labels(method, label, str(status)).inc()
-        self.latency.labels(method, label).observe(seconds)
+        key = (method, label, status)
+        children = self._per_request.get(key)
+        if children is None:  # prometheus_client's labels() checks and locks on every call
+            children = (
+                self.requests.labels(method, label, str(status)),
+                self.latency.labels(method, label),
+            )
+            self._per_request[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         error = outcome.error
         if status >= 400 and error is None:
             error = "internal_error" if status >= 500 else f"http_{status}"

@@ -137,6 +137,8 @@ class RateLimiter:
     ) -> None:
         """E4: per client network, then (verified_email) per recipient of the claim mail,
         then per tenant, each flow with its own tenant budget (security issue 12.5)."""
+        if self.limits is None or self._store is None:
+            return  # limits off: nothing to count, so no address to parse
         per_ip, per_tenant = _TIERS[flow]
         network = client_network(client_ip)
         checks: list[Check] = [] if network is None else [(per_ip, "ip", network)]

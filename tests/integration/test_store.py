@@ -417,3 +417,32 @@ async def test_concurrent_multi_stream_appends_on_a_shared_stream_one_wins(
     assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 5
     assert await store.head_position() == 3
     assert (await verify_log(store.read_all)).ok
+
+
+async def test_callers_answered_together_come_back_into_one_batch(database_url: str) -> None:
+    """Eight callers, each making its next append a moment after its answer (a client's round
+    trip): without the writer's hold they settle into two groups taking turns, each batch
+    half of them; held for the callers on their way back, a batch holds most of them. A lone
+    caller is never held."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    store = EventStore(pool)
+    rounds, callers = 40, 8
+
+    async def caller(n: int) -> None:
+        for i in range(rounds):
+            await store.append(a_stream(), NO_STREAM, [opened(f"{n}-{i}")])
+            await asyncio.sleep(0.0002)  # the answer travels, the next request comes back
+
+    try:
+        await caller(-1)
+        assert store.batches.get("held", 0) == 0
+        alone = store.batches["one_trip"]
+        assert alone == rounds
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+        batches = store.batches["one_trip"] - alone
+        assert store.batches.get("long_way", 0) == 0
+        assert store.batches["held"] > 0
+        assert callers * rounds / batches >= 7, f"{batches} batches for {callers * rounds}"
+    finally:
+        await store.close()
+        await pool.close()
