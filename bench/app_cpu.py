@@ -8,7 +8,7 @@ directly with in-memory request messages, measuring this process's CPU (`time.pr
 per request:
 
 a. the static endpoint, `GET /.well-known/oauth-protected-resource`, one caller;
-b. `GET /api/me` with one API key, one caller;
+b. `GET /api/me` with one API key, one caller, as served and through Litestar's route;
 c. anonymous registrations (`POST /agent/auth`) at 1, 8 and 16 concurrent callers, with the
    batches the store's writer made (group commit: fewer, larger batches at more callers);
 d. for comparison, the same at 16 callers through Litestar's route (`hot_paths=False`: what
@@ -128,11 +128,11 @@ async def measure(url: str, seconds: float) -> None:
             raise RuntimeError(f"a registration answered {status}: {body[:300]!r}")
         bearer = [(b"authorization", b"Bearer " + msgspec.json.decode(body)["credential"].encode())]
 
-        async def get(path: str, headers: list[tuple[bytes, bytes]]) -> None:
-            if (await call(app, "GET", path, headers))[0] != 200:
-                raise RuntimeError(f"GET {path} did not answer 200")
-
         framework: App = create_app(settings, resources=resources, hot_paths=False)  # type: ignore[assignment]
+
+        async def get(path: str, headers: list[tuple[bytes, bytes]], through: App = app) -> None:
+            if (await call(through, "GET", path, headers))[0] != 200:
+                raise RuntimeError(f"GET {path} did not answer 200")
 
         async def post(through: App = app) -> None:
             if (await call(through, "POST", "/agent/auth", JSON, REGISTER))[0] != 200:
@@ -149,6 +149,8 @@ async def measure(url: str, seconds: float) -> None:
         print(f"static, 1 caller:                {rate:8,.0f}/s {cpu:6.0f} µs CPU a request")
         rate, cpu = await per_request(lambda: get("/api/me", bearer), 1, seconds)
         print(f"/api/me, 1 caller:               {rate:8,.0f}/s {cpu:6.0f} µs CPU a request")
+        rate, cpu = await per_request(lambda: get("/api/me", bearer, framework), 1, seconds)
+        print(f"/api/me, the framework's route:  {rate:8,.0f}/s {cpu:6.0f} µs CPU a request")
         for callers in (1, 8, 16):
             head = int(await resources.pool.fetchval(HEAD))
             rate, cpu = await per_request(post, callers, seconds)

@@ -21,7 +21,9 @@ from litestar.datastructures import MutableScopeHeaders, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
 from service.caches.access import AccessCache
@@ -50,7 +52,7 @@ from service.http.metrics import metrics_router
 from service.http.oauth import oauth_router
 from service.http.openapi import SCHEMA_PATH, SECURITY
 from service.http.page_family import pages_first
-from service.http.resource import resource_router
+from service.http.resource import bearer_auth, resource_router
 from service.http.revocations import list_revocations
 from service.http.subscriptions import subscriptions_router
 from service.http.tenancy import request_tenant, tenant_middleware
@@ -58,9 +60,10 @@ from service.observability import access_log
 from service.observability.metrics import Metrics, note_refusal, tracking
 from service.runtime.resources import Resources
 from service.settings import Settings
-from service.tenancy.config import TenantConfig
+from service.tenancy.config import ME_PATH, REGISTER_PATH, TenantConfig
 
 MAX_BODY_BYTES = 64 * 1024
+HOT_ROUTES = {REGISTER_PATH: "POST", ME_PATH: "GET"}  # served by service.http.hot_routes
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 log = structlog.get_logger("service.http")
@@ -147,11 +150,23 @@ def create_app(
     # Around routing and error handling too, so 404s, 405s and 500s carry the id.
     handler = app.asgi_handler
     if hot_paths:
-        handler = hot_routes(handler, resources, networks(settings.trusted_proxies))
+        proxies = networks(settings.trusted_proxies)
+        auth = bearer_auth(tenant, resources) if resources.credentials is not None else None
+        handler = hot_routes(handler, resources, proxies, auth, _handlers(app, HOT_ROUTES))
     if resources.tenants is not None:
         handler = tenant_middleware(handler, resources.tenants)
     app.asgi_handler = request_id_middleware(handler, resources.metrics)
     return app
+
+
+def _handlers(app: Litestar, wanted: dict[str, str]) -> dict[str, HTTPRouteHandler]:
+    """The framework's handler of each wanted path (path -> method)."""
+    found: dict[str, HTTPRouteHandler] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and route.path in wanted:
+            method = wanted[route.path]
+            found.update((route.path, h) for h in route.route_handlers if method in h.http_methods)
+    return found
 
 
 def error_body(error: str, message: str, **extra: object) -> dict[str, object]:

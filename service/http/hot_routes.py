@@ -1,33 +1,39 @@
-"""E4, `POST /agent/auth`, served in front of the framework: the busiest write route.
+"""The two busiest routes, answered in front of the framework: E4 `POST /agent/auth` (the
+write path) and E10 `GET /api/me` (an agent's authenticated call).
 
-Litestar's routing, guard, dependency injection, Request and Response cost a registration
-about as much CPU as the command itself (issue 11, docs/benchmarks.md). This layer sits inside
-the request-id and tenant middlewares, so the request id, the access line, the metrics and the
-tenant are those of every request, and in front of Litestar. It takes a request only when it
-can answer it as the framework's route would:
+Litestar's routing, guards, dependency injection, Request and Response cost a registration
+about as much CPU as the command itself, and an `/api/me` answer more than the credential
+check (issue 11, docs/benchmarks.md). This layer sits inside the request-id and tenant
+middlewares, so the request id, the access line, the metrics and the tenant are those of
+every request, and in front of Litestar. It takes a request only when it can answer it as
+the framework's route would:
 
-- `POST` to the route's exact path, on a tenant that opens the v1 door;
-- one Content-Length within the route's limit, no Transfer-Encoding, a JSON media type.
+- `POST /agent/auth` with one Content-Length within the route's limit, no Transfer-Encoding
+  and a JSON media type, on a tenant that opens the v1 door;
+- `GET /api/me`.
 
 Anything else (another method or path, a shut door, a missing or oversized length, a chunked
-body, another media type) goes to Litestar untouched and is answered there, as before. A taken
-request's body is checked and decoded by the route's own function (`bodies.decode_json`), the
-same code limits, registers and shapes the answer (`agent_auth.registration_answer`), and a
-refusal has the same shape and the same log line and count (`errors.refused`,
-`errors.unhandled`). The framework's route stays: for the requests passed on, and for the
-OpenAPI document. `tests/e2e/test_hot_routes.py` sends the same requests to both.
+body, another media type) goes to Litestar untouched and is answered there, as before. What
+happens after the request is taken is the framework route's own code: the body checked and
+decoded by `bodies.decode_json`, the registration by `agent_auth.registration_answer`, the
+bearer check and the answer by `resource.me_answer`; refusals have the same shape, log line
+and count (`errors.refused`, `errors.unhandled`, the bearer challenge). The framework's routes
+stay, for the requests passed on and for the OpenAPI document. `tests/e2e/test_hot_routes.py`
+sends the same requests to both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.handlers import HTTPRouteHandler
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from service.domain.errors import ProtocolError
-from service.http.agent_auth import register, registration_answer
+from service.http.agent_auth import registration_answer
 from service.http.bodies import (
     BODY_LIMIT,
     NO_STORE,
@@ -39,27 +45,32 @@ from service.http.bodies import (
 )
 from service.http.client_address import Network
 from service.http.errors import Reply, refused, unhandled
+from service.http.resource import BearerAuth, BearerRefused, me_answer
 from service.http.tenancy import TENANT_STATE
+from service.observability.metrics import note_refusal
 from service.runtime.resources import Resources
-from service.tenancy.config import REGISTER_PATH, TenantConfig
+from service.tenancy.config import ME_PATH, REGISTER_PATH, TenantConfig
 
 _JSON = b"application/json"
+Answer = tuple[bytes, int, dict[str, str]]  # body, status, headers beside NO_STORE
+Lean = Callable[[Scope, Receive, TenantConfig], Awaitable[Answer | None]]
 
 
-def hot_routes(app: ASGIApp, resources: Resources, proxies: tuple[Network, ...]) -> ASGIApp:
-    """`app` (the framework) behind E4's lean path."""
+def hot_routes(
+    app: ASGIApp,
+    resources: Resources,
+    proxies: tuple[Network, ...],
+    auth: BearerAuth | None,
+    routes: dict[str, HTTPRouteHandler],
+) -> ASGIApp:
+    """`app` (the framework) behind the lean paths of E4 and, with `auth`, of E10. `routes`:
+    the framework's handler of each path, recorded in the scope as the framework would (the
+    metrics label a request by its route)."""
 
-    async def route(scope: Scope, receive: Receive, send: Send) -> None:
-        tenant = _taken(scope)
-        if tenant is None:
-            await app(scope, receive, send)
-            return
+    async def registration(scope: Scope, receive: Receive, tenant: TenantConfig) -> Answer | None:
         raw = await _body(receive)
         if raw is None:
-            return  # the client left before its body arrived: nobody to answer
-        # what the framework records of a routed request (the metrics' route label)
-        scope["route_handler"] = register
-        scope["path_template"] = REGISTER_PATH
+            return None  # the client left before its body arrived: nobody to answer
         try:
             body = decode_json(raw, RegisterBody)
             ctx = await resources.context_for(tenant)
@@ -69,19 +80,53 @@ def hot_routes(app: ASGIApp, resources: Resources, proxies: tuple[Network, ...])
             reply = refused(REGISTER_PATH, exc)
         except Exception as exc:  # answered as the framework's handler does
             reply = unhandled("POST", REGISTER_PATH, exc)
-        await _send_json(send, reply)
+        return msgspec.json.encode(reply.body), reply.status, reply.headers
+
+    async def me(scope: Scope, _: Receive, tenant: TenantConfig) -> Answer | None:
+        if auth is None:
+            raise RuntimeError("GET /api/me is taken only with a BearerAuth")
+        try:
+            return await me_answer(auth, scope["headers"], tenant), 200, {}
+        except BearerRefused as exc:  # as service.http.resource.bearer_refused answers
+            note_refusal(exc.error)
+            body = msgspec.json.encode({"error": exc.error, "message": exc.detail})
+            return body, exc.status_code, dict(exc.headers or {})
+        except Exception as exc:
+            reply = unhandled("GET", ME_PATH, exc)
+            return msgspec.json.encode(reply.body), reply.status, reply.headers
+
+    lean: dict[tuple[str, str], Lean] = {("POST", REGISTER_PATH): registration}
+    if auth is not None:
+        lean[("GET", ME_PATH)] = me
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] not in routes:
+            await app(scope, receive, send)
+            return
+        handler = lean.get((scope["method"], scope["path"]))
+        tenant = _tenant(scope) if handler is not None else None
+        if handler is None or tenant is None or not _takes(scope, tenant):
+            await app(scope, receive, send)
+            return
+        # what the framework records of a routed request (the metrics' route label)
+        scope["route_handler"] = routes[scope["path"]]
+        scope["path_template"] = scope["path"]
+        answer = await handler(scope, receive, tenant)
+        if answer is not None:
+            await _send(send, *answer)
 
     return route
 
 
-def _taken(scope: Scope) -> TenantConfig | None:
-    """The tenant, when this layer answers the request; None when the framework does."""
-    if scope["type"] != ScopeType.HTTP or scope["path"] != REGISTER_PATH:
-        return None
-    if scope["method"] != "POST" or not _plain_json(scope["headers"]):
-        return None
+def _tenant(scope: Scope) -> TenantConfig | None:
     tenant = scope.get("state", {}).get(TENANT_STATE)
-    return tenant if isinstance(tenant, TenantConfig) and tenant.opens("v1") else None
+    return tenant if isinstance(tenant, TenantConfig) else None
+
+
+def _takes(scope: HTTPScope, tenant: TenantConfig) -> bool:
+    if scope["method"] == "GET":
+        return True  # /api/me: no body, no door
+    return tenant.opens("v1") and _plain_json(scope["headers"])
 
 
 def _plain_json(headers: Any) -> bool:
@@ -118,13 +163,12 @@ async def _body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _send_json(send: Send, reply: Reply) -> None:
-    encoded = msgspec.json.encode(reply.body)
-    answer_headers = {**NO_STORE, **reply.headers}  # as bodies.json_reply merges them
+async def _send(send: Send, body: bytes, status: int, extra: dict[str, str]) -> None:
+    answer_headers = {**NO_STORE, **extra}  # as bodies.json_reply merges them
     headers = [
         (b"content-type", _JSON),
-        (b"content-length", str(len(encoded)).encode()),
+        (b"content-length", str(len(body)).encode()),
         *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer_headers.items()),
     ]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": encoded, "more_body": False})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -10,6 +10,7 @@ the scope. The `BearerAuth` sits in the router's `opt` under `BEARER_AUTH`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -115,16 +116,23 @@ async def me(request: AnyRequest) -> Response[bytes]:
     # header is read from the scope without building the request's `Headers`, and the answer
     # of a principal is encoded once.
     auth: BearerAuth = request.route_handler.opt[BEARER_AUTH]
-    principal = _holding(
-        await auth.authenticate(_authorization(request), tenant_of(request)), "api.read"
-    )
-    return Response(_me_body(principal), media_type=MediaType.JSON, headers=NO_STORE)
+    answer = await me_answer(auth, request.scope["headers"], tenant_of(request))
+    return Response(answer, media_type=MediaType.JSON, headers=NO_STORE)
 
 
-def _authorization(request: AnyRequest) -> str | None:
+async def me_answer(
+    auth: BearerAuth, headers: Iterable[tuple[bytes, bytes]], tenant: TenantConfig | None
+) -> bytes:
+    """E10's answer for the request's bearer credential; BearerRefused (401/403) if it has
+    none with `api.read`. The route above and service.http.hot_routes both answer with it."""
+    principal = await auth.authenticate(_authorization(headers), tenant)
+    return _me_body(_holding(principal, "api.read"))
+
+
+def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The first `Authorization` header, as `request.headers.get` would give it (values are
     latin-1)."""
-    for name, value in request.scope["headers"]:
+    for name, value in headers:
         if name.lower() == b"authorization":
             return value.decode("latin-1")
     return None
@@ -206,12 +214,17 @@ def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
     return jwks
 
 
-def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate) -> Router:
-    """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
+def bearer_auth(tenant: TenantConfig, resources: Resources) -> BearerAuth:
+    """The bearer checks of the resource routes (`tenant`: when the request has none)."""
     if resources.credentials is None:
         raise RuntimeError("the resource routes need the process's CredentialCache")
     clock = resources.commands.clock if resources.commands is not None else SystemClock()
-    auth = BearerAuth(resources.credentials, tenant, clock)
+    return BearerAuth(resources.credentials, tenant, clock)
+
+
+def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate) -> Router:
+    """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
+    auth = bearer_auth(tenant, resources)
     handlers = [
         get(ME_PATH, summary="Who the credential is", operation_class=ME_DOC)(me),
         introspection(auth, gate),

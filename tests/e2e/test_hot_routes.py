@@ -1,4 +1,5 @@
-"""E4's lean path (service.http.hot_routes) answers exactly as the framework's route does.
+"""The lean paths of E4 and E10 (service.http.hot_routes) answer exactly as the framework's
+routes do.
 
 The same requests go to two apps over the same Resources: the service as served (the lean
 path in front of Litestar) and Litestar alone (`hot_paths=False`). Status, headers (all but
@@ -14,8 +15,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from service.http.agent_auth import register
 from service.http.app import create_app
 from service.http.hot_routes import hot_routes
+from service.http.resource import bearer_auth
 from service.http.tenancy import tenant_middleware
 from tests.support.app_client import (
     PUBLIC_URL,
@@ -27,6 +30,7 @@ from tests.support.app_client import (
 from tests.support.backends import Backend
 
 JSON = {"content-type": "application/json"}
+ME = "/api/me"
 ANONYMOUS = b'{"type":"anonymous","requested_credential_type":"api_key"}'
 # Fresh on every success: compared by presence and shape, not by value.
 FRESH = {"registration_id", "credential", "claim_token", "claim_token_expires"}
@@ -156,7 +160,9 @@ async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(svc: Servi
 
     tenants = svc.resources.tenants
     assert tenants is not None
-    app = tenant_middleware(hot_routes(stand_in, svc.resources, ()), tenants)
+    auth = bearer_auth(svc.tenant, svc.resources)
+    lean = hot_routes(stand_in, svc.resources, (), auth, {"/agent/auth": register, ME: register})
+    app = tenant_middleware(lean, tenants)
     transport = httpx.ASGITransport(app=app, client=("192.0.2.9", 40000))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
         taken = await client.post("/agent/auth", content=ANONYMOUS, headers=JSON)
@@ -164,6 +170,9 @@ async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(svc: Servi
         assert passed_on == []
         refused = await client.post("/agent/auth", content=b"{}", headers=JSON)
         assert refused.status_code == 400
+        key = taken.json()["credential"]
+        assert (await client.get(ME, headers={"authorization": f"Bearer {key}"})).status_code == 200
+        assert (await client.get(ME)).status_code == 401
         assert passed_on == []
         for method, path, body, headers in [
             ("GET", "/agent/auth", None, {}),
@@ -173,6 +182,9 @@ async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(svc: Servi
             ("POST", "/agent/auth", ANONYMOUS, {}),
             ("POST", "/agent/auth", chunks(), JSON),
             ("POST", "/agent/auth", b"{" + b" " * 17_000 + b"}", JSON),
+            ("POST", ME, b"", {}),
+            ("HEAD", ME, None, {}),
+            ("GET", ME + "/", None, {}),
         ]:
             before = len(passed_on)
             answer = await client.request(method, path, content=body, headers=headers)
@@ -193,3 +205,45 @@ async def test_a_shut_v1_door_is_the_frameworks_404(backend: Backend, database_u
         assert answer.status_code == 404, answer.text
         assert answer.json()["error"] == "not_found"
         assert await svc.count("registration.created") == 0
+
+
+async def test_api_me_answers_as_the_framework_does(
+    svc: Service, framework: httpx.AsyncClient
+) -> None:
+    key = (await svc.client.post("/agent/auth", content=ANONYMOUS, headers=JSON)).json()
+    live = {"authorization": f"Bearer {key['credential']}"}
+    cases = {
+        "a live key": live,
+        "no credential": {},
+        "an unknown key": {"authorization": "Bearer sk_" + "x" * 40},
+        "not a bearer": {"authorization": "Basic dXNlcjpwYXNz"},
+        "an empty bearer": {"authorization": "Bearer "},
+    }
+    for name, headers in cases.items():
+        lean = await svc.client.get(ME, headers=headers)
+        slow = await framework.get(ME, headers=headers)
+        assert lean.status_code == slow.status_code, name
+        assert lean.json() == slow.json(), name
+        assert headers_of(lean) == headers_of(slow), name
+    assert (await svc.client.get(ME, headers=live)).json()["credential_id"]
+    assert (await svc.client.get(ME)).headers["www-authenticate"].startswith("Bearer ")
+
+
+async def test_api_me_without_its_scope_is_the_same_403(
+    backend: Backend, database_url: str
+) -> None:
+    async with running_service(backend, database_url, PRE_CLAIM_SCOPES="api.write") as svc:
+        app = create_app(
+            settings_for(backend, database_url, PRE_CLAIM_SCOPES="api.write"),
+            resources=svc.resources,
+            hot_paths=False,
+        )
+        key = (await svc.client.post("/agent/auth", content=ANONYMOUS, headers=JSON)).json()
+        live = {"authorization": f"Bearer {key['credential']}"}
+        async with asgi_client(app) as framework:
+            lean = await svc.client.get(ME, headers=live)
+            slow = await framework.get(ME, headers=live)
+        assert lean.status_code == slow.status_code == 403
+        assert lean.json() == slow.json()
+        assert lean.json()["error"] == "insufficient_scope"
+        assert headers_of(lean) == headers_of(slow)
