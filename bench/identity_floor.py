@@ -23,7 +23,9 @@ the state both events leave it, where the server's projection inserts it and upd
 the `attempt_addresses` row, the `mail_outbox` row (one statement each) and one NOTIFY for
 the mailer per batch (the server's outbox statement notifies per row), COMMIT. The running
 worker's mailer really opens and sends every mail, to an SMTP sink in this process, as
-bench/write_path.py's worker does.
+bench/write_path.py's worker does; it sends behind the writers, so after each run a second
+line gives the mails the run left queued and the worker's and Postgres's CPU, per
+registration of that run, until they are sent (--no-worker: no mail is sent at all).
 
 An ID-JAG registration of a returning user (ES256; service/commands/identity.py
 `register_id_jag`, `_delegate`) must: read the compact JWS (base64url, strict JSON: duplicate
@@ -52,6 +54,10 @@ the server's; the ID-JAGs (a jti each, 300 s) are minted by each floor process b
 clock starts, every client going round its own share of the subjects (the deployed bench goes
 round-robin over all of them; with 1,000 subjects and at most 64 requests at once, neither
 sends two requests for one subject at the same time).
+
+The crypto is the server's own pure code (service/crypto: `Sealer.fresh`, `blind_index`,
+`encrypt`, the token makers; the server secret is the worker's, so what is sealed opens there);
+the events are the server's event types, encoded as the store encodes them.
 
 P processes (default 2) each run C/P clients for S seconds at C = 1, 16 and 64, per kind;
 printed as registration_floor.py prints: registrations/s, p50/p99 and the CPU per
@@ -86,6 +92,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
+from process_use import cpu_of, postgres_cpu, spent
 from registration_floor import (
     APPEND,
     INSERT_KEY,
@@ -721,6 +728,33 @@ async def replay_refused(url: str, secret: str, provider: tuple[bytes, bytes, st
         await pool.close()
 
 
+async def mail_backlog(url: str, worker: int, queued_before: int) -> tuple[str, int]:
+    """After an email run: the mails still queued, and the worker's and Postgres's CPU
+    per registration of the run while the mailer sends them (a table line; the outbox's
+    rows now). The mailer sends behind the writers: this is its share the run left over."""
+    started, worker_before, postgres_before = time.monotonic(), cpu_of(worker), postgres_cpu()
+    pending = await _count(url, "SELECT count(*) FROM mail_outbox WHERE status = 'pending'")
+    sent, queued = await mails_sent(url, within=60.0)
+    seconds = time.monotonic() - started
+    worker_cpu = (cpu_of(worker) or 0.0) - (worker_before or 0.0)
+    postgres = spent(postgres_before, postgres_cpu())
+    run = max(queued - queued_before, 1)
+    after = "all sent" if sent >= queued else f"{queued - sent:,} NOT sent"
+    return (
+        f"| + mail after the run | {pending:,} of {run:,} left queued | {after} "
+        f"{seconds:.1f} s later | | | {worker_cpu / run * 1000:.3f} "
+        f"| {postgres / run * 1000:.3f} | |"
+    ), queued
+
+
+async def _count(url: str, sql: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
 async def mails_sent(url: str, within: float = 30.0) -> tuple[int, int]:
     """(sent, queued) in the outbox, once every mail is sent or `within` seconds passed."""
     conn = await asyncpg.connect(url)
@@ -820,6 +854,7 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - one 
                     if worker is not None:  # the set-up's events relayed before the clock
                         await published(env["AUTHLEDGER_NATS_STREAM"], await admin_head(url))
                 print(TABLE_HEAD)
+                queued = 0
                 for connections in (1, 16, 64):
                     line = await asyncio.to_thread(
                         measure, writes, connections, args.processes, args.seconds,
@@ -827,6 +862,9 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - one 
                         target=target, extra=extra, numbered=numbered,
                     )  # fmt: skip
                     print(line, flush=True)
+                    if kind == "email" and worker is not None:
+                        backlog, queued = await mail_backlog(url, worker.pid, queued)
+                        print(backlog, flush=True)
                 if kind == "id_jag":
                     refused = await replay_refused(writes, secret, provider)
                     print(f"a replayed ID-JAG is refused: {refused}")
