@@ -117,6 +117,7 @@ from events.credential import CredentialIssued  # noqa: E402
 from events.delegation import DelegationUsed  # noqa: E402
 from events.envelope import Metadata  # noqa: E402
 from events.hashchain import framed_after_position  # noqa: E402
+from events.ids import new_event_id  # noqa: E402
 from events.registration import ClaimAttemptStarted, RegistrationCreated  # noqa: E402
 from events.sql import Conn  # noqa: E402
 from service.crypto.pii import Sealer, encrypt  # noqa: E402
@@ -208,7 +209,7 @@ async def append(conn: Conn, events: list[Planned], checks: list[tuple[str, int]
     """`events_append` for a batch's events; `checks`: (stream id, expected version) of the
     streams that exist already. The function's status ('appended', 'conflict', ...)."""
     recorded = datetime.now(UTC)
-    ids = [uuid.uuid4() for _ in events]
+    ids = [new_event_id() for _ in events]  # UUIDv7, as the server's
     payloads = [_encode(e[3]) for e in events]
     kinds = [type(e[3]) for e in events]
     types = [str(k.__struct_config__.tag) for k in kinds]
