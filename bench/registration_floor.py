@@ -82,6 +82,15 @@ APPEND = (
 )
 
 
+# measure()'s rows: CPU milliseconds per registration of the floor's processes, the worker,
+# Postgres and the rest of the machine (the kernel, whatever else ran meanwhile)
+TABLE_HEAD = (
+    "| connections | registrations/s | p50 ms | p99 ms | Python CPU ms "
+    "| worker CPU ms | Postgres CPU ms | rest CPU ms |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
 def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -281,11 +290,34 @@ def _busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, connections: int, processes: int, seconds: float, worker: int | None) -> str:
+def measure(
+    url: str,
+    connections: int,
+    processes: int,
+    seconds: float,
+    worker: int | None,
+    *,
+    target: Callable[..., None] = _child,
+    extra: tuple[object, ...] = (),
+    numbered: bool = False,
+) -> str:
+    """A table row: `connections` clients split over `processes` children, each running
+    `target(url, clients, seconds, out, *extra)`, which puts (count, latencies, CPU seconds of
+    the measured loop[, CPU seconds of its set-up before the clock started]) on `out`
+    (bench/identity_floor.py passes its own). The set-up's CPU is left out of "rest".
+    `numbered`: each child is also given the number of its first client and `connections`."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     share = [connections // processes + (i < connections % processes) for i in range(processes)]
-    children = [context.Process(target=_child, args=(url, n, seconds, out)) for n in share if n > 0]
+    firsts = [sum(share[:i]) for i in range(len(share))]
+    children = [
+        context.Process(
+            target=target,
+            args=(url, n, seconds, out, *extra, *((first, connections) if numbered else ())),
+        )
+        for n, first in zip(share, firsts, strict=True)
+        if n > 0
+    ]
     busy_before, postgres_before = _busy_seconds(), postgres_cpu()
     # The writers' backends end with their pools, before the run's last look: follow them.
     postgres_seen, stop = dict(postgres_before), threading.Event()
@@ -305,7 +337,8 @@ def measure(url: str, connections: int, processes: int, seconds: float, worker: 
     count = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
     python_cpu = sum(r[2] for r in results)
-    rest = busy - python_cpu - worker_cpu - postgres  # the kernel, whatever else ran meanwhile
+    set_up = sum(r[3] for r in results if len(r) > 3)  # e.g. tokens minted before the clock
+    rest = busy - python_cpu - set_up - worker_cpu - postgres  # the kernel, whatever else ran
     p50, p99 = (latencies[int(len(latencies) * q)] * 1000 for q in (0.5, 0.99))
     return (
         f"| {connections} | {count / seconds:,.0f} | {p50:.2f} | {p99:.2f} "
@@ -346,11 +379,7 @@ async def run(args: argparse.Namespace) -> int:
         worker = None if args.no_worker else start_worker(env, Path(os.devnull))
         if worker is not None:
             print("with `authledger worker` publishing the log on JetStream, as serve has it")
-        print(
-            "| connections | registrations/s | p50 ms | p99 ms | Python CPU ms "
-            "| worker CPU ms | Postgres CPU ms | rest CPU ms |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(TABLE_HEAD)
         try:
             for connections in (1, 16, 64):
                 line = await asyncio.to_thread(
@@ -378,14 +407,9 @@ async def run(args: argparse.Namespace) -> int:
                     else "NOT published"
                 )
             )
+        verifies = await chain_verifies(url)
         conn = await asyncpg.connect(url)
         try:
-            from events.hashchain import verify_log
-            from events.store import EventStore
-
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-            report = await verify_log(EventStore(pool).read_all)
-            await pool.close()
             counts = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM events) AS events, "
                 "(SELECT count(*) FROM registrations) AS registrations"
@@ -394,16 +418,28 @@ async def run(args: argparse.Namespace) -> int:
             await conn.close()
         if counts is None:
             raise RuntimeError("no counts")
-        ok = report.ok and counts["events"] == 2 * counts["registrations"]
+        ok = verifies and counts["events"] == 2 * counts["registrations"]
         ok = ok and (args.no_worker or lag is not None)
         print(
             f"log: {counts['events']:,} events for {counts['registrations']:,} registrations; "
-            f"chain verifies: {report.ok}"
+            f"chain verifies: {verifies}"
         )
         return 0 if ok else 1
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def chain_verifies(url: str) -> bool:
+    """Whether the whole log's hash chain verifies (events.hashchain.verify_log)."""
+    from events.hashchain import verify_log
+    from events.store import EventStore
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        return bool((await verify_log(EventStore(pool).read_all)).ok)
+    finally:
+        await pool.close()
 
 
 async def admin_head(url: str) -> int:
