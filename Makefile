@@ -79,6 +79,7 @@ bench: $(DEV_STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wr
 	$(BIN)/python bench/write_history.py
 	$(BIN)/python bench/registration_floor.py
 	$(BIN)/python bench/onboarding_floor.py
+	$(BIN)/python bench/identity_floor.py
 	$(BIN)/python bench/app_cpu.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/id_jag.py

@@ -224,7 +224,11 @@ class Wakeups:
         burst of appends (a NOTIFY per batch would otherwise mean a look per batch)."""
         self._sleeping = True
         try:
-            await asyncio.wait_for(self._event.wait(), within)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when a
+            # notification and a cancel arrive in the same turn, and the cancel is lost (a
+            # tail that never stops: tests/integration/test_store.py)
+            async with asyncio.timeout(within):
+                await self._event.wait()
         except TimeoutError:
             return False
         finally:

@@ -119,7 +119,8 @@ class CredentialCache:
         """Start following the log; wait at most `wait` seconds for it to be live."""
         self._spawn()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._live.wait(), wait)
+            async with asyncio.timeout(wait):  # not wait_for: it may swallow a cancel (3.11)
+                await self._live.wait()
 
     def follow(self) -> None:
         """Start following the log if not yet (without waiting for it to be live)."""
@@ -139,7 +140,8 @@ class CredentialCache:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._feed_pool is not None:
             try:  # a tail cancelled while it took its LISTEN connection may never give it back
-                await asyncio.wait_for(self._feed_pool.close(), 2)
+                async with asyncio.timeout(2):
+                    await self._feed_pool.close()
             except TimeoutError:
                 log.warning("credential_cache.feed_pool_terminated")
                 self._feed_pool.terminate()

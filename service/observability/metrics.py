@@ -375,7 +375,8 @@ class Metrics:
             except Exception as exc:  # metrics never stop a serving process
                 log.warning("metrics.refresh_failed", error=type(exc).__name__)
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+                async with asyncio.timeout(every):  # not wait_for: it may swallow a cancel
+                    await stop.wait()
 
 
 def _flow(outcome: RequestOutcome) -> str:

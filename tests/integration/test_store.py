@@ -273,6 +273,22 @@ async def test_wakeups_say_when_they_listen_and_when_they_sleep(
     assert Wakeups.listeners(pool) == 0
 
 
+async def test_a_notification_and_a_cancel_in_one_turn_still_cancel(pool: asyncpg.Pool) -> None:
+    """A tail being stopped while an append is notified must stop: with Python 3.11's
+    `asyncio.wait_for` the notification won and the cancel was lost, so the credential
+    feed's tail never ended and closing the process's Resources hung (seen in
+    bench/app_cpu.py's teardown, one run in five)."""
+    async with Wakeups(pool) as wakeups:
+        for _ in range(20):
+            wakeups.clear()
+            waiting = asyncio.create_task(wakeups.wait(30))
+            await wait_until(lambda: Wakeups.sleepers(pool) == 1, what="the Wakeups asleep")
+            wakeups._notified()  # the NOTIFY's callback, as asyncpg calls it
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+
+
 async def test_concurrent_writers_and_a_tailer_see_every_position_once(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
