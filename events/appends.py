@@ -34,6 +34,22 @@ InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
 Write = tuple[str, tuple[Any, ...]]
 
 
+@dataclass(frozen=True)
+class GroupedStep:
+    """An `also` step the writer may run with the other steps of its `group` in the batch in
+    one call: `together(conn, [args, ...])`, which raises when any of them must be refused, so
+    that the batch is committed again request by request, each step then `alone`. Run by
+    itself (a batch of one, or inside another step) it is `alone(conn)`."""
+
+    group: str
+    args: tuple[Any, ...]
+    alone: InTransaction
+    together: Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[None]]
+
+    async def __call__(self, conn: asyncpg.Connection) -> None:
+        await self.alone(conn)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamAppend:
     """Events for one stream, appended only if the stream is at `expected_version`."""

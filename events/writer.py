@@ -45,6 +45,7 @@ import structlog
 from events.appends import (
     APPEND_LOCK,
     AppendRequest,
+    GroupedStep,
     InlineProjector,
     InTransaction,
     StreamAppend,
@@ -397,6 +398,14 @@ async def _project(
 
 
 async def _also(conn: asyncpg.Connection, batch: Sequence[AppendRequest]) -> None:
+    """Each request's step in turn; the GroupedSteps of a batch of several, one call a group
+    (the replay guard of a batch of ID-JAGs: one statement under the lock, not one each)."""
+    grouped: dict[str, list[GroupedStep]] = {}
     for request in batch:
-        if request.also is not None:
-            await request.also(conn)
+        step = request.also
+        if isinstance(step, GroupedStep) and len(batch) > 1:
+            grouped.setdefault(step.group, []).append(step)
+        elif step is not None:
+            await step(conn)
+    for steps in grouped.values():
+        await steps[0].together(conn, [s.args for s in steps])

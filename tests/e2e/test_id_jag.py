@@ -107,6 +107,25 @@ async def test_same_jti_twice_is_replay_detected_and_writes_nothing(
     assert await svc.head() == head
 
 
+async def test_one_assertion_presented_at_once_registers_once(
+    svc: Service, idp: IdentityProvider
+) -> None:
+    """The replay guard of a batch is one statement (events.writer groups it): the same
+    assertion sent four times at once, beside three others of their own, gives one credential
+    for it and `replay_detected` for its copies; the others are not held back by them."""
+    await registered(svc, jag(svc, idp, sub="agent-warm"))  # the trust list and keys are warm
+    same = jag(svc, idp, sub="agent-twice")
+    others = [jag(svc, idp, sub=f"agent-other-{n}") for n in range(3)]
+    answers = await asyncio.gather(*(present(svc, a, "api_key") for a in [same] * 4 + others))
+    copies, rest = answers[:4], answers[4:]
+    assert sorted(a.status_code for a in copies) == [200, 400, 400, 400], [a.text for a in copies]
+    assert all(a.json()["error"] == "replay_detected" for a in copies if a.status_code == 400)
+    assert [a.status_code for a in rest] == [200] * 3, [a.text for a in rest]
+    assert await svc.count("delegation.used") == 1 + 1 + 3
+    seen = await svc.resources.pool.fetchval("SELECT count(*) FROM seen_jtis")
+    assert seen == 1 + 1 + 3
+
+
 async def test_rejected_assertion_does_not_burn_its_jti(
     svc: Service, idp: IdentityProvider
 ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from events.appends import GroupedStep
 from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
@@ -462,3 +463,44 @@ async def test_callers_answered_together_come_back_into_one_batch(database_url: 
     finally:
         await store.close()
         await pool.close()
+
+
+async def test_grouped_steps_of_a_batch_run_in_one_call_and_alone_when_refused(
+    store: EventStore,
+) -> None:
+    """GroupedSteps (the replay guard's) of a batch of several run in one `together` call; when
+    it refuses, the batch is committed again request by request, each step `alone`, and only
+    the refused request fails."""
+    together_calls: list[list[tuple[object, ...]]] = []
+    alone_calls: list[object] = []
+
+    def step(name: str) -> GroupedStep:
+        async def alone(conn: asyncpg.Connection) -> None:
+            alone_calls.append(name)
+            if name == "refused":
+                raise LookupError("refused alone")
+
+        async def together(conn: asyncpg.Connection, args: list[tuple[object, ...]]) -> None:
+            together_calls.append(args)
+            if ("refused",) in args:
+                raise RuntimeError("one of them is refused")
+
+        return GroupedStep("test", (name,), alone, together)
+
+    async def append(name: str) -> None:
+        await store.append_many(
+            [StreamAppend(a_stream(), NO_STREAM, [opened(name)])], also=step(name)
+        )
+
+    await asyncio.gather(*(append(n) for n in ("a", "b", "c")))
+    assert together_calls == [[("a",), ("b",), ("c",)]]
+    assert alone_calls == []
+    together_calls.clear()
+    outcomes = await asyncio.gather(
+        *(append(n) for n in ("d", "refused", "e")), return_exceptions=True
+    )
+    assert together_calls == [[("d",), ("refused",), ("e",)]]
+    assert alone_calls == ["d", "refused", "e"]
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], LookupError)
+    assert outcomes[2] is None
