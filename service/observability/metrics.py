@@ -73,6 +73,10 @@ from service.tenancy.config import CLAIM_PATH, REGISTER_PATH
 Q = load_queries("service.observability", "metrics.sql")
 log = structlog.get_logger("service.observability.metrics")
 UNMATCHED = "unmatched"
+# The methods a label names; any other (a client may send any token) counts as OTHER, so a
+# stranger cannot grow the label sets, or the children kept for them, without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 REFRESH_EVERY = 5.0  # seconds, per child in multiprocess mode
 _STEPS = {
     ("POST", CLAIM_PATH): "start",
@@ -287,6 +291,7 @@ class Metrics:
     ) -> None:
         """Called by the request middleware once the response has started."""
         label = route or UNMATCHED
+        method = method if method in METHODS else OTHER_METHOD
         key = (method, label, status)
         children = self._per_request.get(key)
         if children is None:  # prometheus_client's labels() checks and locks on every call

@@ -81,6 +81,8 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(service:
     for _ in range(3):
         assert (await service.client.get("/healthz")).status_code == 200
     assert (await service.client.get(f"/no/such/{secret}")).status_code == 404
+    for n in range(3):  # a stranger's made-up methods share one label
+        assert (await service.client.request(f"BREW{n}", "/healthz")).status_code == 405
     text = (await service.client.get("/metrics", headers=ADMIN)).text
     assert secret not in text
     assert "sub_secretid" not in text
@@ -92,6 +94,8 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(service:
     one = "/admin/subscriptions/{subscription_id}"
     assert value(samples, requests, method="GET", route=one, status="404") == 1
     assert value(samples, requests, method="GET", route="unmatched", status="404") == 1
+    assert not any('method="BREW' in line for line in text.splitlines())
+    assert value(samples, requests, method="OTHER", route="unmatched", status="405") == 3
     latency = "authledger_http_request_duration_seconds_count"
     assert value(samples, latency, method="GET", route="/healthz") == 3
     refusals = "authledger_http_refusals_total"
