@@ -99,11 +99,12 @@ from registration_floor import (
     TABLE_HEAD,
     admin_head,
     chain_verifies,
+    floor_arguments,
     measure,
     published,
     writer,
 )
-from scratch_database import add_database_url, with_database
+from scratch_database import with_database
 from served import free_port, migrate
 from write_path import Discard, drop_stream, runtime_login, stack_env, start_worker, stop_worker
 
@@ -902,21 +903,11 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - one 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    add_database_url(parser)
+    parser = floor_arguments(
+        __doc__.splitlines()[0] if __doc__ else None,
+        "without `authledger worker` (no JetStream publication, no mail sent)",
+    )
     parser.add_argument("--kind", choices=("email", "id_jag", "both"), default="both")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="without `authledger worker` (no JetStream publication, no mail sent)",
-    )
-    parser.add_argument(
-        "--as-superuser",
-        action="store_true",
-        help="write as the admin URL's user (the guards skip their check), not the runtime role",
-    )
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -450,20 +450,26 @@ async def admin_head(url: str) -> int:
         await conn.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def floor_arguments(description: str | None, no_worker: str) -> argparse.ArgumentParser:
+    """The floors' command line: the database, --seconds, --processes, --no-worker (`no_worker`
+    says what is then left out) and --as-superuser."""
+    parser = argparse.ArgumentParser(description=description)
     add_database_url(parser)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="without `authledger worker` (the log is then not published on JetStream)",
-    )
+    parser.add_argument("--no-worker", action="store_true", help=no_worker)
     parser.add_argument(
         "--as-superuser",
         action="store_true",
         help="write as the admin URL's user (the guards skip their check), not the runtime role",
+    )
+    return parser
+
+
+def main() -> int:
+    parser = floor_arguments(
+        __doc__.splitlines()[0] if __doc__ else None,
+        "without `authledger worker` (the log is then not published on JetStream)",
     )
     return asyncio.run(run(parser.parse_args()))
 

@@ -45,9 +45,8 @@ from service.http.bodies import (
 )
 from service.http.client_address import Network
 from service.http.errors import Reply, refused, unhandled
-from service.http.resource import BearerAuth, BearerRefused, me_answer
+from service.http.resource import BearerAuth, BearerRefused, bearer_refusal, me_answer
 from service.http.tenancy import TENANT_STATE
-from service.observability.metrics import note_refusal
 from service.runtime.resources import Resources
 from service.tenancy.config import ME_PATH, REGISTER_PATH, TenantConfig
 
@@ -87,10 +86,9 @@ def hot_routes(
             raise RuntimeError("GET /api/me is taken only with a BearerAuth")
         try:
             return await me_answer(auth, scope["headers"], tenant), 200, {}
-        except BearerRefused as exc:  # as service.http.resource.bearer_refused answers
-            note_refusal(exc.error)
-            body = msgspec.json.encode({"error": exc.error, "message": exc.detail})
-            return body, exc.status_code, dict(exc.headers or {})
+        except BearerRefused as exc:
+            body, status, headers = bearer_refusal(exc)
+            return msgspec.json.encode(body), status, headers
         except Exception as exc:
             reply = unhandled("GET", ME_PATH, exc)
             return msgspec.json.encode(reply.body), reply.status, reply.headers

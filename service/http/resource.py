@@ -63,8 +63,14 @@ def tenant_of(connection: AnyConnection) -> TenantConfig | None:
 
 
 def bearer_refused(_: AnyRequest, exc: BearerRefused) -> Response[bytes]:
+    return json_reply(*bearer_refusal(exc))
+
+
+def bearer_refusal(exc: BearerRefused) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A BearerRefused's answer (body, status, headers), counted; service.http.hot_routes
+    sends it itself."""
     note_refusal(exc.error)
-    return json_reply({"error": exc.error, "message": exc.detail}, exc.status_code, exc.headers)
+    return {"error": exc.error, "message": exc.detail}, exc.status_code, dict(exc.headers or {})
 
 
 @dataclass(frozen=True)
