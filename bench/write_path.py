@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/write_path.py [--seconds S] [--threads T] [--database-url URL]
                                          [--profile DIR] [--floor] [--memory]
-                                         [--as-superuser]
+                                         [--identity] [--as-superuser]
 
 Creates a fresh database (default postgresql://postgres@127.0.0.1:5432/postgres, or
 AUTHLEDGER_BENCH_DATABASE_URL), migrates it, and starts `authledger serve --workers 2` and
@@ -34,7 +34,8 @@ i. v0.6 onboarding (bench/onboard_v06.py): per connection V1 anonymous at /agent
    pair's two events in the log by request id. Both doors are open on the stack.
 
 With --only-onboarding, only (a), (b) at 16 and 64 connections and (i) run: the v0.6
-figures beside v1's, nothing else.
+figures beside v1's, nothing else. With --identity, only (a), (b) at 16 and 64 connections,
+(e) and (h).
 
 With --memory, (g): registrations at c=16 until the log holds 50,000, then 200,000, and the
 memory (RSS and PSS) of every process at each mark. The target is read on PSS: the HTTP
@@ -153,6 +154,11 @@ class Bench:
         await self.me()
         log("(e) verified-email registrations")
         await self.email_registrations()
+        await self.returning()
+        await self.onboarding()
+        self.note_memory()
+
+    async def returning(self) -> None:
         log("(h) ID-JAG registrations of returning users (ES256)")
         self.figures.returning = await ReturningAgents(
             self.stack.server,
@@ -162,8 +168,6 @@ class Bench:
             self.seconds,
             spy=self._spy if self.profile is not None else None,
         ).measure()
-        await self.onboarding()
-        self.note_memory()
 
     async def onboarding(self) -> None:
         log("(i) v0.6 onboarding: anonymous at /agent/identity + the token exchange")
@@ -179,6 +183,20 @@ class Bench:
         log("(b) anonymous registrations")
         await self.registrations(connections=(16, 64))
         await self.onboarding()
+
+    async def measure_identity(self) -> None:
+        """--identity: the baseline, v1's anonymous registrations at 16 and 64, (e), (h), then
+        the relay (c) over all of them."""
+        log("(a) static")
+        await self.static()
+        log("(b) anonymous registrations")
+        await self.registrations(connections=(16, 64))
+        log("(e) verified-email registrations")
+        await self.email_registrations()
+        await self.returning()
+        log("(c) the relay")
+        await self.relay()
+        self.note_memory()
 
     async def static(self) -> None:
         await self.wrk.run("warm-up", "get.lua", STATIC, connections=64, seconds=2)
@@ -595,9 +613,13 @@ async def measure_floor(ours: Stack, workdir: Path, events: Log, args: argparse.
 
 async def measure_all(bench: Bench, workdir: Path, args: argparse.Namespace) -> Bench | None:
     """(a)-(e), (h), (i), then (g) with --memory and (f) with --floor: the floor's Bench, if
-    run. With --only-onboarding: (a), (b) and (i) only; with --quick: (a)-(c) only."""
+    run. With --only-onboarding: (a), (b) and (i) only; with --identity: (a), (b), (e) and
+    (h); with --quick: (a)-(c) only."""
     if args.only_onboarding:
         await bench.measure_onboarding()
+        return None
+    if args.identity:
+        await bench.measure_identity()
         return None
     await bench.measure(quick=args.quick)
     if args.memory:
@@ -697,6 +719,12 @@ def main() -> int:
         action="store_true",
         help="only the static baseline, v1's anonymous registrations at 16 and 64 connections "
         "and the v0.6 onboarding (i)",
+    )
+    parser.add_argument(
+        "--identity",
+        action="store_true",
+        help="only the static baseline, anonymous registrations at 16 and 64 connections, and "
+        "the verified-email (e) and ID-JAG (h) registrations",
     )
     parser.add_argument(
         "--as-superuser",

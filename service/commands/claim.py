@@ -24,7 +24,7 @@ from events.user import UserCreated
 from service.commands import registration_state
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
-from service.commands.mail import MailRequest, enqueue_mail
+from service.commands.mail import MailRequest, mail_write
 from service.crypto.pii import subject_of
 from service.crypto.tokens import (
     new_attempt_id,
@@ -124,7 +124,7 @@ async def start_claim(ctx: Context, claim_token: str, email: str, caller: Caller
             [Change(ctx.stream(REGISTRATION, rid), state.version, events)],
             metadata=ctx.fresh_metadata(caller, subject),
             now=now,
-            also=enqueue_mail(ctx, mail, now),
+            writes=[mail_write(ctx, mail, now)],
             fresh=[subject],
         )
         await registration_state.remember(ctx, state, events)

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from events.appends import Write
 from events.catalogue import Event
 from events.clock import Clock
 from events.envelope import Metadata, RecordedEvent, StreamRef
@@ -103,10 +104,11 @@ class Context:
         now: datetime,
         also: InTransaction | None = None,
         fresh: Sequence[FreshSubject] = (),
+        writes: Sequence[Write] = (),
     ) -> list[RecordedEvent]:
         """Append every change atomically, projecting inline, storing the keys of `fresh`
-        subjects and running `also` in the same transaction. Raises ConcurrencyConflict when
-        a stream moved."""
+        subjects, making `writes` (new rows: a batch sends each statement once) and running
+        `also` in the same transaction. Raises ConcurrencyConflict when a stream moved."""
         parts = [
             StreamAppend(
                 c.stream,
@@ -118,7 +120,7 @@ class Context:
         ]
 
         recorded = await self.store.append_many(
-            parts, projector=project, writes=[s.write for s in fresh], also=also
+            parts, projector=project, writes=[*(s.write for s in fresh), *writes], also=also
         )
         for subject in fresh:
             self.sealer.remember(subject)

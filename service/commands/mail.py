@@ -1,15 +1,14 @@
-"""Claim mail: queued in the outbox (service/mail/outbox.py) inside the append transaction,
-sent by workers/mailer."""
+"""Claim mail: queued in the outbox (service/mail/outbox.py) by one of the append's writes,
+so the row exists exactly when the attempt's event does; sent by workers/mailer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from service.commands.context import Context, InTransaction
-from service.mail.outbox import enqueue_claim_mail
+from events.appends import Write
+from service.commands.context import Context
+from service.mail.outbox import claim_mail_write
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,20 +20,15 @@ class MailRequest:
     link_expires_at: datetime
 
 
-def enqueue_mail(ctx: Context, mail: MailRequest, now: datetime) -> InTransaction:
-    """The outbox row exists exactly when the attempt's event does."""
-
-    async def enqueue(conn: asyncpg.Connection) -> None:
-        await enqueue_claim_mail(
-            conn,
-            secret_key=ctx.secret_key,
-            tenant_id=ctx.tenant.tenant_id,
-            registration_id=mail.registration_id,
-            attempt_id=mail.attempt_id,
-            recipient_sealed=mail.recipient_sealed,
-            link_token=mail.link_token,
-            link_expires_at=mail.link_expires_at,
-            now=now,
-        )
-
-    return enqueue
+def mail_write(ctx: Context, mail: MailRequest, now: datetime) -> Write:
+    """The outbox row of `mail`, for `Context.record(writes=...)`."""
+    return claim_mail_write(
+        secret_key=ctx.secret_key,
+        tenant_id=ctx.tenant.tenant_id,
+        registration_id=mail.registration_id,
+        attempt_id=mail.attempt_id,
+        recipient_sealed=mail.recipient_sealed,
+        link_token=mail.link_token,
+        link_expires_at=mail.link_expires_at,
+        now=now,
+    )

@@ -13,7 +13,7 @@ from events.registration import (
 )
 from service.commands.context import Caller, Change, Context
 from service.commands.credentials import mint
-from service.commands.mail import MailRequest, enqueue_mail
+from service.commands.mail import MailRequest, mail_write
 from service.crypto.tokens import (
     new_attempt_id,
     new_attempt_token,
@@ -130,7 +130,7 @@ async def register_verified_email(
         [Change(ctx.stream(STREAM_TYPE, registration_id), 0, [created, started])],
         metadata=ctx.fresh_metadata(caller, attempt),
         now=now,
-        also=enqueue_mail(ctx, mail, now),
+        writes=[mail_write(ctx, mail, now)],
         fresh=[subject, attempt],
     )
     return Registered(

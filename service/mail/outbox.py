@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from events.appends import Write
 from events.sql import load_queries
 from service.crypto.pii import Db
 from service.crypto.tokens import derive_key
@@ -38,8 +39,7 @@ def open_link_token(secret_key: str | bytes, attempt_id: str, sealed: bytes) -> 
     return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], attempt_id.encode()).decode()
 
 
-async def enqueue_claim_mail(
-    conn: Db,
+def claim_mail_write(
     *,
     secret_key: str | bytes,
     tenant_id: str,
@@ -49,20 +49,20 @@ async def enqueue_claim_mail(
     link_token: str,
     link_expires_at: datetime,
     now: datetime,
-) -> None:
-    """Queue the claim e-mail of a new attempt, inside the append's transaction (idempotent).
+) -> Write:
+    """The statement that queues the claim e-mail of a new attempt, for the append's writes
+    (events.appends.Write): a batch's rows go in one pipelined `executemany`, before the append
+    lock, and its NOTIFYs (one payload) reach the mailer as one when the batch commits.
 
     The caller seals the address (service.crypto.pii) under the subject of the event's
     `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round
     trip here.
     """
     if now.tzinfo is None or link_expires_at.tzinfo is None:
-        raise ValueError("enqueue_claim_mail needs timezone-aware times")
+        raise ValueError("a claim mail needs timezone-aware times")
     token = seal_link_token(secret_key, attempt_id, link_token)
-    await conn.execute(
-        Q["enqueue"], attempt_id, tenant_id, registration_id, recipient_sealed, token,
-        link_expires_at, now,
-    )  # fmt: skip
+    args = (attempt_id, tenant_id, registration_id, recipient_sealed, token, link_expires_at, now)
+    return Q["enqueue"], args
 
 
 async def enqueue_sign_in_mail(

@@ -1,6 +1,8 @@
 -- name: enqueue
--- Run inside the append transaction; the NOTIFY is delivered when it commits. A retried
--- command (same attempt id) writes nothing twice.
+-- One of the append's writes (a batch's rows in one executemany); the NOTIFY is delivered
+-- when it commits, and its payload is the same for every row, so Postgres delivers one a
+-- transaction (the mailer reads no payload). A retried command (same attempt id) writes
+-- nothing twice.
 WITH added AS (
     INSERT INTO mail_outbox (
         attempt_id, tenant_id, registration_id, recipient_sealed, link_token_sealed,
@@ -10,7 +12,7 @@ WITH added AS (
     ON CONFLICT (attempt_id) DO NOTHING
     RETURNING attempt_id
 )
-SELECT pg_notify('authledger_mail', attempt_id) FROM added
+SELECT pg_notify('authledger_mail', '') FROM added
 
 -- name: enqueue_sign_in
 -- A sign-in link's mail (v0.6 pages), in the transaction that stores the link: no

@@ -22,7 +22,7 @@ import workers.mailer as mailer_module
 from service.crypto.pii import Sealer
 from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
 from service.dev.mailbox import DevSmtpCatcher, dev_mailbox_router
-from service.mail.outbox import enqueue_claim_mail, open_link_token, seal_link_token
+from service.mail.outbox import claim_mail_write, open_link_token, seal_link_token
 from service.settings import ConfigError, Settings
 from service.signin.email_link import SentLink, send_link
 from tests.support.smtp_sink import Received, SmtpSink, free_port
@@ -84,8 +84,7 @@ async def enqueue(
     """As the append would: in a transaction (rolled back by raising Abort when asked)."""
     now = datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        await enqueue_claim_mail(
-            conn,
+        sql, args = claim_mail_write(
             secret_key=SECRET,
             tenant_id="default",
             registration_id=attempt.registration_id,
@@ -95,6 +94,7 @@ async def enqueue(
             link_expires_at=now + timedelta(seconds=expires_in),
             now=now,
         )
+        await conn.execute(sql, *args)
         if abort:
             raise Abort
 

@@ -23,7 +23,7 @@ from service.crypto.pii import Sealer, SealError
 from service.crypto.secret_keys import load_server_keys
 from service.crypto.signing import KeyRing
 from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
-from service.mail.outbox import enqueue_claim_mail, open_link_token
+from service.mail.outbox import claim_mail_write, open_link_token
 from service.push.secrets import open_secret, seal_secret
 from service.runtime.resources import Resources
 from service.settings import ConfigError
@@ -93,13 +93,17 @@ async def test_after_rotation_only_the_new_secret_opens_and_nothing_is_lost(
         # row queued later within that second would not be due by it (the mail then waits)
         now = datetime.now(UTC) - timedelta(seconds=1)
         async with pool.acquire() as conn, conn.transaction():  # a claim mail still queued
-            await enqueue_claim_mail(
-                conn, secret_key=OLD, tenant_id="default",
-                registration_id=new_registration_id(), attempt_id=attempt_id,
+            sql, args = claim_mail_write(
+                secret_key=OLD,
+                tenant_id="default",
+                registration_id=new_registration_id(),
+                attempt_id=attempt_id,
                 recipient_sealed=await Sealer(OLD).seal(conn, attempt_id, EMAIL),
-                link_token=(link := new_attempt_token()), link_expires_at=now + timedelta(hours=1),
+                link_token=(link := new_attempt_token()),
+                link_expires_at=now + timedelta(hours=1),
                 now=now,
-            )  # fmt: skip
+            )
+            await conn.execute(sql, *args)
         webhook = seal_secret(await load_server_keys(pool, OLD), "sub_rot", "hook-bearer-secret")
         new_key_file = tmp_path / "new-secret"
         new_key_file.write_text(NEW + "\n")

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from service.crypto.pii import Sealer
 from service.crypto.tokens import new_attempt_id, new_attempt_token, new_registration_id
-from service.mail.outbox import enqueue_claim_mail
+from service.mail.outbox import claim_mail_write
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import wait_until
 from workers.mailer import Mailer, MailerConfig
@@ -39,8 +39,7 @@ async def queue_one(pool: asyncpg.Pool) -> str:
     """One claim mail in the outbox, as the append queues it; its attempt id."""
     attempt_id, now = new_attempt_id(), datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        await enqueue_claim_mail(
-            conn,
+        sql, args = claim_mail_write(
             secret_key=SECRET,
             tenant_id="default",
             registration_id=new_registration_id(),
@@ -50,6 +49,7 @@ async def queue_one(pool: asyncpg.Pool) -> str:
             link_expires_at=now + timedelta(minutes=10),
             now=now,
         )
+        await conn.execute(sql, *args)
     return attempt_id
 
 
