@@ -243,8 +243,10 @@ class JwksCache:
     async def key(self, issuer: TrustedIssuer, kid: str) -> VerificationKey:
         """The key `kid` of a trusted issuer; KeyUnavailable if there is none to be had."""
         url = issuer.keys_url
-        self._check_url(url)
-        entry = self._entries.setdefault(url, _Entry())
+        entry = self._entries.get(url)
+        if entry is None:  # a URL is checked once: the answer depends on nothing else
+            self._check_url(url)
+            entry = self._entries[url] = _Entry()
         now = self.clock.now()
         fresh = entry.fresh_until is not None and now < entry.fresh_until
         if fresh and kid in entry.keys:
