@@ -12,6 +12,9 @@ ON CONFLICT (claim_token_hash) DO UPDATE SET
 RETURNING too_fast, interval_s
 
 -- name: prune_polls
--- Rows not polled for a day, a bounded batch per poll (the seen_jtis pattern): no worker.
+-- Rows not polled for a day, a bounded batch per poll (the seen_jtis pattern, ORDER BY and
+-- all: the index, not a scan of the table, whatever its statistics): no worker.
 DELETE FROM claim_polls
-WHERE ctid = ANY (ARRAY(SELECT ctid FROM claim_polls WHERE last_poll_at < $1 LIMIT $2))
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM claim_polls WHERE last_poll_at < $1 ORDER BY last_poll_at LIMIT $2
+))
