@@ -26,10 +26,28 @@ from tests.support.backends import (
     with_database,
 )
 from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
+from tests.support.hang_report import HangReport
 from tests.support.nats import NatsNames
 
 _KIND = pytest.StashKey[str]()  # the backend the header named, so the probes run once
 _STARTED = pytest.StashKey[Backend]()
+_hangs: list[HangReport] = []  # one watchdog: every task's stack when a test nears its timeout
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    timeout = float(config.getini("timeout") or 0)
+    if timeout > 0 and not _hangs:
+        _hangs.append(HangReport.start(timeout))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for hangs in _hangs:
+        hangs.started(item.nodeid)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    for hangs in _hangs:
+        hangs.finished()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
