@@ -92,6 +92,10 @@ class EventLog(BenchLog):
         )
         return {str(r["type"]): int(r["n"]) for r in rows}
 
+    async def delegations(self) -> int:
+        """How many subjects have registered here (a delegation each)."""
+        return int(await self.conn.fetchval("SELECT count(*) FROM delegations"))
+
     async def id_jag_credentials_after(self, position: int) -> list[str]:
         """The correlation (request) ids of the ID-JAG credentials recorded after `position`."""
         rows = await self.conn.fetch(
