@@ -191,7 +191,9 @@ DELEGATION_USED = (  # projections/delegations.sql `used`
 REMEMBER_JTIS = """
 WITH pruned AS (
     DELETE FROM seen_jtis
-    WHERE ctid = ANY (ARRAY(SELECT ctid FROM seen_jtis WHERE keep_until < $5 LIMIT $6))
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM seen_jtis WHERE keep_until < $5 ORDER BY keep_until LIMIT $6
+    ))
 )
 INSERT INTO seen_jtis (tenant_id, issuer, jti, keep_until)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
