@@ -9,8 +9,9 @@ service/signin/email_link.py with its `lgt_…` token, its attempt id the link's
 sent the same way, as a sign-in mail (`SignInMail`, workers/mail_templates.py).
 
 Mailers may run side by side: each round expires rows whose link window is over, claims due
-rows (`FOR UPDATE SKIP LOCKED`, then a lease), sends them over a few SMTP connections kept open
-while mail flows (workers/smtp_lanes.py) and records each outcome at once.
+rows (`FOR UPDATE SKIP LOCKED`, then a lease), reads their recipients' data keys in one query,
+sends them over a few SMTP connections kept open while mail flows (workers/smtp_lanes.py), and
+records each failure at once and a lane's sends together once its share of the round is done.
 Failures are retried with capped exponential back-off and jitter (service/backoff.py) up to
 `max_tries`, then the row is `failed`. Between rounds it sleeps until a NOTIFY on
 `authledger_mail` or the next due retry or lease end (workers/base/sleeper.py); logs name the
@@ -18,8 +19,9 @@ attempt id, never the address or the token. Database outages restart the loop (w
 anything else ends it, for the runner to report.
 
 Delivery is at least once: a crash between the SMTP server's acceptance and the `sent` update
-(made right after the reply to keep that window small), or a send outliving its lease, can
-send a mail twice; every copy has the Message-ID `<attempt_id@authledger>` (a sign-in's
+(made when the lane's share of the round is done, at most `batch / connections` sends later:
+one statement instead of a commit a mail), or a send outliving its lease, can send a mail
+twice; every copy has the Message-ID `<attempt_id@authledger>` (a sign-in's
 `<sgn_…@authledger>`), for dedupe.
 """
 
@@ -43,7 +45,7 @@ from events.clock import Clock, SystemClock
 from events.sessions import keeps_session_state
 from events.sql import load_queries
 from service.backoff import Backoff, jittered
-from service.crypto.pii import Sealer
+from service.crypto.pii import Sealer, subject_of
 from service.domain.tenants import DEFAULT_TENANT
 from service.mail.outbox import CHANNEL, open_link_token
 from service.observability.logging import redact_url
@@ -201,6 +203,8 @@ class Mailer:
             log.info("mailer.expired", attempt_id=row["attempt_id"])
         lease_end = now + timedelta(seconds=self.config.lease)
         rows = await self._pool.fetch(Q["claim"], now, lease_end, self.config.batch)
+        # every recipient's data key in one read, not one a mail (the cache serves `open`)
+        await self._sealer.preload(self._pool, [subject_of(r["recipient_sealed"]) for r in rows])
         deadline = asyncio.get_running_loop().time() + self.config.send_timeout
         results = await asyncio.gather(
             *(self._send_over(lane, share, deadline) for lane, share in self._lanes.spread(rows)),
@@ -215,34 +219,42 @@ class Mailer:
         return len(rows) == self.config.batch
 
     async def _send_over(self, lane: SmtpLane, rows: list[asyncpg.Record], deadline: float) -> None:
-        """A lane's share of the round, one mail after another on its connection."""
-        for row in rows:
-            await self._deliver(row, lane, deadline)
+        """A lane's share of the round, one mail after another on its connection; the sent
+        ones are recorded together when the share is done (or has failed part-way)."""
+        sent: list[str] = []
+        try:
+            for row in rows:
+                if await self._deliver(row, lane, deadline):
+                    sent.append(row["attempt_id"])
+        finally:
+            if sent:
+                await self._mark_sent(sent)
 
-    async def _deliver(self, row: asyncpg.Record, lane: SmtpLane, deadline: float) -> None:
-        """Send one claimed row and record the outcome; database errors propagate."""
+    async def _deliver(self, row: asyncpg.Record, lane: SmtpLane, deadline: float) -> bool:
+        """Send one claimed row; True when the SMTP server accepted it (the caller records
+        that), else the outcome is recorded here. Database errors propagate."""
         attempt_id: str = row["attempt_id"]
         tries: int = row["tries"]
         if row["link_expires_at"] <= self._clock.now():
             await self._pool.execute(Q["mark_expired"], attempt_id, tries)
             self.stats.expired += 1
             log.info("mailer.expired", attempt_id=attempt_id)
-            return
+            return False
         try:
             recipient = await self._sealer.open(self._pool, row["recipient_sealed"])
             if recipient is None:  # the person was erased: nobody to write to, ever
                 await self._pool.execute(Q["mark_failed"], attempt_id, tries, "recipient erased")
                 self.stats.failed += 1
                 log.warning("mailer.failed", attempt_id=attempt_id, error="recipient erased")
-                return
+                return False
             token = open_link_token(self._secret_key, attempt_id, row["link_token_sealed"])
             await self._send(row, recipient, token, lane, deadline)
         except (asyncpg.PostgresError, asyncpg.InterfaceError):
             raise  # the database: the round starts over, the lease ends, the row is retried
         except Exception as exc:  # SMTP, network, timeout, a value that does not open
             await self._failed(attempt_id, tries, exc)
-            return
-        await self._mark_sent(attempt_id)
+            return False
+        return True
 
     async def _face(self, tenant_id: str) -> tuple[str, str, str]:
         """(public URL, service name, sender) of the tenant the mail is for."""
@@ -291,19 +303,22 @@ class Mailer:
                 ) from None
             raise
 
-    async def _mark_sent(self, attempt_id: str) -> None:
-        """Record the send at once; past a few seconds of database trouble, the mail is resent."""
+    async def _mark_sent(self, attempt_ids: list[str]) -> None:
+        """Record sends, a lane's share in one statement; past a few seconds of database
+        trouble, the mails are sent again."""
         for delay in (0.1, 0.2, 0.4, 0.8, 1.6):
             try:
-                await self._pool.execute(Q["mark_sent"], attempt_id, self._clock.now())
+                await self._pool.execute(Q["mark_sent"], attempt_ids, self._clock.now())
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await asyncio.sleep(delay)
                 continue
-            self.stats.sent += 1
+            self.stats.sent += len(attempt_ids)
             self._watch.changed()
-            log.info("mailer.sent", attempt_id=attempt_id)
+            for attempt_id in attempt_ids:
+                log.info("mailer.sent", attempt_id=attempt_id)
             return
-        log.error("mailer.sent_unrecorded", attempt_id=attempt_id)
+        for attempt_id in attempt_ids:
+            log.error("mailer.sent_unrecorded", attempt_id=attempt_id)
 
     async def _failed(self, attempt_id: str, tries: int, exc: BaseException) -> None:
         error = describe_error(exc)

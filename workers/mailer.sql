@@ -22,12 +22,12 @@ RETURNING m.attempt_id, m.tenant_id, m.registration_id, m.recipient_sealed,
           m.link_token_sealed, m.link_expires_at, m.tries, m.kind
 
 -- name: mark_sent
--- Right after the SMTP server's reply. Not fenced by `tries`: the mail went out, whichever
--- try sent it.
+-- A lane's sends, once its share of the round is done. Not fenced by `tries`: the mail went
+-- out, whichever try sent it.
 UPDATE mail_outbox
 SET status = 'sent', sent_at = $2, link_token_sealed = ''::bytea, lease_until = NULL,
     last_error = NULL
-WHERE attempt_id = $1 AND status = 'pending'
+WHERE attempt_id = ANY ($1::text[]) AND status = 'pending'
 
 -- name: mark_expired
 UPDATE mail_outbox

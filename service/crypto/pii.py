@@ -23,6 +23,7 @@ import hmac
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -42,6 +43,10 @@ Db = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 _SELECT_KEY = """
 SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
+"""
+_SELECT_KEYS = """
+SELECT subject_id, wrapped_key, created_at < now() AS settled FROM subject_keys
+WHERE subject_id = ANY ($1::text[])
 """
 # One round trip for a seal: our new key, or (same snapshot, so never both) the stored one.
 _CREATE_OR_SELECT_KEY = """
@@ -194,7 +199,27 @@ class Sealer:
 
     def remember(self, subject: FreshSubject) -> None:
         """Cache a fresh subject's key once its row is committed."""
-        self._cache[subject.subject_id] = (subject.data_key, time.monotonic())
+        self._keep(subject.subject_id, subject.data_key)
+
+    async def preload(self, conn: Db, subject_ids: Sequence[str]) -> None:
+        """Read the data keys of `subject_ids` not in the cache, in one round trip, and cache
+        those committed before this read (a mailer's round: one query for its rows, not one
+        a row). Erased and unknown subjects are left to `open`, which answers for them."""
+        now = time.monotonic()
+        wanted = [
+            s for s in dict.fromkeys(subject_ids)
+            if s not in self._cache or now - self._cache[s][1] >= self._max_age
+        ]  # fmt: skip
+        if not wanted:
+            return
+        for row in await conn.fetch(_SELECT_KEYS, wanted):
+            if row["wrapped_key"] and row["settled"]:
+                subject_id = row["subject_id"]
+                self._keep(subject_id, self._unwrap(subject_id, row["wrapped_key"]))
+
+    def _keep(self, subject_id: str, data_key: bytes) -> None:
+        self._cache[subject_id] = (data_key, time.monotonic())
+        self._cache.move_to_end(subject_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
@@ -249,9 +274,7 @@ class Sealer:
         # Committed before this transaction began, or by this very statement (a pool runs each
         # in a transaction of its own): safe to remember.
         if row["settled"] or isinstance(conn, asyncpg.Pool):
-            self._cache[subject_id] = (data_key, time.monotonic())
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._keep(subject_id, data_key)
         return data_key
 
     def wrap_data_key(self, subject_id: str, data_key: bytes) -> bytes:
