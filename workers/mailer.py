@@ -45,7 +45,7 @@ from events.clock import Clock, SystemClock
 from events.sessions import keeps_session_state
 from events.sql import load_queries
 from service.backoff import Backoff, jittered
-from service.crypto.pii import Sealer, subject_of
+from service.crypto.pii import Sealer
 from service.domain.tenants import DEFAULT_TENANT
 from service.mail.outbox import CHANNEL, open_link_token
 from service.observability.logging import redact_url
@@ -204,7 +204,7 @@ class Mailer:
         lease_end = now + timedelta(seconds=self.config.lease)
         rows = await self._pool.fetch(Q["claim"], now, lease_end, self.config.batch)
         # every recipient's data key in one read, not one a mail (the cache serves `open`)
-        await self._sealer.preload(self._pool, [subject_of(r["recipient_sealed"]) for r in rows])
+        await self._sealer.preload(self._pool, [r["recipient_sealed"] for r in rows])
         deadline = asyncio.get_running_loop().time() + self.config.send_timeout
         results = await asyncio.gather(
             *(self._send_over(lane, share, deadline) for lane, share in self._lanes.spread(rows)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -201,13 +202,18 @@ class Sealer:
         """Cache a fresh subject's key once its row is committed."""
         self._keep(subject.subject_id, subject.data_key)
 
-    async def preload(self, conn: Db, subject_ids: Sequence[str]) -> None:
-        """Read the data keys of `subject_ids` not in the cache, in one round trip, and cache
-        those committed before this read (a mailer's round: one query for its rows, not one
-        a row). Erased and unknown subjects are left to `open`, which answers for them."""
+    async def preload(self, conn: Db, sealed: Sequence[str]) -> None:
+        """Read the data keys that `sealed` values were sealed under, those not in the cache,
+        in one round trip, and cache the ones committed before this read (a mailer's round:
+        one query for its rows, not one a row). Erased and unknown subjects, and values that
+        do not parse, are left to `open`, which answers for them."""
         now = time.monotonic()
+        subjects = []
+        for value in sealed:
+            with contextlib.suppress(SealError):
+                subjects.append(subject_of(value))
         wanted = [
-            s for s in dict.fromkeys(subject_ids)
+            s for s in dict.fromkeys(subjects)
             if s not in self._cache or now - self._cache[s][1] >= self._max_age
         ]  # fmt: skip
         if not wanted:

@@ -147,20 +147,23 @@ async def test_an_erase_elsewhere_needs_forget(pool: asyncpg.Pool) -> None:
 
 async def test_preload_reads_a_rounds_keys_at_once(pool: asyncpg.Pool, database_url: str) -> None:
     """A mailer's round: the keys of its rows in one read; opening them then needs no
-    database (here, a pool already closed), while an erased or unknown subject is left to
-    `open` and answers as before."""
+    database (here, a pool already closed), while an erased or unknown subject, or a value
+    that does not parse, is left to `open` and answers as before."""
     writer = Sealer(SECRET)
     values = {f"att_{i}": f"person{i}@example.net" for i in range(5)}
     sealed = {s: await writer.seal(pool, s, v) for s, v in values.items()}
     erased = await writer.seal(pool, "att_gone", EMAIL)
     await writer.erase(pool, "att_gone")
     mailer = Sealer(SECRET)
-    await mailer.preload(pool, [*sealed, "att_gone", "att_never"])
+    never = "pii1.att_never." + "A" * 40  # well formed, for a subject with no key
+    await mailer.preload(pool, [*sealed.values(), erased, never, "not a sealed value"])
     closed = await asyncpg.create_pool(database_url, min_size=0, max_size=1)
     await closed.close()
     for subject, value in values.items():
         assert await mailer.open(closed, sealed[subject]) == value
     assert await mailer.open(pool, erased) is None
+    with pytest.raises(SealError, match="no data key"):
+        await mailer.open(pool, never)
 
 
 async def test_a_rolled_back_key_is_not_cached(pool: asyncpg.Pool) -> None:

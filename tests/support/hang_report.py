@@ -44,7 +44,7 @@ class HangReport:
 
     def _watch(self) -> None:
         while True:
-            time.sleep(LOOK_EVERY)
+            time.sleep(LOOK_EVERY)  # the watchdog's period: it looks at the clock, not a state
             with self._lock:
                 test = self._test
             if test is None or test[0] == self._reported:

@@ -18,7 +18,7 @@ async def _stuck_forever(event: asyncio.Event) -> None:
 async def test_the_dump_names_every_waiting_task_and_where_it_waits() -> None:
     event = asyncio.Event()
     task = asyncio.create_task(_stuck_forever(event), name="the-stuck-one")
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn: the task starts and reaches its wait
     try:
         dump = task_stacks("a title")
     finally:
@@ -36,10 +36,10 @@ def test_a_test_past_its_share_of_the_timeout_is_reported_once(
     monkeypatch.setattr(hang_report, "LOOK_EVERY", 0.05)
     report = HangReport.start(timeout=0.25)  # reports after 0.2 s
     report.started("tests/x.py::test_slow")
-    time.sleep(0.6)
+    time.sleep(0.6)  # the test runs past its share: time itself is what is tested
     report.started("tests/x.py::test_quick")
     report.finished()
-    time.sleep(0.3)
+    time.sleep(0.3)  # several more looks, with no test running: nothing more is written
     err = capsys.readouterr().err
     assert err.count("tests/x.py::test_slow has run 0 s") == 1
     assert "test_quick" not in err
