@@ -1,7 +1,7 @@
 """The mailer: claim e-mails from the `mail_outbox` table, sent over SMTP outside any request.
 
-`service.mail.outbox.enqueue_claim_mail` queues a row in the transaction that appends
-`claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15). It
+`service.mail.outbox.claim_mail_write` is the row, one of the writes of the transaction that
+appends `claim.attempt_started`, so the row exists exactly when the event does (spec §10 W15). It
 holds the recipient sealed (service/pii) and the `cvt_…` token under AES-GCM (aad = attempt
 id); both are opened in memory just before the send, and the token is wiped once the row is
 sent, failed or expired. A row of kind `sign_in` (the v0.6 pages' sign-in link, queued by
