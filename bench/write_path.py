@@ -176,21 +176,21 @@ class Bench:
             self.seconds, spy=self._spy if self.profile is not None else None,
         ).measure()  # fmt: skip
 
-    async def measure_onboarding(self) -> None:
-        """--only-onboarding: the baseline, v1's registrations and (i), nothing else."""
+    async def baselines(self) -> None:
+        """(a), and (b) at 16 and 64 connections: what a partial run is read beside."""
         log("(a) static")
         await self.static()
         log("(b) anonymous registrations")
         await self.registrations(connections=(16, 64))
+
+    async def measure_onboarding(self) -> None:
+        """--only-onboarding: the baselines and (i), nothing else."""
+        await self.baselines()
         await self.onboarding()
 
     async def measure_identity(self) -> None:
-        """--identity: the baseline, v1's anonymous registrations at 16 and 64, (e), (h), then
-        the relay (c) over all of them."""
-        log("(a) static")
-        await self.static()
-        log("(b) anonymous registrations")
-        await self.registrations(connections=(16, 64))
+        """--identity: the baselines, (e), (h), then the relay (c) over all of them."""
+        await self.baselines()
         log("(e) verified-email registrations")
         await self.email_registrations()
         await self.returning()

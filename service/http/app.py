@@ -52,7 +52,7 @@ from service.http.metrics import metrics_router
 from service.http.oauth import oauth_router
 from service.http.openapi import SCHEMA_PATH, SECURITY
 from service.http.page_family import pages_first
-from service.http.resource import bearer_auth, resource_router
+from service.http.resource import resource_router
 from service.http.revocations import list_revocations
 from service.http.subscriptions import subscriptions_router
 from service.http.tenancy import request_tenant, tenant_middleware
@@ -151,15 +151,14 @@ def create_app(
     handler = app.asgi_handler
     if hot_paths:
         proxies = networks(settings.trusted_proxies)
-        auth = bearer_auth(tenant, resources) if resources.credentials is not None else None
-        handler = hot_routes(handler, resources, proxies, auth, _handlers(app, HOT_ROUTES))
+        handler = hot_routes(handler, resources, proxies, route_handlers(app, HOT_ROUTES))
     if resources.tenants is not None:
         handler = tenant_middleware(handler, resources.tenants)
     app.asgi_handler = request_id_middleware(handler, resources.metrics)
     return app
 
 
-def _handlers(app: Litestar, wanted: dict[str, str]) -> dict[str, HTTPRouteHandler]:
+def route_handlers(app: Litestar, wanted: dict[str, str]) -> dict[str, HTTPRouteHandler]:
     """The framework's handler of each wanted path (path -> method)."""
     found: dict[str, HTTPRouteHandler] = {}
     for route in app.routes:

@@ -45,7 +45,13 @@ from service.http.bodies import (
 )
 from service.http.client_address import Network
 from service.http.errors import Reply, refused, unhandled
-from service.http.resource import BearerAuth, BearerRefused, bearer_refusal, me_answer
+from service.http.resource import (
+    BEARER_AUTH,
+    BearerAuth,
+    BearerRefused,
+    bearer_refusal,
+    me_answer,
+)
 from service.http.tenancy import TENANT_STATE
 from service.runtime.resources import Resources
 from service.tenancy.config import ME_PATH, REGISTER_PATH, TenantConfig
@@ -59,12 +65,12 @@ def hot_routes(
     app: ASGIApp,
     resources: Resources,
     proxies: tuple[Network, ...],
-    auth: BearerAuth | None,
     routes: dict[str, HTTPRouteHandler],
 ) -> ASGIApp:
-    """`app` (the framework) behind the lean paths of E4 and, with `auth`, of E10. `routes`:
-    the framework's handler of each path, recorded in the scope as the framework would (the
-    metrics label a request by its route)."""
+    """`app` (the framework) behind the lean paths of E4 and E10. `routes`: the framework's
+    handler of each path, recorded in the scope as the framework would (the metrics label a
+    request by its route); E10's lean path checks bearers with its route's own `BearerAuth`
+    and is there only when that route is."""
 
     async def registration(scope: Scope, receive: Receive, tenant: TenantConfig) -> Answer | None:
         raw = await _body(receive)
@@ -81,21 +87,9 @@ def hot_routes(
             reply = unhandled("POST", REGISTER_PATH, exc)
         return msgspec.json.encode(reply.body), reply.status, reply.headers
 
-    async def me(scope: Scope, _: Receive, tenant: TenantConfig) -> Answer | None:
-        if auth is None:
-            raise RuntimeError("GET /api/me is taken only with a BearerAuth")
-        try:
-            return await me_answer(auth, scope["headers"], tenant), 200, {}
-        except BearerRefused as exc:
-            body, status, headers = bearer_refusal(exc)
-            return msgspec.json.encode(body), status, headers
-        except Exception as exc:
-            reply = unhandled("GET", ME_PATH, exc)
-            return msgspec.json.encode(reply.body), reply.status, reply.headers
-
     lean: dict[tuple[str, str], Lean] = {("POST", REGISTER_PATH): registration}
-    if auth is not None:
-        lean[("GET", ME_PATH)] = me
+    if ME_PATH in routes:
+        lean[("GET", ME_PATH)] = _me(routes[ME_PATH].opt[BEARER_AUTH])
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] not in routes:
@@ -114,6 +108,20 @@ def hot_routes(
             await _send(send, *answer)
 
     return route
+
+
+def _me(auth: BearerAuth) -> Lean:
+    async def me(scope: Scope, _: Receive, tenant: TenantConfig) -> Answer:
+        try:
+            return await me_answer(auth, scope["headers"], tenant), 200, {}
+        except BearerRefused as exc:
+            body, status, headers = bearer_refusal(exc)
+            return msgspec.json.encode(body), status, headers
+        except Exception as exc:  # answered as the framework's handler does
+            reply = unhandled("GET", ME_PATH, exc)
+            return msgspec.json.encode(reply.body), reply.status, reply.headers
+
+    return me
 
 
 def _tenant(scope: Scope) -> TenantConfig | None:

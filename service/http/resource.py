@@ -220,17 +220,12 @@ def key_set(resources: Resources, auth: BearerAuth) -> HTTPRouteHandler:
     return jwks
 
 
-def bearer_auth(tenant: TenantConfig, resources: Resources) -> BearerAuth:
-    """The bearer checks of the resource routes (`tenant`: when the request has none)."""
+def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate) -> Router:
+    """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
     if resources.credentials is None:
         raise RuntimeError("the resource routes need the process's CredentialCache")
     clock = resources.commands.clock if resources.commands is not None else SystemClock()
-    return BearerAuth(resources.credentials, tenant, clock)
-
-
-def resource_router(tenant: TenantConfig, resources: Resources, gate: AccessGate) -> Router:
-    """/api/me, /oauth2/introspect and /.well-known/jwks.json for `tenant`."""
-    auth = bearer_auth(tenant, resources)
+    auth = BearerAuth(resources.credentials, tenant, clock)
     handlers = [
         get(ME_PATH, summary="Who the credential is", operation_class=ME_DOC)(me),
         introspection(auth, gate),

@@ -15,10 +15,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from service.http.agent_auth import register
-from service.http.app import create_app
+from service.http.app import HOT_ROUTES, create_app, route_handlers
 from service.http.hot_routes import hot_routes
-from service.http.resource import bearer_auth
 from service.http.tenancy import tenant_middleware
 from tests.support.app_client import (
     PUBLIC_URL,
@@ -149,7 +147,9 @@ async def test_what_the_lean_path_passes_on_is_answered_as_before(
     assert "content-length" not in chunked.request.headers
 
 
-async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(svc: Service) -> None:
+async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(
+    svc: Service, backend: Backend, database_url: str
+) -> None:
     """A stand-in behind the lean path sees every request the lean path leaves alone."""
     passed_on: list[str] = []
 
@@ -160,8 +160,8 @@ async def test_the_lean_path_takes_only_plain_json_posts_to_its_route(svc: Servi
 
     tenants = svc.resources.tenants
     assert tenants is not None
-    auth = bearer_auth(svc.tenant, svc.resources)
-    lean = hot_routes(stand_in, svc.resources, (), auth, {"/agent/auth": register, ME: register})
+    framework = create_app(settings_for(backend, database_url), resources=svc.resources)
+    lean = hot_routes(stand_in, svc.resources, (), route_handlers(framework, HOT_ROUTES))
     app = tenant_middleware(lean, tenants)
     transport = httpx.ASGITransport(app=app, client=("192.0.2.9", 40000))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:

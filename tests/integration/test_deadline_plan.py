@@ -1,9 +1,10 @@
 """The next-deadline look (projections/deadlines.sql) as a long-lived worker connection keeps
-it: asyncpg prepares it once, and Postgres keeps the plan made then, on the tables as they
-were. On a new deployment they are empty; min() over the active credentials was then
-planned as an aggregate over the issuer's partial index, which read every active credential
-at every look of the expiry worker from then on (8-18 ms at 30,000 credentials). The plan
-that connection keeps must probe each deadline index for one entry.
+it: asyncpg prepares it once (again only after 300 s), and Postgres keeps the plan made
+then, on the tables as they were. On a new deployment they are empty; min() over the active
+credentials was then planned as an aggregate over the issuer's partial index, which read
+every active credential at every look of the expiry worker while that plan lasted (8-18 ms
+at 30,000 credentials). The plan that connection keeps must probe each deadline index for
+one entry.
 
 The rows are written in a transaction that is rolled back: the write guards check at COMMIT.
 """
