@@ -19,6 +19,18 @@ SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, clien
        required_amr
 FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted
 
+-- name: lookup_with_head
+-- `lookup`, and in the same round trip the head of the delegation $3 (NULL columns when its
+-- subject never registered here): an ID-JAG's issuer and the delegation its unverified `sub`
+-- names, read together; the head is used only once the signature verifies
+-- (service/commands/identity.py verify_presented).
+SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email,
+       i.client_ids, i.required_amr,
+       d.user_id AS head_user_id, d.version AS head_version, d.generation AS head_generation
+FROM trusted_issuers i
+LEFT JOIN delegations d ON d.delegation_id = $3 AND d.tenant_id = $1
+WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted
+
 -- name: listed
 SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids,
        required_amr, version, updated_at

@@ -32,3 +32,20 @@ async def delegation_head(ctx: Context, delegation_id: str) -> DelegationHead | 
     if row is None:
         return None
     return DelegationHead(str(row["user_id"]), int(row["version"]), int(row["generation"]))
+
+
+@dataclass(slots=True)
+class HeadAhead:
+    """A delegation's head read ahead of its command, beside the issuer's trust entry (one
+    round trip for both: `service.commands.trust_list.lookup_with_head`). `read` answers from
+    it once, and only for that delegation; any other read, a retry's after a conflict
+    included, goes to the row again."""
+
+    delegation_id: str | None = None  # None: nothing was read ahead
+    head: DelegationHead | None = None
+
+    async def read(self, ctx: Context, delegation_id: str) -> DelegationHead | None:
+        if delegation_id != self.delegation_id:
+            return await delegation_head(ctx, delegation_id)
+        self.delegation_id = None
+        return self.head

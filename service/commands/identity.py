@@ -22,15 +22,15 @@ from events.user import STREAM_TYPE as USER
 from events.user import UserCreated
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
-from service.commands.delegation_head import DelegationHead, delegation_head
+from service.commands.delegation_head import DelegationHead, HeadAhead
 from service.commands.jti import remember_jti
-from service.commands.trust_list import lookup
+from service.commands.trust_list import lookup, lookup_with_head
 from service.crypto.tokens import new_user_id, registration_id_for_identity
 from service.domain.errors import ProtocolError
 from service.domain.trust_list import delegation_id_for
-from service.providers.assertions import verify_id_jag
+from service.providers.assertions import read_id_jag, verify_id_jag
 from service.providers.jwks import JwksCache
-from service.providers.jwt_parts import same_url
+from service.providers.jwt_parts import is_text, same_url
 from service.providers.trust import TrustedIssuer, VerifiedAssertion
 
 USER_Q = load_queries("projections", "users.sql")
@@ -59,32 +59,53 @@ async def register_id_jag(
             "unsupported_credential_type",
             f"ID-JAG registration offers {', '.join(tenant.identity_credential_types)}",
         )
-    verified, entry = await verify_presented(ctx, assertion)
+    checked = await verify_presented(ctx, assertion)
 
     async def attempt() -> Delegated:
-        return await _delegate(ctx, verified, entry, requested, caller)
+        return await _delegate(ctx, checked, requested, caller)
 
     return await retrying(attempt)
 
 
-async def verify_presented(
-    ctx: Context, assertion: str, *, v06: bool = False
-) -> tuple[VerifiedAssertion, TrustedIssuer]:
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """An ID-JAG that passed §7.3 (all but the replay), its issuer's entry, and the head of
+    the delegation it names as read beside that entry (`ahead`: the first attempt's)."""
+
+    verified: VerifiedAssertion
+    entry: TrustedIssuer
+    ahead: HeadAhead
+
+
+async def verify_presented(ctx: Context, assertion: str, *, v06: bool = False) -> Checked:
     """A provider's ID-JAG checked (spec §7.3, all but the replay), and its issuer's entry.
     `v06`: the v0.6 door's rules, O-C (our own issuer refused before any lookup) and O-D
-    (an `aud` naming the API's resource accepted beside our issuer)."""
+    (an `aud` naming the API's resource accepted beside our issuer).
+
+    The trust entry is read with the head of the delegation the unverified `iss` and `sub`
+    name, in one round trip; nothing of it is used unless the assertion verifies, and then
+    `sub` is the verified one (the payload is what the signature covers)."""
     tenant = ctx.tenant
-    issuers: dict[str, TrustedIssuer | None] = {}
+    jws = read_id_jag(assertion)
+    sub = jws.payload.get("sub")
+    subject = str(sub) if is_text(sub) else None  # unverified: only picks what is read ahead
+    issuers: dict[str, tuple[TrustedIssuer | None, HeadAhead]] = {}
 
     async def trusted(issuer: str) -> TrustedIssuer | None:
         if v06 and same_url(issuer, tenant.issuer):
             raise ProtocolError("invalid_issuer", "this service's own assertions are no ID-JAGs")
         if issuer not in issuers:
-            issuers[issuer] = await lookup(ctx, issuer)
-        return issuers[issuer]
+            issuers[issuer] = (
+                (await lookup(ctx, issuer), HeadAhead())
+                if subject is None
+                else await lookup_with_head(
+                    ctx, issuer, delegation_id_for(issuer, subject, tenant.issuer)
+                )
+            )
+        return issuers[issuer][0]
 
     verified = await verify_id_jag(
-        assertion,
+        jws,
         trust=trusted,
         keys=provider_keys(ctx),
         audience=tenant.issuer,
@@ -92,24 +113,21 @@ async def verify_presented(
         now=ctx.clock.now(),
         resource_audience=v06,
     )
-    entry = issuers[verified.issuer]
+    entry, ahead = issuers[verified.issuer]
     if entry is None:  # verify_id_jag refuses untrusted issuers; this is for the type checker
         raise ProtocolError("invalid_issuer", "the issuer is not trusted")
-    return verified, entry
+    return Checked(verified, entry, ahead)
 
 
 async def _delegate(
-    ctx: Context,
-    verified: VerifiedAssertion,
-    entry: TrustedIssuer,
-    requested: CredentialKind,
-    caller: Caller,
+    ctx: Context, checked: Checked, requested: CredentialKind, caller: Caller
 ) -> Delegated:
     tenant, now = ctx.tenant, ctx.clock.now()
+    verified, entry = checked.verified, checked.entry
     delegation_id = delegation_id_for(verified.issuer, verified.subject, tenant.issuer)
     registration_id = registration_id_for_identity(verified.issuer, verified.subject, tenant.issuer)
     stream = ctx.stream(DELEGATION, delegation_id)
-    state = await delegation_head(ctx, delegation_id)
+    state = await checked.ahead.read(ctx, delegation_id)
     changes: list[Change] = []
     delegation_events: list[Event] = []
     if state is None:

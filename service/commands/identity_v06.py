@@ -44,7 +44,7 @@ from service.commands.context import (
     in_turn,
     retrying,
 )
-from service.commands.delegation_head import delegation_head
+from service.commands.delegation_head import HeadAhead
 from service.commands.identity import find_user, provision_user, verify_presented
 from service.commands.jti import remember_jti
 from service.crypto.assertions import issue_assertion
@@ -118,7 +118,8 @@ async def register_identity_v06(ctx: Context, assertion: str, caller: Caller) ->
     tenant = ctx.tenant
     if not tenant.offers("id_jag"):
         raise ProtocolError("identity_assertion_not_enabled", "ID-JAG registration is not enabled")
-    verified, _ = await verify_presented(ctx, assertion, v06=True)
+    checked = await verify_presented(ctx, assertion, v06=True)
+    verified = checked.verified
     if not login_fresh(verified.auth_time, ctx.clock.now()):
         raise LoginRequired()
     presented = Presented(
@@ -132,18 +133,22 @@ async def register_identity_v06(ctx: Context, assertion: str, caller: Caller) ->
     )
 
     async def attempt() -> Served | SteppedUp:
-        return await _serve(ctx, verified, presented, caller)
+        return await _serve(ctx, verified, presented, checked.ahead, caller)
 
     return await retrying(attempt)
 
 
 async def _serve(
-    ctx: Context, verified: VerifiedAssertion, presented: Presented, caller: Caller
+    ctx: Context,
+    verified: VerifiedAssertion,
+    presented: Presented,
+    ahead: HeadAhead,
+    caller: Caller,
 ) -> Served | SteppedUp:
     tenant, now = ctx.tenant, ctx.clock.now()
     burn = remember_jti(tenant.tenant_id, verified.issuer, verified.jti,
                         verified.remember_until, now)  # fmt: skip
-    head = await delegation_head(ctx, presented.delegation_id)
+    head = await ahead.read(ctx, presented.delegation_id)
     delegation = (
         None
         if head is None

@@ -17,6 +17,7 @@ from events.issuer import STREAM_TYPE, IssuerEvent
 from events.ledger import LEDGER
 from events.sql import load_queries
 from service.commands.context import Caller, Change, Context, retrying
+from service.commands.delegation_head import DelegationHead, HeadAhead
 from service.domain.trust_list import (
     IssuerState,
     NotTrusted,
@@ -174,6 +175,26 @@ async def lookup(ctx: Context, issuer: str) -> TrustedIssuer | None:
     replica applies to the next assertion)."""
     row = await ctx.pool.fetchrow(Q["lookup"], ctx.tenant.tenant_id, issuer)
     return None if row is None else _entry(row)
+
+
+async def lookup_with_head(
+    ctx: Context, issuer: str, delegation_id: str
+) -> tuple[TrustedIssuer | None, HeadAhead]:
+    """`lookup`, and the head of `delegation_id` read in the same round trip (see HeadAhead);
+    for an issuer not trusted now, nothing is read ahead."""
+    row = await ctx.pool.fetchrow(
+        Q["lookup_with_head"], ctx.tenant.tenant_id, issuer, delegation_id
+    )
+    if row is None:
+        return None, HeadAhead()
+    head = (
+        None
+        if row["head_user_id"] is None
+        else DelegationHead(
+            str(row["head_user_id"]), int(row["head_version"]), int(row["head_generation"])
+        )
+    )
+    return _entry(row), HeadAhead(delegation_id, head)
 
 
 async def listed(ctx: Context) -> list[tuple[TrustedIssuer, int, datetime]]:

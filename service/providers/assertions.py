@@ -24,8 +24,13 @@ from service.providers.set_claims import SetRefused, VerifiedSet, check_set, rea
 from service.providers.trust import TrustedIssuer, TrustLookup, VerifiedAssertion, VerifiedLogout
 
 
+def read_id_jag(token: str) -> Jws:
+    """An ID-JAG's parts, its header checked, nothing else (its claims are unverified)."""
+    return read_jws(token, typ=ID_JAG_TYPE)
+
+
 async def verify_id_jag(
-    token: str,
+    token: str | Jws,
     *,
     trust: TrustLookup,
     keys: KeySource,
@@ -36,10 +41,11 @@ async def verify_id_jag(
 ) -> VerifiedAssertion:
     """The claims of a valid ID-JAG; ProtocolError with the §7.3 code of the first failed check.
 
-    `audience` is our authorization server's issuer, `resource` the API's PRM `resource`;
-    with `resource_audience` (the v0.6 door, O-D) an `aud` naming the resource is accepted.
+    `token` as sent, or as `read_id_jag` read it; `audience` is our authorization server's
+    issuer, `resource` the API's PRM `resource`; with `resource_audience` (the v0.6 door, O-D)
+    an `aud` naming the resource is accepted.
     """
-    jws = read_jws(token, typ=ID_JAG_TYPE)
+    jws = read_id_jag(token) if isinstance(token, str) else token
     issuer = await _trusted_issuer(jws, trust)
     await _check_signature(jws, issuer, keys)
     return check_id_jag(

@@ -120,6 +120,27 @@ async def test_issuer_removed_after_its_keys_were_cached(
     assert await svc.head() == head
 
 
+async def test_a_forgery_naming_a_registered_subject_gets_nothing_of_its_delegation(
+    svc: Service, idp: IdentityProvider
+) -> None:
+    """The delegation an ID-JAG names is read with its issuer's entry, before the signature
+    is checked (one round trip); a forgery for a registered subject (the trusted `iss`, other
+    keys) is still refused on its signature, and the delegation is neither used nor moved."""
+    first = await registered(svc, jag(svc, idp, sub="agent-7"))
+    user_id = (await me(svc, first["credential"])).json()["user_id"]
+    async with IdentityProvider(issuer=idp.issuer) as impostor:  # same iss, other keys
+        forged = impostor.mint_id_jag(aud=PUBLIC_URL, now=svc.clock.now(), sub="agent-7")
+    head = await svc.head()
+    response = await present(svc, forged, "api_key")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
+    assert await svc.head() == head
+    delegation = await svc.row("delegations", "user_id", user_id)
+    assert (delegation["uses"], delegation["version"]) == (1, 2)
+    again = await registered(svc, jag(svc, idp, sub="agent-7"), "api_key")  # the real one still
+    assert (await me(svc, again["credential"])).json()["user_id"] == user_id
+
+
 async def test_assertion_over_the_size_cap(svc: Service, idp: IdentityProvider) -> None:
     big = jag(svc, idp, overrides={"name": "x" * 9000})
     head = await svc.head()

@@ -1,0 +1,144 @@
+"""What an ID-JAG registration reads before its append, on a real database: the issuer's trust
+entry and the head of the delegation the assertion names come back in one query, and the head
+read ahead serves the first attempt only (a retry after a conflict reads the row again)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from events.clock import ManualClock
+from events.store import EventStore
+from service.commands.context import Caller, Context
+from service.commands.delegation_head import DelegationHead, delegation_head
+from service.commands.identity import register_id_jag
+from service.commands.trust_list import distrust, lookup_with_head, trust
+from service.crypto.pii import Sealer
+from service.crypto.signing import KeyRing
+from service.domain.trust_list import delegation_id_for
+from service.providers.jwks import JwksCache
+from service.settings import Settings
+from service.tenancy.config import TenantConfig
+from tests.support.idp import IdentityProvider
+from tests.support.outbound import LOOPBACK_POLICY
+
+SECRET = "s" * 40
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+AGENT = Caller(request_id="req-agent", client_ip="203.0.113.7")
+OPERATOR = Caller(request_id="req-op", actor="admin")
+HEAD_READ = "FROM delegations WHERE delegation_id"  # delegations.sql `head`, alone
+READ_AHEAD = "LEFT JOIN delegations"  # issuers.sql `lookup_with_head`
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[IdentityProvider]:
+    async with IdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def queries() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def ctx(
+    database_url: str, queries: list[str], idp: IdentityProvider
+) -> AsyncIterator[Context]:
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=log_queries)
+    clock = ManualClock(T0)
+    store = EventStore(pool, clock=clock)
+    ring = KeyRing(SECRET)
+    await ring.ensure_active(pool, clock.now())
+    keys = JwksCache(clock=clock, allow_loopback_http=True, outbound=LOOPBACK_POLICY)
+    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
+    created = Context(
+        store=store,
+        tenant=TenantConfig.from_settings(settings),
+        sealer=Sealer(SECRET),
+        secret_key=SECRET,
+        clock=clock,
+        keyring=ring,
+        provider_keys=keys,
+    )
+    await trust(created, idp.trusted(), OPERATOR)
+    try:
+        yield created
+    finally:
+        await keys.close()
+        await store.close()
+        await pool.close()
+
+
+def _jag(ctx: Context, idp: IdentityProvider, sub: str) -> str:
+    return idp.mint_id_jag(aud=ctx.tenant.issuer, now=ctx.clock.now(), sub=sub)
+
+
+def _before_the_append(queries: list[str]) -> list[str]:
+    """The statements sent before the append's transaction began (asyncpg's reset of a
+    released connection aside: this test pool keeps the library's default)."""
+    sent = queries[: queries.index("BEGIN;")] if "BEGIN;" in queries else queries
+    return [q for q in sent if not q.startswith("SELECT pg_advisory_unlock_all()")]
+
+
+async def test_a_returning_subject_is_read_with_its_issuer_in_one_query(
+    ctx: Context, idp: IdentityProvider, queries: list[str]
+) -> None:
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    queries.clear()
+    again = await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    reads = _before_the_append(queries)
+    assert len(reads) == 1, reads
+    assert READ_AHEAD in reads[0]
+    assert not any(HEAD_READ in q for q in queries), queries
+    delegation_id = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+    head = await delegation_head(ctx, delegation_id)
+    assert head is not None
+    assert head.version == 3
+    used = await ctx.pool.fetchval(
+        "SELECT uses FROM delegations WHERE delegation_id = $1", delegation_id
+    )
+    assert used == 2
+    assert again.credential.credential_id in {
+        r["credential_id"] for r in await ctx.pool.fetch("SELECT credential_id FROM credentials")
+    }
+
+
+async def test_the_head_read_ahead_serves_one_read_of_its_own_delegation(
+    ctx: Context, idp: IdentityProvider
+) -> None:
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    ana = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+    entry, ahead = await lookup_with_head(ctx, idp.issuer, ana)
+    assert entry is not None
+    assert entry.issuer == idp.issuer
+    seen = await delegation_head(ctx, ana)
+    assert seen is not None
+    assert ahead.head == seen
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)  # the head moves on
+    other = delegation_id_for(idp.issuer, "bob", ctx.tenant.issuer)
+    assert await ahead.read(ctx, other) is None  # another delegation: its own row (none)
+    assert await ahead.read(ctx, ana) == seen  # the first read of its own: what was read ahead
+    moved = await ahead.read(ctx, ana)  # any later one (a retry's): the row as it is now
+    assert moved == DelegationHead(seen.user_id, seen.version + 1, seen.generation)
+
+
+async def test_a_subject_never_seen_and_an_issuer_no_longer_trusted_read_no_head(
+    ctx: Context, idp: IdentityProvider
+) -> None:
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    stranger = delegation_id_for(idp.issuer, "nobody", ctx.tenant.issuer)
+    entry, ahead = await lookup_with_head(ctx, idp.issuer, stranger)
+    assert entry is not None
+    assert (ahead.delegation_id, ahead.head) == (stranger, None)
+    await distrust(ctx, idp.issuer, OPERATOR, "test")
+    ana = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+    entry, ahead = await lookup_with_head(ctx, idp.issuer, ana)
+    assert entry is None
+    assert (ahead.delegation_id, ahead.head) == (None, None)  # nothing read ahead
