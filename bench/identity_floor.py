@@ -30,14 +30,13 @@ registration of that run, until they are sent (--no-worker: no mail is sent at a
 An ID-JAG registration of a returning user (ES256; service/commands/identity.py
 `register_id_jag`, `_delegate`) must: read the compact JWS (base64url, strict JSON: duplicate
 members refused), check its header (`typ`, `alg`, `kid`); look up the unverified `iss` in the
-trust list (one query: a removal made by any replica applies to the next assertion, and no
-key is looked at for an untrusted issuer); verify the ES256 signature with the provider's key
-(held in memory, as the server's JWKS cache holds it) and judge the claims (`aud`, `exp`,
-`iat`, `sub`, `jti`, `client_id`, a verified email); read the delegation's head (one query:
-the user it acts for and the stream's version for the expected-version check). The two reads
-are kept apart as the server does them; both keys are known from the unverified token, so
-one round trip could carry both without losing a check (the trust check would still come
-before the signature's), which would take one of a registration's three round trips away.
+trust list (a removal made by any replica applies to the next assertion, and no key is looked
+at for an untrusted issuer) and, in the same query, the head of the delegation the unverified
+`sub` names (the user it acts for and the stream's version for the expected-version check),
+as the server reads them since session 10 (two round trips before); verify the ES256
+signature with the provider's key (held in memory, as the server's JWKS cache holds it) and
+judge the claims (`aud`, `exp`, `iat`, `sub`, `jti`, `client_id`, a verified email); only then
+use the head.
 Then: the api key (CSPRNG, SHA-256), the client IP sealed under the user's data key (held in
 memory, as the server's Sealer holds it: loaded before the clock, and read again after 60 s
 as the Sealer does), `delegation.used` on the delegation's stream at its next version and
@@ -78,7 +77,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -171,13 +170,12 @@ INSERT_MAIL = (
     "VALUES ($1, 'default', $2, $3, $4, $5, $6, 'pending', 0, $6)"
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
-LOOKUP_ISSUER = (  # projections/issuers.sql `lookup`
-    "SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids, "
-    "required_amr FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted"
-)
-DELEGATION_HEAD = (  # projections/delegations.sql `head`
-    "SELECT user_id, version, generation FROM delegations "
-    "WHERE delegation_id = $1 AND tenant_id = $2"
+LOOKUP_WITH_HEAD = (  # projections/issuers.sql `lookup_with_head`
+    "SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email, "
+    "i.client_ids, i.required_amr, d.user_id AS head_user_id, d.version AS head_version, "
+    "d.generation AS head_generation FROM trusted_issuers i LEFT JOIN delegations d "
+    "ON d.delegation_id = $3 AND d.tenant_id = $1 "
+    "WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted"
 )
 INSERT_CREDENTIAL = (  # projections/credentials.sql `issued`
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
@@ -404,7 +402,7 @@ class IdJagRegistration:
     __slots__ = ("check", "credential", "delegation", "done", "events", "jti", "now")
 
     def __init__(
-        self, claims: dict[str, Any], head: asyncpg.Record, *, sealed_ip: str, did: str,
+        self, claims: dict[str, Any], head: Mapping[str, Any], *, sealed_ip: str, did: str,
         tenant: TenantConfig, now: datetime,
     ) -> None:  # fmt: skip
         self.now = now
@@ -503,10 +501,17 @@ class IdJagFloor:
         header, claims = _json(head_b64), _json(body_b64)
         if header.get("typ") != ID_JAG_TYPE or "crit" in header:
             raise Refused("invalid_request")
-        alg, kid, iss = header.get("alg"), header.get("kid"), claims.get("iss")
-        if not isinstance(kid, str) or not isinstance(iss, str):
+        alg, kid, iss, sub = (
+            header.get("alg"),
+            header.get("kid"),
+            claims.get("iss"),
+            claims.get("sub"),
+        )
+        if not isinstance(kid, str) or not isinstance(iss, str) or not isinstance(sub, str):
             raise Refused("invalid_request")
-        entry = await self.pool.fetchrow(LOOKUP_ISSUER, TENANT, iss)  # trusted? (one query)
+        did = delegation_id_for(iss, sub, self.tenant.issuer)
+        # trusted? and the head of the delegation the unverified sub names (one query)
+        entry = await self.pool.fetchrow(LOOKUP_WITH_HEAD, TENANT, iss, did)
         if entry is None:
             raise Refused("invalid_issuer")
         if alg != "ES256" or alg not in entry["algorithms"] or kid not in self.keys:
@@ -520,10 +525,9 @@ class IdJagFloor:
         except InvalidSignature:
             raise Refused("invalid_signature") from None
         self._judge(claims, entry, now)
-        did = delegation_id_for(iss, claims["sub"], self.tenant.issuer)
-        head = await self.pool.fetchrow(DELEGATION_HEAD, did, TENANT)  # (one query)
-        if head is None:
+        if entry["head_user_id"] is None:
             raise RuntimeError("not a returning user: the set-up registers every subject")
+        head = {"user_id": entry["head_user_id"], "version": entry["head_version"]}
         sealed_ip = await self.user_keys.seal(self.pool, str(head["user_id"]), CLIENT_IP)
         registration = IdJagRegistration(
             claims, head, sealed_ip=sealed_ip, did=did, tenant=self.tenant, now=now
