@@ -20,15 +20,17 @@ SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, clien
 FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted
 
 -- name: lookup_with_head
--- `lookup`, and in the same round trip the head of the delegation $3 (NULL columns when its
--- subject never registered here): an ID-JAG's issuer and the delegation its unverified `sub`
--- names, read together; the head is used only once the signature verifies
--- (service/commands/identity.py verify_presented).
+-- `lookup`, and in the same round trip the head of the delegation $3 and its user's data key
+-- row (NULL columns when its subject never registered here): an ID-JAG's issuer and the
+-- delegation its unverified `sub` names, read together; the head and the key are used only
+-- once the signature verifies (service/commands/identity.py verify_presented).
 SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email,
        i.client_ids, i.required_amr,
-       d.user_id AS head_user_id, d.version AS head_version, d.generation AS head_generation
+       d.user_id AS head_user_id, d.version AS head_version, d.generation AS head_generation,
+       k.wrapped_key AS head_wrapped_key, k.created_at < now() AS head_key_settled
 FROM trusted_issuers i
 LEFT JOIN delegations d ON d.delegation_id = $3 AND d.tenant_id = $1
+LEFT JOIN subject_keys k ON k.subject_id = d.user_id
 WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted
 
 -- name: listed

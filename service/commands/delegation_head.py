@@ -36,16 +36,20 @@ async def delegation_head(ctx: Context, delegation_id: str) -> DelegationHead | 
 
 @dataclass(slots=True)
 class HeadAhead:
-    """A delegation's head read ahead of its command, beside the issuer's trust entry (one
-    round trip for both: `service.commands.trust_list.lookup_with_head`). `read` answers from
-    it once, and only for that delegation; any other read, a retry's after a conflict
-    included, goes to the row again."""
+    """A delegation's head read ahead of its command, beside the issuer's trust entry, with
+    its user's data key row (one round trip for all: `trust_list.lookup_with_head`). `read`
+    answers from it once, and only for that delegation, handing the key to the Sealer's cache
+    then; any other read, a retry's after a conflict included, goes to the row again."""
 
     delegation_id: str | None = None  # None: nothing was read ahead
     head: DelegationHead | None = None
+    wrapped_key: bytes | None = None  # the user's `subject_keys` row, as read with the head
+    key_settled: bool = False  # that row committed before the read
 
     async def read(self, ctx: Context, delegation_id: str) -> DelegationHead | None:
         if delegation_id != self.delegation_id:
             return await delegation_head(ctx, delegation_id)
         self.delegation_id = None
+        if self.head is not None and self.wrapped_key and self.key_settled:
+            ctx.sealer.keep_read(self.head.user_id, self.wrapped_key)
         return self.head

@@ -180,8 +180,8 @@ async def lookup(ctx: Context, issuer: str) -> TrustedIssuer | None:
 async def lookup_with_head(
     ctx: Context, issuer: str, delegation_id: str
 ) -> tuple[TrustedIssuer | None, HeadAhead]:
-    """`lookup`, and the head of `delegation_id` read in the same round trip (see HeadAhead);
-    for an issuer not trusted now, nothing is read ahead."""
+    """`lookup`, and the head of `delegation_id` and its user's data key read in the same round
+    trip (see HeadAhead); for an issuer not trusted now, nothing is read ahead."""
     row = await ctx.pool.fetchrow(
         Q["lookup_with_head"], ctx.tenant.tenant_id, issuer, delegation_id
     )
@@ -194,7 +194,9 @@ async def lookup_with_head(
             str(row["head_user_id"]), int(row["head_version"]), int(row["head_generation"])
         )
     )
-    return _entry(row), HeadAhead(delegation_id, head)
+    return _entry(row), HeadAhead(
+        delegation_id, head, row["head_wrapped_key"], bool(row["head_key_settled"])
+    )
 
 
 async def listed(ctx: Context) -> list[tuple[TrustedIssuer, int, datetime]]:

@@ -33,6 +33,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from events.sql import load_queries
 from service.crypto.secret_keys import ServerKeys
 from service.crypto.tokens import BLIND_INDEX_KEY, PII_KEK
 
@@ -42,31 +43,7 @@ DATA_KEY_BYTES = 32
 IndexKind = Literal["email", "phone"]
 Db = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
-_SELECT_KEY = """
-SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
-"""
-_SELECT_KEYS = """
-SELECT subject_id, wrapped_key, created_at < now() AS settled FROM subject_keys
-WHERE subject_id = ANY ($1::text[])
-"""
-# One round trip for a seal: our new key, or (same snapshot, so never both) the stored one.
-_CREATE_OR_SELECT_KEY = """
-WITH created AS (
-    INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)
-    ON CONFLICT (subject_id) DO NOTHING
-    RETURNING wrapped_key
-)
-SELECT wrapped_key, false AS settled FROM created
-UNION ALL
-SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subject_id = $1
-"""
-_INSERT_KEY = "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
-_ERASE_KEY = """
-INSERT INTO subject_keys (subject_id, wrapped_key, erased_at)
-VALUES ($1, ''::bytea, coalesce($2, now()))
-ON CONFLICT (subject_id) DO UPDATE
-SET wrapped_key = ''::bytea, erased_at = coalesce(subject_keys.erased_at, excluded.erased_at)
-"""
+Q = load_queries("service.crypto", "subject_keys.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +62,7 @@ class FreshSubject:
     @property
     def write(self) -> tuple[str, tuple[str, bytes]]:
         """The statement that stores the wrapped key (events.appends.Write)."""
-        return _INSERT_KEY, (self.subject_id, self.wrapped)
+        return Q["insert_key"], (self.subject_id, self.wrapped)
 
 
 class SealError(Exception):
@@ -218,10 +195,19 @@ class Sealer:
         ]  # fmt: skip
         if not wanted:
             return
-        for row in await conn.fetch(_SELECT_KEYS, wanted):
+        for row in await conn.fetch(Q["select_keys"], wanted):
             if row["wrapped_key"] and row["settled"]:
                 subject_id = row["subject_id"]
                 self._keep(subject_id, self._unwrap(subject_id, row["wrapped_key"]))
+
+    def keep_read(self, subject_id: str, wrapped: bytes) -> None:
+        """Cache a subject's key from its `subject_keys` row, committed before another query
+        read it (an ID-JAG's read ahead), unless a fresh one is cached; one that does not
+        unwrap is left to `seal` and `open`, which answer for it."""
+        cached = self._cache.get(subject_id)
+        if cached is None or time.monotonic() - cached[1] >= self._max_age:
+            with contextlib.suppress(SealError):
+                self._keep(subject_id, self._unwrap(subject_id, wrapped))
 
     def _keep(self, subject_id: str, data_key: bytes) -> None:
         self._cache[subject_id] = (data_key, time.monotonic())
@@ -242,7 +228,7 @@ class Sealer:
         for that id are refused.
         """
         check_subject_id(subject_id)
-        await conn.execute(_ERASE_KEY, subject_id, now)
+        await conn.execute(Q["erase_key"], subject_id, now)
         self.forget(subject_id)
 
     def forget(self, *subject_ids: str) -> None:
@@ -266,11 +252,11 @@ class Sealer:
             del self._cache[subject_id]
         if create:
             wrapped_new = self._wrap(subject_id)
-            row = await conn.fetchrow(_CREATE_OR_SELECT_KEY, subject_id, wrapped_new)
+            row = await conn.fetchrow(Q["create_or_select_key"], subject_id, wrapped_new)
         else:
-            row = await conn.fetchrow(_SELECT_KEY, subject_id)
+            row = await conn.fetchrow(Q["select_key"], subject_id)
         if row is None and create:  # a racing first seal committed after our snapshot
-            row = await conn.fetchrow(_SELECT_KEY, subject_id)
+            row = await conn.fetchrow(Q["select_key"], subject_id)
         if row is None:
             raise SealError(f"no data key for subject {subject_id}")
         wrapped: bytes = row["wrapped_key"]

@@ -1,6 +1,7 @@
 """What an ID-JAG registration reads before its append, on a real database: the issuer's trust
-entry and the head of the delegation the assertion names come back in one query, and the head
-read ahead serves the first attempt only (a retry after a conflict reads the row again)."""
+entry, the head of the delegation the assertion names and its user's data key come back in one
+query, and the head read ahead serves the first attempt only (a retry after a conflict reads
+the row again)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from service.commands.context import Caller, Context
 from service.commands.delegation_head import DelegationHead, delegation_head
 from service.commands.identity import register_id_jag
 from service.commands.trust_list import distrust, lookup_with_head, trust
-from service.crypto.pii import Sealer
+from service.crypto.pii import Sealer, SubjectErased
 from service.crypto.signing import KeyRing
 from service.domain.trust_list import delegation_id_for
 from service.providers.jwks import JwksCache
@@ -30,6 +31,7 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 AGENT = Caller(request_id="req-agent", client_ip="203.0.113.7")
 OPERATOR = Caller(request_id="req-op", actor="admin")
 HEAD_READ = "FROM delegations WHERE delegation_id"  # delegations.sql `head`, alone
+KEY_READ = "FROM subject_keys WHERE subject_id"  # the Sealer's own key reads
 READ_AHEAD = "LEFT JOIN delegations"  # issuers.sql `lookup_with_head`
 
 
@@ -87,27 +89,61 @@ def _before_the_append(queries: list[str]) -> list[str]:
     return [q for q in sent if not q.startswith("SELECT pg_advisory_unlock_all()")]
 
 
+async def _user_of(ctx: Context, subject: str, idp: IdentityProvider) -> str:
+    delegation_id = delegation_id_for(idp.issuer, subject, ctx.tenant.issuer)
+    head = await delegation_head(ctx, delegation_id)
+    assert head is not None
+    return head.user_id
+
+
+@pytest.mark.parametrize("key_cached", [True, False], ids=["key cached", "key not cached"])
 async def test_a_returning_subject_is_read_with_its_issuer_in_one_query(
-    ctx: Context, idp: IdentityProvider, queries: list[str]
+    ctx: Context, idp: IdentityProvider, queries: list[str], key_cached: bool
 ) -> None:
+    """One query before the append, whether or not this process holds the user's data key
+    (a returning user seen here more than a minute ago, or by another process, is not)."""
     await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    user_id = await _user_of(ctx, "ana", idp)
+    if not key_cached:
+        ctx.sealer.forget(user_id)
     queries.clear()
     again = await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
     reads = _before_the_append(queries)
     assert len(reads) == 1, reads
     assert READ_AHEAD in reads[0]
-    assert not any(HEAD_READ in q for q in queries), queries
-    delegation_id = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
-    head = await delegation_head(ctx, delegation_id)
+    assert not any(HEAD_READ in q or KEY_READ in q for q in queries), queries
+    head = await delegation_head(ctx, delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer))
     assert head is not None
-    assert head.version == 3
-    used = await ctx.pool.fetchval(
-        "SELECT uses FROM delegations WHERE delegation_id = $1", delegation_id
+    assert (head.user_id, head.version) == (user_id, 3)  # created, used, used
+    row = await ctx.pool.fetchrow(
+        "SELECT user_id, delegation_id FROM credentials WHERE credential_id = $1",
+        again.credential.credential_id,
     )
-    assert used == 2
-    assert again.credential.credential_id in {
-        r["credential_id"] for r in await ctx.pool.fetch("SELECT credential_id FROM credentials")
-    }
+    assert row is not None
+    assert (row["user_id"], row["delegation_id"]) == (user_id, head_id(idp, ctx))
+    sealed_ip = await ctx.pool.fetchval(
+        "SELECT metadata->>'client_ip' FROM events WHERE type = 'delegation.used' "
+        "ORDER BY position DESC LIMIT 1"
+    )
+    assert await ctx.sealer.open(ctx.pool, sealed_ip) == AGENT.client_ip  # under ana's key
+
+
+def head_id(idp: IdentityProvider, ctx: Context) -> str:
+    return delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+
+
+async def test_an_erased_users_key_is_not_taken_from_the_read_ahead(
+    ctx: Context, idp: IdentityProvider
+) -> None:
+    """The read ahead hands the Sealer a key only from a row that still holds one: for a user
+    erased since, the registration is refused as before, nothing sealed under a stale key."""
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    user_id = await _user_of(ctx, "ana", idp)
+    await ctx.sealer.erase(ctx.pool, user_id)
+    head = await ctx.store.head_position()
+    with pytest.raises(SubjectErased):
+        await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    assert await ctx.store.head_position() == head
 
 
 async def test_the_head_read_ahead_serves_one_read_of_its_own_delegation(
