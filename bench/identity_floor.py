@@ -84,7 +84,6 @@ from typing import Any, cast
 
 import asyncpg
 import msgspec
-from aiosmtpd.controller import Controller
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -104,8 +103,9 @@ from registration_floor import (
     writer,
 )
 from scratch_database import with_database
-from served import free_port, migrate
-from write_path import Discard, drop_stream, runtime_login, stack_env, start_worker, stop_worker
+from served import migrate
+from smtp_sink import SmtpSink
+from write_path import drop_stream, runtime_login, stack_env, start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -829,7 +829,7 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - one 
     url = with_database(args.database_url, name)
     suffix = secrets.token_hex(4)
     admin = await asyncpg.connect(args.database_url)
-    smtp = None if args.no_worker else Controller(Discard(), hostname="127.0.0.1", port=free_port())
+    smtp = None if args.no_worker else SmtpSink()
     env: dict[str, str] = {}
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

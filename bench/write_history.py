@@ -31,16 +31,15 @@ import time
 from pathlib import Path
 
 import asyncpg
-from aiosmtpd.controller import Controller
 from console import log
 from ledger_1m import fold_and_sign, load
 from machine import load_average, other_sessions
 from registrations import Log
 from scratch_database import add_database_url, with_database
 from served import Server, free_port
+from smtp_sink import SmtpSink
 from write_path import (
     Bench,
-    Discard,
     Stack,
     drop_stream,
     runtime_login,
@@ -137,7 +136,7 @@ async def measure(
 
 async def run(args: argparse.Namespace) -> int:
     admin = await asyncpg.connect(args.database_url)
-    smtp = Controller(Discard(), hostname="127.0.0.1", port=free_port())
+    smtp = SmtpSink()
     smtp.start()
     suffix = secrets.token_hex(4)
     names = {

@@ -69,7 +69,6 @@ from pathlib import Path
 
 import asyncpg
 import nats
-from aiosmtpd.controller import Controller
 from console import log
 from id_jag import EventLog
 from machine import load_average, other_sessions
@@ -79,6 +78,7 @@ from registrations import REGISTER_BODY, Committed, Log
 from returning_agents import LOOPBACK_PROVIDER_ENV, ReturningAgents, ReturningFigures
 from scratch_database import add_database_url, with_database
 from served import NATS_URL, Server, authledger_command, free_port, http_call, migrate
+from smtp_sink import SmtpSink
 from wrk_runs import SETTLE_SECONDS, Wrk, WrkRun
 
 from migrations.roles import RUNTIME_ROLE
@@ -96,13 +96,6 @@ TARGET_MEMORY_GROWTH_MB = 5.0  # from 50,000 to 200,000 registrations
 TARGET_EMAIL = 0.2  # verified-email registrations/s at c=16, against static at c=16
 TARGET_P99_MS = 100.0  # registrations at c=64
 TARGET_ID_JAG = 0.15  # ID-JAG registrations (ES256, a returning user)/s at c=16
-
-
-class Discard:
-    """The mailer's SMTP peer: takes every message, keeps none."""
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        return "250 OK"
 
 
 @dataclass
@@ -644,7 +637,7 @@ async def run(args: argparse.Namespace) -> int:
     url = with_database(args.database_url, name)
     workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-write-"))
     admin = await asyncpg.connect(args.database_url)
-    smtp = Controller(Discard(), hostname="127.0.0.1", port=free_port())
+    smtp = SmtpSink()
     smtp.start()
     server: Server | None = None
     worker: subprocess.Popen[bytes] | None = None
