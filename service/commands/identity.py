@@ -70,7 +70,8 @@ async def register_id_jag(
 @dataclass(frozen=True, slots=True)
 class Checked:
     """An ID-JAG that passed §7.3 (all but the replay), its issuer's entry, and the head of
-    the delegation it names as read beside that entry (`ahead`: the first attempt's)."""
+    the delegation it names (with its user's data key) as read beside that entry (`ahead`:
+    the first attempt's)."""
 
     verified: VerifiedAssertion
     entry: TrustedIssuer
@@ -83,8 +84,9 @@ async def verify_presented(ctx: Context, assertion: str, *, v06: bool = False) -
     (an `aud` naming the API's resource accepted beside our issuer).
 
     The trust entry is read with the head of the delegation the unverified `iss` and `sub`
-    name, in one round trip; nothing of it is used unless the assertion verifies, and then
-    `sub` is the verified one (the payload is what the signature covers)."""
+    name and its user's data key, in one round trip; nothing of those is used unless the
+    assertion verifies, and then `sub` is the verified one (the payload is what the signature
+    covers)."""
     tenant = ctx.tenant
     jws = read_id_jag(assertion)
     sub = jws.payload.get("sub")

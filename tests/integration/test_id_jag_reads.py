@@ -89,9 +89,12 @@ def _before_the_append(queries: list[str]) -> list[str]:
     return [q for q in sent if not q.startswith("SELECT pg_advisory_unlock_all()")]
 
 
+def _delegation_of(ctx: Context, idp: IdentityProvider, subject: str) -> str:
+    return delegation_id_for(idp.issuer, subject, ctx.tenant.issuer)
+
+
 async def _user_of(ctx: Context, subject: str, idp: IdentityProvider) -> str:
-    delegation_id = delegation_id_for(idp.issuer, subject, ctx.tenant.issuer)
-    head = await delegation_head(ctx, delegation_id)
+    head = await delegation_head(ctx, _delegation_of(ctx, idp, subject))
     assert head is not None
     return head.user_id
 
@@ -112,7 +115,8 @@ async def test_a_returning_subject_is_read_with_its_issuer_in_one_query(
     assert len(reads) == 1, reads
     assert READ_AHEAD in reads[0]
     assert not any(HEAD_READ in q or KEY_READ in q for q in queries), queries
-    head = await delegation_head(ctx, delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer))
+    ana = _delegation_of(ctx, idp, "ana")
+    head = await delegation_head(ctx, ana)
     assert head is not None
     assert (head.user_id, head.version) == (user_id, 3)  # created, used, used
     row = await ctx.pool.fetchrow(
@@ -120,16 +124,12 @@ async def test_a_returning_subject_is_read_with_its_issuer_in_one_query(
         again.credential.credential_id,
     )
     assert row is not None
-    assert (row["user_id"], row["delegation_id"]) == (user_id, head_id(idp, ctx))
+    assert (row["user_id"], row["delegation_id"]) == (user_id, ana)
     sealed_ip = await ctx.pool.fetchval(
         "SELECT metadata->>'client_ip' FROM events WHERE type = 'delegation.used' "
         "ORDER BY position DESC LIMIT 1"
     )
     assert await ctx.sealer.open(ctx.pool, sealed_ip) == AGENT.client_ip  # under ana's key
-
-
-def head_id(idp: IdentityProvider, ctx: Context) -> str:
-    return delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
 
 
 async def test_an_erased_users_key_is_not_taken_from_the_read_ahead(
@@ -150,7 +150,7 @@ async def test_the_head_read_ahead_serves_one_read_of_its_own_delegation(
     ctx: Context, idp: IdentityProvider
 ) -> None:
     await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
-    ana = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+    ana = _delegation_of(ctx, idp, "ana")
     entry, ahead = await lookup_with_head(ctx, idp.issuer, ana)
     assert entry is not None
     assert entry.issuer == idp.issuer
@@ -158,7 +158,7 @@ async def test_the_head_read_ahead_serves_one_read_of_its_own_delegation(
     assert seen is not None
     assert ahead.head == seen
     await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)  # the head moves on
-    other = delegation_id_for(idp.issuer, "bob", ctx.tenant.issuer)
+    other = _delegation_of(ctx, idp, "bob")
     assert await ahead.read(ctx, other) is None  # another delegation: its own row (none)
     assert await ahead.read(ctx, ana) == seen  # the first read of its own: what was read ahead
     moved = await ahead.read(ctx, ana)  # any later one (a retry's): the row as it is now
@@ -169,12 +169,12 @@ async def test_a_subject_never_seen_and_an_issuer_no_longer_trusted_read_no_head
     ctx: Context, idp: IdentityProvider
 ) -> None:
     await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
-    stranger = delegation_id_for(idp.issuer, "nobody", ctx.tenant.issuer)
+    stranger = _delegation_of(ctx, idp, "nobody")
     entry, ahead = await lookup_with_head(ctx, idp.issuer, stranger)
     assert entry is not None
     assert (ahead.delegation_id, ahead.head) == (stranger, None)
     await distrust(ctx, idp.issuer, OPERATOR, "test")
-    ana = delegation_id_for(idp.issuer, "ana", ctx.tenant.issuer)
+    ana = _delegation_of(ctx, idp, "ana")
     entry, ahead = await lookup_with_head(ctx, idp.issuer, ana)
     assert entry is None
     assert (ahead.delegation_id, ahead.head) == (None, None)  # nothing read ahead
