@@ -1,5 +1,6 @@
-"""Real-service fixtures: a Postgres database per test cloned from a migrated template, and
-NATS names (stream, subject prefix) per test, so tests never see each other's data.
+"""Real-service fixtures: a Postgres database per test cloned from a migrated template (the
+clones made ahead and dropped behind, tests/support/ready_databases.py), and NATS names
+(stream, subject prefix) per test, so tests never see each other's data.
 
 The databases belong to the owner role, which migrates the template; `database_url` (and so
 `pool`, `store`, and every serve and worker a test starts) connects as the runtime role, as
@@ -28,6 +29,7 @@ from tests.support.backends import (
 from tests.support.database_roles import OWNER_ROLE, as_owner, as_runtime, ensure_roles
 from tests.support.hang_report import HangReport
 from tests.support.nats import NatsNames
+from tests.support.ready_databases import ReadyDatabases
 
 _KIND = pytest.StashKey[str]()  # the backend the header named, so the probes run once
 _STARTED = pytest.StashKey[Backend]()
@@ -115,11 +117,28 @@ async def scratch_database(
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+async def ready_databases(
+    backend: Backend, template_database: str
+) -> AsyncIterator[ReadyDatabases]:
+    """Copies of the template made ahead of the tests (tests/support/ready_databases.py)."""
+    databases = ReadyDatabases(backend.database_url, template_database, OWNER_ROLE)
+    try:
+        yield databases
+    finally:
+        await databases.close()
+
+
 @pytest.fixture
-async def owner_database_url(backend: Backend, template_database: str) -> AsyncIterator[str]:
+async def owner_database_url(
+    backend: Backend, ready_databases: ReadyDatabases
+) -> AsyncIterator[str]:
     """A fresh, migrated database of this test's own, as the owner role."""
-    async with scratch_database(backend, template_database, OWNER_ROLE) as url:
-        yield as_owner(url)
+    name = await ready_databases.take()
+    try:
+        yield as_owner(with_database(backend.database_url, name))
+    finally:
+        ready_databases.give_back(name)
 
 
 @pytest.fixture
