@@ -32,8 +32,9 @@ An ID-JAG registration of a returning user (ES256; service/commands/identity.py
 members refused), check its header (`typ`, `alg`, `kid`); look up the unverified `iss` in the
 trust list (a removal made by any replica applies to the next assertion, and no key is looked
 at for an untrusted issuer) and, in the same query, the head of the delegation the unverified
-`sub` names (the user it acts for and the stream's version for the expected-version check),
-as the server reads them since session 10 (two round trips before); verify the ES256
+`sub` names (the user it acts for and the stream's version for the expected-version check)
+and that user's key row, as the server reads them since session 10 (two round trips before;
+three when the server's process did not hold the key); verify the ES256
 signature with the provider's key (held in memory, as the server's JWKS cache holds it) and
 judge the claims (`aud`, `exp`, `iat`, `sub`, `jti`, `client_id`, a verified email); only then
 use the head.
@@ -170,11 +171,14 @@ INSERT_MAIL = (
     "VALUES ($1, 'default', $2, $3, $4, $5, $6, 'pending', 0, $6)"
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
-LOOKUP_WITH_HEAD = (  # projections/issuers.sql `lookup_with_head`
+LOOKUP_WITH_HEAD = (  # projections/issuers.sql `lookup_with_head` (its key columns unused here:
+    # UserKeys holds every user's key, as the server's Sealer holds those it has read)
     "SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email, "
     "i.client_ids, i.required_amr, d.user_id AS head_user_id, d.version AS head_version, "
-    "d.generation AS head_generation FROM trusted_issuers i LEFT JOIN delegations d "
+    "d.generation AS head_generation, k.wrapped_key AS head_wrapped_key, "
+    "k.created_at < now() AS head_key_settled FROM trusted_issuers i LEFT JOIN delegations d "
     "ON d.delegation_id = $3 AND d.tenant_id = $1 "
+    "LEFT JOIN subject_keys k ON k.subject_id = d.user_id "
     "WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted"
 )
 INSERT_CREDENTIAL = (  # projections/credentials.sql `issued`
