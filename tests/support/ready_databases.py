@@ -31,29 +31,31 @@ class ReadyDatabases:
             owner,
             ahead,
         )
-        self._admin: asyncpg.Pool | None = None
         self._making: deque[asyncio.Task[str]] = deque()
         self._dropping: set[asyncio.Task[None]] = set()
+        self._failed: list[BaseException] = []  # drops that failed, raised by `close`
 
     async def take(self) -> str:
         """The name of a copy no one else has: one made ahead if it is ready or nearly so."""
-        if self._admin is None:
-            self._admin = await asyncpg.create_pool(
-                self._admin_url, min_size=1, max_size=self._ahead + 2
-            )
         making = self._making.popleft() if self._making else self._make()
         while len(self._making) < self._ahead:
             self._making.append(self._make())
         try:
             return await making
-        except (OSError, asyncpg.PostgresError):
-            return await self._make()  # made while the server was away (a fault test): again
+        except Exception:  # made while the server was away (a fault test): make another
+            return await self._make()
 
     def give_back(self, name: str) -> None:
         """Drop `name` in the background; `close` waits for it."""
         task = asyncio.get_running_loop().create_task(self._drop(name))
         self._dropping.add(task)
-        task.add_done_callback(self._dropping.discard)
+        task.add_done_callback(self._dropped)
+
+    def _dropped(self, task: asyncio.Task[None]) -> None:
+        self._dropping.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._failed.append(error)
 
     async def close(self) -> None:
         """Wait for the copies in the making and drop them, and every copy given back."""
@@ -62,24 +64,28 @@ class ReadyDatabases:
         for name in made:
             if isinstance(name, str):
                 self.give_back(name)
-        dropped = await asyncio.gather(*self._dropping, return_exceptions=True)
-        if self._admin is not None:
-            await self._admin.close()
-        failures = [d for d in dropped if isinstance(d, BaseException)]
-        if failures:
-            raise failures[0]
+        await asyncio.gather(*self._dropping, return_exceptions=True)  # `_dropped` keeps failures
+        if self._failed:
+            raise self._failed[0]
 
     def _make(self) -> asyncio.Task[str]:
         return asyncio.get_running_loop().create_task(self._create())
 
     async def _create(self) -> str:
-        assert self._admin is not None
         name = f"authledger_t_{uuid.uuid4().hex[:16]}"
-        await self._admin.execute(
+        await self._admin(
             f'CREATE DATABASE "{name}" TEMPLATE "{self._template}" OWNER {self._owner}'
         )
         return name
 
     async def _drop(self, name: str) -> None:
-        assert self._admin is not None
-        await self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    async def _admin(self, statement: str) -> None:
+        """A connection of its own per statement (a few ms beside the statement's 0.1-0.2 s):
+        none is kept across a fault test's restart of the server."""
+        conn = await asyncpg.connect(self._admin_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
