@@ -3,10 +3,9 @@
     sink = SmtpSink(); sink.start()   # 127.0.0.1:sink.port until sink.stop()
 
 The mailer under test needs a server to send to; in a deployment that is a relay on another
-machine. Here it shares the two cores, so it should cost as little as it can: aiosmtpd (a
-full server, in a thread of the bench's own process) took about half a core while (e)'s
-mails were sent, more than the worker's own sending, and that CPU counted against whichever
-side sent more of its mails during a run (session 10). This one speaks only what
+machine. Here it shares the two cores, and its CPU counts against whichever side sends
+more of its mails during a run, so it should cost as little as it can (session 10; it was
+aiosmtpd, a full server in a thread of the bench's own process). This one speaks only what
 aiosmtplib's `sendmail` uses over plain TCP: the greeting, EHLO/HELO, MAIL, RCPT, DATA up
 to the lone dot, RSET, NOOP and QUIT, each answered at once; anything else gets 502.
 """
