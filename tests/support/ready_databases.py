@@ -4,10 +4,11 @@ Every test that touches Postgres gets a database of its own, copied from the ses
 migrated template. Making a copy (CREATE DATABASE ... TEMPLATE) and dropping it take about
 0.2 s and 0.1 s on the developers' machine kind, mostly waiting on the disk, and a test's
 own work is often less: across the suite that was about a third of `make test`'s time
-(session 10: 15 min on a slower machine of the kind, 10 min with the copies made ahead). `ReadyDatabases` makes the next copies in background
-tasks of the session's event loop while tests run, hands one to each test that asks, and
-drops a test's copy in the background once it is done. `close` waits for every copy to be
-made and dropped, so the session leaves none behind and the template can go.
+(session 10: 15 min on a slower machine of the kind, 10 min with the copies made ahead).
+`ReadyDatabases` makes the next copies in background tasks of the session's event loop
+while tests run, hands one to each test that asks, and drops a test's copy in the
+background once it is done. `close` waits for every copy to be made and dropped, so the
+session leaves none behind and the template can go.
 """
 
 from __future__ import annotations
