@@ -120,7 +120,7 @@ from events.envelope import Metadata  # noqa: E402
 from events.hashchain import framed_after_position  # noqa: E402
 from events.ids import new_event_id  # noqa: E402
 from events.registration import ClaimAttemptStarted, RegistrationCreated  # noqa: E402
-from events.sql import Conn  # noqa: E402
+from events.sql import Conn, load_queries  # noqa: E402
 from service.crypto.pii import Sealer, encrypt  # noqa: E402
 from service.crypto.secret_keys import load_server_keys  # noqa: E402
 from service.crypto.tokens import (  # noqa: E402
@@ -171,16 +171,9 @@ INSERT_MAIL = (
     "VALUES ($1, 'default', $2, $3, $4, $5, $6, 'pending', 0, $6)"
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
-LOOKUP_WITH_HEAD = (  # projections/issuers.sql `lookup_with_head` (its key columns unused here:
-    # UserKeys holds every user's key, as the server's Sealer holds those it has read)
-    "SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email, "
-    "i.client_ids, i.required_amr, d.user_id AS head_user_id, d.version AS head_version, "
-    "d.generation AS head_generation, k.wrapped_key AS head_wrapped_key, "
-    "k.created_at < now() AS head_key_settled FROM trusted_issuers i LEFT JOIN delegations d "
-    "ON d.delegation_id = $3 AND d.tenant_id = $1 "
-    "LEFT JOIN subject_keys k ON k.subject_id = d.user_id "
-    "WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted"
-)
+# The server's own statement (its key columns unused here: UserKeys holds every user's key,
+# as the server's Sealer holds those it has read), loaded rather than copied.
+LOOKUP_WITH_HEAD = load_queries("projections", "issuers.sql")["lookup_with_head"]
 INSERT_CREDENTIAL = (  # projections/credentials.sql `issued`
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
     "registration_id, user_id, status, expires_at, issued_at, version, issuer, delegation_id) "

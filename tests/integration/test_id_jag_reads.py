@@ -17,16 +17,13 @@ from service.commands.context import Caller, Context
 from service.commands.delegation_head import DelegationHead, delegation_head
 from service.commands.identity import register_id_jag
 from service.commands.trust_list import distrust, lookup_with_head, trust
-from service.crypto.pii import Sealer, SubjectErased
-from service.crypto.signing import KeyRing
+from service.crypto.pii import SubjectErased
 from service.domain.trust_list import delegation_id_for
 from service.providers.jwks import JwksCache
-from service.settings import Settings
-from service.tenancy.config import TenantConfig
+from tests.support.commands import command_context
 from tests.support.idp import IdentityProvider
 from tests.support.outbound import LOOPBACK_POLICY
 
-SECRET = "s" * 40
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 AGENT = Caller(request_id="req-agent", client_ip="203.0.113.7")
 OPERATOR = Caller(request_id="req-op", actor="admin")
@@ -56,19 +53,8 @@ async def ctx(
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=log_queries)
     clock = ManualClock(T0)
     store = EventStore(pool, clock=clock)
-    ring = KeyRing(SECRET)
-    await ring.ensure_active(pool, clock.now())
     keys = JwksCache(clock=clock, allow_loopback_http=True, outbound=LOOPBACK_POLICY)
-    settings = Settings(database_url="", nats_url="", secret_key=SECRET)
-    created = Context(
-        store=store,
-        tenant=TenantConfig.from_settings(settings),
-        sealer=Sealer(SECRET),
-        secret_key=SECRET,
-        clock=clock,
-        keyring=ring,
-        provider_keys=keys,
-    )
+    created = await command_context(store, pool, clock, provider_keys=keys)
     await trust(created, idp.trusted(), OPERATOR)
     try:
         yield created

@@ -9,6 +9,7 @@ from events.store import EventStore
 from service.commands.context import Context
 from service.crypto.pii import Sealer
 from service.crypto.signing import KeyRing
+from service.providers.jwks import JwksCache
 from service.settings import Settings
 from service.tenancy.config import TenantConfig
 
@@ -22,8 +23,10 @@ async def command_context(
     *,
     settings: Settings | None = None,
     secret: str = SECRET,
+    provider_keys: JwksCache | None = None,
 ) -> Context:
-    """The default tenant of `settings` (the defaults), with an active signing key."""
+    """The default tenant of `settings` (the defaults), with an active signing key; with
+    `provider_keys`, agent providers' keys fetched there (ID-JAG commands)."""
     clock = clock or ManualClock()
     ring = KeyRing(secret)
     await ring.ensure_active(pool, clock.now())
@@ -35,4 +38,5 @@ async def command_context(
         secret_key=secret,
         clock=clock,
         keyring=ring,
+        provider_keys=provider_keys,
     )
