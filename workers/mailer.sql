@@ -23,11 +23,14 @@ RETURNING m.attempt_id, m.tenant_id, m.registration_id, m.recipient_sealed,
 
 -- name: mark_sent
 -- A lane's sends, once its share of the round is done. Not fenced by `tries`: the mail went
--- out, whichever try sent it.
+-- out, whichever try sent it. "Not done" rather than status = 'pending' (the same rows, by
+-- the status check): that condition lets the planner take the pending-expiry index for it,
+-- which holds an entry for every row sent since the last vacuum, and read it whole beside
+-- the key lookups (1.7 ms and 530 blocks a statement after a burst of 20,000 mails).
 UPDATE mail_outbox
 SET status = 'sent', sent_at = $2, link_token_sealed = ''::bytea, lease_until = NULL,
     last_error = NULL
-WHERE attempt_id = ANY ($1::text[]) AND status = 'pending'
+WHERE attempt_id = ANY ($1::text[]) AND status NOT IN ('sent', 'failed', 'expired')
 
 -- name: mark_expired
 UPDATE mail_outbox

@@ -11,6 +11,7 @@ import pytest
 from events.envelope import Metadata
 from events.store import NO_STREAM, EventStore
 from service.crypto.pii import (
+    Q,
     Sealer,
     SealError,
     SubjectErased,
@@ -164,6 +165,23 @@ async def test_preload_reads_a_rounds_keys_at_once(pool: asyncpg.Pool, database_
     assert await mailer.open(pool, erased) is None
     with pytest.raises(SealError, match="no data key"):
         await mailer.open(pool, never)
+
+
+async def test_preload_is_planned_for_each_round(pool: asyncpg.Pool) -> None:
+    """The key read is planned anew each round, never from a plan Postgres fixed after five
+    runs while the table was small (a sequential scan, kept as the table grew). Postgres
+    counts the generic and custom plans of each prepared statement a session holds: read
+    through the connection's statement cache, the key read held one, with generic plans."""
+    mailer = Sealer(SECRET)
+    async with pool.acquire() as conn:
+        for round_ in range(8):  # past the five custom plans after which a generic may stay
+            unknown = [f"pii1.att_{round_}_{n}." + "A" * 40 for n in range(16)]  # never cached
+            await mailer.preload(conn, unknown)
+        plans = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            Q["select_keys"],
+        )
+    assert not [p for p in plans if p["generic_plans"] > 0], plans
 
 
 async def test_a_rolled_back_key_is_not_cached(pool: asyncpg.Pool) -> None:
