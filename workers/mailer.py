@@ -42,6 +42,7 @@ import asyncpg
 import structlog
 
 from events.clock import Clock, SystemClock
+from events.planning import fetch_planned_now
 from events.sessions import keeps_session_state
 from events.sql import load_queries
 from service.backoff import Backoff, jittered
@@ -308,7 +309,8 @@ class Mailer:
         trouble, the mails are sent again."""
         for delay in (0.1, 0.2, 0.4, 0.8, 1.6):
             try:
-                await self._pool.execute(Q["mark_sent"], attempt_ids, self._clock.now())
+                # planned for these ids: a kept plan made on a small outbox scans it whole
+                await fetch_planned_now(self._pool, Q["mark_sent"], attempt_ids, self._clock.now())
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await asyncio.sleep(delay)
                 continue

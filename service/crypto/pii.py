@@ -33,6 +33,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from events.planning import fetch_planned_now
 from events.sql import load_queries
 from service.crypto.secret_keys import ServerKeys
 from service.crypto.tokens import BLIND_INDEX_KEY, PII_KEK
@@ -181,7 +182,7 @@ class Sealer:
 
     async def preload(self, conn: Db, sealed: Sequence[str]) -> None:
         """Read the data keys that `sealed` values were sealed under, those not in the cache,
-        in one query planned for this read (`_fresh_fetch`), and cache the ones committed
+        in one query planned for this read (events.planning), and cache the ones committed
         before it (a mailer's round: one query for its rows, not one a row). Erased and
         unknown subjects, and values that do not parse, are left to `open`, which answers
         for them."""
@@ -196,7 +197,7 @@ class Sealer:
         ]  # fmt: skip
         if not wanted:
             return
-        for row in await _fresh_fetch(conn, Q["select_keys"], wanted):
+        for row in await fetch_planned_now(conn, Q["select_keys"], wanted):
             if row["wrapped_key"] and row["settled"]:
                 subject_id = row["subject_id"]
                 self._keep(subject_id, self._unwrap(subject_id, row["wrapped_key"]))
@@ -296,18 +297,3 @@ class Sealer:
 
 def _wrap_aad(subject_id: str) -> bytes:
     return b"subject_keys:" + subject_id.encode()
-
-
-async def _fresh_fetch(conn: Db, query: str, *args: object) -> list[asyncpg.Record]:
-    """`query` as a statement of its own, planned for its arguments and the table as it is
-    now: not the connection's cached statement, whose plan Postgres may fix after five runs.
-    The mailer's key read (`= ANY` of a round's subjects) got a generic plan while
-    `subject_keys` held a few hundred rows, a sequential scan, and went on scanning the
-    table at 80,000 (10 ms and 437 blocks a round, more of Postgres's time than the appends
-    in issue 11's bench) until an ANALYZE replanned it, which autovacuum does late or, where
-    it is off, never. One more round trip a round (the Parse)."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired:
-            return await _fresh_fetch(acquired, query, *args)
-    statement = await conn.prepare(query)
-    return list(await statement.fetch(*args))
