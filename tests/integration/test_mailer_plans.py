@@ -80,7 +80,8 @@ async def test_claiming_reads_a_batch_not_the_queue(pool: asyncpg.Pool) -> None:
 
 async def test_marking_sent_reads_its_rows_not_the_sent_ones(pool: asyncpg.Pool) -> None:
     """A lane's share marked sent after a burst: key probes, not the pending-expiry index's
-    entries of the rows sent before (it read all 6,585 of them with `status = 'pending'`)."""
+    entries of the rows sent before (with `status = 'pending'` it read all 6,600 of the
+    index's entries: 6,608 rows in all)."""
     share = [f"att_{g}" for g in range(PENDING - 3, PENDING + 1)]
     plan = await executed_plan(pool, Q["mark_sent"], share, datetime.now(UTC), before=(SEND_MOST,))
     assert rows_read(plan) <= 2 * len(share), plan
