@@ -11,9 +11,15 @@ held a few hundred rows, and its sent-marking one made when the outbox was as sm
 scanning 80,000 keys (10 ms a round) and 40,000 mails (10 ms a lane's share) later.
 
 `fetch_planned_now` prepares the statement anew each time (one more round trip, the Parse),
-so each run is planned for its own arguments and the tables' present size. It is for
+so each run is planned for its own arguments and the tables' present size. It is for lone
 statements that look up many keys at once in tables that grow, run a few times per unit of
-work. The write path keeps the cache: its statements run per request, where a Parse more
+work. Inside a transaction that sends statements anyway, the same is had for nothing with a
+transaction-local `set_config('plan_cache_mode', 'force_custom_plan', true)`, as the
+writer's checked path does with its lock (events/store.sql `lock`), and inside a function
+with `EXECUTE ... USING`, as the row guards do (migrations/guards.sql); for a lone statement
+the first would cost a transaction's two round trips more.
+
+The one-trip append keeps the cache: its statements run per request, where a Parse more
 would cost, and its single-key lookups are planned as index scans even on an empty table
 (in issue 11's bench they read 4-9 blocks each; a plan made while a table held a few pages
 of rows could still be a sequential scan, not seen so far).
