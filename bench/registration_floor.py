@@ -49,7 +49,7 @@ import msgspec
 import nats
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from process_use import cpu_of, postgres_cpu, spent
-from scratch_database import add_database_url, with_database
+from scratch_database import BenchLog, add_database_url, with_database
 from served import NATS_URL, migrate
 from write_path import runtime_login, stack_env, start_worker, stop_worker
 
@@ -380,8 +380,11 @@ async def run(args: argparse.Namespace) -> int:
         if worker is not None:
             print("with `authledger worker` publishing the log on JetStream, as serve has it")
         print(TABLE_HEAD)
+        reader = BenchLog(await asyncpg.connect(url))
+        per_batch: list[str] = []
         try:
             for connections in (1, 16, 64):
+                before = await reader.head()
                 line = await asyncio.to_thread(
                     measure,
                     writer,
@@ -391,11 +394,14 @@ async def run(args: argparse.Namespace) -> int:
                     worker.pid if worker is not None else None,
                 )
                 print(line, flush=True)
+                per_batch.append(f"{await reader.registrations_per_batch(before):.1f}")
+            print(f"registrations a batch at c=1 / 16 / 64: {' / '.join(per_batch)}")
             head = int(await admin_head(url))
             lag = (
                 await published(env["AUTHLEDGER_NATS_STREAM"], head) if worker is not None else None
             )
         finally:
+            await reader.conn.close()
             if worker is not None:
                 stop_worker(worker)
         if worker is not None:

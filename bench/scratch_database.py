@@ -42,3 +42,14 @@ class BenchLog:
         """CHECKPOINT, where the role may."""
         with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await self.conn.execute("CHECKPOINT")
+
+    async def registrations_per_batch(self, after: int) -> float:
+        """Registrations per committed batch after position `after`: the events of one batch
+        share the writer's `recorded_at` (events/writer.py, the floors' `commit`), so this is
+        how well group commit joined the requests."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*) AS registrations, count(DISTINCT recorded_at) AS batches "
+            "FROM events WHERE type = 'registration.created' AND position > $1",
+            after,
+        )
+        return float(row["registrations"]) / max(int(row["batches"]), 1) if row else 0.0

@@ -113,6 +113,7 @@ class Figures:
     register: dict[int, WrkRun] = field(default_factory=dict)
     committed: dict[int, Committed] = field(default_factory=dict)
     worker_ms: dict[int, float] = field(default_factory=dict)  # worker CPU per registration
+    per_batch: dict[int, float] = field(default_factory=dict)  # registrations per commit
     me: WrkRun | None = None
     email: dict[int, WrkRun] = field(default_factory=dict)  # verified-email registrations
     email_committed: dict[int, Committed] = field(default_factory=dict)
@@ -296,6 +297,9 @@ class Bench:
             self.figures.worker_ms[c] = worker_ms
         await asyncio.sleep(SETTLE_SECONDS)
         recorded = set(await self.events.registration_ids_after(head))
+        per_batch = await self.events.registrations_per_batch(head)
+        if script == "register.lua":
+            self.figures.per_batch[c] = per_batch
         ok_ids = set(run.ok_ids)
         committed = Committed(
             ok=run.count(200),
@@ -305,7 +309,7 @@ class Bench:
             connections=c,
         )
         log(run.line())
-        log(f"  worker CPU {worker_ms:.3f} ms per registration")
+        log(f"  worker CPU {worker_ms:.3f} ms per registration; {per_batch:.1f} a batch")
         log("  " + committed.line())
         return run, committed
 
@@ -412,7 +416,8 @@ def report_floor(ours: Figures, floor: Figures) -> bool:
             http, pg, wrk = r.cpu.per_request_ms(r.requests)
             print(
                 f"  c={c}: HTTP {http:.3f}, worker {floor.worker_ms[c]:.3f}, Postgres {pg:.3f}, "
-                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy"
+                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy; "
+                f"{floor.per_batch.get(c, 0.0):.1f} registrations a batch"
             )
     committed = all(c.holds for c in floor.committed.values())
     print(
@@ -474,7 +479,8 @@ def report(f: Figures) -> bool:
             http, pg, wrk = r.cpu.per_request_ms(r.requests)
             print(
                 f"  c={c}: HTTP {http:.3f}, worker {f.worker_ms[c]:.3f}, Postgres {pg:.3f}, "
-                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy"
+                f"wrk {wrk:.3f}; machine {r.cpu.machine_busy:.0%} busy; "
+                f"{f.per_batch.get(c, 0.0):.1f} registrations a batch"
             )
     print(f.memory)
     print("\ntargets (issue 11):")

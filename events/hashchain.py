@@ -16,16 +16,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from events.envelope import RecordedEvent
+from events.instants import utc_micros
 
 GENESIS = bytes(32)
 _sha256 = hashlib.sha256
-
-
-def _iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def frame(parts: Iterable[bytes]) -> bytes:
@@ -89,8 +86,8 @@ def framed_after_position(
             str(stream_version).encode(),
             type.encode(),
             str(schema_version).encode(),
-            _iso(occurred_at).encode(),
-            _iso(recorded_at).encode(),
+            utc_micros(occurred_at),
+            utc_micros(recorded_at),
             payload,
             metadata,
         )

@@ -9,7 +9,7 @@ Validation messages name the field, never the value sent.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -19,6 +19,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Scope
 
+from events.instants import utc_millis
 from service.commands.context import Caller
 from service.domain.errors import ProtocolError
 from service.http.client_address import FORWARDED_FOR, TRUSTED_PROXIES, Network, client_address
@@ -269,8 +270,7 @@ def v06_caller(request: Request[Any, Any, Any]) -> Caller:
 
 def timestamp(instant: datetime) -> str:
     """ISO 8601 UTC with milliseconds: `2026-07-01T09:30:00.000Z` (spec §1)."""
-    # isoformat is C and about twice as fast as strftime; its "+00:00" becomes the "Z"
-    return instant.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return utc_millis(instant)
 
 
 def json_reply(

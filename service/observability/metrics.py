@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from contextvars import ContextVar
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -102,15 +102,23 @@ class RequestOutcome:
 _OUTCOME: ContextVar[RequestOutcome | None] = ContextVar("authledger_outcome", default=None)
 
 
-@contextmanager
-def tracking() -> Iterator[RequestOutcome]:
-    """Around one request (the request middleware): collects what it did."""
-    outcome = RequestOutcome()
-    token = _OUTCOME.set(outcome)
-    try:
-        yield outcome
-    finally:
-        _OUTCOME.reset(token)
+class Tracking:
+    """Around one request (the request middleware): collects what it did. A class, not a
+    generator-based context manager: it is entered on every request."""
+
+    __slots__ = ("_outcome", "_token")
+
+    def __init__(self) -> None:
+        self._outcome = RequestOutcome()
+        self._token: Token[RequestOutcome | None] | None = None
+
+    def __enter__(self) -> RequestOutcome:
+        self._token = _OUTCOME.set(self._outcome)
+        return self._outcome
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            _OUTCOME.reset(self._token)
 
 
 def note_refusal(code: str) -> None:
@@ -270,6 +278,8 @@ class Metrics:
         # keys, since routes are templates and unmatched paths share one label
         self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._appended: dict[str, Counter] = {}  # event type -> its counter (a catalogue's worth)
+        # (counter, label values) -> its child: routes, error codes, flows and steps are few
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         for result in self._seen:
             self.lookups.labels(result)  # present (at 0) before the first check
 
@@ -302,16 +312,23 @@ class Metrics:
             self._per_request[key] = children
         children[0].inc()
         children[1].observe(seconds)
-        error = outcome.error
-        if status >= 400 and error is None:
-            error = "internal_error" if status >= 500 else f"http_{status}"
-        if error is not None and status >= 400:
-            self.refusals.labels(label, error).inc()
+        refused = None  # the refusal's code, when the answer is one
+        if status >= 400:
+            refused = outcome.error or ("internal_error" if status >= 500 else f"http_{status}")
+            self._count(self.refusals, label, refused)
         if (method, label) == ("POST", REGISTER_PATH):
-            self.registrations.labels(error if status >= 400 else _flow(outcome)).inc()
+            self._count(self.registrations, refused or _flow(outcome))
         elif (step := _STEPS.get((method, label))) is not None:
-            self.claims.labels(step, error if status >= 400 else "ok").inc()
-        self._sync_cache()
+            self._count(self.claims, step, refused or "ok")
+        # The credential cache's figures are not synced here, on every request: the
+        # refresher (every REFRESH_EVERY seconds) and each scrape of this process do it.
+
+    def _count(self, counter: Counter, *labels: str) -> None:
+        """`counter.labels(*labels).inc()`, the child kept (labels() checks and locks)."""
+        child = self._children.get((counter, labels))
+        if child is None:
+            child = self._children[(counter, labels)] = counter.labels(*labels)
+        child.inc()
 
     def _sync_cache(self) -> None:
         if self._cache is None:

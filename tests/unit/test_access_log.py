@@ -6,15 +6,20 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
 import structlog
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from service.observability import access_log
 from service.observability.logging import configure_logging
 from service.settings import Settings
+
+FIRST = datetime(1000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+LAST = datetime(9999, 12, 31, tzinfo=UTC).replace(tzinfo=None)
 
 
 def _settings(level: str, log_format: Literal["console", "json"]) -> Settings:
@@ -57,3 +62,17 @@ def test_it_is_not_installed_where_structlog_must_write_the_line(
     """Console output and levels above info keep the structlog path (or no line at all)."""
     configure_logging(_settings(level, log_format), stream=io.StringIO())
     assert access_log.installed() is None
+
+
+@given(st.datetimes(min_value=FIRST, max_value=LAST))  # naive: st.datetimes wants them so
+@example(datetime(2026, 12, 7, 4, 30, tzinfo=UTC).replace(tzinfo=None))  # no fraction either way
+def test_the_timestamp_is_structlogs_to_the_byte(naive: datetime) -> None:
+    """msgspec writes the datetime; structlog's TimeStamper(fmt="iso", utc=True) writes
+    `isoformat().replace("+00:00", "Z")`: the same text for any instant."""
+    at = naive.replace(tzinfo=UTC)
+    rendered = access_log.render(
+        method="GET", path="/x", status=200, duration_ms=1.5, request_id="r-1", at=at
+    )
+    assert rendered.count(b"\n") == 1
+    assert rendered.endswith(b"\n")
+    assert json.loads(rendered)["timestamp"] == at.isoformat().replace("+00:00", "Z")
