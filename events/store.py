@@ -57,6 +57,7 @@ class EventStore:
         clock: Clock | None = None,
         max_batch_events: int = 1000,
         max_batches_in_flight: int = 1,
+        gather_wait: float | None = None,
     ) -> None:
         self._pool = pool
         self._writer = Writer(
@@ -64,6 +65,7 @@ class EventStore:
             clock or SystemClock(),
             max_batch_events=max_batch_events,
             max_batches_in_flight=max_batches_in_flight,
+            gather_wait=gather_wait,
         )
         self._closed = False
 

@@ -65,7 +65,10 @@ from events.hashchain import GENESIS
 from events.sql import Conn, load_queries
 
 Q = load_queries("events", "store.sql")
-GATHER_WAIT = 0.001  # seconds a batch waits at most for callers on their way back (Writer._gather)
+# Seconds a batch waits at most for callers on their way back (Writer._gather), unless the
+# store is told otherwise (AUTHLEDGER_WRITE_HOLD_MS). 4 ms lets a process's callers come back
+# in one batch at 16 and 64 connections on loopback (docs/benchmarks.md, 2026-12-07; 1 ms before).
+GATHER_WAIT = 0.004
 GATHER_MEMORY = 32  # batches over which the writer remembers how many callers it had
 log = structlog.get_logger("events.writer")
 _replace = msgspec.structs.replace
@@ -85,9 +88,14 @@ class Writer:
         *,
         max_batch_events: int = 1000,
         max_batches_in_flight: int = 1,
+        gather_wait: float | None = None,
     ) -> None:
         if max_batches_in_flight < 1:
             raise ValueError("max_batches_in_flight must be at least 1")
+        # seconds a batch may wait for callers on their way back (_gather); 0: never
+        self._gather_wait = GATHER_WAIT if gather_wait is None else gather_wait
+        if self._gather_wait < 0:
+            raise ValueError("gather_wait cannot be negative")
         self._pool = pool
         self._clock = clock
         self._max_batch_events = max_batch_events
@@ -170,8 +178,8 @@ class Writer:
                 self._queue.task_done()  # dispatched: what `close` waits for
 
     async def _gather(self) -> None:
-        """Hold the next batch, at most GATHER_WAIT, until as many requests wait as this
-        process recently had waiting or in flight at once.
+        """Hold the next batch, at most the gather wait (GATHER_WAIT unless told), until as
+        many requests wait as this process recently had waiting or in flight at once.
 
         With one batch in flight, callers split into groups that take turns: while one
         group's batch commits, the other's waits, so each batch holds half of the callers
@@ -179,13 +187,13 @@ class Writer:
         back within a fraction of a millisecond; waiting for them joins the groups into
         one batch (docs/benchmarks.md, session 8). A lone caller never waits."""
         target = max(self._recent, default=0)
-        if self._queue.qsize() + 1 >= target:
+        if self._queue.qsize() + 1 >= target or self._gather_wait == 0:
             return
         self.batches["held"] += 1
         self._want = target - 1
         self._enough.clear()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(GATHER_WAIT):
+            async with asyncio.timeout(self._gather_wait):
                 await self._enough.wait()
         self._want = 0
 

@@ -184,7 +184,12 @@ class Resources:
             await link.close()
             await pool.close()
             raise
-        opened = cls(settings=settings, pool=pool, store=EventStore(pool), nats=link)
+        opened = cls(
+            settings=settings,
+            pool=pool,
+            store=EventStore(pool, gather_wait=settings.write_hold_ms / 1000),
+            nats=link,
+        )
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
         opened.tenants = TenantDirectory(settings)
         opened.credentials.add_hook(TENANT_EVENT_TYPES, opened.tenants.apply)

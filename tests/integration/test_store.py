@@ -7,7 +7,6 @@ import asyncio
 import asyncpg
 import pytest
 
-from events import writer as writer_module
 from events.appends import GroupedStep
 from events.envelope import Metadata
 from events.errors import ConcurrencyConflict, PartialDuplicate
@@ -439,17 +438,17 @@ async def test_concurrent_multi_stream_appends_on_a_shared_stream_one_wins(
 
 @pytest.mark.parametrize(("hold", "batches"), [(0.5, 1), (0.0, 2)])
 async def test_a_batch_waits_for_the_callers_on_their_way_back(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, hold: float, batches: int
+    database_url: str, hold: float, batches: int
 ) -> None:
     """Once this process has had 8 appends at once, a batch that would leave with 4 waits (at
-    most GATHER_WAIT, widened here so that the test does not race the clock) for the 4 that
-    follow a moment later, as callers answered by the last commit do, and leaves with all 8;
-    without the hold it leaves with 4 and the others make a batch of their own. A lone
-    caller is never held. (Session 8's version of this test let eight callers loop and
-    counted batches: whether they split into groups at all depended on the machine's speed.)"""
-    monkeypatch.setattr(writer_module, "GATHER_WAIT", hold)
+    most the gather wait, widened here so that the test does not race the clock) for the 4
+    that follow a moment later, as callers answered by the last commit do, and leaves with
+    all 8; with a gather wait of 0 (AUTHLEDGER_WRITE_HOLD_MS=0) it leaves with 4 and the
+    others make a batch of their own. A lone caller is never held. (Session 8's version of
+    this test let eight callers loop and counted batches: whether they split into groups at
+    all depended on the machine's speed.)"""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    store = EventStore(pool)
+    store = EventStore(pool, gather_wait=hold)
 
     async def appends(count: int, after: float = 0.0) -> None:
         await asyncio.sleep(after)  # the second group's way back: time is what is tested
@@ -466,6 +465,7 @@ async def test_a_batch_waits_for_the_callers_on_their_way_back(
         await asyncio.gather(appends(4), appends(4, after=0.02))
         assert store.batches["one_trip"] - before == batches
         assert store.batches.get("long_way", 0) == 0
+        assert store.batches.get("held", 0) == (1 if hold else 0)
     finally:
         await store.close()
         await pool.close()

@@ -46,6 +46,8 @@ BAD_VALUES = [
     ("OIDC_CLIENT_ID", "two words"),
     ("OIDC_SCOPES", "email profile"),  # no openid
     ("OIDC_NAME", "Acme\tSSO"),
+    ("WRITE_HOLD_MS", "51"),
+    ("WRITE_HOLD_MS", "0.5"),
 ]
 
 
@@ -137,6 +139,12 @@ def test_defaults_when_only_required_values_are_given() -> None:
     assert settings.post_claim_scopes == ("api.read", "api.write")
     assert settings.rate_limits == "on"
     assert (settings.log_format, settings.log_level) == ("auto", "info")
+    assert settings.write_hold_ms == 4
+
+
+def test_a_write_hold_of_zero_is_kept() -> None:
+    """0 means never hold (not "unset, take the default")."""
+    assert Settings.from_env({**GOOD, "AUTHLEDGER_WRITE_HOLD_MS": "0"}, "serve").write_hold_ms == 0
 
 
 def test_dev_mode_needs_no_services_or_secrets() -> None:

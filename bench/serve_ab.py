@@ -1,0 +1,108 @@
+"""Two (or more) settings of `serve` against each other, in alternation, on one database.
+
+    .venv/bin/python bench/serve_ab.py AUTHLEDGER_WRITE_HOLD_MS=1,4 [--passes N]
+        [--connections C] [--seconds S] [--database-url URL]
+
+For each pass, for each value of the variable in turn: `serve --workers 2` with that value
+(the worker runs throughout, as in bench/write_path.py), a 2 s warm-up, then anonymous
+registrations (`bench/wrk/register.lua`) for S seconds at C connections; the server is
+stopped before the next value starts. Prints each run (registrations/s, p99, registrations
+per committed batch) and each value's median. Alternation is the point: on a machine whose
+speed drifts minute to minute (a shared VM's steal time), two values measured back to back
+pass after pass compare where two separate bench runs do not. Drops its database at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import tempfile
+from pathlib import Path
+
+import asyncpg
+from registrations import Log
+from scratch_database import add_database_url, with_database
+from served import Server, free_port, migrate
+from smtp_sink import SmtpSink
+from write_path import drop_stream, runtime_login, stack_env, start_worker, stop_worker
+from wrk_runs import Wrk
+
+
+async def run(args: argparse.Namespace) -> int:
+    variable, _, values_text = args.setting.partition("=")
+    values = values_text.split(",")
+    if not variable.startswith("AUTHLEDGER_") or len(values) < 2:
+        raise SystemExit("give a setting and two values or more: AUTHLEDGER_X=a,b")
+    name = f"authledger_bench_ab_{secrets.token_hex(6)}"
+    url = with_database(args.database_url, name)
+    workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-ab-"))
+    admin = await asyncpg.connect(args.database_url)
+    smtp = SmtpSink()
+    smtp.start()
+    rates: dict[str, list[float]] = {value: [] for value in values}
+    worker = None
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        env = stack_env(url, name[-12:], smtp.port)
+        await migrate(env)
+        env["AUTHLEDGER_DATABASE_URL"] = await runtime_login(admin, url)
+        worker = start_worker(env, workdir / "worker.log")
+        events = Log(await asyncpg.connect(url))
+        try:
+            for turn in range(args.passes):
+                for value in values:
+                    server = Server({**env, variable: value}, free_port(), workdir / "serve.log", 2)
+                    server.start()
+                    try:
+                        await server.wait_ready()
+                        wrk = Wrk(server, workdir, 2)
+                        await wrk.run(
+                            "warm-up", "register.lua", "/agent/auth", connections=64, seconds=2
+                        )
+                        head = await events.head()
+                        measured = await wrk.run(
+                            "POST /agent/auth",
+                            "register.lua",
+                            "/agent/auth",
+                            connections=args.connections,
+                            seconds=args.seconds,
+                        )
+                        per_batch = await events.registrations_per_batch(head)
+                    finally:
+                        server.stop()
+                    rates[value].append(measured.rate)
+                    print(
+                        f"pass {turn + 1}, {variable}={value}: {measured.rate:,.0f}/s, p99 "
+                        f"{measured.p99_ms:.1f} ms, {per_batch:.1f} registrations a batch",
+                        flush=True,
+                    )
+        finally:
+            await events.conn.close()
+    finally:
+        if worker is not None:
+            await asyncio.to_thread(stop_worker, worker)
+        smtp.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        await drop_stream(f"BENCH_WRITE_{name[-12:]}")
+    print(f"anonymous registrations at c={args.connections}, {args.seconds:g} s a run:")
+    for value, got in rates.items():
+        listed = ", ".join(f"{rate:,.0f}" for rate in got)
+        print(f"  {variable}={value}: median {statistics.median(got):,.0f}/s ({listed})")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("setting", help="AUTHLEDGER_NAME=value,value[,...]")
+    add_database_url(parser)
+    parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
