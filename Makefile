@@ -81,6 +81,7 @@ bench: $(DEV_STAMP) ## run the benchmarks in bench/ (needs Postgres, NATS and wr
 	$(BIN)/python bench/onboarding_floor.py
 	$(BIN)/python bench/identity_floor.py
 	$(BIN)/python bench/app_cpu.py
+	$(BIN)/python bench/serve_ab.py AUTHLEDGER_WRITE_HOLD_MS=1,4
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/id_jag.py
 	$(BIN)/python bench/expiry.py
