@@ -4,8 +4,11 @@ pytest-timeout's own report shows threads, and a hung coroutine has none: the ma
 just waits in the event loop's select. So a watchdog thread notes when each test starts
 (setup included) and, once one has run for REPORT_SHARE of the timeout, writes the stack of
 every task of every live event loop to stderr, where pytest shows it with the test's
-failure. Reading another thread's loop is not thread-safe; for a dump taken once, while
-that loop is stuck, a retry on a set that changed under us is enough.
+failure, and under each task the chain of what it awaits, down to the future it waits on
+(`Task.print_stack` shows a coroutine's outermost frame only: session 12's mailer hang
+showed `Mailer.run` waiting on "a Future", not which). Reading another thread's loop is
+not thread-safe; for a dump taken once, while that loop is stuck, a retry on a set that
+changed under us is enough.
 """
 
 from __future__ import annotations
@@ -76,4 +79,23 @@ def task_stacks(title: str) -> str:
         for task in tasks:
             out.write(f"--- {task!r}\n")
             task.print_stack(file=out)
+            out.write("    awaiting, outermost first:\n")
+            out.writelines(f"      {step}\n" for step in await_chain(task))
     return out.getvalue()
+
+
+def await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where `task` waits: each coroutine (or generator) it is suspended in, outermost
+    first, as `file:line in function`, then what the innermost one awaits (a future)."""
+    steps: list[str] = []
+    awaited: object = task.get_coro()
+    for _ in range(200):  # a chain is never this deep; a cycle must not hang the watchdog
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            if awaited is not None:  # a future's iterator: the task names the future itself
+                steps.append(f"waits on {getattr(task, '_fut_waiter', None) or awaited!r}")
+            break
+        code = frame.f_code
+        steps.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return steps

@@ -30,6 +30,32 @@ async def test_the_dump_names_every_waiting_task_and_where_it_waits() -> None:
     assert "await event.wait()" in dump
 
 
+async def _outer(event: asyncio.Event) -> None:
+    await _inner(event)
+
+
+async def _inner(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def test_the_dump_follows_the_await_chain_down_to_the_future() -> None:
+    """print_stack shows only `_outer`; the chain names `_inner` and Event.wait too, and
+    the future at the bottom."""
+    event = asyncio.Event()
+    task = asyncio.create_task(_outer(event), name="the-nested-one")
+    await asyncio.sleep(0)  # one turn: the task starts and reaches its wait
+    try:
+        chain = hang_report.await_chain(task)
+        dump = task_stacks("nested")
+    finally:
+        event.set()
+        await task
+    names = [step.rsplit(" in ", 1)[-1] for step in chain[:-1]]
+    assert names == ["_outer", "_inner", "wait"]
+    assert chain[-1].startswith("waits on <Future pending")
+    assert "in _inner" in dump
+
+
 def test_a_test_past_its_share_of_the_timeout_is_reported_once(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,7 +3,12 @@
 it), or for at most `cap` real seconds, whichever comes first.
 
 Every wait runs as a task of its own, so a stop (cancel) that lands in the same loop turn as a
-wake-up still cancels the worker (`asyncio.wait_for` on Python 3.11 may swallow it).
+wake-up still cancels the worker (`asyncio.wait_for` on Python 3.11 may swallow it). And a
+stop that a library swallowed elsewhere in the worker's round (aiosmtplib waits for each SMTP
+reply with `wait_for`: a cancel landing with the reply was lost, and the mailer went on
+sleeping and sending, never to stop; tests/integration/test_mailer.py's idle-close test hung
+on it in sessions 8 and 12) is honoured here, before the worker sleeps again: the task still
+counts the cancel it was asked for (`Task.cancelling`).
 """
 
 from __future__ import annotations
@@ -78,7 +83,11 @@ async def sleep(
 ) -> bool:
     """Until a wake-up (then `settle` seconds more, so one look serves a burst), the clock
     reads `until`, or `cap` real seconds pass; True when woken by a notification. `asleep()`
-    is called once every wait is in place (a ManualClock moved from then on wakes it)."""
+    is called once every wait is in place (a ManualClock moved from then on wakes it). A task
+    asked to stop whose cancel was swallowed on the way here stops now (CancelledError)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     woken = asyncio.ensure_future(wake.wait(cap, settle=settle))
     waits: list[asyncio.Future[Any]] = [woken]
     if until is not None:
