@@ -1,7 +1,7 @@
 """Instants written as text, in UTC: the hash chain's form and the protocol's.
 
-`datetime.isoformat` takes about 1.6 µs an instant here; a registration writes six (four
-framed into the chain, two in its answer). msgspec's encoder writes RFC 3339 in C in a
+`datetime.isoformat` takes about 1.6 µs an instant here; an anonymous registration writes
+five (four framed into the chain, one in its answer). msgspec's encoder writes RFC 3339 in C in a
 twentieth of that: the same digits, a `Z` for UTC and no fraction when it is zero. Both forms
 below are cut from its output, byte for byte what `isoformat` gives
 (tests/unit/test_instants.py holds them equal for any instant in any offset).
