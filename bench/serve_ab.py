@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
-import tempfile
-from pathlib import Path
 
 import asyncpg
 from registrations import Log
-from scratch_database import add_database_url, with_database
-from served import Server, free_port, migrate
-from smtp_sink import SmtpSink
-from write_path import drop_stream, runtime_login, stack_env, start_worker, stop_worker
+from scratch_database import add_database_url
+from served import Server, free_port
+from write_path import Deployment, deployment
 from wrk_runs import Wrk
 
 
@@ -35,63 +31,55 @@ async def run(args: argparse.Namespace) -> int:
     values = values_text.split(",")
     if not variable or len(values) < 2:
         raise SystemExit("give a variable and two values or more: AUTHLEDGER_X=a,b")
-    name = f"authledger_bench_ab_{secrets.token_hex(6)}"
-    url = with_database(args.database_url, name)
-    workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-ab-"))
-    admin = await asyncpg.connect(args.database_url)
-    smtp = SmtpSink()
-    smtp.start()
     rates: dict[str, list[float]] = {value: [] for value in values}
-    worker = None
+    admin = await asyncpg.connect(args.database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        env = stack_env(url, name[-12:], smtp.port)
-        await migrate(env)
-        env["AUTHLEDGER_DATABASE_URL"] = await runtime_login(admin, url)
-        worker = start_worker(env, workdir / "worker.log")
-        events = Log(await asyncpg.connect(url))
-        try:
-            for turn in range(args.passes):
-                for value in values:
-                    server = Server({**env, variable: value}, free_port(), workdir / "serve.log", 2)
-                    server.start()
-                    try:
-                        await server.wait_ready()
-                        wrk = Wrk(server, workdir, 2)
-                        await wrk.run(
-                            "warm-up", "register.lua", "/agent/auth", connections=64, seconds=2
-                        )
-                        head = await events.head()
-                        measured = await wrk.run(
-                            "POST /agent/auth",
-                            "register.lua",
-                            "/agent/auth",
-                            connections=args.connections,
-                            seconds=args.seconds,
-                        )
-                        per_batch = await events.registrations_per_batch(head)
-                    finally:
-                        server.stop()
-                    rates[value].append(measured.rate)
-                    print(
-                        f"pass {turn + 1}, {variable}={value}: {measured.rate:,.0f}/s, p99 "
-                        f"{measured.p99_ms:.1f} ms, {per_batch:.1f} registrations a batch",
-                        flush=True,
-                    )
-        finally:
-            await events.conn.close()
+        async with deployment(admin, args.database_url, "ab") as deployed:
+            events = Log(await asyncpg.connect(deployed.url))
+            try:
+                for turn in range(args.passes):
+                    for value in values:
+                        rate = await one_run(deployed, events, {variable: value}, turn + 1, args)
+                        rates[value].append(rate)
+            finally:
+                await events.conn.close()
     finally:
-        if worker is not None:
-            await asyncio.to_thread(stop_worker, worker)
-        smtp.stop()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-        await drop_stream(f"BENCH_WRITE_{name[-12:]}")
     print(f"anonymous registrations at c={args.connections}, {args.seconds:g} s a run:")
     for value, got in rates.items():
         listed = ", ".join(f"{rate:,.0f}" for rate in got)
         print(f"  {variable}={value}: median {statistics.median(got):,.0f}/s ({listed})")
     return 0
+
+
+async def one_run(
+    deployed: Deployment, events: Log, setting: dict[str, str], turn: int, args: argparse.Namespace
+) -> float:
+    """`serve --workers 2` with `setting`, a warm-up, one measured run; registrations/s."""
+    ((variable, value),) = setting.items()
+    server = Server({**deployed.env, **setting}, free_port(), deployed.workdir / "serve.log", 2)
+    server.start()
+    try:
+        await server.wait_ready()
+        wrk = Wrk(server, deployed.workdir, 2)
+        await wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
+        head = await events.head()
+        measured = await wrk.run(
+            "POST /agent/auth",
+            "register.lua",
+            "/agent/auth",
+            connections=args.connections,
+            seconds=args.seconds,
+        )
+        per_batch = await events.registrations_per_batch(head)
+    finally:
+        server.stop()
+    print(
+        f"pass {turn}, {variable}={value}: {measured.rate:,.0f}/s, p99 {measured.p99_ms:.1f} ms, "
+        f"{per_batch:.1f} registrations a batch",
+        flush=True,
+    )
+    return measured.rate
 
 
 def main() -> int:

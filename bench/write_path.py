@@ -63,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -646,55 +646,86 @@ async def measure_all(bench: Bench, workdir: Path, args: argparse.Namespace) -> 
     return await measure_floor(bench.stack, workdir, bench.events, args)
 
 
-async def run(args: argparse.Namespace) -> int:
-    name = f"authledger_bench_write_{secrets.token_hex(6)}"
-    url = with_database(args.database_url, name)
-    workdir = Path(tempfile.mkdtemp(prefix="authledger-bench-write-"))
-    admin = await asyncpg.connect(args.database_url)
+@dataclass
+class Deployment:
+    """A bench's own database on the server, an SMTP sink and `authledger worker` running
+    against it: what `serve` is started beside."""
+
+    name: str  # the database's
+    url: str  # the database as the admin URL's user
+    env: dict[str, str]  # serve's and the worker's environment (the runtime role's URL)
+    workdir: Path  # the logs
+    worker: subprocess.Popen[bytes]
+
+
+@contextlib.asynccontextmanager
+async def deployment(
+    admin: asyncpg.Connection, admin_url: str, kind: str, *, as_superuser: bool = False
+) -> AsyncIterator[Deployment]:
+    """A fresh, migrated database with its SMTP sink and worker; on exit the worker stopped,
+    the database dropped and its JetStream stream deleted."""
+    name = f"authledger_bench_{kind}_{secrets.token_hex(6)}"
+    url = with_database(admin_url, name)
+    workdir = Path(tempfile.mkdtemp(prefix=f"authledger-bench-{kind}-"))
     smtp = SmtpSink()
     smtp.start()
-    server: Server | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         env = stack_env(url, name[-12:], smtp.port)
         await migrate(env)
-        if not args.as_superuser:
+        if not as_superuser:
             env["AUTHLEDGER_DATABASE_URL"] = await runtime_login(admin, url)
         worker = start_worker(env, workdir / "worker.log")
-        server = Server(env, free_port(), workdir / "serve.log", 2)
-        server.start()
-        await server.wait_ready()
-        conn = await asyncpg.connect(url)
-        try:
-            stack = Stack(server, worker, env)
-            bench = Bench(stack, Wrk(server, workdir, args.threads), Log(conn), args.seconds)
-            if args.profile is not None:
-                bench.profile = args.profile
-                bench.native = args.native
-                await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
-            floor = await measure_all(bench, workdir, args)
-        finally:
-            await conn.close()
-        print(
-            f"load average {load_average()}; other client sessions {await other_sessions(admin)}"
-            f"; wrk -t{args.threads}, {args.seconds:g} s a run; logs in {workdir}"
-        )
-        ok = (
-            report_onboarding_only(bench.figures) if args.only_onboarding else report(bench.figures)
-        )
-        if floor is not None:
-            ok = report_floor(bench.figures, floor.figures) and ok
-        return 0 if ok else 1
+        yield Deployment(name, url, env, workdir, worker)
     finally:
-        if server is not None:
-            server.stop()
         if worker is not None:
             await asyncio.to_thread(stop_worker, worker)
         smtp.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
         await drop_stream(f"BENCH_WRITE_{name[-12:]}")
+
+
+async def run(args: argparse.Namespace) -> int:
+    admin = await asyncpg.connect(args.database_url)
+    try:
+        async with deployment(
+            admin, args.database_url, "write", as_superuser=args.as_superuser
+        ) as deployed:
+            server = Server(deployed.env, free_port(), deployed.workdir / "serve.log", 2)
+            server.start()
+            try:
+                return await measure_deployed(admin, deployed, server, args)
+            finally:
+                server.stop()
+    finally:
+        await admin.close()
+
+
+async def measure_deployed(
+    admin: asyncpg.Connection, deployed: Deployment, server: Server, args: argparse.Namespace
+) -> int:
+    await server.wait_ready()
+    workdir = deployed.workdir
+    conn = await asyncpg.connect(deployed.url)
+    try:
+        stack = Stack(server, deployed.worker, deployed.env)
+        bench = Bench(stack, Wrk(server, workdir, args.threads), Log(conn), args.seconds)
+        if args.profile is not None:
+            bench.profile = args.profile
+            bench.native = args.native
+            await asyncio.to_thread(args.profile.mkdir, parents=True, exist_ok=True)
+        floor = await measure_all(bench, workdir, args)
+    finally:
+        await conn.close()
+    print(
+        f"load average {load_average()}; other client sessions {await other_sessions(admin)}"
+        f"; wrk -t{args.threads}, {args.seconds:g} s a run; logs in {workdir}"
+    )
+    ok = report_onboarding_only(bench.figures) if args.only_onboarding else report(bench.figures)
+    if floor is not None:
+        ok = report_floor(bench.figures, floor.figures) and ok
+    return 0 if ok else 1
 
 
 async def drop_stream(stream: str) -> None:
