@@ -118,8 +118,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.hosting.http_job
     # How long the store's writer may hold a batch for callers on their way back (events/writer.py
-    # `Writer._gather`): what a request can lose in latency for larger group commits; 0: never.
-    write_hold_ms: int = 4
+    # `Writer._gather`): what a request can lose in latency for larger group commits; 0: never;
+    # None: the writer's own default (GATHER_WAIT, 4 ms).
+    write_hold_ms: int | None = None
     # What webhook and JWKS requests may reach besides public addresses (service.outbound):
     # CIDRs and host names, normalised; empty: public only. `dev`: loopback unless set.
     outbound_allow: tuple[str, ...] = ()
@@ -244,7 +245,7 @@ class Settings:
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
             http_server=r.get("HTTP_SERVER", _choice("granian", "uvicorn"), False)  # type: ignore[arg-type]
             or cls.http_server,
-            write_hold_ms=_default(r.get("WRITE_HOLD_MS", _count(0, 50), False), cls.write_hold_ms),
+            write_hold_ms=r.get("WRITE_HOLD_MS", _count(0, 50), False),
             outbound_allow=_default(
                 r.get("OUTBOUND_ALLOW", parse_allow, False), LOOPBACK if mode == "dev" else ()
             ),

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.envelope import RecordedEvent
+from events.instants import utc_micros
 from events.sql import Conn
 from service.audit.signed import Checkpoint, Jwk
 from service.audit.subjects import Bound, Subject, read, streams
@@ -155,8 +156,8 @@ def event_line(event: RecordedEvent) -> dict[str, Any]:
         "stream_version": event.stream_version,
         "type": event.type,
         "schema_version": event.schema_version,
-        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "recorded_at": event.recorded_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "occurred_at": utc_micros(event.occurred_at).decode(),  # as the chain frames them
+        "recorded_at": utc_micros(event.recorded_at).decode(),
         "payload": event.payload.decode(),
         "metadata": event.metadata.decode(),
         "hash": event.hash.hex(),

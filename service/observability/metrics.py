@@ -277,8 +277,8 @@ class Metrics:
         # (method, route template, status) -> its request counter and latency histogram: few
         # keys, since routes are templates and unmatched paths share one label
         self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._appended: dict[str, Counter] = {}  # event type -> its counter (a catalogue's worth)
-        # (counter, label values) -> its child: routes, error codes, flows and steps are few
+        # (counter, label values) -> its child: event types, routes, error codes, flows and
+        # steps are few
         self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         for result in self._seen:
             self.lookups.labels(result)  # present (at 0) before the first check
@@ -289,10 +289,7 @@ class Metrics:
         """`Context.on_recorded`: count what this process appended."""
         outcome = _OUTCOME.get()
         for event in recorded:
-            child = self._appended.get(event.type)
-            if child is None:
-                child = self._appended[event.type] = self.appended.labels(event.type)
-            child.inc()
+            self._count(self.appended, event.type)
             if outcome is not None:
                 outcome.appended.append(event.type)
 

@@ -187,7 +187,7 @@ class Resources:
         opened = cls(
             settings=settings,
             pool=pool,
-            store=EventStore(pool, gather_wait=settings.write_hold_ms / 1000),
+            store=EventStore(pool, gather_wait=_seconds(settings.write_hold_ms)),
             nats=link,
         )
         opened.credentials = CredentialCache(pool, feed_url=settings.database_url)
@@ -318,3 +318,7 @@ class Resources:
         if not self.nats.connected:
             reasons.append("nats not connected")
         return reasons
+
+
+def _seconds(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000

@@ -139,7 +139,7 @@ def test_defaults_when_only_required_values_are_given() -> None:
     assert settings.post_claim_scopes == ("api.read", "api.write")
     assert settings.rate_limits == "on"
     assert (settings.log_format, settings.log_level) == ("auto", "info")
-    assert settings.write_hold_ms == 4
+    assert settings.write_hold_ms is None  # the writer's own GATHER_WAIT
 
 
 def test_a_write_hold_of_zero_is_kept() -> None:
