@@ -171,6 +171,8 @@ class PushWorker:
             await supervise("push", self._session, self._restart)
         finally:
             self.stats.sleeping, self.stats.asleep_until = False, None
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await self._pool.execute(Q["release_held"], self.holder)
             await self.close()
             log.info("push.stopped", attempts=self.stats.attempts)
 

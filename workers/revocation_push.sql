@@ -29,6 +29,11 @@ RETURNING subscription_id
 -- name: release
 DELETE FROM push_leases WHERE subscription_id = $1 AND holder = $2
 
+-- name: release_held
+-- A stopping worker gives back whatever it still holds: a stop can land after a claim
+-- committed and before its release ran (or while the release was under way).
+DELETE FROM push_leases WHERE holder = $1
+
 -- name: event_at
 -- The event to push, and the kind and token hash of the credential it ended (the SET's
 -- credential_type, and the hash prefix a resource server matches bearer values with).

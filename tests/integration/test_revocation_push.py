@@ -345,6 +345,25 @@ async def test_two_workers_at_once_deliver_each_event_once_in_order(
     assert await pool.fetchval("SELECT count(*) FROM push_leases") == 0
 
 
+async def test_a_stopped_worker_holds_no_lease(
+    ctx: Context, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    """A stop can land between a claim's commit and its release (the two-worker test above
+    once ended with a lease left): whatever the worker still holds, it gives back on stop."""
+    async with SetReceiver() as receiver:
+        sid = await subscribe(ctx, receiver.url)
+        worker = push_worker(pool, ctx, clock)
+        await pool.execute(  # held as if claimed just before the stop
+            "INSERT INTO push_leases (subscription_id, holder, lease_until) "
+            "VALUES ($1, $2, now() + interval '1 hour')",
+            sid,
+            worker.holder,
+        )
+        async with running(worker):
+            await asyncio.wait_for(worker.wait_for(lambda s: s.sleeping), WAIT)
+    assert await pool.fetchval("SELECT count(*) FROM push_leases") == 0
+
+
 async def test_an_outcome_that_lands_after_the_subscription_moved_is_not_recorded(
     ctx: Context, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:
