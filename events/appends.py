@@ -16,6 +16,7 @@ import msgspec
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
 from events.hashchain import frame, framed_after_position, link
+from events.sql import Conn
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
 NOTIFY_CHANNEL = "authledger_events"
@@ -26,6 +27,9 @@ _encode = msgspec.json.Encoder().encode
 # Runs inside the append transaction, under the append lock, with the events just recorded:
 # once per batch with the events (in log order) of every request that names it.
 InlineProjector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+# A batch's projection statements cut into layers (projections.layers): per layer, each SQL
+# text with the argument lists of its statements, in first-seen order.
+Layers = list[dict[str, list[tuple[Any, ...]]]]
 # Runs inside the append transaction, after the events are in (under the append lock).
 InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
 # A statement run inside the append transaction before the lock; a batch sends each SQL text
@@ -48,6 +52,31 @@ class GroupedStep:
 
     async def __call__(self, conn: asyncpg.Connection) -> None:
         await self.alone(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedProjector:
+    """An inline projector whose statements follow from the events alone: it reads nothing,
+    and no statement depends on an event's position, hash or recorded_at (the fields the
+    database fills in). So the writer plans a batch's statements before its transaction, as
+    bench/registration_floor.py builds its rows, and under the append lock only sends them
+    (events/writer.py). Called like any InlineProjector, it plans and sends at once."""
+
+    plan: Callable[[Sequence[RecordedEvent]], Layers]
+
+    async def __call__(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+        await send_layers(conn, self.plan(events))
+
+
+async def send_layers(conn: Conn, layers: Layers) -> None:
+    """The layers in order; in each, every SQL text once (`executemany`, or `execute` for a
+    single statement)."""
+    for layer in layers:
+        for sql, many in layer.items():
+            if len(many) == 1:
+                await conn.execute(sql, *many[0])
+            else:
+                await conn.executemany(sql, many)
 
 
 @dataclass(frozen=True, slots=True)

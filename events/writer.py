@@ -6,11 +6,14 @@ together, with one statement per SQL text per batch. Positions are handed out un
 transaction-level advisory lock, so they are gap-free and commit in order. A batch goes one
 of two ways:
 
-* One trip (the usual way): the batch's writes go first (new rows only), then
-  `events_append` (migrations/0014_append_in_database.sql) takes the lock, checks the
-  expected versions and ids, numbers the events, extends the hash chain and inserts them in
-  one call, whoever else appends; then the inline projections (one `executemany` per
-  statement), `also` and COMMIT. When the function answers 'conflict' the transaction is
+* One trip (the usual way): the batch's projection statements are planned before the
+  transaction (events.appends.PlannedProjector: from the pending records, so no Python work
+  of ours stands between the lock and the commit); the batch's writes go first (new rows
+  only), then `events_append` (migrations/0014_append_in_database.sql) takes the lock,
+  checks the expected versions and ids, numbers the events, extends the hash chain and
+  inserts them in one call, whoever else appends; then the planned statements (one
+  `executemany` per statement), `also` and COMMIT. The records are numbered for their
+  callers after the commit. When the function answers 'conflict' the transaction is
   rolled back, having written nothing, and the batch goes the long way. Projections run
   under the lock, never before it: a writer holding read-model rows while it waits for the
   lock would deadlock with one that holds the lock and wants them (or with replay's switch,
@@ -48,6 +51,8 @@ from events.appends import (
     GroupedStep,
     InlineProjector,
     InTransaction,
+    Layers,
+    PlannedProjector,
     StreamAppend,
     Write,
     columns,
@@ -57,6 +62,7 @@ from events.appends import (
     pending,
     record,
     row_to_event,
+    send_layers,
 )
 from events.clock import Clock
 from events.envelope import RecordedEvent
@@ -263,6 +269,8 @@ class Writer:
             accepted.append((request, records))
         rows = [rec for _, records in accepted for rec in records]
         cols = columns(rows)
+        plans = _plans(accepted)  # before the transaction: the lock waits on no Python work
+        numbered: list[tuple[AppendRequest, list[RecordedEvent]]] | None = None
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await _write(conn, batch)
@@ -280,18 +288,18 @@ class Writer:
                 )
                 if answer is None or answer["status"] != "appended":
                     raise _LongWay
-                position, hashes = answer["first_position"], iter(answer["hashes"])
-                numbered = []
-                for request, records in accepted:
-                    mine = []
-                    for rec in records:
-                        mine.append(_replace(rec, position=position, hash=next(hashes)))
-                        position += 1
-                    numbered.append((request, mine))
-                await _project(cast(asyncpg.Connection, conn), numbered)
+                first, hashes = answer["first_position"], answer["hashes"]
+                if plans is None:  # a projector that wants the numbered events
+                    numbered = _numbered(accepted, first, hashes)
+                    await _project(cast(asyncpg.Connection, conn), numbered)
+                else:
+                    for layers in plans:
+                        await send_layers(conn, layers)
                 await _also(cast(asyncpg.Connection, conn), batch)
             # Committed: callers get their answers before the connection goes back to the
             # pool (its release is no business of theirs).
+            if numbered is None:
+                numbered = _numbered(accepted, first, hashes)
             self.batches["one_trip"] += 1
             for request, mine in numbered:
                 if not request.future.done():
@@ -393,15 +401,48 @@ async def _write(conn: Conn, batch: Sequence[AppendRequest]) -> None:
         await conn.executemany(sql, many)
 
 
-async def _project(
-    conn: asyncpg.Connection, accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]]
-) -> None:
-    """Each projector once, with the events of every request that names it, in order."""
+def _numbered(
+    accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]], first: int, hashes: list[bytes]
+) -> list[tuple[AppendRequest, list[RecordedEvent]]]:
+    """The pending records with the positions and hashes `events_append` gave them."""
+    position, digests = first, iter(hashes)
+    numbered = []
+    for request, records in accepted:
+        mine = []
+        for rec in records:
+            mine.append(_replace(rec, position=position, hash=next(digests)))
+            position += 1
+        numbered.append((request, mine))
+    return numbered
+
+
+def _grouped(
+    accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]],
+) -> dict[InlineProjector, list[RecordedEvent]]:
+    """Each projector of the batch with the events of every request that names it, in order."""
     grouped: dict[InlineProjector, list[RecordedEvent]] = {}
     for request, recorded in accepted:
         if request.projector is not None:
             grouped.setdefault(request.projector, []).extend(recorded)
-    for projector, records in grouped.items():
+    return grouped
+
+
+def _plans(accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]]) -> list[Layers] | None:
+    """Each projector's statements for the batch, planned from the pending records; None
+    when a projector of the batch is not planned (it runs with the numbered events)."""
+    plans = []
+    for projector, records in _grouped(accepted).items():
+        if not isinstance(projector, PlannedProjector):
+            return None
+        plans.append(projector.plan(records))
+    return plans
+
+
+async def _project(
+    conn: asyncpg.Connection, accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]]
+) -> None:
+    """Each projector once, with the events of every request that names it, in order."""
+    for projector, records in _grouped(accepted).items():
         await projector(conn, records)
 
 

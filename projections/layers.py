@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+from events.appends import Layers, send_layers
 from events.envelope import RecordedEvent
 from events.sql import Conn
 
@@ -22,12 +23,10 @@ Statement = tuple[str, tuple[object, ...]]
 StatementsOf = Callable[[Sequence[RecordedEvent]], list[Statement]]
 
 
-def layers(
-    events: Sequence[RecordedEvent], statements_of: StatementsOf
-) -> list[dict[str, list[tuple[object, ...]]]]:
+def layers(events: Sequence[RecordedEvent], statements_of: StatementsOf) -> Layers:
     """Per layer, the argument lists of each SQL text, in first-seen order."""
     depth: dict[tuple[str, str], int] = defaultdict(int)
-    out: list[dict[str, list[tuple[object, ...]]]] = []
+    out: Layers = []
     for recorded in events:
         for sql, args in statements_of((recorded,)):
             key = (recorded.tenant_id, recorded.stream_id)
@@ -43,6 +42,4 @@ async def apply_layered(
     conn: Conn, events: Sequence[RecordedEvent], statements_of: StatementsOf
 ) -> None:
     """Apply `events` in the caller's transaction, one executemany per layer and statement."""
-    for layer in layers(events, statements_of):
-        for sql, many in layer.items():
-            await conn.executemany(sql, many)
+    await send_layers(conn, layers(events, statements_of))

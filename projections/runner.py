@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from events.access import ACCESS_EVENTS
+from events.appends import Layers, PlannedProjector
 from events.credential import CREDENTIAL_EVENTS
 from events.delegation import DELEGATION_EVENTS
 from events.dispatch import Dispatch
@@ -33,7 +34,7 @@ from projections import (
     tenants,
     users,
 )
-from projections.layers import Statement, apply_layered
+from projections.layers import Statement, apply_layered, layers
 
 TABLES = (
     "registrations",
@@ -72,15 +73,18 @@ def statements(events: Sequence[RecordedEvent]) -> list[Statement]:
     return out
 
 
-async def project(conn: Conn, events: Sequence[RecordedEvent]) -> None:
-    """The inline projector: apply `events` in the caller's transaction, as if in order (one
-    `executemany` per statement and layer, projections.layers). The store calls it once per
-    batch with every request's events."""
-    if len(events) == 1:
-        for sql, args in statements(events):
-            await conn.execute(sql, *args)
-        return
-    await apply_layered(conn, events, statements)
+def plan(events: Sequence[RecordedEvent]) -> Layers:
+    """The statements that apply `events` as if in order, cut into layers
+    (projections.layers). Made from the events' streams, versions, occurrence times and
+    payloads only, never from their positions, hashes or recorded_at, so the writer plans them
+    before the append numbers the events (events.appends.PlannedProjector)."""
+    return layers(events, statements)
+
+
+# The inline projector: `project(conn, events)` applies `events` in the caller's transaction
+# (one `executemany` per statement and layer); the store plans a batch's statements before
+# its transaction and sends them under the append lock.
+project = PlannedProjector(plan)
 
 
 async def rebuild(conn: Conn, *, batch: int = 5000) -> int:

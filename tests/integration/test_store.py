@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import cast
 
 import asyncpg
 import pytest
 
-from events.appends import GroupedStep
-from events.envelope import Metadata
+from events.appends import GroupedStep, Layers, PlannedProjector
+from events.envelope import Metadata, RecordedEvent
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
 from events.store import ANY_VERSION, NO_STREAM, EventStore, StreamAppend, Wakeups
@@ -156,6 +158,55 @@ async def test_a_failing_request_does_not_sink_its_batch(store: EventStore) -> N
     results = await asyncio.gather(
         store.append(a_stream(), NO_STREAM, [opened("ok1")]),
         store.append(a_stream(), NO_STREAM, [opened("bad")], projector=explode),
+        store.append(a_stream(), NO_STREAM, [opened("ok2")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[0], list)
+    assert isinstance(results[2], list)
+    assert await store.head_position() == 2
+    assert (await verify_log(store.read_all)).ok
+
+
+async def test_a_planned_projector_is_planned_before_the_append_and_commits_with_it(
+    store: EventStore, owner_pool: asyncpg.Pool
+) -> None:
+    """A PlannedProjector's statements are made from the records before the database numbers
+    them (position 0, no hash: planned before the transaction, so the append lock never
+    waits on them), and commit with the events: one row per event of the batch."""
+    await owner_pool.execute(
+        "CREATE TABLE planned (name text PRIMARY KEY); "
+        f"GRANT SELECT, INSERT ON planned TO {RUNTIME_ROLE}"
+    )
+    seen: list[tuple[int, bytes]] = []
+
+    def plan(events: Sequence[RecordedEvent]) -> Layers:
+        seen.extend((e.position, e.hash) for e in events)
+        names = [(cast(ThingOpened, SAMPLE.decode(e)).name,) for e in events]
+        return [{"INSERT INTO planned VALUES ($1)": names}]
+
+    project = PlannedProjector(plan)
+    names = [f"t{i}" for i in range(6)]
+    recorded = await asyncio.gather(
+        *(store.append(a_stream(), NO_STREAM, [opened(n)], projector=project) for n in names)
+    )
+    assert await store.pool.fetchval("SELECT array_agg(name ORDER BY name) FROM planned") == names
+    assert len(seen) == len(names)
+    assert set(seen) == {(0, b"")}  # planned from the pending records
+    assert sorted(r[0].position for r in recorded) == list(range(1, len(names) + 1))
+    assert all(r[0].hash for r in recorded)  # the callers get the numbered records
+
+
+async def test_a_plan_that_raises_fails_its_request_alone(store: EventStore) -> None:
+    """A plan that raises (before the transaction) fails its own request; the others of the
+    batch commit, and the log stays whole."""
+
+    def plan(events: Sequence[RecordedEvent]) -> Layers:
+        raise RuntimeError("plan bug")
+
+    results = await asyncio.gather(
+        store.append(a_stream(), NO_STREAM, [opened("ok1")]),
+        store.append(a_stream(), NO_STREAM, [opened("bad")], projector=PlannedProjector(plan)),
         store.append(a_stream(), NO_STREAM, [opened("ok2")]),
         return_exceptions=True,
     )
