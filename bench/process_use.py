@@ -203,8 +203,10 @@ def process_name(pid: int) -> str:
         return "resource_tracker"
     if "multiprocessing.spawn" in text:
         return "http child"
+    if "service.runtime.supervisor" in text:
+        return "serve supervisor"  # the `serve --workers N` parent, once its children run
     if " serve" in text:
-        return "serve parent"
+        return "serve HTTP"  # a forked child keeps its parent's command line
     return text[:30]
 
 

@@ -473,7 +473,9 @@ def report(f: Figures) -> bool:
             f"| {label} | {r.connections} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.rate / static.rate:.3f}x |"
         )
-    print("\nCPU per registration (ms): HTTP = serve parent and children; worker; Postgres; wrk")
+    print(
+        "\nCPU per registration (ms): HTTP = serve (supervisor and children); worker; Postgres; wrk"
+    )
     for c, r in f.register.items():
         if r.cpu is not None:
             http, pg, wrk = r.cpu.per_request_ms(r.requests)

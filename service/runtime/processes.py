@@ -2,8 +2,9 @@
 
 The parent binds N sockets to the port (SO_REUSEPORT, service/runtime/listening.py) and
 hands one to each of N forked children, each running the same loop as a single-process
-`serve`. SIGINT/SIGTERM to the parent stop every child; a child that dies on its own stops
-the rest, so an orchestrator sees the failure and restarts the lot.
+`serve`; then it execs the thin supervisor (service/runtime/supervisor.py) in its own place.
+SIGINT/SIGTERM to the parent stop every child; a child that dies on its own stops the rest,
+so an orchestrator sees the failure and restarts the lot.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
-from multiprocessing.connection import wait
+from collections.abc import Sequence
 from types import FrameType
 
 import structlog
@@ -56,8 +58,9 @@ def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
 
 
 def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
-    """Run an HTTP child on each of `sockets` until a signal; the exit status is 0 only on a
-    clean stop."""
+    """Fork an HTTP child on each of `sockets`, then become the thin supervisor
+    (service.runtime.supervisor) that waits for a signal or a child's exit. Returns only when
+    the children could not be started or the supervisor could not be exec'd (status 1)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -66,9 +69,8 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     # prometheus-client's multiprocess mode (service.observability.metrics): a fresh folder the
-    # children's
-    # metrics live in, read whole by whichever child answers /metrics. Set before they start:
-    # prometheus-client reads it when imported.
+    # children's metrics live in, read whole by whichever child answers /metrics. Set before
+    # they start: prometheus-client reads it when imported.
     metrics_dir = tempfile.mkdtemp(prefix="authledger-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     # The children are forked from a parent that has imported the whole service, its objects
@@ -85,31 +87,53 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
     try:
         for child in children:
             child.start()
+    except BaseException:
+        _stop_started(children)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
+    finally:
         for sock in sockets:  # each child holds its own now; a dead child's leaves the port
             sock.close()
-        log.info("processes.started", pids=[c.pid for c in children])
-        while not stop.is_set():
-            if wait([c.sentinel for c in children], timeout=0.2):
-                log.error("processes.child_exited", exit_codes=[c.exitcode for c in children])
-                break
-    finally:
-        started = [c for c in children if c.pid is not None]
-        for child in started:
-            if child.is_alive():
-                child.terminate()
-        for child in started:
-            child.join(STOP_GRACE)
-            if child.is_alive():
-                child.kill()
-                child.join()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sock in sockets:
-            sock.close()  # again when a child failed to start: closing twice is harmless
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    # A child still starting up when our SIGTERM came dies of it before it has a handler:
-    # that is a clean stop too.
-    clean_codes = {0, -signal.SIGTERM}
-    clean = stop.is_set() and all(c.exitcode in clean_codes for c in children)
-    return 0 if clean else 1
+    pids = [c.pid for c in children if c.pid is not None]
+    log.info("processes.started", pids=pids)
+    # The parent's copy of the application is no use to anyone now: exec the supervisor in
+    # its place (same pid: the children stay ours). A signal from here on waits, blocked,
+    # until the supervisor's handlers are in place (a blocked signal survives execv).
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+    argv = [
+        sys.executable, "-m", "service.runtime.supervisor", "serve", "--metrics-dir", metrics_dir,
+        "--log-level", settings.log_level, "--log-format", _log_format(settings),
+        *(["--stopping"] if stop.is_set() else []), *map(str, pids),
+    ]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, our own module
+    except OSError:
+        log.exception("processes.supervisor_failed")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _stop_started(children)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.environ.pop(MULTIPROC_ENV, None)
+    return 1
+
+
+def _stop_started(children: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    started = [c for c in children if c.pid is not None]
+    for child in started:
+        if child.is_alive():
+            child.terminate()
+    for child in started:
+        child.join(STOP_GRACE)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _log_format(settings: Settings) -> str:
+    """The supervisor's log format: the one service.observability.logging chose."""
+    if settings.log_format == "auto":
+        return "console" if sys.stderr.isatty() else "json"
+    return settings.log_format

@@ -123,6 +123,66 @@ async def test_connections_are_spread_over_the_processes(
     assert status == 0, err
 
 
+def _proc(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text(errors="replace")
+
+
+def _status_field(pid: int, field: str) -> str:
+    for line in _proc(pid, "status").splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _gone(pid: int) -> bool:
+    """No such process (a zombie still has its /proc entry: this one was reaped)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def test_the_parent_becomes_a_thin_supervisor(backend: Backend, database_url: str) -> None:
+    """Once its children serve, the parent is the supervisor module, not a copy of the
+    application: same pid, under 40 MB resident (it was about 75 with the app imported),
+    its children still its own, and a SIGTERM still stops them all with status 0."""
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+    )
+    async with serving(["--workers", "2"], env) as server:
+        await server.wait_for_log(SERVING, count=2)
+        parent = server.proc.pid
+        cmdline = _proc(parent, "cmdline").split("\0")
+        assert "service.runtime.supervisor" in cmdline, cmdline
+        assert "serve" in cmdline  # what the image's HEALTHCHECK looks for in pid 1's
+        rss_kib = int(_status_field(parent, "VmRSS").split()[0])
+        assert rss_kib < 40 * 1024, rss_kib
+        children = {json.loads(line)["pid"] for line in server.stderr_lines if SERVING in line}
+        assert len(children) == 2
+        for child in children:
+            assert _status_field(child, "PPid") == str(parent)
+        assert (await server.http.get("/healthz")).status_code == 200
+        status, err = await server.stop()
+    assert status == 0, err
+    assert all(_gone(child) for child in children)
+
+
+async def test_a_child_that_dies_stops_the_rest(backend: Backend, database_url: str) -> None:
+    """A child killed from outside: the supervisor logs it, stops the other child and exits
+    1, so an orchestrator sees the failure and restarts the lot."""
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url, AUTHLEDGER_NATS_URL=backend.nats_url, **SECRETS
+    )
+    async with serving(["--workers", "2"], env) as server:
+        await server.wait_for_log(SERVING, count=2)
+        pids = sorted({json.loads(line)["pid"] for line in server.stderr_lines if SERVING in line})
+        os.kill(pids[0], signal.SIGKILL)
+        async with asyncio.timeout(30):
+            _, err = await server.proc.communicate()
+    assert server.proc.returncode == 1
+    exited = [json.loads(x) for x in err.decode().splitlines() if "processes.child_exited" in x]
+    assert len(exited) == 1
+    assert -signal.SIGKILL in exited[0]["exit_codes"]
+    assert _gone(pids[1])
+
+
 async def test_a_taken_port_fails_at_once(backend: Backend, database_url: str) -> None:
     """A port another program listens on, or another `serve --workers 2` (whose sockets
     would accept a newcomer's SO_REUSEPORT sockets beside them), fails in one line."""
