@@ -46,6 +46,17 @@ def workers(settings: Settings, pool: asyncpg.Pool) -> dict[str, Coroutine[Any, 
     }
 
 
+# Connections the workers hold for as long as they run: the relay's and the revocation
+# feed's lock sessions and LISTENs (two each), the LISTENs of the checkpoints, expiry and push
+# workers and the mailer (one each). A worker process's pool has room for these beside the
+# connections its work borrows (service.runtime.loops): with only the 10 a process has, a
+# worker busy with a backlog (the feed scanning a long log, the expiry folding what the history
+# left open) took the last free ones, and the relay waited for a connection, publishing
+# nothing (bench/write_history.py on 100,000 events, 2026-12-07).
+# tests/integration/test_relay.py holds the count to what the workers hold.
+HELD_CONNECTIONS = 8
+
+
 async def run_workers(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Run every worker until `stop` is set (or until one of them fails), then stop them all."""
     await run_set(workers(settings, pool), stop)

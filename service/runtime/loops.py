@@ -23,7 +23,7 @@ from service.observability.logging import redact_url
 from service.observability.metrics import Metrics
 from service.runtime.database_role import warn_if_privileged
 from service.runtime.listening import StartupError
-from service.runtime.resources import Resources
+from service.runtime.resources import POOL_SIZE, Resources
 from service.settings import Settings
 
 log = structlog.get_logger("service.runtime.loops")
@@ -129,7 +129,12 @@ async def run_services(
 ) -> None:
     """HTTP on `sock` (when given) and every worker (when asked), until `stop` is set.
     `announce`: warn of a bootstrap token once start-up's checks passed (`serve`, `worker`)."""
-    resources = await Resources.open(settings)
+    pool_size = POOL_SIZE
+    if workers:  # imported here: `serve` never loads the workers
+        from workers.runner import HELD_CONNECTIONS
+
+        pool_size += HELD_CONNECTIONS
+    resources = await Resources.open(settings, pool_size=pool_size)
     if announce:
         warn_of_bootstrap_token(settings)
     try:

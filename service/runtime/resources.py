@@ -42,6 +42,9 @@ from service.tenancy.directory import TENANT_EVENT_TYPES, TenantDirectory
 
 log = structlog.get_logger("service.runtime.resources")
 CHECK_TIMEOUT = 2.0
+# A process's connections for its work (`authledger worker` adds those its workers hold for
+# as long as they run: workers.runner.HELD_CONNECTIONS).
+POOL_SIZE = 10
 
 
 class NatsLink:
@@ -166,7 +169,7 @@ class Resources:
         cls,
         settings: Settings,
         *,
-        pool_size: int = 10,
+        pool_size: int = POOL_SIZE,
         clock: Clock | None = None,
     ) -> Resources:
         limits = load_limits(settings.rate_limits)  # a bad limits file stops start-up here

@@ -16,7 +16,7 @@ from nats.js.api import StorageType, StreamConfig
 from structlog.testing import capture_logs
 
 from events.hashchain import check_chain
-from events.store import EventStore
+from events.store import EventStore, Wakeups
 from service.dev.embedded import EmbeddedNats, free_port
 from service.settings import Settings
 from tests.support.backends import Backend
@@ -37,7 +37,7 @@ from tests.support.relay_support import (
 from tests.support.waiting import wait_until
 from workers.feed import EVENT_TYPE_HEADER, MSG_ID_HEADER, POSITION_HEADER, decode_event
 from workers.relay import Relay
-from workers.runner import run_workers
+from workers.runner import HELD_CONNECTIONS, run_workers
 
 
 @pytest.fixture
@@ -330,3 +330,38 @@ async def test_run_workers_runs_the_relay_until_stop_is_set(
     stop.set()
     await asyncio.wait_for(workers, 2)
     await assert_exactly_once(js, nats_names.stream, store)
+
+
+async def test_the_workers_hold_the_connections_their_pool_is_sized_for(
+    database_url: str, backend: Backend, js: JetStreamContext, nats_names: NatsNames
+) -> None:
+    """Settled and idle (the five that LISTEN asleep), the workers hold exactly
+    HELD_CONNECTIONS of their pool for as long as they run: the count `authledger worker` adds
+    to its pool, so that a busy worker never takes the connection the relay needs. Stopped,
+    they give every one back."""
+    settings = Settings(
+        database_url=database_url,
+        nats_url=backend.nats_url,
+        nats_stream=nats_names.stream,
+        nats_subject_prefix=nats_names.subject_prefix,
+        smtp_url="smtp://127.0.0.1:9",  # the mailer runs too; nothing is queued for it
+        secret_key="k" * 40,
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=HELD_CONNECTIONS + 10)
+
+    def in_use() -> int:
+        return pool.get_size() - pool.get_idle_size()
+
+    stop = asyncio.Event()
+    workers = asyncio.create_task(run_workers(settings, pool, stop))
+    try:
+        await wait_until(
+            lambda: Wakeups.sleepers(pool) == 5 and in_use() == HELD_CONNECTIONS,
+            within=15,
+            what=f"the workers to hold {HELD_CONNECTIONS} connections, idle",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(workers, 5)
+        assert in_use() == 0
+        await pool.close()
