@@ -307,6 +307,18 @@ async def test_postgres_blip_makes_the_relay_start_over_not_crash(
         await relay_pool.close()
 
 
+def _worker_settings(database_url: str, backend: Backend, nats_names: NatsNames) -> Settings:
+    """What run_workers needs: this test's database, stream and subjects."""
+    return Settings(
+        database_url=database_url,
+        nats_url=backend.nats_url,
+        nats_stream=nats_names.stream,
+        nats_subject_prefix=nats_names.subject_prefix,
+        smtp_url="smtp://127.0.0.1:9",  # the mailer runs too; nothing is queued for it
+        secret_key="k" * 40,
+    )
+
+
 async def test_run_workers_runs_the_relay_until_stop_is_set(
     store: EventStore,
     database_url: str,
@@ -315,14 +327,7 @@ async def test_run_workers_runs_the_relay_until_stop_is_set(
     nats_names: NatsNames,
 ) -> None:
     """run_workers relays to the configured stream and returns promptly once stop is set."""
-    settings = Settings(
-        database_url=database_url,
-        nats_url=backend.nats_url,
-        nats_stream=nats_names.stream,
-        nats_subject_prefix=nats_names.subject_prefix,
-        smtp_url="smtp://127.0.0.1:9",  # the mailer runs too; nothing is queued for it
-        secret_key="k" * 40,
-    )
+    settings = _worker_settings(database_url, backend, nats_names)
     stop = asyncio.Event()
     workers = asyncio.create_task(run_workers(settings, store.pool, stop))
     await append_events(store, 40)
@@ -339,14 +344,7 @@ async def test_the_workers_hold_the_connections_their_pool_is_sized_for(
     HELD_CONNECTIONS of their pool for as long as they run: the count `authledger worker` adds
     to its pool, so that a busy worker never takes the connection the relay needs. Stopped,
     they give every one back."""
-    settings = Settings(
-        database_url=database_url,
-        nats_url=backend.nats_url,
-        nats_stream=nats_names.stream,
-        nats_subject_prefix=nats_names.subject_prefix,
-        smtp_url="smtp://127.0.0.1:9",  # the mailer runs too; nothing is queued for it
-        secret_key="k" * 40,
-    )
+    settings = _worker_settings(database_url, backend, nats_names)
     pool = await asyncpg.create_pool(database_url, min_size=0, max_size=HELD_CONNECTIONS + 10)
 
     def in_use() -> int:

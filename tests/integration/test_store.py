@@ -9,7 +9,7 @@ from typing import cast
 import asyncpg
 import pytest
 
-from events.appends import GroupedStep, Layers, PlannedProjector
+from events.appends import GroupedStep, InlineProjector, Layers, PlannedProjector
 from events.envelope import Metadata, RecordedEvent
 from events.errors import ConcurrencyConflict, PartialDuplicate
 from events.hashchain import verify_log
@@ -149,15 +149,26 @@ async def test_inline_projector_runs_in_the_append_transaction(
     assert await store.head_position() == 1
 
 
-async def test_a_failing_request_does_not_sink_its_batch(store: EventStore) -> None:
-    """When one request of a batch fails, the others of that batch still commit."""
+async def _explode(conn: asyncpg.Connection, events: object) -> None:
+    raise RuntimeError("projector bug")
 
-    async def explode(conn: asyncpg.Connection, events: object) -> None:
-        raise RuntimeError("projector bug")
 
+def _plan_bug(events: Sequence[RecordedEvent]) -> Layers:
+    raise RuntimeError("plan bug")
+
+
+@pytest.mark.parametrize(
+    "projector", [_explode, PlannedProjector(_plan_bug)], ids=["projector", "plan"]
+)
+async def test_a_failing_request_does_not_sink_its_batch(
+    store: EventStore, projector: InlineProjector
+) -> None:
+    """When one request of a batch fails, the others of that batch still commit, and the log
+    stays whole: a projector that raises under the lock, or a plan that raises before the
+    transaction (events.appends.PlannedProjector)."""
     results = await asyncio.gather(
         store.append(a_stream(), NO_STREAM, [opened("ok1")]),
-        store.append(a_stream(), NO_STREAM, [opened("bad")], projector=explode),
+        store.append(a_stream(), NO_STREAM, [opened("bad")], projector=projector),
         store.append(a_stream(), NO_STREAM, [opened("ok2")]),
         return_exceptions=True,
     )
@@ -195,26 +206,6 @@ async def test_a_planned_projector_is_planned_before_the_append_and_commits_with
     assert set(seen) == {(0, b"")}  # planned from the pending records
     assert sorted(r[0].position for r in recorded) == list(range(1, len(names) + 1))
     assert all(r[0].hash for r in recorded)  # the callers get the numbered records
-
-
-async def test_a_plan_that_raises_fails_its_request_alone(store: EventStore) -> None:
-    """A plan that raises (before the transaction) fails its own request; the others of the
-    batch commit, and the log stays whole."""
-
-    def plan(events: Sequence[RecordedEvent]) -> Layers:
-        raise RuntimeError("plan bug")
-
-    results = await asyncio.gather(
-        store.append(a_stream(), NO_STREAM, [opened("ok1")]),
-        store.append(a_stream(), NO_STREAM, [opened("bad")], projector=PlannedProjector(plan)),
-        store.append(a_stream(), NO_STREAM, [opened("ok2")]),
-        return_exceptions=True,
-    )
-    assert isinstance(results[1], RuntimeError)
-    assert isinstance(results[0], list)
-    assert isinstance(results[2], list)
-    assert await store.head_position() == 2
-    assert (await verify_log(store.read_all)).ok
 
 
 async def test_update_and_delete_on_events_are_refused(store: EventStore) -> None:
