@@ -41,5 +41,6 @@ def layers(events: Sequence[RecordedEvent], statements_of: StatementsOf) -> Laye
 async def apply_layered(
     conn: Conn, events: Sequence[RecordedEvent], statements_of: StatementsOf
 ) -> None:
-    """Apply `events` in the caller's transaction, one executemany per layer and statement."""
+    """Apply `events` in the caller's transaction: per layer, each SQL text once (executemany;
+    a lone statement, execute)."""
     await send_layers(conn, layers(events, statements_of))

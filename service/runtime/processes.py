@@ -98,10 +98,12 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
     log.info("processes.started", pids=pids)
     # The parent's copy of the application is no use to anyone now: exec the supervisor in
     # its place (same pid: the children stay ours). A signal from here on waits, blocked,
-    # until the supervisor's handlers are in place (a blocked signal survives execv).
+    # until the supervisor's handlers are in place (a blocked signal survives execv). `-P`:
+    # the working directory is not on its path, so no other `service` package is found first.
     signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
     argv = [
-        sys.executable, "-m", "service.runtime.supervisor", "serve", "--metrics-dir", metrics_dir,
+        sys.executable, "-P", "-m", "service.runtime.supervisor", "serve",
+        "--metrics-dir", metrics_dir,
         "--log-level", settings.log_level, "--log-format", _log_format(settings),
         *(["--stopping"] if stop.is_set() else []), *map(str, pids),
     ]  # fmt: skip

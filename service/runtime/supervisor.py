@@ -6,7 +6,7 @@ children stay its children). What is left of the parent imports the standard lib
 it no longer holds a copy of the application (issue 11, memory: about 70 MB RSS before, a
 Python interpreter's 10-ish after).
 
-    python -m service.runtime.supervisor serve --metrics-dir DIR --log-level L
+    python -P -m service.runtime.supervisor serve --metrics-dir DIR --log-level L
                                          --log-format F [--stopping] PID [PID ...]
 
 (`serve`, an argument of its own, keeps the process recognisable as the server to whatever
