@@ -13,11 +13,12 @@ Python interpreter's 10-ish after).
 reads its command line: the image's HEALTHCHECK probes HTTP when pid 1's has it.)
 
 It waits for a SIGINT or SIGTERM, or for a child to exit on its own; then it sends SIGTERM to
-every child still running, gives each STOP_GRACE seconds, kills what is left, removes the
-metrics folder and exits 0 only on a clean stop (a signal, and every child gone with 0 or by
-our SIGTERM). `--stopping`: a signal came before the exec (the parent's handler took it).
-Signals that arrive during the exec wait blocked (the parent blocked them; a blocked
-signal stays pending across `execv`) until the handlers here are in place.
+every child still running, gives each STOP_GRACE seconds (none after a second signal), kills
+what is left, removes the metrics folder and exits 0 only on a clean stop (a signal, and
+every child gone with 0 or by our SIGTERM). `--stopping`: a signal came before the exec
+(the parent's handler took it). Signals that arrive during the exec wait blocked (the
+parent blocked them; a blocked signal stays pending across `execv`) until the handlers here
+are in place.
 """
 
 from __future__ import annotations
@@ -61,30 +62,42 @@ class Log:
         print(text, file=sys.stderr, flush=True)
 
 
+class _Stop:
+    """A first signal asks the children to stop; a second one kills them at once."""
+
+    def __init__(self, requested: bool) -> None:
+        self.requested = requested
+        self.now = False
+
+
 def supervise(pids: list[int], metrics_dir: str, log: Log, *, stopping: bool = False) -> int:
     """Wait for a stop or a child's exit, stop the children, clean up; the exit status."""
-    stop = stopping
+    stop = _Stop(stopping)
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        nonlocal stop
-        log("info", "processes.stopping", signal=signal.Signals(signum).name)
-        stop = True
+        name = signal.Signals(signum).name
+        if stop.requested:
+            log("warning", "processes.stopping_now", signal=name)
+            stop.now = True
+        else:
+            log("info", "processes.stopping", signal=name)
+        stop.requested = True
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent's exec
     codes: dict[int, int] = {}
     try:
-        while not stop:
+        while not stop.requested:
             exited = _reap(pids, codes)
             if exited:
                 log("error", "processes.child_exited", exit_codes=_codes(pids, codes))
                 break
             time.sleep(POLL)
     finally:
-        _stop(pids, codes)
+        _stop(pids, codes, stop)
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    clean = stop and all(codes.get(pid) in CLEAN_CODES for pid in pids)
+    clean = stop.requested and all(codes.get(pid) in CLEAN_CODES for pid in pids)
     return 0 if clean else 1
 
 
@@ -101,8 +114,9 @@ def _reap(pids: list[int], codes: dict[int, int]) -> bool:
     return exited
 
 
-def _stop(pids: list[int], codes: dict[int, int]) -> None:
-    """SIGTERM to every child still running, STOP_GRACE each to go, then SIGKILL."""
+def _stop(pids: list[int], codes: dict[int, int], stop: _Stop) -> None:
+    """SIGTERM to every child still running, STOP_GRACE each to go (none once a second
+    signal came), then SIGKILL."""
     for pid in pids:
         if pid not in codes:
             # one that exited since the last look is reaped below
@@ -112,7 +126,7 @@ def _stop(pids: list[int], codes: dict[int, int]) -> None:
         if pid in codes:
             continue
         deadline = time.monotonic() + STOP_GRACE
-        while time.monotonic() < deadline and not _reap([pid], codes):
+        while time.monotonic() < deadline and not stop.now and not _reap([pid], codes):
             time.sleep(0.05)  # polling a child's exit: waitpid has no timeout
         if pid not in codes:
             os.kill(pid, signal.SIGKILL)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
@@ -85,6 +87,29 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(
             [procs[0].pid], str(tmp_path / "m"), Log("warning", "json"), stopping=True
         )
     assert status == 1
+
+
+def test_a_second_signal_kills_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second signal during the grace (here 60 s) kills what is left at once."""
+    monkeypatch.setattr(supervisor, "STOP_GRACE", 60.0)
+    ignoring = ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"]
+    err = io.StringIO()
+    with _children(ignoring) as procs, redirect_stderr(err):
+        _wait_for_a_child_of(procs[0].pid)
+        # the second signal, while supervise waits out the grace (the first came before it)
+        second = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        started = time.monotonic()
+        second.start()
+        try:
+            status = supervise(
+                [procs[0].pid], str(tmp_path / "m"), Log("info", "json"), stopping=True
+            )
+        finally:
+            second.cancel()
+            second.join()
+        assert time.monotonic() - started < 10
+    assert status == 1  # killed: no clean stop
+    assert [x["event"] for x in _lines(err)] == ["processes.stopping_now"]
 
 
 def _wait_for_a_child_of(pid: int) -> None:
