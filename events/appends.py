@@ -64,7 +64,7 @@ class PlannedProjector:
 
     plan: Callable[[Sequence[RecordedEvent]], Layers]
 
-    async def __call__(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    async def __call__(self, conn: Conn, events: Sequence[RecordedEvent]) -> None:
         await send_layers(conn, self.plan(events))
 
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from events.appends import Layers, send_layers
+from events.appends import Layers
 from events.envelope import RecordedEvent
-from events.sql import Conn
 
 Statement = tuple[str, tuple[object, ...]]
 StatementsOf = Callable[[Sequence[RecordedEvent]], list[Statement]]
@@ -36,11 +35,3 @@ def layers(events: Sequence[RecordedEvent], statements_of: StatementsOf) -> Laye
                 out.append({})
             out[layer].setdefault(sql, []).append(args)
     return out
-
-
-async def apply_layered(
-    conn: Conn, events: Sequence[RecordedEvent], statements_of: StatementsOf
-) -> None:
-    """Apply `events` in the caller's transaction: per layer, each SQL text once (executemany;
-    a lone statement, execute)."""
-    await send_layers(conn, layers(events, statements_of))

@@ -34,8 +34,7 @@ from events.appends import APPEND_LOCK
 from events.sql import load_queries
 from events.store import row_to_event
 from migrations.roles import apply_roles
-from projections.layers import apply_layered
-from projections.runner import READ_ALL, TABLES, statements
+from projections.runner import READ_ALL, TABLES, project
 
 Q = load_queries("projections", "replay.sql")
 SHADOW = "authledger_replay"
@@ -154,7 +153,7 @@ async def _fold_batch(conn: asyncpg.Connection, schema: str, until: int | None, 
         return 0
     events = [row_to_event(r) for r in rows]
     await conn.execute(f'SET LOCAL search_path = "{schema}", public')
-    await apply_layered(conn, events, statements)
+    await project(conn, events)
     await conn.execute("SET LOCAL search_path = public")
     await conn.execute(
         f'UPDATE "{schema}".projection_checkpoints SET position = $1', events[-1].position

@@ -34,7 +34,7 @@ from projections import (
     tenants,
     users,
 )
-from projections.layers import Statement, apply_layered, layers
+from projections.layers import Statement, layers
 
 TABLES = (
     "registrations",
@@ -101,6 +101,6 @@ async def rebuild(conn: Conn, *, batch: int = 5000) -> int:
             if not rows:
                 return applied
             events = [row_to_event(r) for r in rows]
-            await apply_layered(conn, events, statements)
+            await project(conn, events)
             applied += len(events)
             after = events[-1].position

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -26,10 +25,10 @@ import structlog
 
 from service.observability.logging import configure_logging
 from service.runtime.listening import MULTIPROC_ENV
+from service.runtime.supervisor import Log, supervise
 from service.settings import Settings
 
 log = structlog.get_logger("service.runtime.processes")
-STOP_GRACE = 15.0
 
 
 def _child(settings: Settings, sockets: list[socket.socket], index: int) -> None:
@@ -67,7 +66,8 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
         log.info("processes.stopping", signal=signal.Signals(signum).name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     # prometheus-client's multiprocess mode (service.observability.metrics): a fresh folder the
     # children's metrics live in, read whole by whichever child answers /metrics. Set before
     # they start: prometheus-client reads it when imported.
@@ -88,8 +88,7 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
         for child in children:
             child.start()
     except BaseException:
-        _stop_started(children)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        _give_up(settings, children, metrics_dir)
         raise
     finally:
         for sock in sockets:  # each child holds its own now; a dead child's leaves the port
@@ -113,25 +112,17 @@ def serve_in_processes(settings: Settings, sockets: list[socket.socket]) -> int:
         os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, our own module
     except OSError:
         log.exception("processes.supervisor_failed")
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    _stop_started(children)
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    os.environ.pop(MULTIPROC_ENV, None)
+    _give_up(settings, children, metrics_dir)
     return 1
 
 
-def _stop_started(children: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    started = [c for c in children if c.pid is not None]
-    for child in started:
-        if child.is_alive():
-            child.terminate()
-    for child in started:
-        child.join(STOP_GRACE)
-        if child.is_alive():
-            child.kill()
-            child.join()
+def _give_up(
+    settings: Settings, children: Sequence[multiprocessing.process.BaseProcess], metrics_dir: str
+) -> None:
+    """Stop the children started so far and remove the metrics folder: the supervisor's own
+    stop, run here (it also takes the signals back and unblocks them)."""
+    pids = [c.pid for c in children if c.pid is not None]
+    supervise(pids, metrics_dir, Log(settings.log_level, _log_format(settings)), stopping=True)
 
 
 def _log_format(settings: Settings) -> str:

@@ -4,6 +4,7 @@ reachable over HTTP, stopped with SIGTERM (or killed with its children if the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -45,8 +46,10 @@ async def serving(args: Sequence[str], env: Mapping[str, str]) -> AsyncIterator[
         yield server
     finally:
         await server.http.aclose()
-        if proc.returncode is None:
+        # the whole session, even when `serve` itself is gone: its children may not be
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode is None:
             await proc.wait()
 
 
