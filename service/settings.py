@@ -116,7 +116,10 @@ class Settings:
     # normalised ("10.0.0.0/8"); none: the socket peer is the client. Text, not ipaddress
     # objects, so that Litestar's signature model can hold Settings.
     trusted_proxies: tuple[str, ...] = ()
-    http_server: Literal["granian", "uvicorn"] = "granian"  # service.runtime.hosting.http_job
+    http_server: Literal["granian", "uvicorn"] = "uvicorn"  # service.runtime.hosting.http_job
+    # How long a connection may take to send a request's head (its start or a request's first
+    # byte to the end of its headers) before it is closed: service.runtime.uvicorn_host.
+    http_head_timeout: int = 30
     # How long the store's writer may hold a batch for callers on their way back (events/writer.py
     # `Writer._gather`): what a request can lose in latency for larger group commits; 0: never;
     # None: the writer's own default (GATHER_WAIT, 4 ms).
@@ -245,6 +248,8 @@ class Settings:
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, False) or cls.trusted_proxies,
             http_server=r.get("HTTP_SERVER", _choice("granian", "uvicorn"), False)  # type: ignore[arg-type]
             or cls.http_server,
+            http_head_timeout=r.get("HTTP_HEAD_TIMEOUT", _seconds(1, 300), False)
+            or cls.http_head_timeout,
             write_hold_ms=r.get("WRITE_HOLD_MS", _count(0, 50), False),
             outbound_allow=_default(
                 r.get("OUTBOUND_ALLOW", parse_allow, False), LOOPBACK if mode == "dev" else ()

@@ -1,14 +1,17 @@
 """granian, hosted in our own loop on the socket `serve` already bound.
 
 granian parses HTTP and does the socket I/O in Rust threads, outside the GIL; our asyncio loop
-(uvloop) runs only the application. Measured against uvicorn in bench/write_path.py (see
-docs/benchmarks.md). Its embedded server is used the way `service.runtime.loops` hosts uvicorn: in
-the process's one loop, beside the other jobs, stopped by our own stop event, never by its
-signal handlers. Two changes to granian's embedded server:
+(uvloop) runs only the application. `AUTHLEDGER_HTTP_SERVER=granian`; uvicorn is the default
+(service.runtime.uvicorn_host; the two measured against each other in docs/benchmarks.md).
+Its embedded server is used the way uvicorn is: in the process's one loop, beside the other
+jobs, stopped by our own stop event, never by its signal handlers. Three changes to granian's
+embedded server:
 
 - it listens on the socket the `serve` parent bound and shared with every child (granian
   would bind its own), so `--workers N` keeps one socket and one accept queue;
-- one granian worker per process (`serve --workers` makes the processes).
+- one granian worker per process (`serve --workers` makes the processes);
+- a request's head held to the limits uvicorn is given (service.runtime.hosting): its size
+  (hyper's read buffer) and the time to send it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
 BACKLOG = 1024
@@ -27,7 +31,7 @@ BACKLOG = 1024
 class HostedGranian(Server):
     """granian's embedded server on a socket bound elsewhere."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(self, app: Any, sock: socket.socket, head_seconds: int, head_limit: int) -> None:
         host, port = sock.getsockname()[:2]
         super().__init__(
             app,
@@ -35,6 +39,9 @@ class HostedGranian(Server):
             port=port,
             interface=Interfaces.ASGINL,  # the app has no lifespan hooks; Resources are ours
             http=HTTPModes.http1,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=head_seconds * 1000, max_buffer_size=head_limit
+            ),
             websockets=False,
             backlog=BACKLOG,
             log_enabled=False,  # service.http.app writes the access line, with the request id

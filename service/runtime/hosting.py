@@ -1,4 +1,4 @@
-"""The HTTP job of a process: the Litestar app behind granian (the default) or uvicorn.
+"""The HTTP job of a process: the Litestar app behind uvicorn (the default) or granian.
 
 Imported only by processes that serve HTTP (`serve`, `dev`), so `authledger worker` loads
 neither the app nor an HTTP server (issue 11, memory). Both servers run inside the process's
@@ -7,13 +7,11 @@ one loop, stopped by our stop event (service.runtime.loops.supervise), never by 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 
 import structlog
-import uvicorn
 from litestar.types import ControllerRouterHandler
 
 from service.http.app import create_app
@@ -23,14 +21,10 @@ from service.runtime.resources import Resources
 from service.settings import Settings
 
 log = structlog.get_logger("service.runtime.loops")
-
-
-class _HostedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: our loop owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+# The longest request head (request line and headers) either server accepts, in bytes: far
+# above any request of the protocol (assertions and codes travel in bodies), far below what a
+# stranger's connection could otherwise make a process hold.
+HEAD_LIMIT = 64 * 1024
 
 
 def http_job(
@@ -43,23 +37,16 @@ def http_job(
     if settings.http_server == "granian":
         from service.runtime.granian_host import HostedGranian
 
-        granian = HostedGranian(app, sock)
+        granian = HostedGranian(app, sock, settings.http_head_timeout, HEAD_LIMIT)
 
         async def serve_granian() -> None:
             log.info("http.serving", server="granian", pid=os.getpid())
             await granian.serve()
 
         return Job("http", serve_granian(), granian.request_stop)
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        ws="none",
-        log_config=None,
-        access_log=False,  # service.http.app logs one line per request, request id included
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _HostedServer(config)
+    from service.runtime.uvicorn_host import HostedUvicorn
+
+    server = HostedUvicorn(app, settings.http_head_timeout, HEAD_LIMIT)
 
     async def run() -> None:
         log.info("http.serving", server="uvicorn", pid=os.getpid())
@@ -68,7 +55,4 @@ def http_job(
         except SystemExit as exc:  # uvicorn exits on start-up failures; keep it in the loop
             raise StartupError(f"HTTP server failed to start (status {exc.code})") from None
 
-    def request_stop() -> None:
-        server.should_exit = True
-
-    return Job("http", run(), request_stop)
+    return Job("http", run(), server.request_stop)

@@ -23,7 +23,7 @@ from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env, ser
 from tests.support.waiting import wait_until
 
 CONNECTIONS = 64
-SERVING = '"server": "granian"'
+SERVING = '"server": "uvicorn"'
 
 
 def _socket_inodes(pid: int) -> set[str]:

@@ -48,6 +48,9 @@ BAD_VALUES = [
     ("OIDC_NAME", "Acme\tSSO"),
     ("WRITE_HOLD_MS", "51"),
     ("WRITE_HOLD_MS", "0.5"),
+    ("HTTP_HEAD_TIMEOUT", "0"),
+    ("HTTP_HEAD_TIMEOUT", "301"),
+    ("HTTP_SERVER", "hypercorn"),
 ]
 
 
@@ -140,6 +143,7 @@ def test_defaults_when_only_required_values_are_given() -> None:
     assert settings.rate_limits == "on"
     assert (settings.log_format, settings.log_level) == ("auto", "info")
     assert settings.write_hold_ms is None  # the writer's own GATHER_WAIT
+    assert (settings.http_server, settings.http_head_timeout) == ("uvicorn", 30)
 
 
 def test_a_write_hold_of_zero_is_kept() -> None:
