@@ -15,7 +15,8 @@ can use, both closed here in its HTTP/1 protocol:
   bytes gets 431 and the connection is closed.
 
 Its 400 for a request that is not HTTP is answered in the service's JSON shape
-(`{"error": "invalid_request", ...}`) instead of uvicorn's plain text.
+(`{"error": "invalid_request", ...}`) instead of uvicorn's plain text, and its proxy-headers
+middleware is off: the client is the app's to find.
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ class HostedUvicorn(uvicorn.Server):
                 log_config=None,
                 access_log=False,  # service.http.app logs one line per request, with its id
                 server_header=False,
+                # the client behind a proxy is the app's to find (service.http.client_address,
+                # AUTHLEDGER_TRUSTED_PROXIES); uvicorn's own rewrites it from X-Forwarded-For
+                # for any peer on 127.0.0.1 (security finding 6)
+                proxy_headers=False,
                 timeout_graceful_shutdown=GRACEFUL_SECONDS,
             )
         )

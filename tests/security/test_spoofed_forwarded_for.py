@@ -21,6 +21,7 @@ from service.http.client_address import Network, address_of, client_address, for
 from service.settings import ConfigError, Settings
 from tests.support.app_client import ADMIN_TOKEN, CLIENT_IP, Service, running_service
 from tests.support.backends import Backend
+from tests.support.serve_process import SECRETS, authledger_env, serving
 
 REGISTER = "/agent/auth"
 ANONYMOUS = {"type": "anonymous", "requested_credential_type": "api_key"}
@@ -63,6 +64,32 @@ async def test_rotating_forwarded_for_from_an_untrusted_peer_does_not_escape_the
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"] == "rate_limited"
     assert await untrusted.head() == head
+
+
+@pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
+async def test_the_http_server_reads_no_forwarded_for_of_its_own(
+    backend: Backend, database_url: str, http_server: str
+) -> None:
+    """The same rotation against a real `serve` from loopback: the HTTP server itself must
+    not take a client from X-Forwarded-For (uvicorn does by default for a peer on 127.0.0.1,
+    before the app sees the request: each spoofed address then had its own budget)."""
+    env = authledger_env(
+        AUTHLEDGER_DATABASE_URL=database_url,
+        AUTHLEDGER_NATS_URL=backend.nats_url,
+        AUTHLEDGER_HTTP_SERVER=http_server,
+        AUTHLEDGER_RATE_LIMITS="on",
+        **SECRETS,
+    )
+    async with serving([], env) as server:
+        for n in range(PER_IP):
+            answer = await server.http.post(
+                REGISTER, json=ANONYMOUS, headers={"X-Forwarded-For": f"198.51.100.{n}"}
+            )
+            assert answer.status_code == 200, answer.text
+        refused = await server.http.post(
+            REGISTER, json=ANONYMOUS, headers={"X-Forwarded-For": "198.51.100.200"}
+        )
+        assert refused.status_code == 429, refused.text
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
