@@ -94,11 +94,12 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from process_use import cpu_of, postgres_cpu, spent
 from registration_floor import (
     APPEND,
-    INSERT_KEY,
+    KEYS,
     TABLE_HEAD,
     admin_head,
     chain_verifies,
     floor_arguments,
+    insert_rows,
     measure,
     published,
     writer,
@@ -120,6 +121,7 @@ from events.envelope import Metadata  # noqa: E402
 from events.hashchain import framed_after_position  # noqa: E402
 from events.ids import new_event_id  # noqa: E402
 from events.registration import ClaimAttemptStarted, RegistrationCreated  # noqa: E402
+from events.rows import ColumnForm  # noqa: E402
 from events.sql import Conn, load_queries  # noqa: E402
 from service.crypto.pii import Sealer, encrypt  # noqa: E402
 from service.crypto.secret_keys import load_server_keys  # noqa: E402
@@ -154,30 +156,39 @@ V1 = ("v1", "0.1.0")  # the door and dialect of /agent/auth (service/http/bodies
 # One event: stream type, stream id, stream version, the event, metadata (encoded), when.
 Planned = tuple[str, str, int, Event, bytes, datetime]
 
-INSERT_EMAIL_REGISTRATION = (
+# Each table's rows of a batch in one execution (events.rows.ColumnForm): one array a column.
+EMAIL_REGISTRATIONS = ColumnForm(
     "INSERT INTO registrations (registration_id, tenant_id, kind, status, "
     "requested_credential_type, claim_token_hash, expires_at, credential_id, version, "
     "created_at, updated_at, dialect, attempt_id, attempt_status, attempt_token_hash, "
-    "link_expires_at, email_index) VALUES ($1, 'default', 'verified_email', 'pending_claim', "
-    "'api_key', $2, $3, NULL, 2, $4, $4, 'v1', $5, 'initiated', $6, $7, $8)"
+    "link_expires_at, email_index) SELECT r, 'default', 'verified_email', 'pending_claim', "
+    "'api_key', h, e, NULL, 2, c, c, 'v1', a, 'initiated', th, le, ei FROM unnest($1::text[], "
+    "$2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], "
+    "$7::timestamptz[], $8::text[]) AS u (r, h, e, c, a, th, le, ei)"
 )
-INSERT_ADDRESS = (
+ADDRESSES = ColumnForm(
     "INSERT INTO attempt_addresses (registration_id, attempt_id, tenant_id, email_index, "
-    "subject_id, started_at) VALUES ($1, $2, 'default', $3, $2, $4)"
+    "subject_id, started_at) SELECT r, a, 'default', ei, a, s FROM unnest($1::text[], "
+    "$2::text[], $3::text[], $4::timestamptz[]) AS u (r, a, ei, s)"
 )
-INSERT_MAIL = (
+MAILS = ColumnForm(
     "INSERT INTO mail_outbox (attempt_id, tenant_id, registration_id, recipient_sealed, "
     "link_token_sealed, link_expires_at, created_at, status, tries, next_try_at) "
-    "VALUES ($1, 'default', $2, $3, $4, $5, $6, 'pending', 0, $6)"
+    "SELECT a, 'default', r, rs, lt, le, c, 'pending', 0, c FROM unnest($1::text[], "
+    "$2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::timestamptz[]) "
+    "AS u (a, r, rs, lt, le, c)"
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
 # The server's own statement (its key columns unused here: UserKeys holds every user's key,
 # as the server's Sealer holds those it has read), loaded rather than copied.
 LOOKUP_WITH_HEAD = load_queries("projections", "issuers.sql")["lookup_with_head"]
-INSERT_CREDENTIAL = (  # projections/credentials.sql `issued`
+ID_JAG_CREDENTIALS = ColumnForm(  # projections/credentials.sql `issued_rows`
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
     "registration_id, user_id, status, expires_at, issued_at, version, issuer, delegation_id) "
-    "VALUES ($1, 'default', 'api_key', $2, $3, 'id_jag', $4, $5, 'active', NULL, $6, 1, $7, $8)"
+    "SELECT c, 'default', 'api_key', h, string_to_array(s, ' '), 'id_jag', r, u, 'active', "
+    "NULL, t, 1, i, d FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::timestamptz[], $7::text[], $8::text[]) AS x (c, h, s, r, u, t, i, d)",
+    joined=(2,),
 )
 DELEGATION_USED = (  # projections/delegations.sql `used`
     "UPDATE delegations SET uses = uses + 1, last_used_at = $2, version = $3 "
@@ -287,11 +298,11 @@ def appended(status: str) -> None:
 async def commit_email(conn: Conn, batch: list[EmailRegistration]) -> None:
     try:
         async with conn.transaction():
-            await conn.executemany(INSERT_KEY, [k for r in batch for k in r.keys])
+            await insert_rows(conn, KEYS, [k for r in batch for k in r.keys])
             appended(await append(conn, [e for r in batch for e in r.events], []))
-            await conn.executemany(INSERT_EMAIL_REGISTRATION, [r.rows[0] for r in batch])
-            await conn.executemany(INSERT_ADDRESS, [r.rows[1] for r in batch])
-            await conn.executemany(INSERT_MAIL, [r.mail for r in batch])
+            await insert_rows(conn, EMAIL_REGISTRATIONS, [r.rows[0] for r in batch])
+            await insert_rows(conn, ADDRESSES, [r.rows[1] for r in batch])
+            await insert_rows(conn, MAILS, [r.mail for r in batch])
             await conn.execute(NOTIFY_MAIL, CHANNEL, batch[-1].mail[0])
     except Exception as exc:
         for r in batch:
@@ -444,7 +455,7 @@ async def _commit_id_jags(conn: Conn, batch: list[IdJagRegistration]) -> None:
     async with conn.transaction():
         events = [e for r in batch for e in r.events]
         appended(await append(conn, events, [r.check for r in batch]))
-        await conn.executemany(INSERT_CREDENTIAL, [r.credential for r in batch])
+        await insert_rows(conn, ID_JAG_CREDENTIALS, [r.credential for r in batch])
         await conn.executemany(DELEGATION_USED, [r.delegation for r in batch])
         kept = await conn.fetch(
             REMEMBER_JTIS, [TENANT] * len(batch), [r.jti[0] for r in batch],

@@ -50,12 +50,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from process_use import postgres_cpu, spent
 from registration_floor import (
     APPEND,
-    INSERT_KEY,
     KEK,
+    KEYS,
     SCOPES,
     Registration,
     _follow_postgres,
     _sha,
+    insert_rows,
     writer,
 )
 from scratch_database import add_database_url, with_database
@@ -66,22 +67,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from events.appends import APPEND_LOCK
 from events.hashchain import framed_after_position
+from events.rows import ColumnForm
 from events.sql import Conn
 
 _encode = msgspec.json.Encoder().encode
 SIGNER = Ed25519PrivateKey.generate()  # per process: each signs and checks its own
 VERIFIER = SIGNER.public_key()
 ISSUER = "http://127.0.0.1"
-INSERT_REGISTRATION = (
+# Each table's rows of a batch in one execution (events.rows.ColumnForm), as the server
+# writes them.
+REGISTRATIONS = ColumnForm(
     "INSERT INTO registrations (registration_id, tenant_id, kind, status, "
     "requested_credential_type, claim_token_hash, expires_at, credential_id, version, "
-    "created_at, updated_at) VALUES ($1, 'default', 'anonymous', 'unclaimed', 'access_token', "
-    "$2, $3, $4, 1, $5, $5)"
+    "created_at, updated_at) SELECT r, 'default', 'anonymous', 'unclaimed', 'access_token', "
+    "h, e, c, 1, t, t FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], "
+    "$5::timestamptz[]) AS u (r, h, e, c, t)"
 )
-INSERT_CREDENTIAL = (
+CREDENTIALS = ColumnForm(
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
-    "registration_id, user_id, status, expires_at, issued_at, version) VALUES ($1, 'default', "
-    "$2, $3, $4, 'anonymous', $5, NULL, 'active', $6, $7, 1)"
+    "registration_id, user_id, status, expires_at, issued_at, version) SELECT c, 'default', "
+    "k, h, string_to_array(s, ' '), 'anonymous', r, NULL, 'active', e, t, 1 FROM "
+    "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], "
+    "$7::timestamptz[]) AS u (c, k, h, s, r, e, t)",
+    joined=(3,),
 )
 READ_REGISTRATION = (
     "SELECT version, status, expires_at FROM registrations "
@@ -240,7 +248,7 @@ async def commit(conn: Conn, batch: list[Work]) -> None:
     checks = [rid for w in batch for rid in w.checks]
     async with conn.transaction():
         if keys:
-            await conn.executemany(INSERT_KEY, keys)
+            await insert_rows(conn, KEYS, keys)
         answer = await conn.fetchrow(
             APPEND, APPEND_LOCK, [], [], [], ids, ["default"] * len(events),
             [e[0] for e in events], [e[1] for e in events], [1] * len(events),
@@ -250,9 +258,9 @@ async def commit(conn: Conn, batch: list[Work]) -> None:
         if answer is None or answer["status"] != "appended":
             raise RuntimeError(f"events_append answered {answer}")
         if registrations:
-            await conn.executemany(INSERT_REGISTRATION, registrations)
+            await insert_rows(conn, REGISTRATIONS, registrations)
         if credentials:
-            await conn.executemany(INSERT_CREDENTIAL, credentials)
+            await insert_rows(conn, CREDENTIALS, credentials)
         if checks and len(await conn.fetch(VERSIONS_UNDER_LOCK, checks)) != len(set(checks)):
             raise RuntimeError("a registration's stream is gone")
     for w in batch:

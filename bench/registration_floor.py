@@ -10,7 +10,8 @@ under the key-encryption key, the client IP sealed under it (AES-GCM), the two e
 batched with whatever else is waiting in its process (group commit, one batch in flight,
 as events/writer.py batches), one transaction: the subject keys (one statement), the events
 through `events_append` (one call: the lock, the positions, the chain, the insert, the
-notify), the `registrations` and `credentials` rows (one statement each), COMMIT. The same
+notify), the `registrations` and `credentials` rows (one statement each, executed once for
+the batch: `unnest` of one array per column, as the server writes them), COMMIT. The same
 rows and the same commits as `authledger serve`, no HTTP, no framework, no logging. And,
 as issue 11 asks of every registration, its events published on JetStream: `authledger
 worker` runs beside the writers, as it does beside `serve` (--no-worker: without it, the
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -57,24 +58,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from events.appends import APPEND_LOCK
 from events.hashchain import framed_after_position
+from events.rows import ColumnForm
 from events.sql import Conn
 
 _encode = msgspec.json.Encoder().encode
 Item = TypeVar("Item")  # what one request leaves for the writer
 KEK = AESGCM(os.urandom(32))
 SCOPES = ["api.read"]
-INSERT_KEY = "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
-INSERT_REGISTRATION = (
+# Each table's rows of a batch in one execution (events.rows.ColumnForm, as the server writes
+# them): one array per column.
+KEYS = ColumnForm(
+    "INSERT INTO subject_keys (subject_id, wrapped_key) "
+    "SELECT * FROM unnest($1::text[], $2::bytea[])"
+)
+REGISTRATIONS = ColumnForm(
     "INSERT INTO registrations (registration_id, tenant_id, kind, status, "
     "requested_credential_type, claim_token_hash, expires_at, credential_id, version, "
-    "created_at, updated_at) VALUES ($1, 'default', 'anonymous', 'unclaimed', 'api_key', "
-    "$2, $3, $4, 1, $5, $5)"
+    "created_at, updated_at) SELECT r, 'default', 'anonymous', 'unclaimed', 'api_key', h, e, c, "
+    "1, t, t FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], "
+    "$5::timestamptz[]) AS u (r, h, e, c, t)"
 )
-INSERT_CREDENTIAL = (
+CREDENTIALS = ColumnForm(
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
-    "registration_id, user_id, status, expires_at, issued_at, version) VALUES ($1, 'default', "
-    "'api_key', $2, $3, 'anonymous', $4, NULL, 'active', NULL, $5, 1)"
+    "registration_id, user_id, status, expires_at, issued_at, version) SELECT c, 'default', "
+    "'api_key', h, string_to_array(s, ' '), 'anonymous', r, NULL, 'active', NULL, t, 1 "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) "
+    "AS u (c, h, s, r, t)",
+    joined=(2,),
 )
+
+
+async def insert_rows(conn: Conn, form: ColumnForm, rows: Sequence[tuple[object, ...]]) -> None:
+    columns = form.columns(rows)
+    assert columns is not None, "the floor's rows always join"
+    await conn.execute(form.sql, *columns)
+
+
 APPEND = (
     "SELECT status, first_position, hashes FROM events_append($1, $2::text[], $3::text[], "
     "$4::integer[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::integer[], $10::text[], "
@@ -189,7 +208,7 @@ async def commit(conn: Conn, batch: list[Registration]) -> None:
         for i, (st, sid, t, v, p, m, at) in zip(ids, events, strict=True)
     ]
     async with conn.transaction():
-        await conn.executemany(INSERT_KEY, [r.key_row for r in batch])
+        await insert_rows(conn, KEYS, [r.key_row for r in batch])
         answer = await conn.fetchrow(
             APPEND,
             APPEND_LOCK,
@@ -211,8 +230,8 @@ async def commit(conn: Conn, batch: list[Registration]) -> None:
         )
         if answer is None or answer["status"] != "appended":
             raise RuntimeError(f"events_append answered {answer}")
-        await conn.executemany(INSERT_REGISTRATION, [r.rows[0] for r in batch])
-        await conn.executemany(INSERT_CREDENTIAL, [r.rows[1] for r in batch])
+        await insert_rows(conn, REGISTRATIONS, [r.rows[0] for r in batch])
+        await insert_rows(conn, CREDENTIALS, [r.rows[1] for r in batch])
     for r in batch:
         r.done.set_result(None)
 

@@ -16,6 +16,7 @@ import msgspec
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
 from events.hashchain import frame, framed_after_position, link
+from events.rows import send_rows
 from events.sql import Conn
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
@@ -69,14 +70,11 @@ class PlannedProjector:
 
 
 async def send_layers(conn: Conn, layers: Layers) -> None:
-    """The layers in order; in each, every SQL text once (`executemany`, or `execute` for a
-    single statement)."""
+    """The layers in order; in each, every SQL text once (events.rows.send_rows: its column
+    form, `executemany` or `execute`)."""
     for layer in layers:
         for sql, many in layer.items():
-            if len(many) == 1:
-                await conn.execute(sql, *many[0])
-            else:
-                await conn.executemany(sql, many)
+            await send_rows(conn, sql, many)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ from events.clock import Clock
 from events.envelope import RecordedEvent
 from events.errors import PartialDuplicate
 from events.hashchain import GENESIS
+from events.rows import send_rows
 from events.sql import Conn, load_queries
 
 Q = load_queries("events", "store.sql")
@@ -392,13 +393,14 @@ class Writer:
 
 
 async def _write(conn: Conn, batch: Sequence[AppendRequest]) -> None:
-    """Every request's writes, each SQL text once (`executemany`), in first-seen order."""
+    """Every request's writes, each SQL text once (events.rows.send_rows), in first-seen
+    order."""
     grouped: dict[str, list[tuple[object, ...]]] = {}
     for request in batch:
         for sql, args in request.writes:
             grouped.setdefault(sql, []).append(args)
     for sql, many in grouped.items():
-        await conn.executemany(sql, many)
+        await send_rows(conn, sql, many)
 
 
 def _numbered(

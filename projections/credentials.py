@@ -12,9 +12,11 @@ from events.credential import (
     CredentialRevoked,
 )
 from events.envelope import RecordedEvent
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 
 Q = load_queries("projections", "credentials.sql")
+column_form(Q["issued"], ColumnForm(Q["issued_rows"], joined=(4,)))
 Statement = tuple[str, tuple[Any, ...]]
 
 

@@ -22,9 +22,11 @@ from events.registration import (
     RegistrationExpired,
     RegistrationRevoked,
 )
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 
 Q = load_queries("projections", "registrations.sql")
+column_form(Q["created"], ColumnForm(Q["created_rows"]))
 Statement = tuple[str, tuple[Any, ...]]
 
 

@@ -5,6 +5,20 @@ INSERT INTO registrations (
     expires_at, credential_id, version, created_at, updated_at, dialect, delegation_id
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
 
+-- name: created_rows
+-- `created` for many rows in one execution (events.rows.ColumnForm): an array per argument.
+INSERT INTO registrations (
+    registration_id, tenant_id, kind, status, requested_credential_type, claim_token_hash,
+    expires_at, credential_id, version, created_at, updated_at, dialect, delegation_id
+)
+SELECT reg, tenant, kind, status, wanted, claim_hash, expires, cred, version, created, created,
+       dialect, delegation
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+    $8::text[], $9::integer[], $10::timestamptz[], $11::text[], $12::text[]
+) AS r (reg, tenant, kind, status, wanted, claim_hash, expires, cred, version, created, dialect,
+        delegation)
+
 -- name: attempt_started
 UPDATE registrations
 SET status = 'pending_claim', attempt_id = $2, attempt_status = 'initiated',

@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.planning import fetch_planned_now
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 from service.crypto.secret_keys import ServerKeys
 from service.crypto.tokens import BLIND_INDEX_KEY, PII_KEK
@@ -45,6 +46,7 @@ IndexKind = Literal["email", "phone"]
 Db = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 Q = load_queries("service.crypto", "subject_keys.sql")
+column_form(Q["insert_key"], ColumnForm(Q["insert_keys"]))
 
 
 @dataclass(frozen=True, slots=True)

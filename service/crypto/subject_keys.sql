@@ -24,6 +24,11 @@ SELECT wrapped_key, created_at < now() AS settled FROM subject_keys WHERE subjec
 -- A new subject's key, one of an append's writes (FreshSubject.write).
 INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)
 
+-- name: insert_keys
+-- `insert_key` for many rows in one execution (events.rows.ColumnForm).
+INSERT INTO subject_keys (subject_id, wrapped_key)
+SELECT * FROM unnest($1::text[], $2::bytea[])
+
 -- name: erase_key
 INSERT INTO subject_keys (subject_id, wrapped_key, erased_at)
 VALUES ($1, ''::bytea, coalesce($2, now()))
