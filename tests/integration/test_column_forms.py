@@ -61,7 +61,8 @@ async def test_the_column_form_writes_the_rows_executemany_writes(
     owner_pool: asyncpg.Pool, row_sql: str, table: str, rows: list[tuple[Any, ...]]
 ) -> None:
     form = form_of(row_sql)
-    assert form is not None and form.columns(rows) is not None  # send_rows takes the form
+    assert form is not None
+    assert form.columns(rows) is not None  # send_rows takes the form
     async with owner_pool.acquire() as conn:
         one_by_one = await _rows_after(conn, table, lambda: conn.executemany(row_sql, rows))
         at_once = await _rows_after(conn, table, lambda: send_rows(conn, row_sql, rows))
