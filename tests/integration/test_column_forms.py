@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from events.rows import ColumnForm, form_of, send_rows
+from events.sql import Conn
 from projections import credentials, registrations
 from service.crypto import pii
 
@@ -38,7 +39,7 @@ CREDENTIALS = [
 KEYS = [("reg_a", b"\x00\x01wrapped"), ("reg_b", b"\x00"), ("reg_c", bytes(range(256)))]
 
 
-async def _rows_after(conn: asyncpg.Connection, table: str, write: Any) -> list[asyncpg.Record]:
+async def _rows_after(conn: Conn, table: str, write: Any) -> list[asyncpg.Record]:
     transaction = conn.transaction()
     await transaction.start()
     try:
