@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.support.backends import Backend
-from tests.support.serve_process import AUTHLEDGER, SECRETS, authledger_env, serving
+from tests.support.serve_process import (
+    AUTHLEDGER,
+    SECRETS,
+    authledger_env,
+    read_answer,
+    serving,
+)
 from tests.support.waiting import wait_until
 
 CONNECTIONS = 64
@@ -56,14 +62,8 @@ async def _one_request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamW
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = await read_answer(reader)
     assert head.startswith(b"HTTP/1.1 200"), head
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    await reader.readexactly(length)
     return reader, writer
 
 

@@ -32,6 +32,19 @@ def authledger_env(**values: str) -> dict[str, str]:
     return {**env, **defaults, **values}
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length off a raw connection: its head (the body is
+    read and dropped, so the connection is ready for the next one)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head
+
+
 @asynccontextmanager
 async def serving(args: Sequence[str], env: Mapping[str, str]) -> AsyncIterator[Server]:
     """A `serve` process in its own session, killed with its children if the test fails."""
