@@ -20,7 +20,8 @@ derives from the same server secret; `registration.created` and `claim.attempt_s
 encoded and framed. Then, batched, one transaction: the subject keys (one statement), the
 events through `events_append`, the `registrations` row (one statement; written at once in
 the state both events leave it, where the server's projection inserts it and updates it),
-the `attempt_addresses` row, the `mail_outbox` row (one statement each) and one NOTIFY for
+the `attempt_addresses` row, the `mail_outbox` row (one statement each; every table's rows
+of the batch in one execution, `unnest` of one array per column) and one NOTIFY for
 the mailer per batch (the server's outbox statement notifies per row), COMMIT. The running
 worker's mailer really opens and sends every mail, to an SMTP sink in this process, as
 bench/write_path.py's worker does; it sends behind the writers, so after each run a second
