@@ -16,7 +16,7 @@ import msgspec
 from events.envelope import NewEvent, RecordedEvent, StreamRef
 from events.errors import ConcurrencyConflict
 from events.hashchain import frame, framed_after_position, link
-from events.rows import send_rows
+from events.rows import send
 from events.sql import Conn
 
 APPEND_LOCK = 0x6175_7468_6C65_6467  # "authledg"
@@ -70,11 +70,11 @@ class PlannedProjector:
 
 
 async def send_layers(conn: Conn, layers: Layers) -> None:
-    """The layers in order; in each, every SQL text once (events.rows.send_rows: its column
-    form, `executemany` or `execute`)."""
+    """The layers in order; in each, every SQL text once (events.rows.send: `execute` or
+    `executemany`; the planner has already put rows in their column forms)."""
     for layer in layers:
         for sql, many in layer.items():
-            await send_rows(conn, sql, many)
+            await send(conn, sql, many)
 
 
 @dataclass(frozen=True, slots=True)

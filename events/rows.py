@@ -5,8 +5,10 @@ A batch's rows of one INSERT (a projection's, a new subject's key) used to go wi
 start and end each time). A row statement that has a column form goes in one execution: the
 form takes one array per argument of the row statement and `unnest`s them (issue 11, "one
 statement per table per batch"; docs/benchmarks.md, session 14). The form is registered beside
-its row statement, by the module that owns both (`column_form`), and `send_rows` picks it for
-two rows or more. The rows written are the same either way; a test holds the two forms to it.
+its row statement, by the module that owns both (`column_form`), and `at_once` picks it for
+two rows or more: the projections' planner before the transaction (projections.runner.plan),
+`send_rows` for the writes sent as they come. The rows written are the same either way; a
+test holds the two forms to it.
 """
 
 from __future__ import annotations
@@ -54,14 +56,25 @@ def form_of(row_sql: str) -> ColumnForm | None:
     return _FORMS.get(row_sql)
 
 
-async def send_rows(conn: Conn, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """`rows` of `sql`: one execution of its column form when it has one and there are two
-    rows or more; else `execute` for one row, `executemany` for more."""
+def at_once(sql: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The statement and argument lists that write `rows` of `sql`: its column form with one
+    argument list (the columns) when it has one and there are two rows or more, else `sql`
+    with `rows`. Pure, so a planner can do it before the transaction."""
     form = form_of(sql) if len(rows) > 1 else None
     columns = form.columns(rows) if form is not None else None
-    if form is not None and columns is not None:
-        await conn.execute(form.sql, *columns)
-    elif len(rows) == 1:
-        await conn.execute(sql, *rows[0])
+    if form is None or columns is None:
+        return sql, list(rows)
+    return form.sql, [columns]
+
+
+async def send(conn: Conn, sql: str, many: Sequence[tuple[Any, ...]]) -> None:
+    """`execute` for one argument list, `executemany` (one round trip) for more."""
+    if len(many) == 1:
+        await conn.execute(sql, *many[0])
     else:
-        await conn.executemany(sql, rows)
+        await conn.executemany(sql, many)
+
+
+async def send_rows(conn: Conn, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`rows` of `sql`, in one execution when its column form takes them (`at_once`)."""
+    await send(conn, *at_once(sql, rows))

@@ -18,6 +18,7 @@ from events.envelope import RecordedEvent
 from events.issuer import ISSUER_EVENTS
 from events.ledger import LEDGER
 from events.registration import REGISTRATION_EVENTS
+from events.rows import at_once
 from events.sql import Conn, load_queries
 from events.store import row_to_event
 from events.subscription import SUBSCRIPTION_EVENTS
@@ -77,8 +78,12 @@ def plan(events: Sequence[RecordedEvent]) -> Layers:
     """The statements that apply `events` as if in order, cut into layers
     (projections.layers). Made from the events' streams, versions, occurrence times and
     payloads only, never from their positions, hashes or recorded_at, so the writer plans them
-    before the append numbers the events (events.appends.PlannedProjector)."""
-    return layers(events, statements)
+    before the append numbers the events (events.appends.PlannedProjector). A layer's rows of
+    a statement with a column form are already in it (events.rows.at_once)."""
+    return [
+        dict(at_once(sql, rows) for sql, rows in layer.items())
+        for layer in layers(events, statements)
+    ]
 
 
 # The inline projector: `project(conn, events)` applies `events` in the caller's transaction

@@ -40,8 +40,8 @@ class _HeadTooLarge(Exception):
 class HeadLimits(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size limit on every request head."""
 
-    head_seconds = 30  # a class per server (`limited`) sets its own
-    head_limit = 64 * 1024
+    head_seconds: int  # set by `limited`, a class per server
+    head_limit: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
