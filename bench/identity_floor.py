@@ -22,7 +22,7 @@ events through `events_append`, the `registrations` row (one statement; written 
 the state both events leave it, where the server's projection inserts it and updates it),
 the `attempt_addresses` row, the `mail_outbox` row (one statement each; every table's rows
 of the batch in one execution, `unnest` of one array per column) and one NOTIFY for
-the mailer per batch (the server's outbox statement notifies per row), COMMIT. The running
+the mailer per batch (as the server's outbox statement for a batch), COMMIT. The running
 worker's mailer really opens and sends every mail, to an SMTP sink in this process, as
 bench/write_path.py's worker does; it sends behind the writers, so after each run a second
 line gives the mails the run left queued and the worker's and Postgres's CPU, per
@@ -44,9 +44,9 @@ memory, as the server's Sealer holds it: loaded before the clock, and read again
 as the Sealer does), `delegation.used` on the delegation's stream at its next version and
 `credential.issued`; batched, one transaction: the events through `events_append` with the
 delegation streams' expected versions checked in it, the `credentials` rows, the
-`delegations` rows updated, the `(iss, jti)` replay guard rows in `seen_jtis` (one statement
-for the batch, pruning as the server does; a pair already there rolls the batch back and the
-rest commits without it: the replay is refused), COMMIT.
+`delegations` rows updated (one statement each, as above), the `(iss, jti)` replay guard
+rows in `seen_jtis` (one statement for the batch, pruning as the server does; a pair already
+there rolls the batch back and the rest commits without it: the replay is refused), COMMIT.
 
 Set-up, not measured: the provider (tests/support/idp.py, ES256) is trusted and its 1,000
 subjects registered once through the service's own commands (`trust`, `register_id_jag`)
@@ -191,10 +191,8 @@ ID_JAG_CREDENTIALS = ColumnForm(  # projections/credentials.sql `issued_rows`
     "$6::timestamptz[], $7::text[], $8::text[]) AS x (c, h, s, r, u, t, i, d)",
     joined=(2,),
 )
-DELEGATION_USED = (  # projections/delegations.sql `used`
-    "UPDATE delegations SET uses = uses + 1, last_used_at = $2, version = $3 "
-    "WHERE delegation_id = $1"
-)
+# projections/delegations.sql `used_rows`: each returning user's delegation once a batch
+DELEGATIONS_USED = ColumnForm(load_queries("projections", "delegations.sql")["used_rows"])
 REMEMBER_JTIS = """
 WITH pruned AS (
     DELETE FROM seen_jtis
@@ -457,7 +455,7 @@ async def _commit_id_jags(conn: Conn, batch: list[IdJagRegistration]) -> None:
         events = [e for r in batch for e in r.events]
         appended(await append(conn, events, [r.check for r in batch]))
         await insert_rows(conn, ID_JAG_CREDENTIALS, [r.credential for r in batch])
-        await conn.executemany(DELEGATION_USED, [r.delegation for r in batch])
+        await insert_rows(conn, DELEGATIONS_USED, [r.delegation for r in batch])
         kept = await conn.fetch(
             REMEMBER_JTIS, [TENANT] * len(batch), [r.jti[0] for r in batch],
             [r.jti[1] for r in batch], [r.jti[2] for r in batch], now, PRUNE_BATCH * len(batch),

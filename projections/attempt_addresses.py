@@ -21,9 +21,11 @@ from events.registration import (
     RegistrationErased,
     RegistrationEvent,
 )
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 
 Q = load_queries("projections", "attempt_addresses.sql")
+column_form(Q["started"], ColumnForm(Q["started_rows"]))
 Statement = tuple[str, tuple[Any, ...]]
 
 

@@ -3,6 +3,15 @@ INSERT INTO attempt_addresses (
     registration_id, attempt_id, tenant_id, email_index, subject_id, started_at
 ) VALUES ($1, $2, $3, $4, $5, $6)
 
+-- name: started_rows
+-- `started` for many rows in one execution (events.rows.ColumnForm): an array per argument.
+INSERT INTO attempt_addresses (
+    registration_id, attempt_id, tenant_id, email_index, subject_id, started_at
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]
+)
+
 -- name: attempts_erased
 DELETE FROM attempt_addresses WHERE registration_id = $1 AND attempt_id = ANY($2::text[])
 

@@ -11,9 +11,11 @@ from events.delegation import (
     DelegationUsed,
 )
 from events.envelope import RecordedEvent
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 
 Q = load_queries("projections", "delegations.sql")
+column_form(Q["used"], ColumnForm(Q["used_rows"]))
 Statement = tuple[str, tuple[Any, ...]]
 
 

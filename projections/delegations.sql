@@ -8,6 +8,13 @@ INSERT INTO delegations (
 UPDATE delegations SET uses = uses + 1, last_used_at = $2, version = $3
 WHERE delegation_id = $1
 
+-- name: used_rows
+-- `used` for many delegations in one execution (events.rows.ColumnForm); a projection layer
+-- touches each row once (projections.layers), as an UPDATE … FROM needs.
+UPDATE delegations AS d SET uses = d.uses + 1, last_used_at = u.at, version = u.version
+FROM unnest($1::text[], $2::timestamptz[], $3::integer[]) AS u (delegation, at, version)
+WHERE d.delegation_id = u.delegation
+
 -- name: revoked
 -- `generation`: how often it was revoked, the generation its subject's assertions must carry.
 UPDATE delegations SET revoked_at = $2, generation = generation + 1, version = $3

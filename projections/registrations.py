@@ -27,6 +27,7 @@ from events.sql import load_queries
 
 Q = load_queries("projections", "registrations.sql")
 column_form(Q["created"], ColumnForm(Q["created_rows"]))
+column_form(Q["attempt_started"], ColumnForm(Q["attempt_started_rows"]))
 Statement = tuple[str, tuple[Any, ...]]
 
 

@@ -26,6 +26,19 @@ SET status = 'pending_claim', attempt_id = $2, attempt_status = 'initiated',
     version = $6, updated_at = $7
 WHERE registration_id = $1
 
+-- name: attempt_started_rows
+-- `attempt_started` for many registrations in one execution (events.rows.ColumnForm); a
+-- projection layer touches each row once (projections.layers), as an UPDATE … FROM needs.
+UPDATE registrations AS r
+SET status = 'pending_claim', attempt_id = u.attempt, attempt_status = 'initiated',
+    attempt_token_hash = u.token_hash, link_expires_at = u.link_expires,
+    email_index = u.email_index, version = u.version, updated_at = u.at
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::integer[],
+    $7::timestamptz[]
+) AS u (reg, attempt, token_hash, link_expires, email_index, version, at)
+WHERE r.registration_id = u.reg
+
 -- name: attempt_status
 -- superseded / challenged / locked / denied; a link that can no longer mint loses its lookup
 -- (a denied attempt's link answers "not valid", 404).

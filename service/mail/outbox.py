@@ -16,6 +16,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.appends import Write
+from events.rows import ColumnForm, column_form
 from events.sql import load_queries
 from service.crypto.pii import Db
 from service.crypto.tokens import derive_key
@@ -24,6 +25,7 @@ MAIL_OUTBOX_KEY = b"authledger mail outbox v1"  # derive_key purpose of the link
 CHANNEL = "authledger_mail"
 NONCE_BYTES = 12
 Q = load_queries("service.mail", "outbox.sql")
+column_form(Q["enqueue"], ColumnForm(Q["enqueue_rows"]))
 
 
 def seal_link_token(secret_key: str | bytes, attempt_id: str, token: str) -> bytes:

@@ -2,10 +2,12 @@
 
 Against a real Postgres, in transactions rolled back (the read models' guards check at
 COMMIT): the same rows written row by row and through `send_rows`, every column compared.
+An UPDATE's rows are written first (`before`), beside one it must leave alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +16,9 @@ import pytest
 
 from events.rows import ColumnForm, form_of, send_rows
 from events.sql import Conn
-from projections import credentials, registrations
+from projections import attempt_addresses, credentials, delegations, registrations
 from service.crypto import pii
+from service.mail import outbox
 
 NOW = datetime(2026, 12, 7, 11, 30, 15, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(days=1)
@@ -37,12 +40,30 @@ CREDENTIALS = [
      None),
 ]  # fmt: skip
 KEYS = [("reg_a", b"\x00\x01wrapped"), ("reg_b", b"\x00"), ("reg_c", bytes(range(256)))]
+ATTEMPTS = [("reg_a", "cla_1", "th1", LATER, "ei1", 2, NOW),
+            ("reg_b", "cla_2", "th2", NOW, None, 3, LATER)]  # fmt: skip
+ADDRESSES = [("reg_a", "cla_1", "default", "ei1", "cla_1", NOW),
+             ("reg_a", "cla_2", "default", "ei2", "reg_a", LATER),
+             ("reg_b", "cla_3", "acme", "ei1", "cla_3", NOW)]  # fmt: skip
+DELEGATIONS = [
+    ("dlg_1", "default", "https://idp.example", "aud", "usr_1", "sub", NOW, 1),
+    ("dlg_2", "acme", "https://idp.example", "aud", "usr_2", "email", NOW, 4),
+    ("dlg_3", "default", "https://other.example", "aud", "usr_1", "sub", NOW, 1),
+]
+USES = [("dlg_1", LATER, 2), ("dlg_2", NOW + timedelta(seconds=1), 5)]
+MAILS = [("cla_1", "default", "reg_a", "pii1.cla_1.blob", b"\x01sealed", LATER, NOW),
+         ("cla_2", "acme", "reg_b", "pii1.cla_2.other", bytes(range(40)), NOW, LATER)]  # fmt: skip
+Before = Sequence[tuple[str, list[tuple[Any, ...]]]]  # rows an UPDATE finds: (SQL, rows)
 
 
-async def _rows_after(conn: Conn, table: str, write: Any) -> list[asyncpg.Record]:
+async def _rows_after(
+    conn: Conn, table: str, write: Any, before: Before = ()
+) -> list[asyncpg.Record]:
     transaction = conn.transaction()
     await transaction.start()
     try:
+        for sql, rows in before:
+            await conn.executemany(sql, rows)
         await write()
         return await conn.fetch(f"SELECT * FROM {table} ORDER BY 1")
     finally:
@@ -50,24 +71,50 @@ async def _rows_after(conn: Conn, table: str, write: Any) -> list[asyncpg.Record
 
 
 @pytest.mark.parametrize(
-    ("row_sql", "table", "rows"),
+    ("row_sql", "table", "rows", "before"),
     [
-        (registrations.Q["created"], "registrations", REGISTRATIONS),
-        (credentials.Q["issued"], "credentials", CREDENTIALS),
-        (pii.Q["insert_key"], "subject_keys", KEYS),
+        (registrations.Q["created"], "registrations", REGISTRATIONS, []),
+        (credentials.Q["issued"], "credentials", CREDENTIALS, []),
+        (pii.Q["insert_key"], "subject_keys", KEYS, []),
+        (attempt_addresses.Q["started"], "attempt_addresses", ADDRESSES, []),
+        (outbox.Q["enqueue"], "mail_outbox", MAILS, []),
+        (
+            registrations.Q["attempt_started"],
+            "registrations",
+            ATTEMPTS,
+            [(registrations.Q["created"], REGISTRATIONS)],
+        ),
+        (delegations.Q["used"], "delegations", USES, [(delegations.Q["created"], DELEGATIONS)]),
     ],
-    ids=["registrations", "credentials", "subject_keys"],
+    ids=[
+        "registrations",
+        "credentials",
+        "subject_keys",
+        "attempt_addresses",
+        "mail_outbox",
+        "registration_attempts",
+        "delegation_uses",
+    ],
 )
 async def test_the_column_form_writes_the_rows_executemany_writes(
-    owner_pool: asyncpg.Pool, row_sql: str, table: str, rows: list[tuple[Any, ...]]
+    owner_pool: asyncpg.Pool,
+    row_sql: str,
+    table: str,
+    rows: list[tuple[Any, ...]],
+    before: Before,
 ) -> None:
     form = form_of(row_sql)
     assert form is not None
     assert form.columns(rows) is not None  # send_rows takes the form
     async with owner_pool.acquire() as conn:
-        one_by_one = await _rows_after(conn, table, lambda: conn.executemany(row_sql, rows))
-        at_once = await _rows_after(conn, table, lambda: send_rows(conn, row_sql, rows))
-    assert len(one_by_one) == len(rows)
+        untouched = await _rows_after(conn, table, _nothing, before)
+        one_by_one = await _rows_after(conn, table, lambda: conn.executemany(row_sql, rows), before)
+        at_once = await _rows_after(conn, table, lambda: send_rows(conn, row_sql, rows), before)
+    assert len(one_by_one) == (len(before[0][1]) if before else len(rows))
+    if before:  # each row named is updated; the others are as they were
+        named = {r[0] for r in rows}
+        changed = [a for a, b in zip(one_by_one, untouched, strict=True) if a != b]
+        assert {r[0] for r in changed} == named
     # subject_keys.created_at is now(): the transaction's start, not the rows'
     drop = {"created_at"} if table == "subject_keys" else set()
     assert [{k: v for k, v in r.items() if k not in drop} for r in at_once] == [
@@ -90,3 +137,24 @@ async def test_scopes_that_would_not_survive_joining_go_row_by_row(
             conn, "credentials", lambda: send_rows(conn, credentials.Q["issued"], odd)
         )
     assert [r["scopes"] for r in written] == [["two words"], [""]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_a_mail_row_repeated_or_stored_is_queued_once(owner_pool: asyncpg.Pool) -> None:
+    """A retried command's mail (its attempt id stored, or twice in one batch) adds no row and
+    no second mail, whichever form writes it."""
+    again = [MAILS[0], MAILS[1], (*MAILS[0][:4], b"\x02other", *MAILS[0][5:])]
+    async with owner_pool.acquire() as conn:
+        rows = await _rows_after(
+            conn,
+            "mail_outbox",
+            lambda: send_rows(conn, outbox.Q["enqueue"], again),
+            [(outbox.Q["enqueue"], [MAILS[0]])],
+        )
+    assert [(r["attempt_id"], bytes(r["link_token_sealed"])) for r in rows] == [
+        ("cla_1", b"\x01sealed"),
+        ("cla_2", bytes(range(40))),
+    ]
