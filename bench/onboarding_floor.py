@@ -67,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from events.appends import APPEND_LOCK
 from events.hashchain import framed_after_position
+from events.ids import time_ordered_token
 from events.rows import ColumnForm
 from events.sql import Conn
 
@@ -201,7 +202,7 @@ def v06_exchange(now: datetime, assertion: str, row: asyncpg.Record | None) -> W
     if row is None or row["status"] != "unclaimed" or row["expires_at"] <= now:
         raise RuntimeError("the registration does not exchange")
     rid = str(claims["sub"])
-    cid = "cred_" + secrets.token_hex(12)
+    cid = time_ordered_token("cred_")  # as service.crypto.tokens.new_credential_id
     secret = secrets.token_urlsafe(32)
     issued_at = int(now.timestamp())
     token = sign(

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from events.appends import APPEND_LOCK
 from events.hashchain import framed_after_position
+from events.ids import time_ordered_token
 from events.rows import ColumnForm
 from events.sql import Conn
 
@@ -120,7 +121,8 @@ class Registration:
     __slots__ = ("api_key", "claim", "done", "events", "expires", "key_row", "rows")
 
     def __init__(self, now: datetime, correlation_id: str | None = None) -> None:
-        rid, cid = "reg_" + secrets.token_hex(12), "cred_" + secrets.token_hex(12)
+        # the credential id as service.crypto.tokens.new_credential_id makes it
+        rid, cid = "reg_" + secrets.token_hex(12), time_ordered_token("cred_")
         claim, api_key = secrets.token_urlsafe(32), "sk_" + secrets.token_urlsafe(32)
         data_key = AESGCM.generate_key(bit_length=256)
         nonce = os.urandom(12)

@@ -1,4 +1,5 @@
-"""Identifiers: time-ordered UUIDs for events, prefixed random ids for domain objects."""
+"""Identifiers: time-ordered UUIDs for events, prefixed random ids for domain objects (those
+written most, time-ordered too: `time_ordered_token`)."""
 
 from __future__ import annotations
 
@@ -23,4 +24,17 @@ def new_event_id() -> uuid.UUID:
 def random_token(prefix: str, nbytes: int) -> str:
     """`prefix` + base64url (no padding) of `nbytes` bytes from the CSPRNG."""
     raw = secrets.token_bytes(nbytes)
+    return prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def time_ordered_token(prefix: str) -> str:
+    """`prefix` + base64url (no padding) of 16 bytes: 48-bit Unix milliseconds, then 80 bits
+    from the CSPRNG; the shape of `random_token(prefix, 16)`.
+
+    Ids made within a few seconds of each other share their first characters, so an index on
+    them takes new rows on a few pages at a time (as UUIDv7 event ids do) rather than on a
+    random page of the whole index each: a long log's inserts stay in the buffer cache
+    (docs/benchmarks.md, session 15). They show when they were made, to the millisecond."""
+    millis = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
+    raw = millis.to_bytes(6, "big") + secrets.token_bytes(10)
     return prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

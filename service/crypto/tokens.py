@@ -18,7 +18,7 @@ import secrets
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from events.ids import random_token
+from events.ids import random_token, time_ordered_token
 
 # Purpose labels for derive_key: the HKDF `info`. A new label (or a new version) gives an
 # unrelated key; changing an existing one makes everything stored under it unreadable.
@@ -86,8 +86,10 @@ def new_api_key(prefix: str = API_KEY_PREFIX) -> str:
 
 
 def new_credential_id() -> str:
-    """`cred_` + 22 base64url characters (16 random bytes)."""
-    return random_token("cred_", 16)
+    """`cred_` + 22 base64url characters: 16 bytes, the first 6 the time in milliseconds
+    (events.ids.time_ordered_token: the credentials' and the log's stream index take a long
+    log's inserts on a few pages), the other 10 random."""
+    return time_ordered_token("cred_")
 
 
 def new_access_credential_id() -> str:
