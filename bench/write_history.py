@@ -8,8 +8,9 @@ postgresql://postgres@127.0.0.1:5432/postgres, or AUTHLEDGER_BENCH_DATABASE_URL)
 migrated. Into the second, a generated history of --events (1,000,000) events is COPYed
 (bench/ledger_history.py, the one bench/ledger_1m.py loads: registrations, claims, provider
 credentials, revocations, expiries over ~400,000 streams, hashed by the writer's own code),
-its read models folded and a chain checkpoint signed every 1,000 events, and the relay's
-checkpoint set at the head (the history counts as published; JetStream is not the subject).
+its read models folded and a chain checkpoint signed every 1,000 events, and the relay's and
+the revocation feed's checkpoints set at the head (the history counts as published; JetStream
+is not the subject).
 
 Then, --rounds (2) times, on the empty log and then on the long one: `authledger serve
 --workers 2` plus `authledger worker` as bench/write_path.py runs them (a login member of the
@@ -72,11 +73,16 @@ async def prepare(admin: asyncpg.Connection, admin_url: str, name: str, events: 
         conn = await asyncpg.connect(url)
         try:
             head = await conn.fetchval("SELECT max(position) FROM events")
-            await conn.execute(
+            # The history counts as published, by the relay and by the revocation feed
+            # (workers/revocation_feed.py's (C, S) pair: every ending event up to C, none of a
+            # later position in the new stream), or the feed publishes the history's
+            # revocations during the first run on this log.
+            stream = f"BENCH_WRITE_{name[-12:]}"
+            await conn.executemany(
                 "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now())",
-                f"relay:BENCH_WRITE_{name[-12:]}",
-                head,
-            )
+                [(f"relay:{stream}", head), (f"revocations:{stream}", head),
+                 (f"revocations:{stream}:seq", 0)],
+            )  # fmt: skip
         finally:
             await conn.close()
         log(
