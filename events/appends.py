@@ -34,8 +34,9 @@ Layers = list[dict[str, list[tuple[Any, ...]]]]
 # Runs inside the append transaction, after the events are in (under the append lock).
 InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
 # A statement run inside the append transaction before the lock; a batch sends each SQL text
-# once, with every request's arguments (`executemany`). Different requests' writes must touch
-# different rows (a new subject's key, say).
+# once, with every request's arguments (events.rows.send_rows: its column form, else
+# `executemany`). Different requests' writes must touch different rows (a new subject's key,
+# say).
 Write = tuple[str, tuple[Any, ...]]
 
 

@@ -12,7 +12,7 @@ of two ways:
   only), then `events_append` (migrations/0014_append_in_database.sql) takes the lock,
   checks the expected versions and ids, numbers the events, extends the hash chain and
   inserts them in one call, whoever else appends; then the planned statements (one
-  `executemany` per statement), `also` and COMMIT. The records are numbered for their
+  execution per statement, events.rows), `also` and COMMIT. The records are numbered for their
   callers after the commit. When the function answers 'conflict' the transaction is
   rolled back, having written nothing, and the batch goes the long way. Projections run
   under the lock, never before it: a writer holding read-model rows while it waits for the

@@ -5,8 +5,10 @@ row and its attempts' `attempt_addresses` rows, a credential's, a user's, an iss
 delegation's). So two statements of different streams commute, and only each stream's own
 statements must keep their order. A batch is cut into layers: layer k holds the k-th
 statement of every stream in the batch. Within a layer no two statements touch the same row,
-so its statements are grouped by SQL text and sent with `executemany` (one pipelined round
-trip per group) instead of one round trip per event; the layers run in order. The result is
+so its statements are grouped by SQL text and sent once per group (in one execution where
+the statement has a column form, events.rows, else with `executemany`: one pipelined round
+trip) instead of one round trip per event; the layers run in order. That a layer touches a
+row at most once is also what lets a column form be an `UPDATE … FROM unnest(…)`. The result is
 the row set the one-by-one run gives.
 """
 

@@ -87,8 +87,8 @@ def plan(events: Sequence[RecordedEvent]) -> Layers:
 
 
 # The inline projector: `project(conn, events)` applies `events` in the caller's transaction
-# (one `executemany` per statement and layer); the store plans a batch's statements before
-# its transaction and sends them under the append lock.
+# (one execution per statement and layer, events.rows.at_once); the store plans a batch's
+# statements before its transaction and sends them under the append lock.
 project = PlannedProjector(plan)
 
 

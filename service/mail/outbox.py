@@ -53,8 +53,9 @@ def claim_mail_write(
     now: datetime,
 ) -> Write:
     """The statement that queues the claim e-mail of a new attempt, for the append's writes
-    (events.appends.Write): a batch's rows go in one pipelined `executemany`, before the append
-    lock, and its NOTIFYs (one payload) reach the mailer as one when the batch commits.
+    (events.appends.Write): a batch's rows go in one execution (its column form,
+    `enqueue_rows`), before the append lock, and its NOTIFY reaches the mailer when the batch
+    commits.
 
     The caller seals the address (service.crypto.pii) under the subject of the event's
     `email_sealed`, the attempt's own, so one erase covers both and the seal costs no round

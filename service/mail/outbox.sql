@@ -1,7 +1,7 @@
 -- name: enqueue
--- One of the append's writes (a batch's rows in one executemany); the NOTIFY is delivered
--- when it commits, and its payload is the same for every row, so Postgres delivers one a
--- transaction (the mailer reads no payload). A retried command (same attempt id) writes
+-- One of the append's writes (a batch of two or more goes as `enqueue_rows`); the NOTIFY is
+-- delivered when it commits, and its payload is the same for every row, so Postgres delivers
+-- one a transaction (the mailer reads no payload). A retried command (same attempt id) writes
 -- nothing twice.
 WITH added AS (
     INSERT INTO mail_outbox (
