@@ -100,9 +100,9 @@ from registration_floor import (
     admin_head,
     chain_verifies,
     floor_arguments,
-    insert_rows,
     measure,
     published,
+    write_rows,
     writer,
 )
 from scratch_database import with_database
@@ -297,11 +297,11 @@ def appended(status: str) -> None:
 async def commit_email(conn: Conn, batch: list[EmailRegistration]) -> None:
     try:
         async with conn.transaction():
-            await insert_rows(conn, KEYS, [k for r in batch for k in r.keys])
+            await write_rows(conn, KEYS, [k for r in batch for k in r.keys])
             appended(await append(conn, [e for r in batch for e in r.events], []))
-            await insert_rows(conn, EMAIL_REGISTRATIONS, [r.rows[0] for r in batch])
-            await insert_rows(conn, ADDRESSES, [r.rows[1] for r in batch])
-            await insert_rows(conn, MAILS, [r.mail for r in batch])
+            await write_rows(conn, EMAIL_REGISTRATIONS, [r.rows[0] for r in batch])
+            await write_rows(conn, ADDRESSES, [r.rows[1] for r in batch])
+            await write_rows(conn, MAILS, [r.mail for r in batch])
             await conn.execute(NOTIFY_MAIL, CHANNEL, batch[-1].mail[0])
     except Exception as exc:
         for r in batch:
@@ -454,8 +454,8 @@ async def _commit_id_jags(conn: Conn, batch: list[IdJagRegistration]) -> None:
     async with conn.transaction():
         events = [e for r in batch for e in r.events]
         appended(await append(conn, events, [r.check for r in batch]))
-        await insert_rows(conn, ID_JAG_CREDENTIALS, [r.credential for r in batch])
-        await insert_rows(conn, DELEGATIONS_USED, [r.delegation for r in batch])
+        await write_rows(conn, ID_JAG_CREDENTIALS, [r.credential for r in batch])
+        await write_rows(conn, DELEGATIONS_USED, [r.delegation for r in batch])
         kept = await conn.fetch(
             REMEMBER_JTIS, [TENANT] * len(batch), [r.jti[0] for r in batch],
             [r.jti[1] for r in batch], [r.jti[2] for r in batch], now, PRUNE_BATCH * len(batch),

@@ -56,7 +56,7 @@ from registration_floor import (
     Registration,
     _follow_postgres,
     _sha,
-    insert_rows,
+    write_rows,
     writer,
 )
 from scratch_database import add_database_url, with_database
@@ -249,7 +249,7 @@ async def commit(conn: Conn, batch: list[Work]) -> None:
     checks = [rid for w in batch for rid in w.checks]
     async with conn.transaction():
         if keys:
-            await insert_rows(conn, KEYS, keys)
+            await write_rows(conn, KEYS, keys)
         answer = await conn.fetchrow(
             APPEND, APPEND_LOCK, [], [], [], ids, ["default"] * len(events),
             [e[0] for e in events], [e[1] for e in events], [1] * len(events),
@@ -259,9 +259,9 @@ async def commit(conn: Conn, batch: list[Work]) -> None:
         if answer is None or answer["status"] != "appended":
             raise RuntimeError(f"events_append answered {answer}")
         if registrations:
-            await insert_rows(conn, REGISTRATIONS, registrations)
+            await write_rows(conn, REGISTRATIONS, registrations)
         if credentials:
-            await insert_rows(conn, CREDENTIALS, credentials)
+            await write_rows(conn, CREDENTIALS, credentials)
         if checks and len(await conn.fetch(VERSIONS_UNDER_LOCK, checks)) != len(set(checks)):
             raise RuntimeError("a registration's stream is gone")
     for w in batch:

@@ -89,7 +89,7 @@ CREDENTIALS = ColumnForm(
 )
 
 
-async def insert_rows(conn: Conn, form: ColumnForm, rows: Sequence[tuple[object, ...]]) -> None:
+async def write_rows(conn: Conn, form: ColumnForm, rows: Sequence[tuple[object, ...]]) -> None:
     columns = form.columns(rows)
     assert columns is not None, "the floor's rows always join"
     await conn.execute(form.sql, *columns)
@@ -210,7 +210,7 @@ async def commit(conn: Conn, batch: list[Registration]) -> None:
         for i, (st, sid, t, v, p, m, at) in zip(ids, events, strict=True)
     ]
     async with conn.transaction():
-        await insert_rows(conn, KEYS, [r.key_row for r in batch])
+        await write_rows(conn, KEYS, [r.key_row for r in batch])
         answer = await conn.fetchrow(
             APPEND,
             APPEND_LOCK,
@@ -232,8 +232,8 @@ async def commit(conn: Conn, batch: list[Registration]) -> None:
         )
         if answer is None or answer["status"] != "appended":
             raise RuntimeError(f"events_append answered {answer}")
-        await insert_rows(conn, REGISTRATIONS, [r.rows[0] for r in batch])
-        await insert_rows(conn, CREDENTIALS, [r.rows[1] for r in batch])
+        await write_rows(conn, REGISTRATIONS, [r.rows[0] for r in batch])
+        await write_rows(conn, CREDENTIALS, [r.rows[1] for r in batch])
     for r in batch:
         r.done.set_result(None)
 

@@ -23,8 +23,7 @@ def new_event_id() -> uuid.UUID:
 
 def random_token(prefix: str, nbytes: int) -> str:
     """`prefix` + base64url (no padding) of `nbytes` bytes from the CSPRNG."""
-    raw = secrets.token_bytes(nbytes)
-    return prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return _token(prefix, secrets.token_bytes(nbytes))
 
 
 def time_ordered_token(prefix: str) -> str:
@@ -36,5 +35,8 @@ def time_ordered_token(prefix: str) -> str:
     random page of the whole index each: a long log's inserts stay in the buffer cache
     (docs/benchmarks.md, session 15). They show when they were made, to the millisecond."""
     millis = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
-    raw = millis.to_bytes(6, "big") + secrets.token_bytes(10)
+    return _token(prefix, millis.to_bytes(6, "big") + secrets.token_bytes(10))
+
+
+def _token(prefix: str, raw: bytes) -> str:
     return prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

@@ -303,6 +303,8 @@ class CredentialCache:
                 log.exception("credential_cache.hook_failed", type=recorded.type)
 
     def _on_event(self, recorded: RecordedEvent) -> None:
+        if not self._loads and not self._may_touch(recorded):
+            return  # nothing held is about it: no need to decode it
         event = LEDGER.decode(recorded)
         version = recorded.stream_version
         key = event.token_hash if isinstance(event, CredentialIssued) else recorded.stream_id
@@ -318,6 +320,16 @@ class CredentialCache:
             self._recent.append(_Change(self._seq, key, version, event))
             if len(self._recent) > 10_000:
                 self._overflow_seq = self._recent.popleft().seq
+
+    def _may_touch(self, recorded: RecordedEvent) -> bool:
+        """Whether an entry or a remembered unknown hash may be about `recorded`, told from its
+        type and stream alone: a new credential can only clear an unknown hash, a claim only
+        change its registration's entries, the rest only their credential's."""
+        if recorded.type == "credential.issued":
+            return bool(self._negative)
+        if recorded.type == "registration.claimed":
+            return recorded.stream_id in self._by_registration
+        return recorded.stream_id in self._by_credential
 
     def _prune(self) -> None:
         oldest = min(self._loads, default=self._seq)  # no load in flight: keep nothing
