@@ -35,7 +35,8 @@ trust list (a removal made by any replica applies to the next assertion, and no 
 at for an untrusted issuer) and, in the same query, the head of the delegation the unverified
 `sub` names (the user it acts for and the stream's version for the expected-version check)
 and that user's key row, as the server reads them since session 10 (two round trips before;
-three when the server's process did not hold the key); verify the ES256
+three when the server's process did not hold the key), one query for all the callers of a
+moment, as the server sends it since session 16 (service/commands/coalesced.py); verify the ES256
 signature with the provider's key (held in memory, as the server's JWKS cache holds it) and
 judge the claims (`aud`, `exp`, `iat`, `sub`, `jti`, `client_id`, a verified email); only then
 use the head.
@@ -79,7 +80,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -124,6 +125,7 @@ from events.ids import new_event_id  # noqa: E402
 from events.registration import ClaimAttemptStarted, RegistrationCreated  # noqa: E402
 from events.rows import ColumnForm  # noqa: E402
 from events.sql import Conn, load_queries  # noqa: E402
+from service.commands.coalesced import Coalesced  # noqa: E402
 from service.crypto.pii import Sealer, encrypt  # noqa: E402
 from service.crypto.secret_keys import load_server_keys  # noqa: E402
 from service.crypto.tokens import (  # noqa: E402
@@ -181,8 +183,9 @@ MAILS = ColumnForm(
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
 # The server's own statement (its key columns unused here: UserKeys holds every user's key,
-# as the server's Sealer holds those it has read), loaded rather than copied.
-LOOKUP_WITH_HEAD = load_queries("projections", "issuers.sql")["lookup_with_head"]
+# as the server's Sealer holds those it has read), loaded rather than copied, and sent as the
+# server sends it: once for the callers of a moment (service/commands/coalesced.py).
+LOOKUPS_WITH_HEADS = load_queries("projections", "issuers.sql")["lookups_with_heads"]
 ID_JAG_CREDENTIALS = ColumnForm(  # projections/credentials.sql `issued_rows`
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
     "registration_id, user_id, status, expires_at, issued_at, version, issuer, delegation_id) "
@@ -498,6 +501,16 @@ class IdJagFloor:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise TypeError("the provider's key is no EC key")
         self.keys = {kid: key}  # the JWKS cache's entry
+        self.lookups: Coalesced[tuple[str, str], asyncpg.Record | None] = Coalesced(self._lookup)
+
+    async def _lookup(self, keys: Sequence[tuple[str, str]]) -> list[asyncpg.Record | None]:
+        rows = await self.pool.fetch(
+            LOOKUPS_WITH_HEADS, [TENANT] * len(keys), [k[0] for k in keys], [k[1] for k in keys]
+        )
+        found: list[asyncpg.Record | None] = [None] * len(keys)
+        for row in rows:
+            found[row["n"] - 1] = row
+        return found
 
     async def register(self, token: str) -> str:
         """A returning user's registration: the credential id, once committed."""
@@ -518,7 +531,7 @@ class IdJagFloor:
             raise Refused("invalid_request")
         did = delegation_id_for(iss, sub, self.tenant.issuer)
         # trusted? and the head of the delegation the unverified sub names (one query)
-        entry = await self.pool.fetchrow(LOOKUP_WITH_HEAD, TENANT, iss, did)
+        entry = await self.lookups.get((iss, did))
         if entry is None:
             raise Refused("invalid_issuer")
         if alg != "ES256" or alg not in entry["algorithms"] or kid not in self.keys:

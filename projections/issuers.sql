@@ -19,19 +19,23 @@ SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, clien
        required_amr
 FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted
 
--- name: lookup_with_head
--- `lookup`, and in the same round trip the head of the delegation $3 and its user's data key
--- row (NULL columns when its subject never registered here): an ID-JAG's issuer and the
--- delegation its unverified `sub` names, read together; the head and the key are used only
--- once the signature verifies (service/commands/identity.py verify_presented).
-SELECT i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email,
+-- name: lookups_with_heads
+-- `lookup` for many callers at once, and in the same round trip the head of the delegation
+-- each one names and its user's data key row (NULL columns when that subject never registered
+-- here, or when the caller names none): an ID-JAG's issuer and the delegation its unverified
+-- `sub` names, read together; the head and the key are used only once the signature verifies
+-- (service/commands/identity.py verify_presented). $1, $2, $3: the callers' tenants, issuers
+-- and delegation ids, one element each (service/commands/coalesced.py gathers them); a row
+-- comes back, numbered `n` from 1 as they were, for each caller whose issuer is trusted now.
+SELECT q.n, i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email,
        i.client_ids, i.required_amr,
        d.user_id AS head_user_id, d.version AS head_version, d.generation AS head_generation,
        k.wrapped_key AS head_wrapped_key, k.created_at < now() AS head_key_settled
-FROM trusted_issuers i
-LEFT JOIN delegations d ON d.delegation_id = $3 AND d.tenant_id = $1
+FROM unnest($1::text[], $2::text[], $3::text[])
+         WITH ORDINALITY AS q (tenant_id, issuer, delegation_id, n)
+JOIN trusted_issuers i ON i.tenant_id = q.tenant_id AND i.issuer = q.issuer AND i.trusted
+LEFT JOIN delegations d ON d.delegation_id = q.delegation_id AND d.tenant_id = q.tenant_id
 LEFT JOIN subject_keys k ON k.subject_id = d.user_id
-WHERE i.tenant_id = $1 AND i.issuer = $2 AND i.trusted
 
 -- name: listed
 SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids,

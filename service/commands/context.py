@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
@@ -17,12 +17,15 @@ from events.errors import ConcurrencyConflict
 from events.ledger import LEDGER
 from events.store import EventStore, StreamAppend
 from projections.runner import project
+from service.commands.coalesced import Coalesced
 from service.crypto.pii import FreshSubject, Sealer
 from service.crypto.signing import KeyRing
 from service.providers.jwks import JwksCache
 from service.tenancy.config import TenantConfig
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 RETRIES = 5
 InTransaction = Callable[[asyncpg.Connection], Awaitable[None]]
 Observer = Callable[[Sequence[RecordedEvent]], None]
@@ -74,10 +77,23 @@ class Context:
     on_recorded: Observer | None = None
     # Agent providers' keys, fetched for trusted issuers only (ID-JAGs and logout tokens).
     provider_keys: JwksCache | None = None
+    # Reads this process's concurrent callers share (service/commands/coalesced.py), by name;
+    # every tenant's context holds the same ones (`replace` keeps them), so their keys name
+    # the tenant.
+    shared_reads: dict[str, Coalesced[Any, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self.store.pool
+
+    def coalesced(self, name: str, start: Callable[[], Coalesced[K, V]]) -> Coalesced[K, V]:
+        """This process's `name` reads, started by `start` on first use."""
+        reads = self.shared_reads.get(name)
+        if reads is None:
+            reads = self.shared_reads[name] = start()
+        return cast(Coalesced[K, V], reads)
 
     def stream(self, stream_type: str, stream_id: str) -> StreamRef:
         return StreamRef(self.tenant.tenant_id, stream_type, stream_id)

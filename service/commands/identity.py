@@ -24,7 +24,7 @@ from service.commands.context import Caller, Change, Context, retrying
 from service.commands.credentials import Minted, mint
 from service.commands.delegation_head import DelegationHead, HeadAhead
 from service.commands.jti import remember_jti
-from service.commands.trust_list import lookup, lookup_with_head
+from service.commands.trust_list import lookup_with_head
 from service.crypto.tokens import new_user_id, registration_id_for_identity
 from service.domain.errors import ProtocolError
 from service.domain.trust_list import delegation_id_for
@@ -97,13 +97,10 @@ async def verify_presented(ctx: Context, assertion: str, *, v06: bool = False) -
         if v06 and same_url(issuer, tenant.issuer):
             raise ProtocolError("invalid_issuer", "this service's own assertions are no ID-JAGs")
         if issuer not in issuers:
-            issuers[issuer] = (
-                (await lookup(ctx, issuer), HeadAhead())
-                if subject is None
-                else await lookup_with_head(
-                    ctx, issuer, delegation_id_for(issuer, subject, tenant.issuer)
-                )
+            delegation = (
+                None if subject is None else delegation_id_for(issuer, subject, tenant.issuer)
             )
+            issuers[issuer] = await lookup_with_head(ctx, issuer, delegation)
         return issuers[issuer][0]
 
     verified = await verify_id_jag(

@@ -12,10 +12,13 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from events.envelope import Metadata
 from events.issuer import STREAM_TYPE, IssuerEvent
 from events.ledger import LEDGER
 from events.sql import load_queries
+from service.commands.coalesced import Coalesced
 from service.commands.context import Caller, Change, Context, retrying
 from service.commands.delegation_head import DelegationHead, HeadAhead
 from service.domain.trust_list import (
@@ -177,14 +180,17 @@ async def lookup(ctx: Context, issuer: str) -> TrustedIssuer | None:
     return None if row is None else _entry(row)
 
 
+TrustKey = tuple[str, str, str | None]  # a caller's tenant, issuer and delegation (or none)
+
+
 async def lookup_with_head(
-    ctx: Context, issuer: str, delegation_id: str
+    ctx: Context, issuer: str, delegation_id: str | None
 ) -> tuple[TrustedIssuer | None, HeadAhead]:
-    """`lookup`, and the head of `delegation_id` and its user's data key read in the same round
-    trip (see HeadAhead); for an issuer not trusted now, nothing is read ahead."""
-    row = await ctx.pool.fetchrow(
-        Q["lookup_with_head"], ctx.tenant.tenant_id, issuer, delegation_id
-    )
+    """`lookup`, and the head of `delegation_id` (if one is named) and its user's data key read
+    in the same round trip (see HeadAhead); for an issuer not trusted now, nothing is read
+    ahead. The query is shared with the process's other callers of the moment (Coalesced)."""
+    reads = ctx.coalesced("trust_list.lookups_with_heads", lambda: _lookups(ctx.pool))
+    row = await reads.get((ctx.tenant.tenant_id, issuer, delegation_id))
     if row is None:
         return None, HeadAhead()
     head = (
@@ -194,9 +200,26 @@ async def lookup_with_head(
             str(row["head_user_id"]), int(row["head_version"]), int(row["head_generation"])
         )
     )
-    return _entry(row), HeadAhead(
-        delegation_id, head, row["head_wrapped_key"], bool(row["head_key_settled"])
+    ahead = (
+        HeadAhead()
+        if delegation_id is None
+        else HeadAhead(delegation_id, head, row["head_wrapped_key"], bool(row["head_key_settled"]))
     )
+    return _entry(row), ahead
+
+
+def _lookups(pool: asyncpg.Pool) -> Coalesced[TrustKey, asyncpg.Record | None]:
+    async def fetch(keys: Sequence[TrustKey]) -> list[asyncpg.Record | None]:
+        tenants, issuers, delegations = zip(*keys, strict=True)
+        rows = await pool.fetch(
+            Q["lookups_with_heads"], list(tenants), list(issuers), list(delegations)
+        )
+        found: list[asyncpg.Record | None] = [None] * len(keys)
+        for row in rows:
+            found[row["n"] - 1] = row
+        return found
+
+    return Coalesced(fetch)
 
 
 async def listed(ctx: Context) -> list[tuple[TrustedIssuer, int, datetime]]:

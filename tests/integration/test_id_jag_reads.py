@@ -5,10 +5,13 @@ the row again)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 
 from events.clock import ManualClock
@@ -29,7 +32,7 @@ AGENT = Caller(request_id="req-agent", client_ip="203.0.113.7")
 OPERATOR = Caller(request_id="req-op", actor="admin")
 HEAD_READ = "FROM delegations WHERE delegation_id"  # delegations.sql `head`, alone
 KEY_READ = "FROM subject_keys WHERE subject_id"  # the Sealer's own key reads
-READ_AHEAD = "LEFT JOIN delegations"  # issuers.sql `lookup_with_head`
+READ_AHEAD = "LEFT JOIN delegations"  # issuers.sql `lookups_with_heads`
 
 
 @pytest.fixture
@@ -164,3 +167,65 @@ async def test_a_subject_never_seen_and_an_issuer_no_longer_trusted_read_no_head
     entry, ahead = await lookup_with_head(ctx, idp.issuer, ana)
     assert entry is None
     assert (ahead.delegation_id, ahead.head) == (None, None)  # nothing read ahead
+
+
+async def test_concurrent_registrations_read_their_issuer_and_heads_in_one_query(
+    ctx: Context, idp: IdentityProvider, queries: list[str]
+) -> None:
+    """The callers of one moment share the read ahead (service/commands/coalesced.py), and
+    each gets its own subject's head: every credential is its own user's, every delegation
+    one version on."""
+    subjects = ["ana", "bob", "cy", "dee"]
+    for subject in subjects:
+        await register_id_jag(ctx, _jag(ctx, idp, subject), "api_key", AGENT)
+    users = {s: await _user_of(ctx, s, idp) for s in subjects}
+    assert len(set(users.values())) == len(subjects)
+    queries.clear()
+    issued = await asyncio.gather(
+        *(register_id_jag(ctx, _jag(ctx, idp, s), "api_key", AGENT) for s in subjects)
+    )
+    assert sum(READ_AHEAD in q for q in queries) == 1, queries
+    assert not any(HEAD_READ in q for q in queries), queries
+    for subject, delegated in zip(subjects, issued, strict=True):
+        row = await ctx.pool.fetchrow(
+            "SELECT user_id, delegation_id FROM credentials WHERE credential_id = $1",
+            delegated.credential.credential_id,
+        )
+        assert row is not None
+        assert (row["user_id"], row["delegation_id"]) == (
+            users[subject],
+            _delegation_of(ctx, idp, subject),
+        )
+        head = await delegation_head(ctx, _delegation_of(ctx, idp, subject))
+        assert head is not None
+        assert head.version == 3  # created, used, used
+
+
+async def test_one_shared_read_answers_each_caller_for_its_own_tenant_issuer_and_subject(
+    ctx: Context, idp: IdentityProvider, queries: list[str]
+) -> None:
+    """A trusted issuer with a returning subject, the same with a stranger and with no
+    subject, an issuer nobody trusts, and another tenant (which trusts nobody) asking about
+    the same issuer: one query, and each answer is the one its own read would give."""
+    await register_id_jag(ctx, _jag(ctx, idp, "ana"), "api_key", AGENT)
+    ana, stranger = _delegation_of(ctx, idp, "ana"), _delegation_of(ctx, idp, "nobody")
+    other = replace(ctx, tenant=msgspec.structs.replace(ctx.tenant, tenant_id="other"))
+    queries.clear()
+    answers = await asyncio.gather(
+        lookup_with_head(ctx, idp.issuer, ana),
+        lookup_with_head(ctx, "https://untrusted.example", ana),
+        lookup_with_head(other, idp.issuer, ana),
+        lookup_with_head(ctx, idp.issuer, stranger),
+        lookup_with_head(ctx, idp.issuer, None),
+    )
+    assert sum(READ_AHEAD in q for q in queries) == 1, queries
+    (known, _), (untrusted, nothing), (elsewhere, none_there), (new, fresh), (bare, empty) = answers
+    assert known is not None
+    assert known.issuer == idp.issuer
+    assert answers[0][1].head == await delegation_head(ctx, ana)
+    assert (untrusted, nothing.delegation_id) == (None, None)
+    assert (elsewhere, none_there.delegation_id) == (None, None)
+    assert new == known
+    assert (fresh.delegation_id, fresh.head) == (stranger, None)
+    assert bare == known
+    assert (empty.delegation_id, empty.head) == (None, None)
