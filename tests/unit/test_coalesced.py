@@ -21,16 +21,30 @@ class Source:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
-        self.gate: asyncio.Event | None = None
+        self.gate = asyncio.Event()  # open: each fetch goes through; cleared: held
+        self.gate.set()
         self.fail_on: int | None = None
 
     async def fetch(self, keys: Sequence[int]) -> list[str]:
         self.batches.append(list(keys))
-        if self.gate is not None:
-            await self.gate.wait()
+        await self.gate.wait()
         if self.fail_on is not None and self.fail_on in keys:
             raise LookupError(f"no {self.fail_on}")
         return [f"v{k}" for k in keys]
+
+
+async def _one_in_flight(
+    *, fail_on: int | None = None
+) -> tuple[Source, Coalesced[int, str], asyncio.Future[str]]:
+    """A source held at its gate, and the first caller, whose query (key 1) is in flight."""
+    source = Source()
+    source.gate.clear()
+    source.fail_on = fail_on
+    reads = Coalesced(source.fetch)
+    first = asyncio.ensure_future(reads.get(1))
+    await _turns(2)
+    assert source.batches == [[1]]
+    return source, reads, first
 
 
 async def test_callers_of_one_moment_share_one_query_and_get_their_own_answers() -> None:
@@ -51,12 +65,7 @@ async def test_a_lone_caller_goes_at_once() -> None:
 
 
 async def test_callers_arriving_during_a_query_go_together_in_the_next() -> None:
-    source = Source()
-    source.gate = asyncio.Event()
-    reads = Coalesced(source.fetch)
-    first = asyncio.ensure_future(reads.get(1))
-    await _turns(2)
-    assert source.batches == [[1]]  # in flight
+    source, reads, first = await _one_in_flight()
     later = [asyncio.ensure_future(reads.get(k)) for k in (2, 3)]
     await _turns(2)
     assert source.batches == [[1]]  # one query in flight at a time
@@ -67,12 +76,7 @@ async def test_callers_arriving_during_a_query_go_together_in_the_next() -> None
 
 
 async def test_a_failed_query_fails_its_batch_only() -> None:
-    source = Source()
-    source.gate = asyncio.Event()
-    source.fail_on = 2
-    reads = Coalesced(source.fetch)
-    first = asyncio.ensure_future(reads.get(1))
-    await _turns(1)
+    source, reads, first = await _one_in_flight(fail_on=2)
     failing = [asyncio.ensure_future(reads.get(k)) for k in (2, 4)]
     await _turns(1)
     source.gate.set()
@@ -84,11 +88,7 @@ async def test_a_failed_query_fails_its_batch_only() -> None:
 
 
 async def test_a_caller_that_gives_up_is_left_out_and_the_others_answered() -> None:
-    source = Source()
-    source.gate = asyncio.Event()
-    reads = Coalesced(source.fetch)
-    first = asyncio.ensure_future(reads.get(1))
-    await _turns(1)
+    source, reads, first = await _one_in_flight()
     quitter = asyncio.ensure_future(reads.get(2))
     stayer = asyncio.ensure_future(reads.get(3))
     await _turns(1)
@@ -118,7 +118,7 @@ async def test_a_fetch_that_answers_the_wrong_number_fails_its_callers() -> None
 
 async def test_a_cancelled_runner_cancels_its_waiting_callers() -> None:
     source = Source()
-    source.gate = asyncio.Event()
+    source.gate.clear()
     reads = Coalesced(source.fetch)
     callers = [asyncio.ensure_future(reads.get(k)) for k in (1, 2)]
     await _turns(2)
