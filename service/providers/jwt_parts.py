@@ -72,14 +72,14 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every token: `json.loads` with hooks builds a new one per call.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_no_constants)
+
+
 def _json_object(segment: str, part: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_no_constants,
-        )
+        value = _STRICT_JSON.decode(raw.decode("utf-8"))
     except (ValueError, binascii.Error, RecursionError):
         raise ProtocolError("invalid_request", f"the JWT {part} is not base64url JSON") from None
     if not isinstance(value, dict):
