@@ -36,7 +36,7 @@ class Coalesced(Generic[K, V]):
         self._max_batch = max_batch
         self._waiting: list[tuple[K, asyncio.Future[V]]] = []
         self._runner: asyncio.Task[None] | None = None
-        self.queries = 0  # queries sent since start (tests and benchmarks read it)
+        self.queries = 0  # queries sent since start (the tests read it)
 
     async def get(self, key: K) -> V:
         loop = asyncio.get_running_loop()
