@@ -80,7 +80,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -125,7 +125,7 @@ from events.ids import new_event_id  # noqa: E402
 from events.registration import ClaimAttemptStarted, RegistrationCreated  # noqa: E402
 from events.rows import ColumnForm  # noqa: E402
 from events.sql import Conn, load_queries  # noqa: E402
-from service.commands.coalesced import Coalesced  # noqa: E402
+from service.commands.trust_list import trust_reads  # noqa: E402
 from service.crypto.pii import Sealer, encrypt  # noqa: E402
 from service.crypto.secret_keys import load_server_keys  # noqa: E402
 from service.crypto.tokens import (  # noqa: E402
@@ -182,10 +182,6 @@ MAILS = ColumnForm(
     "AS u (a, r, rs, lt, le, c)"
 )
 NOTIFY_MAIL = "SELECT pg_notify($1, $2)"
-# The server's own statement (its key columns unused here: UserKeys holds every user's key,
-# as the server's Sealer holds those it has read), loaded rather than copied, and sent as the
-# server sends it: once for the callers of a moment (service/commands/coalesced.py).
-LOOKUPS_WITH_HEADS = load_queries("projections", "issuers.sql")["lookups_with_heads"]
 ID_JAG_CREDENTIALS = ColumnForm(  # projections/credentials.sql `issued_rows`
     "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via, "
     "registration_id, user_id, status, expires_at, issued_at, version, issuer, delegation_id) "
@@ -501,16 +497,10 @@ class IdJagFloor:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise TypeError("the provider's key is no EC key")
         self.keys = {kid: key}  # the JWKS cache's entry
-        self.lookups: Coalesced[tuple[str, str], asyncpg.Record | None] = Coalesced(self._lookup)
-
-    async def _lookup(self, keys: Sequence[tuple[str, str]]) -> list[asyncpg.Record | None]:
-        rows = await self.pool.fetch(
-            LOOKUPS_WITH_HEADS, [TENANT] * len(keys), [k[0] for k in keys], [k[1] for k in keys]
-        )
-        found: list[asyncpg.Record | None] = [None] * len(keys)
-        for row in rows:
-            found[row["n"] - 1] = row
-        return found
+        # The server's own read (its key columns unused here: UserKeys holds every user's key,
+        # as the server's Sealer holds those it has read), sent as the server sends it: once
+        # for the callers of a moment (service/commands/coalesced.py).
+        self.lookups = trust_reads(pool)
 
     async def register(self, token: str) -> str:
         """A returning user's registration: the credential id, once committed."""
@@ -531,7 +521,7 @@ class IdJagFloor:
             raise Refused("invalid_request")
         did = delegation_id_for(iss, sub, self.tenant.issuer)
         # trusted? and the head of the delegation the unverified sub names (one query)
-        entry = await self.lookups.get((iss, did))
+        entry = await self.lookups.get((TENANT, iss, did))
         if entry is None:
             raise Refused("invalid_issuer")
         if alg != "ES256" or alg not in entry["algorithms"] or kid not in self.keys:

@@ -14,13 +14,9 @@ ON CONFLICT (tenant_id, issuer) DO UPDATE SET
 UPDATE trusted_issuers SET trusted = false, version = $3, updated_at = $4
 WHERE tenant_id = $1 AND issuer = $2
 
--- name: lookup
-SELECT issuer, jwks_uri, algorithms, display_name, link_by_verified_email, client_ids,
-       required_amr
-FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2 AND trusted
-
 -- name: lookups_with_heads
--- `lookup` for many callers at once, and in the same round trip the head of the delegation
+-- The trust entry of each caller's issuer, if it is trusted now, for many callers at once
+-- (service/commands/trust_list.py `lookup`, `lookup_with_head`), and in the same round trip the head of the delegation
 -- each one names and its user's data key row (NULL columns when that subject never registered
 -- here, or when the caller names none): an ID-JAG's issuer and the delegation its unverified
 -- `sub` names, read together; the head and the key are used only once the signature verifies

@@ -176,8 +176,8 @@ async def distrust(ctx: Context, issuer: str, caller: Caller, reason: str | None
 async def lookup(ctx: Context, issuer: str) -> TrustedIssuer | None:
     """The entry for `issuer` if it is trusted now (read per check, so a removal made by any
     replica applies to the next assertion)."""
-    row = await ctx.pool.fetchrow(Q["lookup"], ctx.tenant.tenant_id, issuer)
-    return None if row is None else _entry(row)
+    entry, _ = await lookup_with_head(ctx, issuer, None)
+    return entry
 
 
 TrustKey = tuple[str, str, str | None]  # a caller's tenant, issuer and delegation (or none)
@@ -189,7 +189,7 @@ async def lookup_with_head(
     """`lookup`, and the head of `delegation_id` (if one is named) and its user's data key read
     in the same round trip (see HeadAhead); for an issuer not trusted now, nothing is read
     ahead. The query is shared with the process's other callers of the moment (Coalesced)."""
-    reads = ctx.coalesced("trust_list.lookups_with_heads", lambda: _lookups(ctx.pool))
+    reads = ctx.coalesced("trust_list.lookups_with_heads", lambda: trust_reads(ctx.pool))
     row = await reads.get((ctx.tenant.tenant_id, issuer, delegation_id))
     if row is None:
         return None, HeadAhead()
@@ -208,7 +208,10 @@ async def lookup_with_head(
     return _entry(row), ahead
 
 
-def _lookups(pool: asyncpg.Pool) -> Coalesced[TrustKey, asyncpg.Record | None]:
+def trust_reads(pool: asyncpg.Pool) -> Coalesced[TrustKey, asyncpg.Record | None]:
+    """`lookups_with_heads` for the callers of a moment: each caller's row, or None when its
+    issuer is not trusted now (bench/identity_floor.py reads through it too)."""
+
     async def fetch(keys: Sequence[TrustKey]) -> list[asyncpg.Record | None]:
         tenants, issuers, delegations = zip(*keys, strict=True)
         rows = await pool.fetch(
