@@ -6,7 +6,7 @@
 Issue 14 asks v0.6 onboarding to be no slower per agent than a v1 registration. This script
 does, with no HTTP, no framework and no logging, only what each must do, through the same
 kind of writer (per process, group commit, one batch in flight, as events/writer.py), as a
-member of the runtime role (the write guards' checks at COMMIT paid):
+member of the runtime role (the write guards' checks paid):
 
 - a v1 registration (bench/registration_floor.py's `Registration`): its ids, claim token and
   API key (CSPRNG) and their SHA-256 hashes, a data key wrapped under the KEK, the client IP

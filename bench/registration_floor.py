@@ -20,7 +20,7 @@ floor of sessions 3-5).
 P processes (default 2, as `serve --workers 2`) each run C/P clients for S seconds at C = 1, 16
 and 64, against a fresh, migrated database, with fsync and synchronous_commit as the server has
 them, writing as a member of the runtime role as the server does (so the write guards' checks
-at COMMIT are paid; --as-superuser skips them). Prints registrations/s and latency per C, the
+are paid; --as-superuser skips them). Prints registrations/s and latency per C, the
 CPU per registration of these processes, of the worker, of Postgres and of everything else
 the machine did meanwhile, and checks at the end that the log holds every registration, that
 its hash chain verifies and that JetStream holds every event.

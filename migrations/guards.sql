@@ -2,12 +2,12 @@
 -- behind it (security issue 12, finding 3; docs/security.md, "The database roles").
 --
 -- The runtime role (privileges.sql) may INSERT and UPDATE these tables, because the inline
--- projections write them in the append's transaction. These constraint triggers make every
--- such write prove itself against the log at COMMIT: the row's `version` names the event
+-- projections write them in the append's transaction. These triggers make every such write
+-- prove itself against the log as its statement ends: the row's `version` names the event
 -- that wrote it, and that event must be stored in the row's stream (for credentials: be the
 -- very event that makes this change). A row forged without an event, a revoked key set
--- active again, scopes widened, or an expiry pushed back: the COMMIT fails and nothing of
--- the transaction stays.
+-- active again, scopes widened, or an expiry pushed back: the statement fails, and the
+-- transaction with it (nothing of it stays).
 --
 -- They check the runtime role only: the owner (or a superuser) could drop them anyway, so
 -- its writes (a data migration like 0015, a repair) pass unchecked.
@@ -16,8 +16,16 @@
 -- (this file runs as it), and dropping or disabling a trigger needs the table's owner;
 -- `session_replication_role = replica`, which skips triggers, is for superusers only. The
 -- functions name `public.events` and run with a fixed search_path, so a temporary table
--- called `events` cannot stand in for the log. DEFERRABLE INITIALLY DEFERRED: checked at
--- COMMIT, whatever order the append and the projection statements run in.
+-- called `events` cannot stand in for the log.
+--
+-- Once per statement, not once per row (issue 11): each guard is a pair of statement-level
+-- AFTER triggers (one for INSERT, one for UPDATE: Postgres gives transition tables to
+-- single-event triggers only) that check every row the statement wrote in one query. The
+-- writer sends a batch's rows of a table in one statement (events/rows.py), so a batch of
+-- 30 registrations pays a few checks, not sixty (row-level constraint triggers did, at
+-- COMMIT, under the append lock). They fire as the statement ends, so a guarded row must be
+-- written after its event in the same transaction: the writer's projections always are
+-- (events/writer.py, both ways), and nothing else of the runtime's writes these tables.
 --
 -- Not guarded, by design: `sign_in_links` and `claim_polls` (0020, the v0.6 door) have no
 -- event behind a row and decide no login alone. A forged sign-in link gives a browser
@@ -29,29 +37,26 @@
 -- `authledger replay` after it switches the read models (a rebuilt table comes without
 -- triggers). Not a numbered migration for that reason.
 
--- Both functions look the event up with EXECUTE, planned afresh at each call with the real
--- values. A plan cached while `events` was nearly empty (a new database, no statistics yet)
--- can pick events_tenant_type_idx over the unique (tenant_id, stream_id, stream_version) key
--- and then filter every event of the tenant, for every row, until autovacuum's next ANALYZE:
--- on a fresh bench database that cost 4.7 ms of Postgres per registration and four fifths of
--- the throughput (docs/benchmarks.md, session 5). Only the lookup is planned each time: the
--- owner's early return keeps its cached plan (a function-wide force_custom_plan re-planned it
--- for every row a rebuild folds, a fifth of `replay`'s rate).
+-- Each check looks the events up with EXECUTE, planned afresh for each statement with the
+-- log's present size. A plan cached while `events` was nearly empty (a new database, no
+-- statistics yet) can pick events_tenant_type_idx over the unique (tenant_id, stream_id,
+-- stream_version) key and then read every event of the tenant for every row until
+-- autovacuum's next ANALYZE: on a fresh bench database that cost 4.7 ms of Postgres per
+-- registration and four fifths of the throughput (docs/benchmarks.md, session 5). A row's
+-- lookup is a LATERAL subquery with LIMIT 1: one index probe per row, never a join that
+-- could scan the log. The owner's early return is static SQL, planned once.
 
--- Registrations, trusted issuers, delegations, subscriptions and tenants: the row's version
+-- Registrations, trusted issuers, delegations, subscriptions and tenants: a row's version
 -- must be an event of the row's stream, and a change must come with a newer one than the
--- row had. Their projections write every event of the stream, so a row is always at its
--- stream's head: there is no stored event a forged change could borrow.
+-- row had (an UPDATE's old and new rows paired by the stream id column: a row whose id
+-- changed is checked as a new one). Their projections write every event of the stream, so a
+-- row is always at its stream's head: there is no stored event a forged change could borrow.
 -- TG_ARGV: [0] the stream type, [1] the column holding the stream id, [2] its prefix,
 -- [3] (optional) the tenant whose log holds a row with no tenant_id.
-CREATE OR REPLACE FUNCTION ledger_row_backed() RETURNS trigger
+CREATE OR REPLACE FUNCTION ledger_rows_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    fields  jsonb;
-    stream  text;
-    version integer;
-    before  jsonb;
-    found_it boolean;
+    bad record;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
     -- migration, a repair) are its to answer for, not checked here.
@@ -59,28 +64,33 @@ BEGIN
                    'MEMBER') THEN
         RETURN NULL;
     END IF;
-    fields := to_jsonb(NEW);
-    stream := TG_ARGV[2] || (fields ->> TG_ARGV[1]);
-    version := (fields ->> 'version')::integer;
-    IF TG_OP = 'UPDATE' THEN
-        before := to_jsonb(OLD);
-        IF TG_ARGV[2] || (before ->> TG_ARGV[1]) = stream
-           AND version <= (before ->> 'version')::integer THEN
-            RAISE EXCEPTION '% row of % changed without a newer event (version % after %)',
-                TG_TABLE_NAME, stream, version, before ->> 'version'
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    END IF;
-    EXECUTE 'SELECT true FROM public.events e WHERE e.tenant_id = $1 AND e.stream_id = $2'
-            ' AND e.stream_version = $3 AND e.stream_type = $4'
-        INTO found_it
-        USING coalesce(fields ->> 'tenant_id', TG_ARGV[3]), stream, version, TG_ARGV[0];
-    IF found_it IS NULL THEN
+    EXECUTE format(
+        'SELECT r.stream, r.version, r.before, w.found'
+        ' FROM (SELECT $1 || n.%1$I AS stream, coalesce(n.tenant_id, $2) AS tenant,'
+        '              n.version, %2$s AS before'
+        '       FROM new_rows n %3$s) r'
+        ' LEFT JOIN LATERAL (SELECT true AS found FROM public.events e'
+        '     WHERE e.tenant_id = r.tenant AND e.stream_id = r.stream'
+        '       AND e.stream_version = r.version AND e.stream_type = $3 LIMIT 1) w ON true'
+        ' WHERE w.found IS NULL OR r.version <= r.before'
+        ' LIMIT 1',
+        TG_ARGV[1],
+        CASE TG_OP WHEN 'UPDATE' THEN 'o.version' ELSE 'NULL::integer' END,
+        CASE TG_OP WHEN 'UPDATE'
+            THEN format('LEFT JOIN old_rows o ON o.%1$I = n.%1$I', TG_ARGV[1])
+            ELSE '' END)
+        INTO bad
+        USING TG_ARGV[2], TG_ARGV[3], TG_ARGV[0];
+    IF bad.stream IS NULL THEN
+        RETURN NULL;
+    ELSIF bad.found IS NULL THEN
         RAISE EXCEPTION '% row of % has no event behind it (version %)',
-            TG_TABLE_NAME, stream, version
+            TG_TABLE_NAME, bad.stream, bad.version
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    RETURN NULL;
+    RAISE EXCEPTION '% row of % changed without a newer event (version % after %)',
+        TG_TABLE_NAME, bad.stream, bad.version, bad.before
+        USING ERRCODE = 'insufficient_privilege';
 END
 $$;
 
@@ -89,15 +99,13 @@ $$;
 -- inserted by `credential.issued` with that token hash, kind, scopes and expiry; changed by
 -- `credential.rescoped` (scopes, user, expiry as the event says), or ended by
 -- `credential.revoked` / `credential.expired` while active. What it was issued as never
--- changes. An ended credential's row may lag behind its stream (a later end writes
+-- changes (an UPDATE's rows paired by credential_id: a row whose id changed has no pair and
+-- is refused). An ended credential's row may lag behind its stream (a later end writes
 -- nothing), which is why the event's type and content are checked, not only its version.
-CREATE OR REPLACE FUNCTION credentials_row_backed() RETURNS trigger
+CREATE OR REPLACE FUNCTION credentials_rows_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    written record;
-    p       jsonb;  -- the payload parsed once (json's operators parse the text at each use)
-    scopes  text[];
-    agrees  boolean;
+    bad record;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
     -- migration, a repair) are its to answer for, not checked here.
@@ -105,99 +113,112 @@ BEGIN
                    'MEMBER') THEN
         RETURN NULL;
     END IF;
-    EXECUTE 'SELECT e.type, e.payload, e.occurred_at FROM public.events e'
-            ' WHERE e.tenant_id = $1 AND e.stream_id = $2 AND e.stream_version = $3'
-            ' AND e.stream_type = ''credential'''
-        INTO written
-        USING NEW.tenant_id, NEW.credential_id, NEW.version;
-    IF written.type IS NULL THEN
-        RAISE EXCEPTION 'credentials row of % has no event behind it (version %)',
-            NEW.credential_id, NEW.version
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    p := written.payload::jsonb;
-    scopes := ARRAY(SELECT jsonb_array_elements_text(p -> 'scopes'));
     IF TG_OP = 'INSERT' THEN
-        agrees := written.type = 'credential.issued' AND NEW.status = 'active'
-            AND NEW.token_hash = p ->> 'token_hash' AND NEW.kind = p ->> 'kind'
-            AND NEW.scopes = scopes AND NEW.issued_via = p ->> 'issued_via'
-            AND NEW.expires_at IS NOT DISTINCT FROM (p ->> 'expires_at')::timestamptz
-            AND NEW.registration_id IS NOT DISTINCT FROM p ->> 'registration_id'
-            AND NEW.user_id IS NOT DISTINCT FROM p ->> 'user_id'
-            AND NEW.issuer IS NOT DISTINCT FROM p ->> 'issuer'
-            AND NEW.delegation_id IS NOT DISTINCT FROM p ->> 'delegation_id'
-            AND NEW.issued_at = written.occurred_at
-            AND NEW.ended_at IS NULL AND NEW.end_reason IS NULL;
+        EXECUTE $q$
+            SELECT n.credential_id, n.version, w.type FROM new_rows n
+            LEFT JOIN LATERAL (
+                SELECT e.type, e.payload::jsonb AS p, e.occurred_at FROM public.events e
+                WHERE e.tenant_id = n.tenant_id AND e.stream_id = n.credential_id
+                  AND e.stream_version = n.version AND e.stream_type = 'credential'
+                LIMIT 1) w ON true
+            WHERE (w.type = 'credential.issued' AND n.status = 'active'
+                AND n.token_hash = w.p ->> 'token_hash' AND n.kind = w.p ->> 'kind'
+                AND n.scopes = ARRAY(SELECT jsonb_array_elements_text(w.p -> 'scopes'))
+                AND n.issued_via = w.p ->> 'issued_via'
+                AND n.expires_at IS NOT DISTINCT FROM (w.p ->> 'expires_at')::timestamptz
+                AND n.registration_id IS NOT DISTINCT FROM w.p ->> 'registration_id'
+                AND n.user_id IS NOT DISTINCT FROM w.p ->> 'user_id'
+                AND n.issuer IS NOT DISTINCT FROM w.p ->> 'issuer'
+                AND n.delegation_id IS NOT DISTINCT FROM w.p ->> 'delegation_id'
+                AND n.issued_at = w.occurred_at
+                AND n.ended_at IS NULL AND n.end_reason IS NULL) IS NOT TRUE
+            LIMIT 1 $q$
+            INTO bad;
     ELSE
-        agrees := NEW.version > OLD.version
-            AND (NEW.credential_id, NEW.tenant_id, NEW.kind, NEW.token_hash, NEW.issued_via,
-                 NEW.registration_id, NEW.issuer, NEW.delegation_id, NEW.issued_at)
-                IS NOT DISTINCT FROM
-                (OLD.credential_id, OLD.tenant_id, OLD.kind, OLD.token_hash, OLD.issued_via,
-                 OLD.registration_id, OLD.issuer, OLD.delegation_id, OLD.issued_at)
-            AND CASE written.type
-                WHEN 'credential.rescoped' THEN
-                    NEW.status = OLD.status AND NEW.scopes = scopes
-                    AND NEW.expires_at IS NOT DISTINCT FROM (p ->> 'expires_at')::timestamptz
-                    AND NEW.user_id IS NOT DISTINCT FROM coalesce(p ->> 'user_id', OLD.user_id)
-                    AND (NEW.ended_at, NEW.end_reason)
-                        IS NOT DISTINCT FROM (OLD.ended_at, OLD.end_reason)
-                WHEN 'credential.revoked' THEN
-                    OLD.status = 'active' AND NEW.status = 'revoked'
-                    AND NEW.end_reason = p ->> 'reason' AND NEW.ended_at = written.occurred_at
-                    AND (NEW.scopes, NEW.expires_at, NEW.user_id)
-                        IS NOT DISTINCT FROM (OLD.scopes, OLD.expires_at, OLD.user_id)
-                WHEN 'credential.expired' THEN
-                    OLD.status = 'active' AND NEW.status = 'expired'
-                    AND NEW.end_reason = 'expired' AND NEW.ended_at = written.occurred_at
-                    AND (NEW.scopes, NEW.expires_at, NEW.user_id)
-                        IS NOT DISTINCT FROM (OLD.scopes, OLD.expires_at, OLD.user_id)
-                ELSE false
-            END;
+        EXECUTE $q$
+            SELECT n.credential_id, n.version, w.type FROM new_rows n
+            LEFT JOIN old_rows o ON o.credential_id = n.credential_id
+            LEFT JOIN LATERAL (
+                SELECT e.type, e.payload::jsonb AS p, e.occurred_at FROM public.events e
+                WHERE e.tenant_id = n.tenant_id AND e.stream_id = n.credential_id
+                  AND e.stream_version = n.version AND e.stream_type = 'credential'
+                LIMIT 1) w ON true
+            WHERE (n.version > o.version
+                AND (n.credential_id, n.tenant_id, n.kind, n.token_hash, n.issued_via,
+                     n.registration_id, n.issuer, n.delegation_id, n.issued_at)
+                    IS NOT DISTINCT FROM
+                    (o.credential_id, o.tenant_id, o.kind, o.token_hash, o.issued_via,
+                     o.registration_id, o.issuer, o.delegation_id, o.issued_at)
+                AND CASE w.type
+                    WHEN 'credential.rescoped' THEN
+                        n.status = o.status
+                        AND n.scopes = ARRAY(SELECT jsonb_array_elements_text(w.p -> 'scopes'))
+                        AND n.expires_at IS NOT DISTINCT FROM (w.p ->> 'expires_at')::timestamptz
+                        AND n.user_id IS NOT DISTINCT FROM coalesce(w.p ->> 'user_id', o.user_id)
+                        AND (n.ended_at, n.end_reason)
+                            IS NOT DISTINCT FROM (o.ended_at, o.end_reason)
+                    WHEN 'credential.revoked' THEN
+                        o.status = 'active' AND n.status = 'revoked'
+                        AND n.end_reason = w.p ->> 'reason' AND n.ended_at = w.occurred_at
+                        AND (n.scopes, n.expires_at, n.user_id)
+                            IS NOT DISTINCT FROM (o.scopes, o.expires_at, o.user_id)
+                    WHEN 'credential.expired' THEN
+                        o.status = 'active' AND n.status = 'expired'
+                        AND n.end_reason = 'expired' AND n.ended_at = w.occurred_at
+                        AND (n.scopes, n.expires_at, n.user_id)
+                            IS NOT DISTINCT FROM (o.scopes, o.expires_at, o.user_id)
+                    ELSE false
+                END) IS NOT TRUE
+            LIMIT 1 $q$
+            INTO bad;
     END IF;
-    IF agrees IS NOT TRUE THEN
-        RAISE EXCEPTION 'credentials row of % is not what its event % (version %) wrote',
-            NEW.credential_id, written.type, NEW.version
+    IF bad.credential_id IS NULL THEN
+        RETURN NULL;
+    ELSIF bad.type IS NULL THEN
+        RAISE EXCEPTION 'credentials row of % has no event behind it (version %)',
+            bad.credential_id, bad.version
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    RETURN NULL;
+    RAISE EXCEPTION 'credentials row of % is not what its event % (version %) wrote',
+        bad.credential_id, bad.type, bad.version
+        USING ERRCODE = 'insufficient_privilege';
 END
 $$;
 
-DROP TRIGGER IF EXISTS credentials_backed_by_events ON credentials;
-CREATE CONSTRAINT TRIGGER credentials_backed_by_events
-    AFTER INSERT OR UPDATE ON credentials DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION credentials_row_backed();
+-- Each guarded table's two triggers. The row-level constraint trigger of the same name
+-- (guards before 2026-12-07) goes first, and its functions after the last of them.
+CREATE OR REPLACE PROCEDURE pg_temp.guard_table(tbl regclass, check_fn text, args text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    name text := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', name || '_backed_by_events', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', name || '_changes_backed_by_events', tbl);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
+        name || '_backed_by_events', tbl, check_fn, args);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows'
+        ' NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
+        name || '_changes_backed_by_events', tbl, check_fn, args);
+END
+$$;
 
-DROP TRIGGER IF EXISTS registrations_backed_by_events ON registrations;
-CREATE CONSTRAINT TRIGGER registrations_backed_by_events
-    AFTER INSERT OR UPDATE ON registrations DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('registration', 'registration_id', '');
-
-DROP TRIGGER IF EXISTS trusted_issuers_backed_by_events ON trusted_issuers;
-CREATE CONSTRAINT TRIGGER trusted_issuers_backed_by_events
-    AFTER INSERT OR UPDATE ON trusted_issuers DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('issuer', 'stream_id', '');
-
-DROP TRIGGER IF EXISTS delegations_backed_by_events ON delegations;
-CREATE CONSTRAINT TRIGGER delegations_backed_by_events
-    AFTER INSERT OR UPDATE ON delegations DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('delegation', 'delegation_id', '');
-
-DROP TRIGGER IF EXISTS subscriptions_backed_by_events ON subscriptions;
-CREATE CONSTRAINT TRIGGER subscriptions_backed_by_events
-    AFTER INSERT OR UPDATE ON subscriptions DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('subscription', 'subscription_id', '');
-
-DROP TRIGGER IF EXISTS tenants_backed_by_events ON tenants;
-CREATE CONSTRAINT TRIGGER tenants_backed_by_events
-    AFTER INSERT OR UPDATE ON tenants DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('tenant', 'tenant_id', 'ten_');
-
+CALL pg_temp.guard_table('credentials', 'credentials_rows_backed', '');
+CALL pg_temp.guard_table('registrations', 'ledger_rows_backed',
+                         $a$'registration', 'registration_id', ''$a$);
+CALL pg_temp.guard_table('trusted_issuers', 'ledger_rows_backed', $a$'issuer', 'stream_id', ''$a$);
+CALL pg_temp.guard_table('delegations', 'ledger_rows_backed',
+                         $a$'delegation', 'delegation_id', ''$a$);
+CALL pg_temp.guard_table('subscriptions', 'ledger_rows_backed',
+                         $a$'subscription', 'subscription_id', ''$a$);
+CALL pg_temp.guard_table('tenants', 'ledger_rows_backed', $a$'tenant', 'tenant_id', 'ten_'$a$);
 -- Scoped operator credentials (security finding 2): the table the access gate decides from.
 -- An installation-wide credential (operator, metrics) has no tenant_id; its stream is in the
 -- default tenant's log.
-DROP TRIGGER IF EXISTS access_credentials_backed_by_events ON access_credentials;
-CREATE CONSTRAINT TRIGGER access_credentials_backed_by_events
-    AFTER INSERT OR UPDATE ON access_credentials DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_row_backed('access', 'credential_id', '', 'default');
+CALL pg_temp.guard_table('access_credentials', 'ledger_rows_backed',
+                         $a$'access', 'credential_id', '', 'default'$a$);
+DROP PROCEDURE pg_temp.guard_table(regclass, text, text);
+DROP FUNCTION IF EXISTS ledger_row_backed();
+DROP FUNCTION IF EXISTS credentials_row_backed();

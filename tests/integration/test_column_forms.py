@@ -1,7 +1,8 @@
 """A row statement's column form (events.rows) writes exactly the rows `executemany` writes.
 
-Against a real Postgres, in transactions rolled back (the read models' guards check at
-COMMIT): the same rows written row by row and through `send_rows`, every column compared.
+Against a real Postgres, as the owner (the read models' guards check the runtime's writes
+only), in transactions rolled back: the same rows written row by row and through
+`send_rows`, every column compared.
 An UPDATE's rows are written first (`before`), beside one it must leave alone.
 """
 

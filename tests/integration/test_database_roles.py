@@ -77,9 +77,12 @@ async def _granted(pool: asyncpg.Pool) -> dict[str, set[str]]:
 
 
 async def _guards(pool: asyncpg.Pool) -> list[str]:
+    """The tables whose two checks (migrations/guards.sql: INSERT and UPDATE) are both on."""
     rows = await pool.fetch(
-        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE t.tgname = c.relname || '_backed_by_events' AND t.tgenabled = 'O' ORDER BY 1"
+        "SELECT c.relname FROM pg_class c WHERE 2 = (SELECT count(*) FROM pg_trigger t "
+        "WHERE t.tgrelid = c.oid AND t.tgenabled = 'O' AND t.tgname IN "
+        "(c.relname || '_backed_by_events', c.relname || '_changes_backed_by_events')) "
+        "ORDER BY 1"
     )
     return [r["relname"] for r in rows]
 

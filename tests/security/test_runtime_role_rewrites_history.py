@@ -22,10 +22,12 @@ import pytest
 
 from events.clock import ManualClock
 from events.hashchain import verify_log
-from events.store import EventStore
+from events.ledger import LEDGER
+from events.store import EventStore, StreamAppend
 from service.audit.signing_round import sign_now
 from service.commands.access import grant_access, revoke_access
 from service.commands.context import Caller, Context
+from service.commands.credentials import mint
 from service.commands.registration import Registered, register_anonymous
 from service.commands.revocation import revoke
 from service.crypto.tokens import token_hash
@@ -140,8 +142,9 @@ async def test_a_signed_checkpoint_cannot_be_rewritten(ctx: Context) -> None:
         "DROP TRIGGER events_append_only ON events",
         "DROP TRIGGER credentials_backed_by_events ON credentials",
         "ALTER TABLE credentials DISABLE TRIGGER credentials_backed_by_events",
+        "ALTER TABLE credentials DISABLE TRIGGER credentials_changes_backed_by_events",
         "DROP FUNCTION events_refuse_change() CASCADE",
-        "CREATE OR REPLACE FUNCTION credentials_row_backed() RETURNS trigger "
+        "CREATE OR REPLACE FUNCTION credentials_rows_backed() RETURNS trigger "
         "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
         "ALTER TABLE events OWNER TO CURRENT_USER",
     ],
@@ -161,6 +164,7 @@ async def test_the_guards_cannot_be_dropped_disabled_or_replaced(
     )
     assert [t["tgname"] for t in triggers] == [
         "credentials_backed_by_events",
+        "credentials_changes_backed_by_events",
         "events_append_only",
         "events_no_truncate",
     ]
@@ -201,6 +205,47 @@ async def test_a_credential_with_no_event_behind_it_cannot_log_in(
     assert await _logs_in(backend, database_url, forged) == 401
     assert victim.credential is not None
     assert await _logs_in(backend, database_url, victim.credential) == 200
+
+
+# The rows of `credentials`, as one statement of many rows (events/rows.py's column forms).
+_ROWS_AT_ONCE = (
+    "INSERT INTO credentials (credential_id, tenant_id, kind, token_hash, scopes, issued_via,"
+    " registration_id, status, issued_at, version) SELECT c, 'default', 'api_key', h,"
+    " string_to_array(s, ' '), 'anonymous', r, 'active', t, 1"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+    " AS u (c, h, s, r, t)"
+)
+
+
+async def test_a_forged_row_among_real_ones_sinks_the_whole_statement(ctx: Context) -> None:
+    """The guards check every row a statement writes, not one per statement: three keys'
+    `credential.issued` events are in the log, and one INSERT writes their rows with a fourth,
+    the attacker's, last. Refused, and nothing of it stays; the same statement without the
+    forged row is taken (so the three were good rows, and the fourth alone sank it)."""
+    now = ctx.clock.now()
+    minted = [
+        mint(ctx, "api_key", now=now, scopes=("api.read",), issued_via="anonymous",
+             registration_id=f"reg_{i}", user_id=None)
+        for i in range(3)
+    ]  # fmt: skip
+    recorded = await ctx.store.append_many(
+        [StreamAppend(m.change.stream, 0, [LEDGER.new(e, occurred_at=now) for e in m.change.events])
+         for m in minted]
+    )  # fmt: skip
+    at = recorded[0].occurred_at
+    real = [(m.credential_id, token_hash(m.plain), "api.read", f"reg_{i}", at)
+            for i, m in enumerate(minted)]  # fmt: skip
+    forged = ("cred_forged", token_hash("ak_" + secrets.token_urlsafe(32)), "api.read", "reg_x", at)
+
+    async def write(rows: Sequence[tuple[object, ...]]) -> None:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ROWS_AT_ONCE, *(list(column) for column in zip(*rows, strict=True)))
+
+    with pytest.raises(REFUSED):
+        await write([*real, forged])
+    assert await ctx.pool.fetchval("SELECT count(*) FROM credentials") == 0
+    await write(real)
+    assert await ctx.pool.fetchval("SELECT count(*) FROM credentials") == 3
 
 
 async def test_a_revoked_credential_cannot_be_brought_back_or_widened(
