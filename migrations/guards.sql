@@ -48,8 +48,9 @@
 
 -- Registrations, trusted issuers, delegations, subscriptions and tenants: a row's version
 -- must be an event of the row's stream, and a change must come with a newer one than the
--- row had (an UPDATE's old and new rows paired by the stream id column: a row whose id
--- changed is checked as a new one). Their projections write every event of the stream, so a
+-- row had (an UPDATE's old and new rows paired by tenant and stream id, as the tables' keys
+-- pair them: an issuer's stream id is the same in every tenant that trusts it; a row whose
+-- pair changed is checked as a new one). Their projections write every event of the stream, so a
 -- row is always at its stream's head: there is no stored event a forged change could borrow.
 -- TG_ARGV: [0] the stream type, [1] the column holding the stream id, [2] its prefix,
 -- [3] (optional) the tenant whose log holds a row with no tenant_id.
@@ -77,7 +78,8 @@ BEGIN
         TG_ARGV[1],
         CASE TG_OP WHEN 'UPDATE' THEN 'o.version' ELSE 'NULL::integer' END,
         CASE TG_OP WHEN 'UPDATE'
-            THEN format('LEFT JOIN old_rows o ON o.%1$I = n.%1$I', TG_ARGV[1])
+            THEN format('LEFT JOIN old_rows o ON o.%1$I = n.%1$I'
+                        ' AND o.tenant_id IS NOT DISTINCT FROM n.tenant_id', TG_ARGV[1])
             ELSE '' END)
         INTO bad
         USING TG_ARGV[2], TG_ARGV[3], TG_ARGV[0];

@@ -6,15 +6,22 @@ tests/security/test_runtime_role_rewrites_history.py."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from importlib import resources
 
 import asyncpg
+import pytest
 
-from events.store import EventStore
+from events.envelope import StreamRef
+from events.issuer import STREAM_TYPE as ISSUER_STREAM
+from events.issuer import IssuerTrusted, IssuerUpdated
+from events.ledger import LEDGER
+from events.store import EventStore, StreamAppend
 from migrations.roles import RUNTIME_ROLE
 from projections.replay import replay
 from service.commands.context import Caller
 from service.commands.registration import register_anonymous
+from service.domain.trust_list import issuer_stream_id
 from tests.support.backends import Backend
 from tests.support.commands import command_context
 from tests.support.nats import NatsNames
@@ -120,6 +127,42 @@ async def test_replay_keeps_the_grants_and_the_guards(
     assert await _guards(pool) == sorted(GUARDED)
     await register_anonymous(ctx, "api_key", AGENT)
     assert await pool.fetchval("SELECT count(*) FROM credentials") == 2
+
+
+async def test_one_statement_over_two_tenants_rows_of_an_issuer_is_judged_row_by_row(
+    store: EventStore, pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
+    """An issuer's stream id is the same in every tenant that trusts it, so the guards pair an
+    UPDATE's old and new rows by tenant and stream id: one statement moving each tenant's row
+    to an event of its own stream is taken (paired by stream id alone, tenant `ta`'s new
+    version 2 would meet `tb`'s old 3 and be refused), and moving one back is refused."""
+    issuer = "https://agents.example.net"
+    stream_id = issuer_stream_id(issuer)
+    now = datetime.now(UTC)
+    trusted = IssuerTrusted(issuer=issuer, algorithms=("ES256",))
+    updated = IssuerUpdated(issuer=issuer, algorithms=("ES256",))
+    await store.append_many(
+        [StreamAppend(StreamRef(tenant, ISSUER_STREAM, stream_id), 0,
+                      [LEDGER.new(e, occurred_at=now) for e in (trusted, *[updated] * more)])
+         for tenant, more in (("ta", 1), ("tb", 3))]
+    )  # fmt: skip
+    await owner_pool.execute(  # the rows as the projection left them: ta at 1, tb at 3
+        "INSERT INTO trusted_issuers (issuer, tenant_id, stream_id, algorithms,"
+        " link_by_verified_email, client_ids, required_amr, trusted, version, updated_at)"
+        " VALUES ($1, 'ta', $2, '{ES256}', true, '{}', '{}', true, 1, now()),"
+        " ($1, 'tb', $2, '{ES256}', true, '{}', '{}', true, 3, now())",
+        issuer,
+        stream_id,
+    )
+    move = (
+        "UPDATE trusted_issuers"
+        " SET version = CASE tenant_id WHEN 'ta' THEN $2::int ELSE $3::int END"
+    )
+    await pool.execute(f"{move} WHERE issuer = $1", issuer, 2, 4)
+    rows = await pool.fetch("SELECT tenant_id, version FROM trusted_issuers ORDER BY 1")
+    assert [(r["tenant_id"], r["version"]) for r in rows] == [("ta", 2), ("tb", 4)]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pool.execute(f"{move} WHERE issuer = $1 AND tenant_id = 'ta'", issuer, 1, 4)
 
 
 async def _serve_warnings(backend: Backend, url: str, nats_names: NatsNames) -> list[str]:
