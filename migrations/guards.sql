@@ -50,14 +50,16 @@
 -- must be an event of the row's stream, and a change must come with a newer one than the
 -- row had (an UPDATE's old and new rows paired by tenant and stream id, as the tables' keys
 -- pair them: an issuer's stream id is the same in every tenant that trusts it; a row whose
--- pair changed is checked as a new one). Their projections write every event of the stream, so a
--- row is always at its stream's head: there is no stored event a forged change could borrow.
+-- pair changed is checked as a new one). Their projections write every event of the stream,
+-- so a row is always at its stream's head: there is no stored event a forged change could
+-- borrow.
 -- TG_ARGV: [0] the stream type, [1] the column holding the stream id, [2] its prefix,
 -- [3] (optional) the tenant whose log holds a row with no tenant_id.
 CREATE OR REPLACE FUNCTION ledger_rows_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad record;
+    refused integer;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
     -- migration, a repair) are its to answer for, not checked here.
@@ -83,7 +85,8 @@ BEGIN
             ELSE '' END)
         INTO bad
         USING TG_ARGV[2], TG_ARGV[3], TG_ARGV[0];
-    IF bad.stream IS NULL THEN
+    GET DIAGNOSTICS refused = ROW_COUNT;  -- EXECUTE leaves FOUND alone
+    IF refused = 0 THEN
         RETURN NULL;
     ELSIF bad.found IS NULL THEN
         RAISE EXCEPTION '% row of % has no event behind it (version %)',
@@ -108,6 +111,7 @@ CREATE OR REPLACE FUNCTION credentials_rows_backed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad record;
+    refused integer;
 BEGIN
     -- The owner (or a superuser) could drop this trigger anyway: its own writes (a data
     -- migration, a repair) are its to answer for, not checked here.
@@ -174,7 +178,8 @@ BEGIN
             LIMIT 1 $q$
             INTO bad;
     END IF;
-    IF bad.credential_id IS NULL THEN
+    GET DIAGNOSTICS refused = ROW_COUNT;  -- EXECUTE leaves FOUND alone
+    IF refused = 0 THEN
         RETURN NULL;
     ELSIF bad.type IS NULL THEN
         RAISE EXCEPTION 'credentials row of % has no event behind it (version %)',
