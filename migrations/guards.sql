@@ -193,39 +193,39 @@ END
 $$;
 
 -- Each guarded table's two triggers. The row-level constraint trigger of the same name
--- (guards before 2026-12-07) goes first, and its functions after the last of them.
-CREATE OR REPLACE PROCEDURE pg_temp.guard_table(tbl regclass, check_fn text, args text)
-LANGUAGE plpgsql AS $$
+-- (guards before 2026-12-07) goes first, and its functions after the last of them. A DO
+-- block, not a helper procedure: a temporary one would need the TEMPORARY privilege on the
+-- database, which an owner role need not have.
+-- Scoped operator credentials (security finding 2) are the table the access gate decides
+-- from; an installation-wide one (operator, metrics) has no tenant_id, and its stream is in
+-- the default tenant's log.
+DO $guards$
 DECLARE
-    name text := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    g record;
 BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', name || '_backed_by_events', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', name || '_changes_backed_by_events', tbl);
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows'
-        ' FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
-        name || '_backed_by_events', tbl, check_fn, args);
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows'
-        ' NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
-        name || '_changes_backed_by_events', tbl, check_fn, args);
+    FOR g IN SELECT * FROM (VALUES
+        ('credentials', 'credentials_rows_backed', ''),
+        ('registrations', 'ledger_rows_backed', $a$'registration', 'registration_id', ''$a$),
+        ('trusted_issuers', 'ledger_rows_backed', $a$'issuer', 'stream_id', ''$a$),
+        ('delegations', 'ledger_rows_backed', $a$'delegation', 'delegation_id', ''$a$),
+        ('subscriptions', 'ledger_rows_backed', $a$'subscription', 'subscription_id', ''$a$),
+        ('tenants', 'ledger_rows_backed', $a$'tenant', 'tenant_id', 'ten_'$a$),
+        ('access_credentials', 'ledger_rows_backed',
+         $a$'access', 'credential_id', '', 'default'$a$)
+    ) AS t (tbl, check_fn, args) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', g.tbl || '_backed_by_events', g.tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I',
+                       g.tbl || '_changes_backed_by_events', g.tbl);
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS new_rows'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION %I(%s)',
+            g.tbl || '_backed_by_events', g.tbl, g.check_fn, g.args);
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER UPDATE ON %I REFERENCING OLD TABLE AS old_rows'
+            ' NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %I(%s)',
+            g.tbl || '_changes_backed_by_events', g.tbl, g.check_fn, g.args);
+    END LOOP;
 END
-$$;
-
-CALL pg_temp.guard_table('credentials', 'credentials_rows_backed', '');
-CALL pg_temp.guard_table('registrations', 'ledger_rows_backed',
-                         $a$'registration', 'registration_id', ''$a$);
-CALL pg_temp.guard_table('trusted_issuers', 'ledger_rows_backed', $a$'issuer', 'stream_id', ''$a$);
-CALL pg_temp.guard_table('delegations', 'ledger_rows_backed',
-                         $a$'delegation', 'delegation_id', ''$a$);
-CALL pg_temp.guard_table('subscriptions', 'ledger_rows_backed',
-                         $a$'subscription', 'subscription_id', ''$a$);
-CALL pg_temp.guard_table('tenants', 'ledger_rows_backed', $a$'tenant', 'tenant_id', 'ten_'$a$);
--- Scoped operator credentials (security finding 2): the table the access gate decides from.
--- An installation-wide credential (operator, metrics) has no tenant_id; its stream is in the
--- default tenant's log.
-CALL pg_temp.guard_table('access_credentials', 'ledger_rows_backed',
-                         $a$'access', 'credential_id', '', 'default'$a$);
-DROP PROCEDURE pg_temp.guard_table(regclass, text, text);
+$guards$;
 DROP FUNCTION IF EXISTS ledger_row_backed();
 DROP FUNCTION IF EXISTS credentials_row_backed();
