@@ -1,11 +1,12 @@
 """Two (or more) values of a variable of `serve`'s environment against each other, in alternation.
 
     .venv/bin/python bench/serve_ab.py AUTHLEDGER_WRITE_HOLD_MS=1,4 [--passes N]
-        [--connections C] [--seconds S] [--database-url URL]
+        [--connections C] [--seconds S] [--workload anonymous|static] [--database-url URL]
 
 For each pass, for each value of the variable in turn: `serve --workers 2` with that value
 (the worker runs throughout, as in bench/write_path.py), a 2 s warm-up, then anonymous
-registrations (`bench/wrk/register.lua`) for S seconds at C connections; the server is
+registrations (`bench/wrk/register.lua`), or with `--workload static` the static endpoint
+every ratio divides by (`bench/wrk/get.lua`), for S seconds at C connections; the server is
 stopped before the next value starts. Prints each run (registrations/s, p99, registrations
 per committed batch) and each value's median. Alternation is the point: on a machine whose
 speed drifts minute to minute (a shared VM's steal time), two values measured back to back
@@ -24,6 +25,12 @@ from scratch_database import add_database_url
 from served import Server, free_port
 from write_path import Deployment, deployment
 from wrk_runs import Wrk
+
+# what a run drives: wrk's script and the path it sends to
+WORKLOADS = {
+    "anonymous": ("register.lua", "/agent/auth"),
+    "static": ("get.lua", "/.well-known/oauth-protected-resource"),
+}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -45,7 +52,7 @@ async def run(args: argparse.Namespace) -> int:
                 await events.conn.close()
     finally:
         await admin.close()
-    print(f"anonymous registrations at c={args.connections}, {args.seconds:g} s a run:")
+    print(f"{args.workload} at c={args.connections}, {args.seconds:g} s a run:")
     for value, got in rates.items():
         listed = ", ".join(f"{rate:,.0f}" for rate in got)
         print(f"  {variable}={value}: median {statistics.median(got):,.0f}/s ({listed})")
@@ -62,21 +69,23 @@ async def one_run(
     try:
         await server.wait_ready()
         wrk = Wrk(server, deployed.workdir, 2)
-        await wrk.run("warm-up", "register.lua", "/agent/auth", connections=64, seconds=2)
+        script, path = WORKLOADS[args.workload]
+        await wrk.run("warm-up", script, path, connections=64, seconds=2)
         head = await events.head()
         measured = await wrk.run(
-            "POST /agent/auth",
-            "register.lua",
-            "/agent/auth",
+            f"{args.workload} {path}",
+            script,
+            path,
             connections=args.connections,
             seconds=args.seconds,
         )
         per_batch = await events.registrations_per_batch(head)
     finally:
         server.stop()
+    batches = f", {per_batch:.1f} registrations a batch" if args.workload == "anonymous" else ""
     print(
-        f"pass {turn}, {variable}={value}: {measured.rate:,.0f}/s, p99 {measured.p99_ms:.1f} ms, "
-        f"{per_batch:.1f} registrations a batch",
+        f"pass {turn}, {variable}={value}: {measured.rate:,.0f}/s, p99 {measured.p99_ms:.1f} ms"
+        f"{batches}",
         flush=True,
     )
     return measured.rate
@@ -89,6 +98,12 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="anonymous",
+        help="anonymous registrations, or the static endpoint (write_path.py's baseline)",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 
