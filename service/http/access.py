@@ -35,7 +35,7 @@ from service.crypto.tokens import tokens_equal
 from service.domain.access import ADMIN, judge
 from service.http.bodies import caller, json_reply
 from service.http.tenancy import TENANT_STATE
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 from service.tenancy.config import TenantConfig
 
 ACCESS_GATE = "access_gate"  # router opt key of the AccessGate

@@ -57,7 +57,8 @@ from service.http.revocations import list_revocations
 from service.http.subscriptions import subscriptions_router
 from service.http.tenancy import request_tenant, tenant_middleware
 from service.observability import access_log
-from service.observability.metrics import Metrics, Tracking, note_refusal
+from service.observability.metrics import Metrics
+from service.observability.request_outcome import Tracking, note_refusal
 from service.runtime.resources import Resources
 from service.settings import Settings
 from service.tenancy.config import ME_PATH, REGISTER_PATH, TenantConfig

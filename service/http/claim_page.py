@@ -38,7 +38,7 @@ from service.http.page_templates import (
 )
 from service.http.route_docs import CHALLENGE_DOC, VIEW_DOC
 from service.http.tenancy import door_guard
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 from service.runtime.resources import Resources
 from service.tenancy.config import CLAIM_PATH
 

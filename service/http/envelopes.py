@@ -37,7 +37,7 @@ from service.http.errors import (
     database_unavailable,
     error_headers,
 )
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 from service.tenancy.config import (
     EVENTS_PATH,
     IDENTITY_CLAIM_PATH,

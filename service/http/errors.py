@@ -17,7 +17,7 @@ from litestar import Request, Response
 
 from service.domain.errors import ProtocolError
 from service.http.bodies import NO_STORE, BodyTooLarge, json_reply
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 
 DEFAULT_RETRY_AFTER = 60  # seconds, when the refusal does not say how long to wait
 UNAVAILABLE_RETRY_AFTER = 2  # seconds, when the database does not answer

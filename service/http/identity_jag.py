@@ -23,7 +23,7 @@ from service.commands.context import Context
 from service.commands.identity_v06 import LoginRequired, Served, SteppedUp, register_identity_v06
 from service.http.bodies import json_reply, timestamp, v06_caller
 from service.http.envelopes import IDENTITY
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 from service.runtime.resources import Resources
 
 REGISTRATION_TYPE = "identity_assertion"

@@ -28,7 +28,7 @@ from service.http.answers import PAGE
 from service.http.bodies import FORM, BodyTooLarge, media_type, read_raw
 from service.http.errors import UNAVAILABLE_RETRY_AFTER, database_unavailable, error_headers
 from service.http.page_templates import PAGE_HEADERS, problem_view
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 
 AnyRequest = Request[Any, Any, Any]
 log = structlog.get_logger("service.http")

@@ -31,7 +31,7 @@ from service.http.access import AccessGate, AdminRefused, admin_refused, bearer_
 from service.http.bodies import FORM, NO_STORE, json_reply, media_type, read_raw, timestamp
 from service.http.route_docs import INTROSPECT_DOC, JWKS_DOC, ME_DOC
 from service.http.tenancy import TENANT_STATE
-from service.observability.metrics import note_refusal
+from service.observability.request_outcome import note_refusal
 from service.runtime.resources import Resources
 from service.tenancy.config import INTROSPECT_PATH, JWKS_PATH, ME_PATH, TenantConfig
 

@@ -25,11 +25,10 @@ Counted by the serving process (prometheus-client objects, in this object's own 
   nothing from memory). The read models themselves are projected inline, in the append's
   transaction: `projection="inline"` is 0 by construction.
 
-Read from Postgres when scraped (the same in every process, so any one may answer):
-`authledger_log_head_position`, `authledger_relay_lag_events` (head minus the relay's
-checkpoint), `authledger_expiry_lag_seconds` (now minus the oldest deadline the expiry worker
-has not recorded, the worker's own query), `authledger_push_deliveries_total{outcome}`
-(`delivered`, `failed`, `dead_lettered`), and `authledger_database_up`.
+Read from Postgres when scraped, the same in every process: the log's head, the relay's and
+the expiry worker's lag, the webhook deliveries, whether Postgres answered
+(service.observability.database_figures). What a request did, which labels its counters, is
+collected by service.observability.request_outcome.
 
 Several processes (`serve --workers N` shares one socket, so a scrape reaches any child):
 prometheus-client's multiprocess mode. The parent points `PROMETHEUS_MULTIPROC_DIR` at a fresh
@@ -43,10 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
-from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
@@ -58,15 +55,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from events.clock import Clock, SystemClock
 from events.envelope import RecordedEvent
 from events.sql import load_queries
-from projections.deadlines import next_deadline
 from service.caches.credentials import CredentialCache
+from service.observability.database_figures import DatabaseCollector, DatabaseFigures, read_figures
+from service.observability.request_outcome import RequestOutcome, current_outcome
 from service.runtime.listening import MULTIPROC_ENV
 from service.tenancy.config import CLAIM_PATH, REGISTER_PATH
 
@@ -89,88 +85,6 @@ _FLOWS = (
     ("claim.attempt_started", "verified_email"),
     ("registration.created", "anonymous"),
 )
-
-
-@dataclass
-class RequestOutcome:
-    """What one request did: its refusal code, if refused; the events it appended."""
-
-    error: str | None = None
-    appended: list[str] = field(default_factory=list)
-
-
-_OUTCOME: ContextVar[RequestOutcome | None] = ContextVar("authledger_outcome", default=None)
-
-
-class Tracking:
-    """Around one request (the request middleware): collects what it did. A class, not a
-    generator-based context manager: it is entered on every request."""
-
-    __slots__ = ("_outcome", "_token")
-
-    def __init__(self) -> None:
-        self._outcome = RequestOutcome()
-        self._token: Token[RequestOutcome | None] | None = None
-
-    def __enter__(self) -> RequestOutcome:
-        self._token = _OUTCOME.set(self._outcome)
-        return self._outcome
-
-    def __exit__(self, *_: object) -> None:
-        if self._token is not None:
-            _OUTCOME.reset(self._token)
-
-
-def note_refusal(code: str) -> None:
-    """Called where a refusal is answered: the error code, for the outcome counters."""
-    outcome = _OUTCOME.get()
-    if outcome is not None:
-        outcome.error = code
-
-
-@dataclass
-class _Snapshot:
-    """The figures of the last scrape that came from Postgres."""
-
-    up: bool = False
-    head: int = 0
-    relay_lag: int = 0
-    expiry_lag: float = 0.0
-    push: dict[str, int] = field(default_factory=dict)
-
-
-class _DatabaseCollector(Collector):
-    def __init__(self, snapshot: _Snapshot) -> None:
-        self._snapshot = snapshot
-
-    def collect(self) -> Iterable[Metric]:
-        s = self._snapshot
-        yield GaugeMetricFamily(
-            "authledger_database_up", "1 when the last scrape could read Postgres", s.up
-        )
-        if not s.up:
-            return
-        yield GaugeMetricFamily(
-            "authledger_log_head_position", "Position of the last event in the log", s.head
-        )
-        yield GaugeMetricFamily(
-            "authledger_relay_lag_events",
-            "Events in the log the relay has not yet published to JetStream",
-            s.relay_lag,
-        )
-        yield GaugeMetricFamily(
-            "authledger_expiry_lag_seconds",
-            "Now minus the oldest deadline the expiry worker has not recorded (0 if none)",
-            s.expiry_lag,
-        )
-        push = CounterMetricFamily(
-            "authledger_push_deliveries",
-            "Webhook deliveries of revocations, by outcome",
-            labels=["outcome"],
-        )
-        for outcome, count in s.push.items():
-            push.add_metric([outcome], count)
-        yield push
 
 
 class Metrics:
@@ -197,8 +111,8 @@ class Metrics:
         else:  # the metric objects write files; whoever answers a scrape reads them all
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        self._snapshot = _Snapshot()
-        self.registry.register(_DatabaseCollector(self._snapshot))
+        self._figures = DatabaseFigures()
+        self.registry.register(DatabaseCollector(self._figures))
         self.requests = Counter(
             "authledger_http_requests",
             "HTTP requests answered, by route template and status",
@@ -287,7 +201,7 @@ class Metrics:
 
     def observe_appended(self, recorded: Sequence[RecordedEvent]) -> None:
         """`Context.on_recorded`: count what this process appended."""
-        outcome = _OUTCOME.get()
+        outcome = current_outcome()
         for event in recorded:
             self._count(self.appended, event.type)
             if outcome is not None:
@@ -352,28 +266,15 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def _read_database(self) -> None:
-        s = self._snapshot
-        try:
-            async with asyncio.timeout(5), self._pool.acquire() as conn:
-                row = await conn.fetchrow(Q["scrape"], self._relay_checkpoint, self._tenant_id)
-                deadline = await next_deadline(conn)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("metrics.database_unavailable", error=type(exc).__name__)
-            s.up = False
+        figures = self._figures
+        read = await read_figures(
+            self._pool, figures, relay_checkpoint=self._relay_checkpoint,
+            tenant_id=self._tenant_id, clock=self._clock,
+        )  # fmt: skip
+        if read:
+            self._refresh_process(figures.head)
+        else:
             self._sync_cache()
-            return
-        if row is None:  # aggregates always answer one row
-            raise RuntimeError("the scrape query answered no row")
-        s.up, s.head = True, int(row["head"])
-        s.relay_lag = max(s.head - int(row["relay_checkpoint"] or 0), 0)
-        now = self._clock.now()
-        s.expiry_lag = max((now - deadline).total_seconds(), 0.0) if deadline else 0.0
-        s.push = {
-            "delivered": int(row["push_delivered"]),
-            "failed": int(row["push_failed"]),
-            "dead_lettered": int(row["push_dead_lettered"]),
-        }
-        self._refresh_process(s.head)
 
     def _refresh_process(self, head: int) -> None:
         self._sync_cache()
