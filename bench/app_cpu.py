@@ -13,7 +13,14 @@ c. anonymous registrations (`POST /agent/auth`) at 1, 8 and 16 concurrent caller
    batches the store's writer made (group commit: fewer, larger batches at more callers);
 d. for comparison, the same at 16 callers through Litestar's route (`hot_paths=False`: what
    every registration paid before service.http.hot_routes), and the command alone
-   (`register_anonymous` called directly) at 16 callers.
+   (`register_anonymous` called directly) at 16 callers;
+e. ID-JAG registrations of returning users (ES256, `POST /agent/auth`), and the command alone
+   (`register_id_jag`), each at 8 and 16 callers (8: a process's share of 16 connections): a
+   test agent provider (tests/support/idp.py) serves its JWKS over HTTP on 127.0.0.1 in this
+   process, is trusted through the service's own command, and its SUBJECTS are registered
+   once first; the tokens of a run are minted before it (a jti each), so the figure holds the
+   server's work only. bench/identity_floor.py's "Python CPU ms" is the same work done by the
+   floor, no app around it.
 
 What (c) costs beyond the command is the HTTP layer in our hands: the middlewares, the body
 and the answer (and in (d)'s first figure Litestar's routing, guard, injection, Request and
@@ -25,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +49,20 @@ from served import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.commands.context import Caller
+from service.commands.context import Caller, Context
+from service.commands.identity import register_id_jag
 from service.commands.registration import register_anonymous
+from service.commands.trust_list import trust
 from service.http.app import create_app
 from service.observability.logging import configure_logging
 from service.runtime.resources import Resources
 from service.settings import Settings
+from tests.support.idp import IdentityProvider
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+SUBJECTS = 200  # returning users, round-robin
+ID_JAG_RATE = 3_000  # tokens minted for each second of a run: more than one process uses
 STATIC = "/.well-known/oauth-protected-resource"
 REGISTER = b'{"type":"anonymous","requested_credential_type":"api_key"}'
 JSON = [(b"content-type", b"application/json")]
@@ -116,6 +131,9 @@ async def measure(url: str, seconds: float) -> None:
         "AUTHLEDGER_ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AUTHLEDGER_RATE_LIMITS": "off",
         "AUTHLEDGER_LOG_LEVEL": "warning",
+        # (e): the test provider's keys, fetched over http from 127.0.0.1
+        "AUTHLEDGER_JWKS_ALLOW_LOOPBACK_HTTP": "true",
+        "AUTHLEDGER_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",
     }
     await migrate(env)
     settings = Settings.from_env(env)
@@ -165,8 +183,58 @@ async def measure(url: str, seconds: float) -> None:
         print(f"the framework's route, 16 callers: {rate:6,.0f}/s {cpu:6.0f} µs CPU a request")
         rate, cpu = await per_request(command, 16, seconds)
         print(f"the command alone, 16 callers:   {rate:8,.0f}/s {cpu:6.0f} µs CPU a request")
+        await measure_id_jag(app, ctx, seconds)
     finally:
         await resources.close()
+
+
+async def measure_id_jag(app: App, ctx: Context, seconds: float) -> None:
+    """(e): ID-JAG registrations of returning users, through the app and the command alone."""
+    async with IdentityProvider(alg="ES256") as idp:
+        await trust(ctx, idp.trusted(algorithms=("ES256",)), Caller(actor="cli:bench"))
+        audience = ctx.tenant.issuer
+
+        def minted(count: int) -> list[str]:
+            now = datetime.now(UTC)
+            return [
+                idp.mint_id_jag(aud=audience, now=now, sub=f"agent-{i % SUBJECTS:04d}")
+                for i in range(count)
+            ]
+
+        for token in minted(SUBJECTS):  # each subject once: the runs are returning users
+            await register_id_jag(ctx, token, "api_key", Caller(client_ip="127.0.0.1"))
+        # a run's tokens (and its warm-up's) before it, so that minting is not counted
+        enough = int(ID_JAG_RATE * (seconds + 1))
+
+        def take(tokens: list[str]) -> str:
+            if not tokens:
+                raise RuntimeError("the run's tokens ran out: raise ID_JAG_RATE")
+            return tokens.pop()
+
+        async def through_app(tokens: list[str]) -> None:
+            body = msgspec.json.encode(
+                {"type": "identity_assertion", "assertion_type": ID_JAG,
+                 "assertion": take(tokens), "requested_credential_type": "api_key"}
+            )  # fmt: skip
+            status, answer = await call(app, "POST", "/agent/auth", JSON, body)
+            if status != 200:
+                raise RuntimeError(f"an ID-JAG registration answered {status}: {answer[:300]!r}")
+
+        async def alone(tokens: list[str]) -> None:
+            await register_id_jag(ctx, take(tokens), "api_key", Caller(client_ip="127.0.0.1"))
+
+        runs: list[tuple[str, Callable[[list[str]], Awaitable[None]]]] = [
+            ("ID-JAG registration", through_app),
+            ("the ID-JAG command", alone),
+        ]
+        for callers in (8, 16):
+            for label, way in runs:
+                tokens = minted(enough)
+                rate, cpu = await per_request(functools.partial(way, tokens), callers, seconds)
+                print(
+                    f"{f'{label}, {callers:2} callers:':33}{rate:8,.0f}/s {cpu:6.0f} µs CPU "
+                    "a request"
+                )
 
 
 async def run(args: argparse.Namespace) -> None:
