@@ -79,7 +79,7 @@ async def read_figures(
     tenant_id: str,
     clock: Clock,
 ) -> bool:
-    """Read the figures into `figures` in one round trip and the expiry worker's query; False
+    """Read the figures into `figures` (one query, then the expiry worker's own); False
     (and `figures.up` False) when Postgres cannot be read."""
     try:
         async with asyncio.timeout(5), pool.acquire() as conn:
