@@ -19,10 +19,13 @@ of two ways:
   lock would deadlock with one that holds the lock and wants them (or with replay's switch,
   which takes the lock and then the tables). Requests that need the long way's per-request
   answers (any version, a stream or event id twice in the batch) go there from the start.
-* The long way: inside the lock the writer reads the head of the log, checks each request's
-  expected stream versions and event ids (a stored id answers with the stored records),
-  hands out positions, extends the hash chain, inserts every row with one statement, runs
-  the inline projectors and notifies tailers.
+* The long way (events/long_way.py): inside the lock the writer reads the head of the log,
+  checks each request's expected stream versions and event ids (a stored id answers with
+  the stored records), hands out positions, extends the hash chain, inserts every row with
+  one statement, runs the inline projectors and notifies tailers.
+
+What a batch runs in its transaction either way (the writes, the projections, `also`) is
+events/batch_steps.py's.
 
 Up to `max_batches_in_flight` batches (default 1) are under way at once: the lock orders
 every process's batches anyway, and one batch in flight lets the next one grow while it
@@ -36,40 +39,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
 from typing import cast
 
 import asyncpg
-import msgspec
 import structlog
 
 from events.appends import (
     APPEND_LOCK,
     AppendRequest,
-    GroupedStep,
     InlineProjector,
     InTransaction,
-    Layers,
-    PlannedProjector,
     StreamAppend,
     Write,
     columns,
-    conflict,
     fail,
     fits_one_trip,
     pending,
-    record,
-    row_to_event,
     send_layers,
 )
+from events.batch_steps import number, planned, project, run_also, send_writes
 from events.clock import Clock
 from events.envelope import RecordedEvent
-from events.errors import PartialDuplicate
-from events.hashchain import GENESIS
-from events.rows import send_rows
-from events.sql import Conn, load_queries
+from events.long_way import commit_checked
+from events.sql import load_queries
 
 Q = load_queries("events", "store.sql")
 # Seconds a batch waits at most for callers on their way back (Writer._gather), unless the
@@ -78,7 +72,6 @@ Q = load_queries("events", "store.sql")
 GATHER_WAIT = 0.004
 GATHER_MEMORY = 32  # batches over which the writer remembers how many callers it had
 log = structlog.get_logger("events.writer")
-_replace = msgspec.structs.replace
 
 
 class _LongWay(Exception):
@@ -241,7 +234,8 @@ class Writer:
                 self._one_trip = False
             else:
                 return
-        await self._commit_checked(batch)
+        await commit_checked(self._pool, self._clock, batch)
+        self.batches["long_way"] += 1
 
     async def _commit_one_trip(self, batch: list[AppendRequest]) -> None:
         """Writes, `events_append`, projections, `also`, in one transaction; _LongWay, having
@@ -270,11 +264,11 @@ class Writer:
             accepted.append((request, records))
         rows = [rec for _, records in accepted for rec in records]
         cols = columns(rows)
-        plans = _plans(accepted)  # before the transaction: the lock waits on no Python work
+        plans = planned(accepted)  # before the transaction: the lock waits on no Python work
         numbered: list[tuple[AppendRequest, list[RecordedEvent]]] | None = None
         async with self._pool.acquire() as conn:
             async with conn.transaction():
-                await _write(conn, batch)
+                await send_writes(conn, batch)
                 answer = await conn.fetchrow(
                     Q["append"],
                     APPEND_LOCK,
@@ -291,172 +285,17 @@ class Writer:
                     raise _LongWay
                 first, hashes = answer["first_position"], answer["hashes"]
                 if plans is None:  # a projector that wants the numbered events
-                    numbered = _numbered(accepted, first, hashes)
-                    await _project(cast(asyncpg.Connection, conn), numbered)
+                    numbered = number(accepted, first, hashes)
+                    await project(cast(asyncpg.Connection, conn), numbered)
                 else:
                     for layers in plans:
                         await send_layers(conn, layers)
-                await _also(cast(asyncpg.Connection, conn), batch)
+                await run_also(cast(asyncpg.Connection, conn), batch)
             # Committed: callers get their answers before the connection goes back to the
             # pool (its release is no business of theirs).
             if numbered is None:
-                numbered = _numbered(accepted, first, hashes)
+                numbered = number(accepted, first, hashes)
             self.batches["one_trip"] += 1
             for request, mine in numbered:
                 if not request.future.done():
                     request.future.set_result(mine)
-
-    async def _commit_checked(self, batch: list[AppendRequest]) -> None:
-        """The long way: checks, numbering and hashing here, under the lock."""
-        outcomes: dict[int, list[RecordedEvent] | BaseException] = {}
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q["lock"], APPEND_LOCK)
-            head = await conn.fetchrow(Q["head"])
-            position, prev_hash = (head["position"], head["hash"]) if head else (0, GENESIS)
-            versions = await self._stream_versions(conn, batch)
-            existing = await self._existing_ids(conn, batch)
-            recorded_at = self._clock.now()
-            rows: list[RecordedEvent] = []
-            accepted: list[tuple[AppendRequest, list[RecordedEvent]]] = []
-            for index, request in enumerate(batch):
-                ids = [e.event_id for e in request.events]
-                known = [i for i in ids if i in existing]
-                if known:
-                    outcomes[index] = (
-                        await self._read_duplicates(conn, request, existing)
-                        if len(known) == len(ids)
-                        else PartialDuplicate(f"{len(known)} of {len(ids)} event ids stored")
-                    )
-                    continue
-                refused = conflict(request, versions)
-                if refused is not None:
-                    outcomes[index] = refused
-                    continue
-                recorded = []
-                for part in request.parts:
-                    key = (part.stream.tenant_id, part.stream.stream_id)
-                    current = versions.get(key, 0)
-                    for event in part.events:
-                        position += 1
-                        current += 1
-                        rec = record(
-                            prev_hash,
-                            position,
-                            part.stream,
-                            current,
-                            event,
-                            recorded_at=recorded_at,
-                        )
-                        prev_hash = rec.hash
-                        recorded.append(rec)
-                    versions[key] = current
-                for event in request.events:
-                    existing[event.event_id] = -1  # the same ids twice in one batch
-                rows.extend(recorded)
-                accepted.append((request, recorded))
-                outcomes[index] = recorded
-            if rows:
-                await conn.execute(Q["insert"], *columns(rows))
-                requests = [request for request, _ in accepted]
-                await _write(conn, requests)
-                await _project(cast(asyncpg.Connection, conn), accepted)
-                await _also(cast(asyncpg.Connection, conn), requests)
-                await conn.execute(Q["notify"], str(position))
-        self.batches["long_way"] += 1
-        for index, request in enumerate(batch):
-            outcome = outcomes[index]
-            if isinstance(outcome, BaseException):
-                fail(request, outcome)
-            elif not request.future.done():
-                request.future.set_result(outcome)
-
-    async def _stream_versions(
-        self, conn: Conn, batch: list[AppendRequest]
-    ) -> dict[tuple[str, str], int]:
-        keys = {(p.stream.tenant_id, p.stream.stream_id) for r in batch for p in r.parts}
-        records = await conn.fetch(Q["stream_versions"], [k[0] for k in keys], [k[1] for k in keys])
-        return {(r["tenant_id"], r["stream_id"]): r["stream_version"] for r in records}
-
-    async def _existing_ids(self, conn: Conn, batch: list[AppendRequest]) -> dict[uuid.UUID, int]:
-        ids = [e.event_id for r in batch for e in r.events]
-        records = await conn.fetch(Q["existing_ids"], ids)
-        return {r["event_id"]: r["position"] for r in records}
-
-    async def _read_duplicates(
-        self, conn: Conn, request: AppendRequest, existing: dict[uuid.UUID, int]
-    ) -> list[RecordedEvent] | BaseException:
-        positions = [existing[e.event_id] for e in request.events]
-        if any(p < 0 for p in positions):
-            return PartialDuplicate("the same event ids were appended twice in one batch")
-        records = await conn.fetch(Q["read_positions"], positions)
-        return [row_to_event(r) for r in records]
-
-
-async def _write(conn: Conn, batch: Sequence[AppendRequest]) -> None:
-    """Every request's writes, each SQL text once (events.rows.send_rows), in first-seen
-    order."""
-    grouped: dict[str, list[tuple[object, ...]]] = {}
-    for request in batch:
-        for sql, args in request.writes:
-            grouped.setdefault(sql, []).append(args)
-    for sql, many in grouped.items():
-        await send_rows(conn, sql, many)
-
-
-def _numbered(
-    accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]], first: int, hashes: list[bytes]
-) -> list[tuple[AppendRequest, list[RecordedEvent]]]:
-    """The pending records with the positions and hashes `events_append` gave them."""
-    position, digests = first, iter(hashes)
-    numbered = []
-    for request, records in accepted:
-        mine = []
-        for rec in records:
-            mine.append(_replace(rec, position=position, hash=next(digests)))
-            position += 1
-        numbered.append((request, mine))
-    return numbered
-
-
-def _grouped(
-    accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]],
-) -> dict[InlineProjector, list[RecordedEvent]]:
-    """Each projector of the batch with the events of every request that names it, in order."""
-    grouped: dict[InlineProjector, list[RecordedEvent]] = {}
-    for request, recorded in accepted:
-        if request.projector is not None:
-            grouped.setdefault(request.projector, []).extend(recorded)
-    return grouped
-
-
-def _plans(accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]]) -> list[Layers] | None:
-    """Each projector's statements for the batch, planned from the pending records; None
-    when a projector of the batch is not planned (it runs with the numbered events)."""
-    plans = []
-    for projector, records in _grouped(accepted).items():
-        if not isinstance(projector, PlannedProjector):
-            return None
-        plans.append(projector.plan(records))
-    return plans
-
-
-async def _project(
-    conn: asyncpg.Connection, accepted: Sequence[tuple[AppendRequest, list[RecordedEvent]]]
-) -> None:
-    """Each projector once, with the events of every request that names it, in order."""
-    for projector, records in _grouped(accepted).items():
-        await projector(conn, records)
-
-
-async def _also(conn: asyncpg.Connection, batch: Sequence[AppendRequest]) -> None:
-    """Each request's step in turn; the GroupedSteps of a batch of several, one call a group
-    (the replay guard of a batch of ID-JAGs: one statement under the lock, not one each)."""
-    grouped: dict[str, list[GroupedStep]] = {}
-    for request in batch:
-        step = request.also
-        if isinstance(step, GroupedStep) and len(batch) > 1:
-            grouped.setdefault(step.group, []).append(step)
-        elif step is not None:
-            await step(conn)
-    for steps in grouped.values():
-        await steps[0].together(conn, [s.args for s in steps])
