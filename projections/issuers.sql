@@ -19,10 +19,11 @@ WHERE tenant_id = $1 AND issuer = $2
 -- (service/commands/trust_list.py `lookup`, `lookup_with_head`), and in the same round trip
 -- the head of the delegation each one names and its user's data key row (NULL columns when
 -- that subject never registered here, or when the caller names none): an ID-JAG's issuer and
--- the delegation its unverified `sub` names, read together; the head and the key are used only once the signature verifies
--- (service/commands/identity.py verify_presented). $1, $2, $3: the callers' tenants, issuers
--- and delegation ids, one element each (service/commands/coalesced.py gathers them); a row
--- comes back, numbered `n` from 1 as they were, for each caller whose issuer is trusted now.
+-- the delegation its unverified `sub` names, read together; the head and the key are used only
+-- once the signature verifies (service/commands/identity.py verify_presented). $1, $2, $3: the
+-- callers' tenants, issuers and delegation ids, one element each
+-- (service/commands/coalesced.py gathers them); a row comes back, numbered `n` from 1 as they
+-- were, for each caller whose issuer is trusted now.
 SELECT q.n, i.issuer, i.jwks_uri, i.algorithms, i.display_name, i.link_by_verified_email,
        i.client_ids, i.required_amr,
        d.user_id AS head_user_id, d.version AS head_version, d.generation AS head_generation,

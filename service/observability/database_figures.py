@@ -20,7 +20,7 @@ from events.clock import Clock
 from events.sql import load_queries
 from projections.deadlines import next_deadline
 
-Q = load_queries("service.observability", "metrics.sql")
+Q = load_queries("service.observability", "database_figures.sql")
 log = structlog.get_logger("service.observability.metrics")  # the metrics' own log, as before
 
 
