@@ -248,6 +248,46 @@ async def test_a_forged_row_among_real_ones_sinks_the_whole_statement(ctx: Conte
     assert await ctx.pool.fetchval("SELECT count(*) FROM credentials") == 3
 
 
+# A registration's row as the writer sends a batch of them (events/rows.py's column forms).
+_REGISTRATIONS_AT_ONCE = (
+    "INSERT INTO registrations (registration_id, tenant_id, kind, status,"
+    " requested_credential_type, claim_token_hash, expires_at, version, created_at, updated_at)"
+    " SELECT r, 'default', 'anonymous', 'unclaimed', 'api_key', h, now(), v, now(), now()"
+    " FROM unnest($1::text[], $2::text[], $3::integer[]) AS u (r, h, v)"
+)
+
+
+async def test_a_registration_row_needs_its_event(ctx: Context, owner_pool: asyncpg.Pool) -> None:
+    """A registration's row is what an agent's claim state and its credentials' row are read
+    beside: the runtime role may insert one only at a version its stream has in the log. Two
+    real registrations lose their rows (the owner, as a repair would); the runtime role puts
+    them back in one statement with a third, forged, row: refused whole. The same with the
+    third naming a real stream at a version it never reached: refused. The two alone: taken."""
+    made = await _history(ctx, n=2)
+    rows = {
+        r["registration_id"]: r["claim_token_hash"]
+        for r in await ctx.pool.fetch("SELECT registration_id, claim_token_hash FROM registrations")
+    }
+    await owner_pool.execute("DELETE FROM registrations")
+    real = [(m.registration_id, rows[m.registration_id], 1) for m in made]
+
+    async def write(batch: Sequence[tuple[object, ...]]) -> None:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _REGISTRATIONS_AT_ONCE, *(list(column) for column in zip(*batch, strict=True))
+            )
+
+    with pytest.raises(REFUSED):
+        await write([*real, ("reg_forged", "h-forged", 1)])
+    with pytest.raises(REFUSED):
+        await write([*real, (made[0].registration_id + "x", "h-other", 1)])
+    with pytest.raises(REFUSED):  # its stream's only event is version 1
+        await write([(made[0].registration_id, rows[made[0].registration_id], 2)])
+    assert await ctx.pool.fetchval("SELECT count(*) FROM registrations") == 0
+    await write(real)
+    assert await ctx.pool.fetchval("SELECT count(*) FROM registrations") == 2
+
+
 async def test_a_revoked_credential_cannot_be_brought_back_or_widened(
     ctx: Context, backend: Backend, database_url: str
 ) -> None:
