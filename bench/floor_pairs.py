@@ -26,7 +26,8 @@ its own with its own `authledger worker` (`write_path.py`'s deployment: serve --
 one, the floor's two processes of `registration_floor.py` on the other, both as members of the
 runtime role), and each round measures ours and the floor at 16 and then 64 connections,
 slice by slice, the order swapped every round. Every 200 of ours must be in the log, as in
-`write_path.py`; the floor checks its own commits. A side that is not measured is idle.
+`write_path.py`; the floor's writers fail the run at an append the database did not take. A
+side that is not measured is idle.
 """
 
 from __future__ import annotations

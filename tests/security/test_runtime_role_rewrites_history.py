@@ -258,11 +258,12 @@ _REGISTRATIONS_AT_ONCE = (
 
 
 async def test_a_registration_row_needs_its_event(ctx: Context, owner_pool: asyncpg.Pool) -> None:
-    """A registration's row is what an agent's claim state and its credentials' row are read
-    beside: the runtime role may insert one only at a version its stream has in the log. Two
-    real registrations lose their rows (the owner, as a repair would); the runtime role puts
-    them back in one statement with a third, forged, row: refused whole. The same with the
-    third naming a real stream at a version it never reached: refused. The two alone: taken."""
+    """A registration's row holds the agent's claim state: the runtime role may insert one
+    only at a version its stream has in the log. Two real registrations lose their rows (the
+    owner deletes them, as a repair would); the runtime role puts them back in one statement
+    with a third row for a registration that was never made: refused whole, and again with
+    the third's id one character off a real one. A real registration's row at a version its
+    stream never reached: refused. The two real rows alone: taken."""
     made = await _history(ctx, n=2)
     rows = {
         r["registration_id"]: r["claim_token_hash"]
