@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from tests.support.plans import rows_read
 from workers.mailer import Q
 
 PENDING = 6_600
@@ -24,15 +25,6 @@ FILL = (
     "now(), 'pending', 0, now() - g * interval '1 ms' "
     f"FROM generate_series(1, {PENDING}) g"
 )
-
-
-def rows_read(plan: dict[str, Any]) -> int:
-    """Rows every scan node of the plan produced or filtered out, at any depth."""
-    own = 0
-    if "Scan" in plan["Node Type"]:
-        own = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
-        own += plan.get("Rows Removed by Index Recheck", 0)
-    return own + sum(rows_read(child) for child in plan.get("Plans", []))
 
 
 # all but the last 16 sent, as a drained burst leaves them before a vacuum: every index

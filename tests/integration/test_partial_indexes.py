@@ -15,6 +15,7 @@ import asyncpg
 from projections.credentials import Q as CREDENTIALS
 from projections.registrations import Q as REGISTRATIONS
 from service.audit.subjects import Q as SUBJECTS
+from tests.support.plans import rows_read
 
 ROWS = 6_000
 WITH_VALUE = 3  # rows whose searched column holds a value
@@ -38,14 +39,6 @@ PARTIAL = {
     "registrations": ("attempt_token_hash",),
     "credentials": ("user_id", "delegation_id"),
 }
-
-
-def rows_read(plan: dict[str, Any]) -> int:
-    """Rows every scan node of the plan produced or filtered out, at any depth."""
-    own = 0
-    if "Scan" in plan["Node Type"]:
-        own = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
-    return own + sum(rows_read(child) for child in plan.get("Plans", []))
 
 
 async def executed_plan(pool: asyncpg.Pool, statement: str, *args: Any) -> dict[str, Any]:
